@@ -1,0 +1,20 @@
+// Package vma reads and writes Proxmox VMA v1 backup archives ("Virtual
+// Machine Archive"), the format written by Proxmox VE's vzdump for QEMU
+// virtual machines.
+//
+// An archive is a header holding the VM's configuration files as blobs and a
+// table of up to 254 devices, followed by extents. Each extent carries up to
+// 59 clusters of 64 KiB; within a cluster only the 4 KiB blocks that are not
+// all zero are stored. The byte-level layout is described in
+// docs/vma-format.md at the root of this module.
+//
+// [NewReader] parses an archive sequentially from any [io.Reader] (a pipe or
+// stdin works; it never seeks) and checks everything Proxmox's own reader
+// checks, plus completeness: every cluster of every disk must be present.
+// [NewWriter] writes archives that Proxmox's `vma verify` and `vma extract`
+// accept, byte for byte the way Proxmox's writer lays them out.
+//
+// Errors found in an archive are returned as [*FormatError], which names the
+// byte offset, device and cluster and wraps one of the sentinels
+// [ErrCorrupt], [ErrChecksum], [ErrUnsupported] or [ErrIncomplete].
+package vma

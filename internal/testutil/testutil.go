@@ -1,0 +1,75 @@
+// Package testutil holds helpers shared by vmaconv's tests.
+package testutil
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// ModuleRoot returns the directory holding go.mod.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// GoldenDir returns ../shared/testdata/vma beside the module root: archives
+// written by Proxmox's own vma tool. Where it is absent the test is skipped,
+// except under CI=true, where its absence fails the test.
+func GoldenDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(ModuleRoot(t), "..", "shared", "testdata", "vma")
+	if _, err := os.Stat(filepath.Join(dir, "MANIFEST.json")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("golden archives missing under CI: %v", err)
+		}
+		t.Skipf("golden archives not found (%v); clone the project's shared/ beside the checkout to run this test", err)
+	}
+	return dir
+}
+
+// Manifest describes the golden archives: per archive, the sha256 of every
+// device and config.
+type Manifest map[string]struct {
+	ArchiveSHA256 string `json:"archive_sha256"`
+	Configs       []struct {
+		Name   string `json:"name"`
+		SHA256 string `json:"sha256"`
+		Size   int    `json:"size"`
+	} `json:"configs"`
+	Devices []struct {
+		ID     int    `json:"id"`
+		Name   string `json:"name"`
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+	} `json:"devices"`
+}
+
+// LoadManifest reads MANIFEST.json from GoldenDir.
+func LoadManifest(t testing.TB) (string, Manifest) {
+	t.Helper()
+	dir := GoldenDir(t)
+	b, err := os.ReadFile(filepath.Join(dir, "MANIFEST.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return dir, m
+}
