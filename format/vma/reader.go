@@ -87,7 +87,8 @@ type Reader struct {
 	next   int   // next slot of the current extent to return
 	extOff int64 // archive offset of the current extent
 	nExt   int64
-	pages  int // partially filled cluster-set pages, all devices
+	pages  int    // partially filled cluster-set pages, all devices
+	ext    Extent // returned by NextExtent, reused
 }
 
 type devState struct {
@@ -130,7 +131,8 @@ func (r *Reader) Extents() int64 { return r.nExt }
 // Next returns the next cluster in archive order. At the end of a sound
 // archive it returns io.EOF; if clusters are missing it returns a
 // *FormatError wrapping ErrIncomplete instead (see MissingClusters).
-// The returned Cluster's Data is valid until the next call.
+// The returned Cluster's Data is valid until the next call to Next or
+// NextExtent.
 func (r *Reader) Next() (Cluster, error) {
 	for r.err == nil && r.next >= len(r.slots) {
 		r.err = r.readExtent()
@@ -138,15 +140,48 @@ func (r *Reader) Next() (Cluster, error) {
 	if r.err != nil {
 		return Cluster{}, r.err
 	}
-	s := &r.slots[r.next]
 	r.next++
+	return r.cluster(r.next - 1), nil
+}
+
+// Extent is one extent of an archive.
+type Extent struct {
+	Offset   int64     // archive byte offset of the extent header
+	Clusters []Cluster // in the order stored
+	// Data holds the stored blocks of all of Clusters back to back; each
+	// cluster's Data is a piece of it, in order.
+	Data []byte
+}
+
+// NextExtent returns the clusters of the next extent (or of the rest of the
+// current one, if Next has been called). The clusters' Data, and the
+// Clusters slice, are valid until the next call to Next or NextExtent. The
+// end of the archive is reported as by Next. Empty extents are skipped.
+func (r *Reader) NextExtent() (*Extent, error) {
+	for r.err == nil && r.next >= len(r.slots) {
+		r.err = r.readExtent()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	r.ext.Offset = r.extOff
+	r.ext.Clusters = r.ext.Clusters[:0]
+	r.ext.Data = r.buf[r.slots[r.next].data:]
+	for ; r.next < len(r.slots); r.next++ {
+		r.ext.Clusters = append(r.ext.Clusters, r.cluster(r.next))
+	}
+	return &r.ext, nil
+}
+
+func (r *Reader) cluster(i int) Cluster {
+	s := &r.slots[i]
 	n := bits.OnesCount16(s.mask) * BlockSize
 	c := Cluster{Device: s.dev.dev, Index: s.cluster, Mask: s.mask, Data: r.buf[s.data : s.data+n : s.data+n]}
 	c.Offset = r.extOff + int64(s.data)
 	if n == 0 {
 		c.Offset = r.extOff
 	}
-	return c, nil
+	return c
 }
 
 // readExtent reads and validates one extent. At a clean end of input it

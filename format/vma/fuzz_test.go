@@ -1,0 +1,178 @@
+package vma_test
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+// fixChecksums recomputes the header MD5 and every extent MD5 it can find,
+// so that mutated input reaches the checks behind them.
+func fixChecksums(b []byte) {
+	if len(b) < 12288 {
+		return
+	}
+	hs := int(binary.BigEndian.Uint32(b[56:]))
+	if hs < 12288 || hs > len(b) {
+		return
+	}
+	fixHeaderMD5(b[:hs])
+	for off := hs; off+512 <= len(b); {
+		e := b[off : off+512]
+		fixExtentMD5(e)
+		off += 512 + int(binary.BigEndian.Uint16(e[6:]))*4096
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add(writeArchive(f, []testDev{{Name: "drive-scsi0", Data: genDisk(1, 200000, "mixed")}}, []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "shuffle", 1), false)
+	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(2, 5000, "data")}, {Name: vma.VMStateName, Data: genDisk(3, 70000, "mixed")}}, nil, "interleave", 1), true)
+	f.Add(cat(testHeader(f), extent(complete...)), true)
+	if os.Getenv("CI") == "true" || fileExists(filepath.Join(testutil.ModuleRoot(f), "..", "shared", "testdata", "vma")) {
+		dir := testutil.GoldenDir(f)
+		for _, name := range []string{"case1.vma", "case2.vma", "case6-config-only.vma"} {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b, false)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, fix bool) {
+		if fix {
+			data = bytes.Clone(data)
+			fixChecksums(data)
+		}
+		rd, err := vma.NewReader(bytes.NewReader(data))
+		if err != nil {
+			checkErr(t, err)
+			return
+		}
+		h := rd.Header()
+		// Names that Proxmox's reader accepts but no writer should produce
+		// ("", ".", "..", with '/') are exposed as they are; the rewrite
+		// below only applies to archives without them.
+		for _, c := range h.Configs {
+			if !writableName(c.Name) {
+				return
+			}
+		}
+		for _, d := range h.Devices {
+			if !writableName(d.Name) {
+				return
+			}
+		}
+		// Whatever reads back cleanly must survive a rewrite with the same
+		// clusters in the same order, and read back identically.
+		var out bytes.Buffer
+		w := vma.NewWriter(&out, vma.WithUUID(h.UUID), vma.WithCTime(h.CTime))
+		for _, c := range h.Configs {
+			if err := w.AddConfig(c.Name, c.Data); err != nil {
+				t.Fatalf("config %q read but not writable: %v", c.Name, err)
+			}
+		}
+		for _, d := range h.Devices {
+			if _, err := w.AddDevice(d.Name, d.Size); err != nil {
+				t.Fatalf("device %+v read but not writable: %v", d, err)
+			}
+		}
+		ids := map[int]int{}
+		for i, d := range h.Devices {
+			ids[d.ID] = i + 1
+		}
+		buf := make([]byte, vma.ClusterSize)
+		var sums [][16]byte
+		for {
+			c, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				checkErr(t, err)
+				return
+			}
+			if len(c.Data) != 4096*popcount(c.Mask) {
+				t.Fatalf("cluster data %d bytes for mask %016b", len(c.Data), c.Mask)
+			}
+			c.Expand(buf)
+			clip(buf, c)
+			sums = append(sums, md5.Sum(buf))
+			if err := w.WriteCluster(ids[c.Device.ID], c.Index, buf); err != nil {
+				if c.Device.IsVMState() && c.Index >= c.Device.Clusters() {
+					return // vmstate past its size: readable, not writable
+				}
+				t.Fatalf("cluster %d of %s read but not writable: %v", c.Index, c.Device.Name, err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			if errors.Is(err, vma.ErrIncomplete) { // an incomplete vmstate stream
+				return
+			}
+			t.Fatal(err)
+		}
+		rd2, err := vma.NewReader(&out)
+		if err != nil {
+			t.Fatalf("rewritten archive unreadable: %v", err)
+		}
+		for i := 0; ; i++ {
+			c, err := rd2.Next()
+			if err == io.EOF {
+				if i != len(sums) {
+					t.Fatalf("rewritten archive has %d clusters, want %d", i, len(sums))
+				}
+				break
+			}
+			if err != nil {
+				t.Fatalf("rewritten archive: %v", err)
+			}
+			c.Expand(buf)
+			if md5.Sum(buf) != sums[i] {
+				t.Fatalf("cluster %d differs after the rewrite", i)
+			}
+		}
+	})
+}
+
+// clip zeroes the bytes of buf past the device's end, which the reader may
+// return (junk from writers before 2020) and the writer never stores.
+func clip(buf []byte, c vma.Cluster) {
+	if end := c.Device.Size - c.Index*vma.ClusterSize; end < vma.ClusterSize {
+		clear(buf[max(end, 0):])
+	}
+}
+
+func popcount(m uint16) int {
+	n := 0
+	for ; m != 0; m &= m - 1 {
+		n++
+	}
+	return n
+}
+
+func checkErr(t *testing.T, err error) {
+	var fe *vma.FormatError
+	if !errors.As(err, &fe) {
+		t.Fatalf("error is not a *FormatError: %v", err)
+	}
+	for _, k := range []error{vma.ErrCorrupt, vma.ErrChecksum, vma.ErrUnsupported, vma.ErrIncomplete, vma.ErrNotVMA} {
+		if errors.Is(err, k) {
+			return
+		}
+	}
+	t.Fatalf("error wraps no sentinel: %v", err)
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func writableName(n string) bool {
+	return n != "" && n != "." && n != ".." && !strings.Contains(n, "/")
+}

@@ -1,0 +1,268 @@
+package vma_test
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/vmaconv/vmaconv/format/vma"
+)
+
+var testUUID = uuid.UUID{0xaa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+
+// testHeader is the header of an archive with one config and two devices:
+// 1 "drive-scsi0" of 2 clusters + 8 KiB (3 clusters), 2 "drive-efidisk0" of
+// one cluster.
+func testHeader(t testing.TB) []byte {
+	var out bytes.Buffer
+	w := vma.NewWriter(&out, vma.WithUUID(testUUID), vma.WithCTime(time.Unix(1, 0)))
+	w.AddConfig("qemu-server.conf", []byte("memory: 512\n"))
+	w.AddDevice("drive-scsi0", 2*vma.ClusterSize+8192)
+	w.AddDevice("drive-efidisk0", vma.ClusterSize)
+	for _, c := range [][2]int{{1, 0}, {1, 1}, {1, 2}, {2, 0}} {
+		w.WriteCluster(c[0], int64(c[1]), nil)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()[:12800]
+}
+
+func slot(mask uint16, dev byte, cluster uint32) uint64 {
+	return uint64(mask)<<48 | uint64(dev)<<32 | uint64(cluster)
+}
+
+// extent builds a valid extent (correct MD5 and block count) holding slots,
+// its data blocks filled with 0xab.
+func extent(slots ...uint64) []byte {
+	blocks := 0
+	for _, s := range slots {
+		if byte(s>>32) != 0 {
+			for m := uint16(s >> 48); m != 0; m &= m - 1 {
+				blocks++
+			}
+		}
+	}
+	e := make([]byte, 512+blocks*4096)
+	copy(e, "VMAE")
+	binary.BigEndian.PutUint16(e[6:], uint16(blocks))
+	copy(e[8:], testUUID[:])
+	for i, s := range slots {
+		binary.BigEndian.PutUint64(e[40+8*i:], s)
+	}
+	for i := 512; i < len(e); i++ {
+		e[i] = 0xab
+	}
+	fixExtentMD5(e)
+	return e
+}
+
+func fixExtentMD5(e []byte) {
+	clear(e[24:40])
+	s := md5.Sum(e[:512])
+	copy(e[24:], s[:])
+}
+
+func fixHeaderMD5(h []byte) {
+	clear(h[32:48])
+	s := md5.Sum(h)
+	copy(h[32:], s[:])
+}
+
+// complete is every cluster of the test header's devices, all zero.
+var complete = []uint64{slot(0, 1, 0), slot(0, 1, 1), slot(0, 1, 2), slot(0, 2, 0)}
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func readToEnd(raw []byte) error {
+	rd, err := vma.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := rd.Next(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func TestReaderRejects(t *testing.T) {
+	hdr := testHeader(t)
+	mod := func(f func(h []byte)) []byte { // modified header, MD5 fixed
+		h := bytes.Clone(hdr)
+		f(h)
+		fixHeaderMD5(h)
+		return h
+	}
+	be := binary.BigEndian
+	good := cat(hdr, extent(complete...))
+	if err := readToEnd(good); err != nil {
+		t.Fatalf("the base archive is not valid: %v", err)
+	}
+	blobOf := func(h []byte, s string) uint32 { // relative offset of the blob holding s
+		i := bytes.Index(h[12288:], []byte(s))
+		return uint32(i - 2)
+	}
+	tests := []struct {
+		name string
+		raw  []byte
+		kind error
+		msg  string // substring of the error
+		off  int64  // expected FormatError.Offset, -2 to skip the check
+	}{
+		{"empty", nil, vma.ErrCorrupt, "truncated header", 0},
+		{"wrong magic", cat([]byte("QFI\xfb"), hdr[4:]), vma.ErrNotVMA, "wrong magic", 0},
+		{"truncated header", hdr[:5000], vma.ErrCorrupt, "truncated header", 5000},
+		{"truncated blob buffer", hdr[:12500], vma.ErrCorrupt, "truncated header", 12500},
+		{"header md5", cat(hdr[:100], []byte{1}, hdr[101:]), vma.ErrChecksum, "header MD5", 32},
+		{"header size 12288", mod(func(h []byte) { be.PutUint32(h[56:], 12288) }), vma.ErrCorrupt, "header size", 56},
+		{"header size huge", mod(func(h []byte) { be.PutUint32(h[56:], 0xffffffff) }), vma.ErrUnsupported, "header size", 56},
+		{"header size past EOF", mod(func(h []byte) { be.PutUint32(h[56:], 1<<20) }), vma.ErrCorrupt, "truncated header", 12800},
+		{"version 2", mod(func(h []byte) { be.PutUint32(h[4:], 2) }), vma.ErrUnsupported, "version 2", 4},
+		{"blob offset low", mod(func(h []byte) { be.PutUint32(h[48:], 100) }), vma.ErrCorrupt, "blob buffer offset", 48},
+		{"blob size past header", mod(func(h []byte) { be.PutUint32(h[52:], 600) }), vma.ErrCorrupt, "blob buffer", 52},
+		{"device name mid-blob", mod(func(h []byte) { be.PutUint32(h[4096+32:], blobOf(h, "drive-scsi0")+3) }), vma.ErrCorrupt, "name pointer", 4096 + 32},
+		{"device name not NUL-terminated", mod(func(h []byte) { h[12288+int(blobOf(h, "drive-scsi0"))+2+11] = 'X' }), vma.ErrCorrupt, "NUL-terminated", 4096 + 32},
+		{"device name pointer 0", mod(func(h []byte) { be.PutUint32(h[4096+32:], 0) }), vma.ErrCorrupt, "name pointer", 4096 + 32},
+		{"device 255", mod(func(h []byte) { copy(h[4096+255*32:], h[4096+32:4096+64]) }), vma.ErrCorrupt, "255", 4096 + 255*32},
+		{"duplicate device name", mod(func(h []byte) { be.PutUint32(h[4096+64:], be.Uint32(h[4096+32:])) }), vma.ErrCorrupt, "both named", 4096 + 64},
+		{"device too large", mod(func(h []byte) { be.PutUint64(h[4096+32+8:], 1<<62) }), vma.ErrCorrupt, "256 TiB", 4096 + 32 + 8},
+		{"config data mid-blob", mod(func(h []byte) { be.PutUint32(h[3068:], be.Uint32(h[3068:])+1) }), vma.ErrCorrupt, "config 0", 2044},
+		{"config name not a string", mod(func(h []byte) { be.PutUint32(h[2044:], be.Uint32(h[3068:])) }), vma.ErrCorrupt, "config 0", 2044},
+
+		{"no extents", hdr, vma.ErrIncomplete, "drive-scsi0: 3 of 3 clusters missing (0-2); drive-efidisk0: 1 of 1 clusters missing (0)", 12800},
+		{"missing cluster", cat(hdr, extent(complete[0], complete[2], complete[3])), vma.ErrIncomplete, "drive-scsi0: 1 of 3 clusters missing (1)", -2},
+		{"truncated extent header", cat(hdr, extent(complete...)[:100]), vma.ErrCorrupt, "truncated extent header", 12800},
+		{"truncated extent data", cat(hdr, extent(slot(1, 1, 0))[:600]), vma.ErrCorrupt, "truncated", 12800},
+		{"trailing zero sector", cat(good, make([]byte, 512)), vma.ErrChecksum, "extent 1: header MD5", 13312},
+		{"trailing garbage", cat(good, []byte("junk")), vma.ErrCorrupt, "truncated extent header", 13312},
+		{"extent md5", func() []byte { e := extent(complete...); e[45] ^= 1; return cat(hdr, e) }(), vma.ErrChecksum, "extent 0: header MD5", 12800},
+		{"extent uuid", func() []byte { e := extent(complete...); e[8] ^= 1; fixExtentMD5(e); return cat(hdr, e) }(), vma.ErrCorrupt, "UUID", 12800},
+		{"extent magic", func() []byte { e := extent(complete...); e[3] = 'X'; fixExtentMD5(e); return cat(hdr, e) }(), vma.ErrCorrupt, "magic", 12800},
+		{"extent reserved", func() []byte { e := extent(complete...); e[5] = 1; fixExtentMD5(e); return cat(hdr, e) }(), vma.ErrCorrupt, "reserved", 12800},
+		{"block count too high", func() []byte {
+			e := extent(complete...)
+			be.PutUint16(e[6:], 1)
+			fixExtentMD5(e)
+			return cat(hdr, e, make([]byte, 4096))
+		}(), vma.ErrCorrupt, "block count 1, but its clusters store 0", 12806},
+		{"block count too low", func() []byte { e := extent(slot(3, 1, 0)); be.PutUint16(e[6:], 1); fixExtentMD5(e); return cat(hdr, e) }(), vma.ErrCorrupt, "block count 1, but its clusters store 2", 12806},
+		{"unknown device", cat(hdr, extent(slot(0, 3, 0))), vma.ErrCorrupt, "unknown device id 3", 12800 + 40},
+		{"device 255 in slot", cat(hdr, extent(slot(0, 255, 0))), vma.ErrCorrupt, "unknown device id 255", 12800 + 40},
+		{"cluster beyond device", cat(hdr, extent(slot(0, 1, 0), slot(0, 1, 3))), vma.ErrCorrupt, "cluster beyond the end", 12800 + 48},
+		{"cluster 2^32-1", cat(hdr, extent(slot(0, 2, 0xffffffff))), vma.ErrCorrupt, "cluster beyond the end", 12800 + 40},
+		{"duplicate cluster", cat(hdr, extent(complete...), extent(slot(0, 1, 1))), vma.ErrCorrupt, "duplicate cluster (device drive-scsi0, cluster 1, byte offset 13352)", 13352},
+		{"duplicate in one extent", cat(hdr, extent(slot(0, 2, 0), slot(1, 2, 0))), vma.ErrCorrupt, "duplicate", 12800 + 48},
+		{"stored block past end", cat(hdr, extent(slot(0, 1, 0), slot(0, 1, 1), slot(1<<2, 1, 2))), vma.ErrCorrupt, "stored block past the end", 12800 + 56},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := readToEnd(tc.raw)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, tc.kind) {
+				t.Errorf("error %q is not %v", err, tc.kind)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %q does not mention %q", err, tc.msg)
+			}
+			var fe *vma.FormatError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %q is not a *FormatError", err)
+			}
+			if tc.off != -2 && fe.Offset != tc.off {
+				t.Errorf("offset %d, want %d (%v)", fe.Offset, tc.off, err)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestReaderAccepts(t *testing.T) {
+	hdr := testHeader(t)
+	tests := []struct {
+		name string
+		raw  []byte
+	}{
+		{"59 clusters in one extent", func() []byte {
+			var out bytes.Buffer
+			w := vma.NewWriter(&out, vma.WithUUID(testUUID))
+			id, _ := w.AddDevice("d", 59*vma.ClusterSize)
+			var slots []uint64
+			for c := range uint32(59) {
+				w.WriteCluster(id, int64(c), nil)
+				slots = append(slots, slot(0xffff, 1, c))
+			}
+			w.Close()
+			return cat(out.Bytes()[:12800], extent(slots...))
+		}()},
+		{"empty extents between", cat(hdr, extent(), extent(complete[:2]...), extent(), extent(complete[2:]...), extent())},
+		{"out of order", cat(hdr, extent(complete[3], complete[2], complete[0]), extent(complete[1]))},
+		{"unused slot with junk", cat(hdr, extent(append([]uint64{slot(0xffff, 0, 77)}, complete...)...))},
+		{"reserved blockinfo byte", cat(hdr, extent(slot(0, 1, 0)|1<<40, complete[1], complete[2], complete[3]))},
+		// Before mid-2020 Proxmox stored the whole last cluster, junk past
+		// the device end included; its reader accepts a full mask there.
+		{"pre-2020 full last cluster", cat(hdr, extent(complete[0], complete[1], slot(0xffff, 1, 2), complete[3]))},
+		{"straddling stored blocks", cat(hdr, extent(complete[0], complete[1], slot(0b11, 1, 2), complete[3]))},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := readToEnd(tc.raw); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestReaderVMStateOrder(t *testing.T) {
+	var out bytes.Buffer
+	w := vma.NewWriter(&out, vma.WithUUID(testUUID))
+	id, _ := w.AddDevice(vma.VMStateName, 2*vma.ClusterSize)
+	w.WriteCluster(id, 0, nil)
+	w.WriteCluster(id, 1, nil)
+	w.Close()
+	h := out.Bytes()[:12800]
+	if err := readToEnd(cat(h, extent(slot(0, 1, 1), slot(0, 1, 0)))); err == nil || !strings.Contains(err.Error(), "vmstate cluster out of order") {
+		t.Fatalf("out-of-order vmstate: %v", err)
+	}
+	// vmstate has no completeness rule and no upper bound, as in Proxmox.
+	if err := readToEnd(cat(h, extent(slot(0, 1, 0), slot(0, 1, 1), slot(1, 1, 2)))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClusterBlockAndExpand(t *testing.T) {
+	c := vma.Cluster{Mask: 0b1000_0000_0000_0101, Data: make([]byte, 3*4096)}
+	for i := range c.Data {
+		c.Data[i] = byte(i / 4096 * 10)
+	}
+	if b := c.Block(0); b == nil || b[0] != 0 {
+		t.Error("block 0")
+	}
+	if c.Block(1) != nil {
+		t.Error("block 1 should be zero")
+	}
+	if b := c.Block(2); b[0] != 10 {
+		t.Error("block 2")
+	}
+	if b := c.Block(15); b[0] != 20 {
+		t.Error("block 15")
+	}
+	full := bytes.Repeat([]byte{0xee}, vma.ClusterSize)
+	c.Expand(full)
+	if full[4096] != 0 || full[2*4096] != 10 || full[15*4096] != 20 || full[14*4096] != 0 {
+		t.Error("Expand")
+	}
+}

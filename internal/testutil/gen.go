@@ -1,0 +1,122 @@
+package testutil
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/vmaconv/vmaconv/format/vma"
+)
+
+// GenDisk returns deterministic content of the given size in one of three
+// styles: "zero", "data" (no zero 4 KiB block) or "mixed" (zero blocks, zero
+// clusters, blocks with a single non-zero byte, and random data).
+func GenDisk(seed uint64, size int64, style string) []byte {
+	b := make([]byte, size)
+	rng := rand.New(rand.NewPCG(seed, uint64(size)))
+	fill := func(p []byte) {
+		for i := range p {
+			p[i] = byte(rng.Uint32()) | 1
+		}
+	}
+	switch style {
+	case "zero":
+	case "data":
+		fill(b)
+	case "mixed":
+		for off := int64(0); off < size; off += vma.BlockSize {
+			blk := b[off:min(off+vma.BlockSize, size)]
+			switch k := rng.IntN(10); {
+			case (off/vma.ClusterSize)%5 == 2: // whole zero clusters
+			case k < 4: // zero block
+			case k < 6: // one non-zero byte somewhere
+				blk[rng.IntN(len(blk))] = 0x5a
+			default:
+				fill(blk)
+			}
+		}
+	default:
+		panic("GenDisk: unknown style " + style)
+	}
+	return b
+}
+
+// Disk is a device to put in a generated archive.
+type Disk struct {
+	Name string
+	Data []byte
+}
+
+// TestUUID and TestCTime make generated archives reproducible.
+var (
+	TestUUID  = uuid.UUID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	TestCTime = time.Unix(1718000000, 0)
+)
+
+// WriteArchive writes disks and configs into an archive with TestUUID and
+// TestCTime. order decides the cluster order: "seq" (device after device),
+// "interleave" (round robin) or "shuffle" (random, from seed).
+func WriteArchive(t testing.TB, disks []Disk, configs []vma.Config, order string, seed uint64) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	w := vma.NewWriter(&out, vma.WithUUID(TestUUID), vma.WithCTime(TestCTime))
+	for _, c := range configs {
+		if err := w.AddConfig(c.Name, c.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type job struct {
+		id  int
+		idx int64
+	}
+	var lists [][]job
+	for _, d := range disks {
+		id, err := w.AddDevice(d.Name, int64(len(d.Data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l []job
+		for c := int64(0); c*vma.ClusterSize < int64(len(d.Data)); c++ {
+			l = append(l, job{id, c})
+		}
+		lists = append(lists, l)
+	}
+	var jobs []job
+	switch order {
+	case "seq", "shuffle":
+		for _, l := range lists {
+			jobs = append(jobs, l...)
+		}
+		if order == "shuffle" {
+			rand.New(rand.NewPCG(seed, 7)).Shuffle(len(jobs), func(i, j int) { jobs[i], jobs[j] = jobs[j], jobs[i] })
+		}
+	case "interleave":
+		for i := 0; ; i++ {
+			n := 0
+			for _, l := range lists {
+				if i < len(l) {
+					jobs = append(jobs, l[i])
+					n++
+				}
+			}
+			if n == 0 {
+				break
+			}
+		}
+	default:
+		t.Fatalf("WriteArchive: unknown order %q", order)
+	}
+	for _, j := range jobs {
+		d := disks[j.id-1].Data
+		start := j.idx * vma.ClusterSize
+		if err := w.WriteCluster(j.id, j.idx, d[start:min(start+vma.ClusterSize, int64(len(d)))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}

@@ -1,0 +1,143 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/pipeline"
+)
+
+// memDisk is an io.WriterAt over a byte slice that counts writes.
+type memDisk struct {
+	b      []byte
+	writes int
+}
+
+func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
+		return 0, errors.New("write outside the disk")
+	}
+	m.writes++
+	return copy(m.b[off:], p), nil
+}
+
+func TestUnpack(t *testing.T) {
+	disks := []testutil.Disk{
+		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 3158528, "mixed")},
+		{Name: "drive-efidisk0", Data: testutil.GenDisk(2, 540672, "data")},
+		{Name: "drive-virtio1", Data: testutil.GenDisk(3, 1<<20, "zero")},
+		{Name: vma.VMStateName, Data: testutil.GenDisk(4, 200000, "mixed")},
+	}
+	for _, order := range []string{"seq", "interleave", "shuffle"} {
+		t.Run(order, func(t *testing.T) {
+			raw := testutil.WriteArchive(t, disks, nil, order, 3)
+			rd, err := vma.NewReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			targets := map[int]io.WriterAt{}
+			mems := map[int]*memDisk{}
+			for _, d := range rd.Header().Devices {
+				if d.Name == "drive-efidisk0" {
+					continue // read and checked, not written
+				}
+				mems[d.ID] = &memDisk{b: make([]byte, d.Size)}
+				targets[d.ID] = mems[d.ID]
+			}
+			res, err := pipeline.Unpack(context.Background(), rd, targets, pipeline.UnpackOptions{Digest: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Bytes != int64(len(raw)) {
+				t.Errorf("read %d of %d bytes", res.Bytes, len(raw))
+			}
+			for i, st := range res.Devices {
+				want := disks[i].Data
+				if m := mems[st.Device.ID]; m != nil && !bytes.Equal(m.b, want) {
+					t.Errorf("%s: restored content differs", st.Device.Name)
+				}
+				if sum := sha256.Sum256(want); !bytes.Equal(st.SHA256, sum[:]) {
+					t.Errorf("%s: digest %x, want %x", st.Device.Name, st.SHA256, sum)
+				}
+				if st.Stored+st.Zero != st.Device.Size {
+					t.Errorf("%s: stored %d + zero %d != size %d", st.Device.Name, st.Stored, st.Zero, st.Device.Size)
+				}
+				if zeros := countZeroBlocks(want); st.Zero < zeros {
+					t.Errorf("%s: %d zero bytes reported, the data has at least %d", st.Device.Name, st.Zero, zeros)
+				}
+			}
+			if m := mems[3]; m.writes != 0 {
+				t.Errorf("an all-zero disk got %d writes", m.writes)
+			}
+		})
+	}
+}
+
+// countZeroBlocks counts the bytes in all-zero 4 KiB blocks.
+func countZeroBlocks(b []byte) int64 {
+	n := int64(0)
+	for off := 0; off < len(b); off += vma.BlockSize {
+		blk := b[off:min(off+vma.BlockSize, len(b))]
+		if vma.IsZero(blk) {
+			n += int64(len(blk))
+		}
+	}
+	return n
+}
+
+// TestUnpackCoalesces: a disk without zero blocks, stored in order, is
+// written with one WriteAt per extent, not one per block or cluster.
+func TestUnpackCoalesces(t *testing.T) {
+	const size = 10 << 20
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: testutil.GenDisk(5, size, "data")}}, nil, "seq", 0)
+	rd, _ := vma.NewReader(bytes.NewReader(raw))
+	m := &memDisk{b: make([]byte, size)}
+	res, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m}, pipeline.UnpackOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(m.writes) != res.Extents {
+		t.Errorf("%d writes for %d extents", m.writes, res.Extents)
+	}
+}
+
+func TestUnpackReorderBound(t *testing.T) {
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: testutil.GenDisk(6, 4<<20, "data")}}, nil, "shuffle", 1)
+	rd, _ := vma.NewReader(bytes.NewReader(raw))
+	_, err := pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{Digest: true, MaxReorder: 1 << 20})
+	if !errors.Is(err, pipeline.ErrReorder) {
+		t.Fatalf("got %v, want ErrReorder", err)
+	}
+}
+
+func TestUnpackErrors(t *testing.T) {
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: testutil.GenDisk(7, 8<<20, "data")}}, nil, "seq", 0)
+	t.Run("truncated", func(t *testing.T) {
+		rd, _ := vma.NewReader(bytes.NewReader(raw[:len(raw)/2]))
+		_, err := pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{})
+		if !errors.Is(err, vma.ErrCorrupt) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("write error", func(t *testing.T) {
+		rd, _ := vma.NewReader(bytes.NewReader(raw))
+		_, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: &memDisk{b: make([]byte, 1<<20)}}, pipeline.UnpackOptions{})
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("writing d at byte")) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("cancel", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		rd, _ := vma.NewReader(bytes.NewReader(raw))
+		if _, err := pipeline.Unpack(ctx, rd, nil, pipeline.UnpackOptions{}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
