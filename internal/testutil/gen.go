@@ -2,8 +2,9 @@ package testutil
 
 import (
 	"bytes"
+	"crypto/md5"
+	"encoding/binary"
 	"math/rand/v2"
-	"testing"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,6 +44,14 @@ func GenDisk(seed uint64, size int64, style string) []byte {
 	return b
 }
 
+// TB is the part of testing.TB the generators use, so that callers other
+// than tests (testscript commands) can provide it.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // Disk is a device to put in a generated archive.
 type Disk struct {
 	Name string
@@ -58,7 +67,7 @@ var (
 // WriteArchive writes disks and configs into an archive with TestUUID and
 // TestCTime. order decides the cluster order: "seq" (device after device),
 // "interleave" (round robin) or "shuffle" (random, from seed).
-func WriteArchive(t testing.TB, disks []Disk, configs []vma.Config, order string, seed uint64) []byte {
+func WriteArchive(t TB, disks []Disk, configs []vma.Config, order string, seed uint64) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	w := vma.NewWriter(&out, vma.WithUUID(TestUUID), vma.WithCTime(TestCTime))
@@ -119,4 +128,25 @@ func WriteArchive(t testing.TB, disks []Disk, configs []vma.Config, order string
 		t.Fatal(err)
 	}
 	return out.Bytes()
+}
+
+// PatchName replaces the first NUL-terminated name blob old in an archive's
+// header with new (of the same length) and fixes the header MD5. It builds
+// archives with names the writer refuses, such as "../x".
+func PatchName(t TB, raw []byte, old, new string) []byte {
+	t.Helper()
+	if len(old) != len(new) {
+		t.Fatalf("PatchName: %q and %q differ in length", old, new)
+	}
+	hs := int(binary.BigEndian.Uint32(raw[56:]))
+	i := bytes.Index(raw[12288:hs], append([]byte(old), 0))
+	if i < 0 {
+		t.Fatalf("PatchName: %q not in the header", old)
+	}
+	out := bytes.Clone(raw)
+	copy(out[12288+i:], new)
+	clear(out[32:48])
+	sum := md5.Sum(out[:hs])
+	copy(out[32:], sum[:])
+	return out
 }

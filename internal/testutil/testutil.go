@@ -32,14 +32,25 @@ func ModuleRoot(t testing.TB) string {
 // except under CI=true, where its absence fails the test.
 func GoldenDir(t testing.TB) string {
 	t.Helper()
+	dir, err := FindGolden(t)
+	if err != nil {
+		t.Skipf("golden archives not found (%v); clone the project's shared/ beside the checkout to run this test", err)
+	}
+	return dir
+}
+
+// FindGolden is GoldenDir for callers that go on without the archives: it
+// returns an error where GoldenDir skips (and still fails under CI=true).
+func FindGolden(t testing.TB) (string, error) {
+	t.Helper()
 	dir := filepath.Join(ModuleRoot(t), "..", "shared", "testdata", "vma")
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST.json")); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("golden archives missing under CI: %v", err)
 		}
-		t.Skipf("golden archives not found (%v); clone the project's shared/ beside the checkout to run this test", err)
+		return "", err
 	}
-	return dir
+	return dir, nil
 }
 
 // Manifest describes the golden archives: per archive, the sha256 of every

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/vmaconv/vmaconv/format/vma"
+)
+
+// archiveArg is an ARCHIVE argument: a path, or "-" for standard input.
+type archiveArg struct {
+	Archive string `arg:"" help:"VMA archive, or - for standard input."`
+}
+
+// name is how the archive is called in messages.
+func (a archiveArg) name() string {
+	if a.Archive == "-" {
+		return "<stdin>"
+	}
+	return a.Archive
+}
+
+// open opens the archive and reads its header. The returned function closes
+// the file.
+func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
+	var r io.Reader = e.stdin
+	closeFn := func() {}
+	if a.Archive != "-" {
+		f, err := os.Open(a.Archive)
+		if err != nil {
+			return nil, nil, err
+		}
+		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: is a directory, not an archive", a.Archive)
+		}
+		r, closeFn = f, func() { f.Close() }
+	}
+	rd, err := vma.NewReader(r)
+	if err != nil {
+		closeFn()
+		return nil, nil, fmt.Errorf("%s: %w", a.name(), err)
+	}
+	return rd, closeFn, nil
+}
+
+// size returns the archive's file size, or -1 for standard input.
+func (a archiveArg) size() int64 {
+	if a.Archive == "-" {
+		return -1
+	}
+	fi, err := os.Stat(a.Archive)
+	if err != nil || !fi.Mode().IsRegular() {
+		return -1
+	}
+	return fi.Size()
+}
+
+// humanSize formats n bytes the way qemu-img does: "3.01 MiB", "528 KiB".
+func humanSize(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	v, u := float64(n), 0
+	for v >= 1024 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	if u == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	s := fmt.Sprintf("%.3g", v)
+	if v >= 1000 {
+		s = fmt.Sprintf("%.0f", v)
+	}
+	return s + " " + units[u]
+}
+
+// printable returns name as it is if it is plain printable ASCII without
+// spaces, and quoted otherwise, so that names from an archive cannot play
+// tricks on a terminal.
+func printable(name string) string {
+	for i := 0; i < len(name); i++ {
+		if name[i] <= ' ' || name[i] >= 0x7f || name[i] == '"' {
+			return strconv.Quote(name)
+		}
+	}
+	if name == "" {
+		return `""`
+	}
+	return name
+}
+
+// plural formats "1 device", "2 devices".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -1,0 +1,123 @@
+// Command vmaconv reads, checks and restores Proxmox VMA backup archives.
+//
+//	vmaconv info vzdump-qemu-100.vma        # header: uuid, time, configs, disks
+//	vmaconv config vzdump-qemu-100.vma      # print qemu-server.conf
+//	vmaconv verify --digest vzdump-qemu-100.vma
+//	vmaconv extract vzdump-qemu-100.vma restored/
+//
+// ARCHIVE may be "-" to read from standard input.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// Exit statuses.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitInterrupted = 130
+)
+
+type cli struct {
+	Info    infoCmd          `cmd:"" help:"Show an archive's header: UUID, creation time, configs and devices."`
+	Config  configCmd        `cmd:"" help:"Write one config file of an archive to standard output."`
+	Verify  verifyCmd        `cmd:"" help:"Read a whole archive and check it, completeness included."`
+	Extract extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
+	Version kong.VersionFlag `help:"Print the version and exit."`
+}
+
+// env is what commands get from the process: streams and a context that is
+// cancelled on SIGINT or SIGTERM.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// note prints an informational line to stderr.
+func (e *env) note(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "vmaconv: note: "+format+"\n", args...)
+}
+
+// kongExit carries kong's exit status (after --help or --version) out of
+// kong to run, which returns it instead of exiting the process.
+type kongExit int
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (status int) {
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("vmaconv"),
+		kong.Description("Read, check and restore Proxmox VMA backup archives (vzdump-qemu-*.vma)."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit(code)) }),
+		kong.Vars{"version": "vmaconv " + version},
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmaconv: %v\n", err)
+		return exitFailure
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			status = int(code)
+		}
+	}()
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmaconv: %v\n", err)
+		hint := "vmaconv --help"
+		var pe *kong.ParseError
+		if errors.As(err, &pe) {
+			if f := strings.Fields(pe.Context.Command()); len(f) > 0 && !strings.HasPrefix(f[0], "<") {
+				hint = "vmaconv " + f[0] + " --help"
+			}
+		}
+		fmt.Fprintf(stderr, "Run '%s' for usage.\n", hint)
+		return exitUsage
+	}
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	if err := kctx.Run(e); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			fmt.Fprintln(stderr, "vmaconv: interrupted")
+			return exitInterrupted
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "vmaconv: %v\n", err)
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "vmaconv: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// usageError is a command-line mistake found after parsing; it exits with
+// status 2 like kong's own parse errors.
+type usageError struct{ error }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	status := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(status)
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+var updateExample = flag.Bool("update-example", false, "rewrite the shipped example archive")
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"vmaconv": main})
+}
+
+// TestScripts runs the CLI golden tests in testdata/script.
+func TestScripts(t *testing.T) {
+	golden, _ := testutil.FindGolden(t)
+	root := testutil.ModuleRoot(t)
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("GOLDEN", golden)
+			env.Setenv("EXAMPLES", filepath.Join(root, "examples"))
+			env.Setenv("TZ", "UTC")
+			return nil
+		},
+		Condition: func(cond string) (bool, error) {
+			if cond == "golden" {
+				return golden != "", nil
+			}
+			return false, nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"genvma": genvma,
+			"sha256": sha256Cmd,
+		},
+	})
+}
+
+// genvma KIND FILE writes a generated archive.
+func genvma(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: genvma KIND FILE")
+	}
+	t := tsT{ts}
+	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
+	var raw []byte
+	switch args[0] {
+	case "example":
+		raw = testutil.ExampleArchive(t)
+	case "mixed":
+		raw = testutil.WriteArchive(t, []testutil.Disk{
+			{Name: "drive-scsi0", Data: testutil.GenDisk(1, 1<<20+4096, "mixed")},
+			{Name: "drive-virtio1", Data: testutil.GenDisk(2, 300000, "data")},
+		}, conf, "interleave", 0)
+	case "truncated": // cut after the first of three extents
+		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}}, conf, "seq", 0)
+		raw = raw[:12800+512+58*vma.ClusterSize]
+	case "shuffled":
+		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(4, 4<<20, "mixed")}}, conf, "shuffle", 1)
+	case "vmstate":
+		raw = testutil.WriteArchive(t, []testutil.Disk{
+			{Name: "drive-scsi0", Data: testutil.GenDisk(5, 65536, "data")},
+			{Name: vma.VMStateName, Data: testutil.GenDisk(6, 200000, "mixed")},
+		}, conf, "seq", 0)
+	case "hostile": // names that try to leave the target directory
+		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "..X..Xdisk", Data: testutil.GenDisk(7, 8192, "data")}},
+			[]vma.Config{{Name: "..Xescape.conf", Data: []byte("x\n")}, {Name: ".hidden", Data: []byte("y\n")}}, "seq", 0)
+		raw = testutil.PatchName(t, raw, "..Xescape.conf", "../escape.conf")
+		raw = testutil.PatchName(t, raw, "..X..Xdisk", "../../disk")
+	case "collide": // two configs that sanitise to the same file name
+		raw = testutil.WriteArchive(t, nil, []vma.Config{{Name: "aXb", Data: []byte("1")}, {Name: "a_b", Data: []byte("2")}}, "seq", 0)
+		raw = testutil.PatchName(t, raw, "aXb", "a/b")
+	default:
+		ts.Fatalf("genvma: unknown kind %q", args[0])
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), raw, 0o666))
+}
+
+// sha256 FILE [HEX] prints a file's sha256, or checks it against HEX.
+func sha256Cmd(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 || len(args) > 2 {
+		ts.Fatalf("usage: sha256 FILE [HEX]")
+	}
+	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	sum := sha256.Sum256(b)
+	got := hex.EncodeToString(sum[:])
+	if len(args) == 1 {
+		ts.Stdout().Write([]byte(got + "\n"))
+		return
+	}
+	if (got == args[1]) == neg {
+		ts.Fatalf("sha256 of %s is %s", args[0], got)
+	}
+}
+
+// tsT adapts a TestScript to testutil.TB.
+type tsT struct{ *testscript.TestScript }
+
+func (t tsT) Helper()           {}
+func (t tsT) Fatal(args ...any) { t.Fatalf("%s", fmt.Sprint(args...)) }
+
+func TestExampleUpToDate(t *testing.T) {
+	path := filepath.Join(testutil.ModuleRoot(t), "examples", testutil.ExampleName)
+	want := testutil.ExampleArchive(t)
+	if *updateExample {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is stale; regenerate with go test ./cmd/vmaconv -run TestExampleUpToDate -update-example", path)
+	}
+}
+
+// TestExitStatus checks run's exit status and that failures print exactly
+// one line.
+func TestExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	example := filepath.Join(testutil.ModuleRoot(t), "examples", testutil.ExampleName)
+	notVMA := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notVMA, bytes.Repeat([]byte("hello\n"), 3000), 0o644)
+	tests := []struct {
+		args   []string
+		status int
+	}{
+		{[]string{"info", example}, 0},
+		{[]string{"--version"}, 0},
+		{[]string{"--help"}, 0},
+		{[]string{}, 2},
+		{[]string{"info"}, 2},
+		{[]string{"frobnicate"}, 2},
+		{[]string{"info", "--output", "xml", example}, 2},
+		{[]string{"info", filepath.Join(dir, "missing.vma")}, 1},
+		{[]string{"info", notVMA}, 1},
+		{[]string{"info", dir}, 1},
+		{[]string{"config", example, "nope.conf"}, 1},
+		{[]string{"verify", notVMA}, 1},
+		{[]string{"extract", example, filepath.Join(dir, "no", "such", "parent")}, 1},
+	}
+	for _, tc := range tests {
+		var stdout, stderr bytes.Buffer
+		got := run(context.Background(), tc.args, strings.NewReader(""), &stdout, &stderr)
+		if got != tc.status {
+			t.Errorf("vmaconv %q: status %d, want %d; stderr %q", tc.args, got, tc.status, stderr.String())
+		}
+		if got == 1 && strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("vmaconv %q: want one error line, got %q", tc.args, stderr.String())
+		}
+	}
+}
+
+func TestSafeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"qemu-server.conf": "qemu-server.conf",
+		"drive-scsi0":      "drive-scsi0",
+		"../x":             "_._x",
+		"..":               "_.",
+		".":                "_",
+		"":                 "_",
+		"a/b\\c:d":         "a_b_c_d",
+		"\x1b[31mred":      "__31mred",
+		".hidden":          "_hidden",
+		"ünï":              "__n__",
+	} {
+		if got := safeName(in); got != want {
+			t.Errorf("safeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	long := safeName(strings.Repeat("x", 5000))
+	if len(long) != 209 || strings.ContainsAny(long, "/.") {
+		t.Errorf("long name sanitised to %d bytes: %q", len(long), long)
+	}
+}
