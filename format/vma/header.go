@@ -260,7 +260,9 @@ func marshalHeader(id uuid.UUID, ctime int64, configs []Config, devs []Device) (
 		devPtrs[i] = t.add(append([]byte(d.Name), 0))
 	}
 	if len(t.buf) == 0 {
-		return nil, fmt.Errorf("vma: an archive needs at least one config or device")
+		// No blobs at all. Proxmox's writer would emit header_size 12288,
+		// which its reader rejects; one empty 512-byte table keeps it valid.
+		t.buf, t.pos = make([]byte, 512), 1
 	}
 	size := HeaderStructSize + len(t.buf)
 	if size > MaxHeaderSize {
