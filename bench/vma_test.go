@@ -1,0 +1,104 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/pipeline"
+)
+
+// disk returns size bytes in which about half of the 4 KiB blocks are zero
+// and the rest is random (not compressible), like a used VM disk.
+func disk(size int) []byte {
+	b := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for off := 0; off < size; off += vma.BlockSize {
+		if rng.IntN(2) == 0 {
+			continue
+		}
+		for i := off; i < off+vma.BlockSize; i += 8 {
+			v := rng.Uint64() | 1
+			for k := range 8 {
+				b[i+k] = byte(v >> (8 * k))
+			}
+		}
+	}
+	return b
+}
+
+func BenchmarkIsZero(b *testing.B) {
+	cases := map[string][]byte{
+		"zero":  make([]byte, vma.ClusterSize),
+		"data":  bytes.Repeat([]byte{1}, vma.ClusterSize),
+		"mixed": disk(vma.ClusterSize),
+	}
+	for _, name := range []string{"zero", "data", "mixed"} {
+		cl := cases[name]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(vma.ClusterSize)
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := 0; i < vma.ClusterSize; i += vma.BlockSize {
+					vma.IsZero(cl[i : i+vma.BlockSize])
+				}
+			}
+		})
+	}
+}
+
+const benchDisk = 64 << 20
+
+// pack writes data as one device and returns the archive.
+func pack(tb testing.TB, w io.Writer, data []byte) {
+	vw := vma.NewWriter(w)
+	id, err := vw.AddDevice("drive-scsi0", int64(len(data)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for c := int64(0); c*vma.ClusterSize < int64(len(data)); c++ {
+		if err := vw.WriteCluster(id, c, data[c*vma.ClusterSize:(c+1)*vma.ClusterSize]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := vw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkPack measures the extent packer: zero detection, copying stored
+// blocks, extent headers and MD5, into io.Discard.
+func BenchmarkPack(b *testing.B) {
+	data := disk(benchDisk)
+	b.SetBytes(benchDisk)
+	b.ReportAllocs()
+	for b.Loop() {
+		pack(b, io.Discard, data)
+	}
+}
+
+// BenchmarkParse measures reading an archive in memory: extent checks and
+// reconstruction into an io.WriterAt (device bytes per second).
+func BenchmarkParse(b *testing.B) {
+	var archive bytes.Buffer
+	pack(b, &archive, disk(benchDisk))
+	dst := discardAt{}
+	b.SetBytes(benchDisk)
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := vma.NewReader(bytes.NewReader(archive.Bytes()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pipeline.Unpack(context.Background(), r, map[int]io.WriterAt{1: dst}, pipeline.UnpackOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type discardAt struct{}
+
+func (discardAt) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }

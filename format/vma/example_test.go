@@ -1,0 +1,83 @@
+package vma_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/vmaconv/vmaconv/format/vma"
+)
+
+// Write a small archive, then read it back.
+func Example() {
+	var archive bytes.Buffer
+	w := vma.NewWriter(&archive,
+		vma.WithUUID(uuid.MustParse("6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b")),
+		vma.WithCTime(time.Unix(1718000000, 0)))
+	if err := w.AddConfig("qemu-server.conf", []byte("memory: 512\n")); err != nil {
+		log.Fatal(err)
+	}
+	id, err := w.AddDevice("drive-scsi0", 3*vma.ClusterSize)
+	if err != nil {
+		log.Fatal(err)
+	}
+	data := make([]byte, vma.ClusterSize)
+	copy(data[vma.BlockSize:], "hello") // only block 1 is not zero
+	for c := range int64(3) {
+		if err := w.WriteCluster(id, c, data); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		log.Fatal(err)
+	}
+
+	r, err := vma.NewReader(&archive)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, d := range r.Header().Devices {
+		fmt.Printf("device %d %s: %d bytes\n", d.ID, d.Name, d.Size)
+	}
+	for {
+		c, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("cluster %d: mask %016b, %d bytes stored: %q\n", c.Index, c.Mask, len(c.Data), c.Block(1)[:5])
+	}
+	// Output:
+	// device 1 drive-scsi0: 196608 bytes
+	// cluster 0: mask 0000000000000010, 4096 bytes stored: "hello"
+	// cluster 1: mask 0000000000000010, 4096 bytes stored: "hello"
+	// cluster 2: mask 0000000000000010, 4096 bytes stored: "hello"
+}
+
+// Damaged archives fail with a *FormatError that says what and where.
+func ExampleFormatError() {
+	var archive bytes.Buffer
+	w := vma.NewWriter(&archive, vma.WithUUID(uuid.MustParse("6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b")))
+	id, _ := w.AddDevice("drive-scsi0", 100*vma.ClusterSize)
+	for c := range int64(100) {
+		w.WriteCluster(id, c, nil)
+	}
+	w.Close()
+	cut := archive.Bytes()[:13312] // header and the first extent only
+
+	r, err := vma.NewReader(bytes.NewReader(cut))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for err == nil {
+		_, err = r.Next()
+	}
+	fmt.Println(err)
+	// Output:
+	// vma: archive ends with clusters missing: drive-scsi0: 42 of 100 clusters missing (58-99) (byte offset 13312)
+}
