@@ -82,6 +82,9 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 		}
 		if err != nil {
 			res.Extents, res.Bytes = r.Extents(), r.Offset()
+			if ctx.Err() != nil { // the read failed because we were stopped
+				return res, ctx.Err()
+			}
 			return res, err
 		}
 		w.buf = e.Data

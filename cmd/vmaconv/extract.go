@@ -64,16 +64,23 @@ func (c *extractCmd) Run(e *env) (err error) {
 	}
 	// Until everything is written, outputs live in tmpDir; on failure it is
 	// removed, and so is the target directory if this run created it.
+	discard := func() {
+		os.RemoveAll(tmpDir)
+		if created {
+			os.Remove(c.Dir)
+		}
+	}
+	defer atInterrupt(discard)()
 	defer func() {
 		for _, o := range outs {
 			if o.f != nil {
 				o.f.Close()
 			}
 		}
-		os.RemoveAll(tmpDir)
-		if err != nil && created {
-			os.Remove(c.Dir)
+		if err != nil {
+			discard()
 		}
+		os.RemoveAll(tmpDir) // empty after a success
 	}()
 
 	targets := map[int]io.WriterAt{}

@@ -16,7 +16,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 )
@@ -111,13 +113,66 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return exitOK
 }
 
+// interruptGrace is how long an interrupted command may take to stop.
+const interruptGrace = 2 * time.Second
+
+// cleanups are run when the process exits on a signal before the command
+// has returned; commands register the removal of their partial outputs.
+var cleanups struct {
+	sync.Mutex
+	fns map[*int]func()
+}
+
+// atInterrupt registers fn to run if the process is interrupted; the
+// returned function unregisters it.
+func atInterrupt(fn func()) (unregister func()) {
+	key := new(int)
+	cleanups.Lock()
+	defer cleanups.Unlock()
+	if cleanups.fns == nil {
+		cleanups.fns = map[*int]func(){}
+	}
+	cleanups.fns[key] = fn
+	return func() {
+		cleanups.Lock()
+		defer cleanups.Unlock()
+		delete(cleanups.fns, key)
+	}
+}
+
+func runCleanups() {
+	cleanups.Lock()
+	defer cleanups.Unlock()
+	for _, fn := range cleanups.fns {
+		fn()
+	}
+}
+
 // usageError is a command-line mistake found after parsing; it exits with
 // status 2 like kong's own parse errors.
 type usageError struct{ error }
 
 func main() {
+	// SIGINT or SIGTERM cancels the command, which cleans up and exits with
+	// status 130. A command blocked in a read that never returns (a silent
+	// pipe, a terminal) gets a grace period, then the registered cleanups run
+	// and the process exits all the same. A second signal kills at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	status := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }()
+	var status int
+	select {
+	case status = <-done:
+	case <-ctx.Done():
+		stop()
+		select {
+		case status = <-done:
+		case <-time.After(interruptGrace):
+			runCleanups()
+			fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
+			status = exitInterrupted
+		}
+	}
 	stop()
 	os.Exit(status)
 }

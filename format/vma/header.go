@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"time"
 
@@ -64,8 +63,8 @@ func (h *Header) Config(name string) (Config, bool) {
 func readHeader(r io.Reader) (*Header, []byte, error) {
 	fixed := make([]byte, HeaderStructSize)
 	if n, err := io.ReadFull(r, fixed); err != nil {
-		if n >= 4 && !bytes.Equal(fixed[:4], Magic[:]) {
-			return nil, nil, errAt(ErrNotVMA, 0, "not a VMA archive: wrong magic %q", fixed[:4])
+		if got := fixed[:min(n, 4)]; !bytes.HasPrefix(Magic[:], got) {
+			return nil, nil, errAt(ErrNotVMA, 0, "not a VMA archive: wrong magic %q", got)
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return nil, nil, errAt(ErrCorrupt, int64(n), "truncated header: got %d of %d bytes", n, HeaderStructSize)
@@ -124,11 +123,7 @@ func parseHeader(buf []byte) (*Header, error) {
 	}
 	h := &Header{Size: len(buf)}
 	copy(h.UUID[:], buf[offUUID:offUUID+16])
-	ct := be.Uint64(buf[offCTime:])
-	if ct > math.MaxInt64/2 {
-		return nil, errAt(ErrCorrupt, offCTime, "ctime %d out of range", ct)
-	}
-	h.CTime = time.Unix(int64(ct), 0)
+	h.CTime = time.Unix(int64(be.Uint64(buf[offCTime:])), 0)
 
 	boff := uint64(be.Uint32(buf[offBlobOffset:]))
 	bsize := uint64(be.Uint32(buf[offBlobSize:]))

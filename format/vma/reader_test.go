@@ -121,6 +121,8 @@ func TestReaderRejects(t *testing.T) {
 	}{
 		{"empty", nil, vma.ErrCorrupt, "truncated header", 0},
 		{"wrong magic", cat([]byte("QFI\xfb"), hdr[4:]), vma.ErrNotVMA, "wrong magic", 0},
+		{"short text file", []byte("hi\n"), vma.ErrNotVMA, `wrong magic "hi\n"`, 0},
+		{"magic only", []byte("VMA\x00"), vma.ErrCorrupt, "truncated header: got 4 of 12288 bytes", 4},
 		{"truncated header", hdr[:5000], vma.ErrCorrupt, "truncated header", 5000},
 		{"truncated blob buffer", hdr[:12500], vma.ErrCorrupt, "truncated header", 12500},
 		{"header md5", cat(hdr[:100], []byte{1}, hdr[101:]), vma.ErrChecksum, "header MD5", 32},
