@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -266,5 +267,44 @@ func TestClusterBlockAndExpand(t *testing.T) {
 	c.Expand(full)
 	if full[4096] != 0 || full[2*4096] != 10 || full[15*4096] != 20 || full[14*4096] != 0 {
 		t.Error("Expand")
+	}
+}
+
+// TestReaderBoundsTracking: an archive that touches a new 4096-cluster page
+// of a 256 TiB device with every slot must fail once tracking would exceed
+// its bound, having allocated far less than 256 MiB.
+func TestReaderBoundsTracking(t *testing.T) {
+	h := func() []byte { // the header alone: Close refuses the incomplete archive
+		var hb bytes.Buffer
+		w2 := vma.NewWriter(&hb, vma.WithUUID(testUUID))
+		id, _ := w2.AddDevice("huge", vma.MaxClusters*vma.ClusterSize)
+		for c := range int64(vma.WriterClustersPerExtent) {
+			w2.WriteCluster(id, c, nil)
+		}
+		w2.WriteCluster(id, 58, nil) // forces the first flush: header + one extent
+		return hb.Bytes()[:12800]
+	}()
+	var raw bytes.Buffer
+	raw.Write(h)
+	const pages = 1<<17 + 100
+	slots := make([]uint64, 0, 59)
+	for p := uint32(0); p < pages; p++ {
+		slots = append(slots, slot(0, 1, p*4096+1)) // never fills a page
+		if len(slots) == 59 || p == pages-1 {
+			raw.Write(extent(slots...))
+			slots = slots[:0]
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err := readToEnd(raw.Bytes())
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, vma.ErrUnsupported) || !strings.Contains(err.Error(), "out of order") {
+		t.Fatalf("got %v, want ErrUnsupported", err)
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d pages tracked before failing: %d MiB allocated", 1<<17, alloc>>20)
+	if alloc > 256<<20 {
+		t.Errorf("allocated %d MiB", alloc>>20)
 	}
 }
