@@ -24,7 +24,7 @@ const (
 // maxPartialPages bounds the memory a Reader spends on duplicate detection
 // (about 520 bytes a page). Archives written in ascending order per device,
 // as Proxmox writes them, use one page per device.
-const maxPartialPages = 1 << 17
+const maxPartialPages = 1 << 16
 
 // Cluster is one 64 KiB cluster of a device as stored in an extent.
 type Cluster struct {

@@ -286,7 +286,7 @@ func TestReaderBoundsTracking(t *testing.T) {
 	}()
 	var raw bytes.Buffer
 	raw.Write(h)
-	const pages = 1<<17 + 100
+	const pages = 1<<16 + 100
 	slots := make([]uint64, 0, 59)
 	for p := uint32(0); p < pages; p++ {
 		slots = append(slots, slot(0, 1, p*4096+1)) // never fills a page
@@ -303,7 +303,7 @@ func TestReaderBoundsTracking(t *testing.T) {
 		t.Fatalf("got %v, want ErrUnsupported", err)
 	}
 	alloc := after.TotalAlloc - before.TotalAlloc
-	t.Logf("%d pages tracked before failing: %d MiB allocated", 1<<17, alloc>>20)
+	t.Logf("%d pages tracked before failing: %d MiB allocated", 1<<16, alloc>>20)
 	if alloc > 256<<20 {
 		t.Errorf("allocated %d MiB", alloc>>20)
 	}
