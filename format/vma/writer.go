@@ -63,7 +63,7 @@ func WithCTime(t time.Time) WriterOption { return func(w *Writer) { w.ctime = t 
 
 // NewWriter returns a Writer that writes an archive to w.
 func NewWriter(w io.Writer, opts ...WriterOption) *Writer {
-	wr := &Writer{w: w}
+	wr := &Writer{w: w, buf: make([]byte, ExtentHeaderSize, MaxExtentSize)}
 	for _, o := range opts {
 		o(wr)
 	}
@@ -201,10 +201,7 @@ func (w *Writer) WriteCluster(id int, idx int64, data []byte) error {
 			return err
 		}
 	}
-	if !w.started {
-		w.started = true
-		w.buf = make([]byte, ExtentHeaderSize, MaxExtentSize)
-	}
+	w.started = true
 	d.seen.add(uint32(idx))
 	if d.vmstate {
 		d.nextVM++
@@ -232,9 +229,6 @@ func (w *Writer) WriteCluster(id int, idx int64, data []byte) error {
 
 // flush writes the header if not yet written, then the queued extent.
 func (w *Writer) flush() error {
-	if w.buf == nil {
-		w.buf = make([]byte, ExtentHeaderSize, MaxExtentSize)
-	}
 	if !w.hdrDone {
 		w.hdrDone = true
 		ct := w.ctime
