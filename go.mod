@@ -1,11 +1,14 @@
 module github.com/vmaconv/vmaconv
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/alecthomas/kong v1.17.0
 	github.com/google/uuid v1.6.0
+	github.com/klauspost/compress v1.20.3
+	github.com/lima-vm/go-qcow2reader v0.7.1
 	github.com/rogpeppe/go-internal v1.16.0
+	golang.org/x/sync v0.24.0
 )
 
 require (

@@ -1,8 +1,10 @@
-// Package raw will hold vmaconv's driver for raw disk images: a source that
-// reports holes (SEEK_DATA/SEEK_HOLE) and a sparse sink over io.WriterAt.
+// Package raw is vmaconv's driver for raw disk images: the file's bytes
+// are the disk.
 //
-// It is part of the converter (issue 3) and holds nothing yet; `vmaconv
-// extract` writes its sparse raw files through pipeline.Unpack.
+// As a source, a raw image reports its holes (SEEK_DATA/SEEK_HOLE on Linux;
+// elsewhere every byte counts as data, which gives the same result, only
+// slower), so a sparse file's holes are never read. Raw has no magic and is
+// never detected: it is what an input is when no other format claims it.
 package raw
 
 // Name is the format's name in vmaconv's driver registry.

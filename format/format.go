@@ -1,0 +1,139 @@
+// Package format defines what vmaconv's format drivers provide and keeps
+// them in a Registry: a Source is one virtual disk that can be read at any
+// offset, probed by the magic bytes at the start of its file.
+//
+// The built-in drivers (raw, qcow2, vma) are registered by format/all.
+package format
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// ErrUnknownFormat is returned when no driver recognises an input, or a
+// format name is not registered. Drivers' "not mine" errors wrap it.
+var ErrUnknownFormat = errors.New("unknown format")
+
+// Source is one virtual disk. ReadAt follows the io.ReaderAt contract,
+// including that parallel calls are allowed. The caller closes it.
+type Source interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64 // bytes
+}
+
+// Extent is a byte range of a Source whose content is either all zero
+// (Zero) or possibly not.
+type Extent struct {
+	Start, Length int64
+	Zero          bool
+}
+
+// Extenter is implemented by sources that know where their zeros are
+// (holes of a sparse file, unallocated or zero clusters of a qcow2 image),
+// so that zero ranges need not be read. Extent returns the extent that
+// starts at start, at most length bytes long. Safe for parallel calls.
+type Extenter interface {
+	Extent(start, length int64) (Extent, error)
+}
+
+// OpenOptions are given to a driver's Open.
+type OpenOptions struct {
+	// Forced is set when the user named the format (-f), so the driver
+	// must not second-guess it.
+	Forced bool
+	// AllowBacking lets a qcow2 image read its backing file.
+	AllowBacking bool
+}
+
+// Format is a driver.
+type Format struct {
+	Name string
+	// Probe reports whether head, the first bytes of a file (up to 4096,
+	// fewer if the file is shorter), belong to this format. Nil: the format
+	// is never detected, only named.
+	Probe func(head []byte) bool
+	// Open opens f as one disk. It takes ownership of f: the Source's Close
+	// closes it, and so does a failing Open. Nil: the format cannot be a
+	// random-access source.
+	Open func(f *os.File, o OpenOptions) (Source, error)
+}
+
+// Registry is a set of formats. Its methods are safe for concurrent use.
+type Registry struct {
+	mu      sync.RWMutex
+	formats []Format // registration order: probing order
+}
+
+// Register adds a format. It panics if the name is empty or taken, as
+// database/sql.Register does: both are programming errors.
+func (r *Registry) Register(f Format) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f.Name == "" {
+		panic("format: Register with an empty name")
+	}
+	for _, g := range r.formats {
+		if g.Name == f.Name {
+			panic("format: Register called twice for " + f.Name)
+		}
+	}
+	r.formats = append(r.formats, f)
+}
+
+// Lookup returns the format with the given name.
+func (r *Registry) Lookup(name string) (Format, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, f := range r.formats {
+		if f.Name == name {
+			return f, nil
+		}
+	}
+	return Format{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownFormat, name, strings.Join(r.names(), ", "))
+}
+
+// Names returns the registered format names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.names()
+}
+
+func (r *Registry) names() []string {
+	var n []string
+	for _, f := range r.formats {
+		n = append(n, f.Name)
+	}
+	slices.Sort(n)
+	return n
+}
+
+// Detect returns the first format, in registration order, whose Probe
+// accepts head. It returns ErrUnknownFormat if none does; formats without a
+// Probe (raw) are never detected.
+func (r *Registry) Detect(head []byte) (Format, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, f := range r.formats {
+		if f.Probe != nil && f.Probe(head) {
+			return f, nil
+		}
+	}
+	return Format{}, ErrUnknownFormat
+}
+
+// ReadHead reads the first up to 4096 bytes of f, for Detect.
+func ReadHead(f io.ReaderAt) ([]byte, error) {
+	head := make([]byte, 4096)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return head[:n], nil
+}

@@ -1,0 +1,325 @@
+package qcow2
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/lima-vm/go-qcow2reader/image"
+	libqcow2 "github.com/lima-vm/go-qcow2reader/image/qcow2"
+	libraw "github.com/lima-vm/go-qcow2reader/image/raw"
+	"github.com/lima-vm/go-qcow2reader/log"
+
+	"github.com/vmaconv/vmaconv/format"
+)
+
+// Format is the qcow2 driver, for a format.Registry.
+var Format = format.Format{
+	Name:  Name,
+	Probe: func(head []byte) bool { return bytes.HasPrefix(head, Magic[:]) },
+	Open: func(f *os.File, o format.OpenOptions) (format.Source, error) {
+		return Open(f, o)
+	},
+}
+
+// Errors.
+var (
+	// ErrCorrupt means the image header is inconsistent.
+	ErrCorrupt = errors.New("qcow2: corrupt image")
+	// ErrBacking means a backing file was refused or could not be used.
+	ErrBacking = errors.New("qcow2: backing file")
+)
+
+// maxBackingDepth bounds backing chains (and breaks cycles).
+const maxBackingDepth = 16
+
+// Source is an open qcow2 image. It is safe for concurrent use.
+type Source struct {
+	img  *libqcow2.Qcow2
+	name string
+}
+
+var setup sync.Once
+
+// Open opens f as a qcow2 image; the Source's Close closes f (and backing
+// files), and so does a failing Open.
+func Open(f *os.File, o format.OpenOptions) (*Source, error) {
+	setup.Do(func() {
+		// The library's codec map and logger are globals: set them once,
+		// before any image is opened, and never again.
+		libqcow2.SetDecompressor(libqcow2.CompressionTypeZlib, zlibDecompressor)
+		libqcow2.SetDecompressor(libqcow2.CompressionTypeZstd, zstdDecompressor)
+		log.SetWarnFunc(nil)
+	})
+	img, err := open(f, f.Name(), o, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return &Source{img: img, name: f.Name()}, nil
+}
+
+// header is what open checks before handing the file to the library.
+type header struct {
+	backingOffset uint64
+	backingSize   uint32
+	clusterBits   uint32
+	size          uint64
+	l1Size        uint32
+	l1Offset      uint64
+}
+
+func readHeader(ra io.ReaderAt, fileSize int64) (*header, error) {
+	var b [48]byte
+	if n, err := ra.ReadAt(b[:], 0); n < len(b) {
+		return nil, fmt.Errorf("%w: header truncated (%d bytes): %v", ErrCorrupt, n, err)
+	}
+	if !bytes.Equal(b[:4], Magic[:]) {
+		return nil, fmt.Errorf("%w: not a qcow2 image (magic %q)", format.ErrUnknownFormat, b[:4])
+	}
+	be := binary.BigEndian
+	h := &header{
+		backingOffset: be.Uint64(b[8:]), backingSize: be.Uint32(b[16:]),
+		clusterBits: be.Uint32(b[20:]), size: be.Uint64(b[24:]),
+		l1Size: be.Uint32(b[36:]), l1Offset: be.Uint64(b[40:]),
+	}
+	if h.size > 1<<62 {
+		return nil, fmt.Errorf("%w: virtual size %d", ErrCorrupt, h.size)
+	}
+	if v := be.Uint32(b[4:]); v != 2 && v != 3 {
+		return nil, fmt.Errorf("%w: version %d", ErrCorrupt, v)
+	}
+	// qemu accepts 512 B to 2 MiB clusters.
+	if h.clusterBits < 9 || h.clusterBits > 21 {
+		return nil, fmt.Errorf("%w: cluster_bits %d out of range 9..21", ErrCorrupt, h.clusterBits)
+	}
+	// The library allocates the L1 table from l1_size before reading it:
+	// bound it by the file (and by qemu's 32 MiB limit) first.
+	if l1 := uint64(h.l1Size) * 8; l1 > 32<<20 || h.l1Offset > uint64(fileSize) || l1 > uint64(fileSize)-h.l1Offset {
+		return nil, fmt.Errorf("%w: L1 table of %d entries at %d does not fit in the %d-byte file", ErrCorrupt, h.l1Size, h.l1Offset, fileSize)
+	}
+	l2Entries := uint64(1) << (h.clusterBits - 3)
+	if covered := uint64(h.l1Size) * l2Entries; (h.size+1<<h.clusterBits-1)>>h.clusterBits > covered {
+		return nil, fmt.Errorf("%w: virtual size %d needs more than %d L1 entries", ErrCorrupt, h.size, h.l1Size)
+	}
+	return h, nil
+}
+
+// open opens one image of a backing chain; depth 0 is the image the user
+// named.
+func open(f *os.File, name string, o format.OpenOptions, depth int) (img *libqcow2.Qcow2, err error) {
+	fail := func(err error) (*libqcow2.Qcow2, error) {
+		f.Close()
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	h, err := readHeader(f, fi.Size())
+	if err != nil {
+		return fail(err)
+	}
+	if h.backingOffset != 0 {
+		if err := checkBacking(f, name, h, o, depth); err != nil {
+			return fail(err)
+		}
+	}
+	defer func() { // the library panics on some corrupt backing chains
+		if r := recover(); r != nil {
+			f.Close()
+			img, err = nil, fmt.Errorf("%w: qcow2 reader failed: %v", ErrCorrupt, r)
+		}
+	}()
+	img, err = libqcow2.Open(f, func(ra io.ReaderAt, t image.Type) (image.Image, error) {
+		return openBacking(ra, t, o, depth+1)
+	})
+	if err != nil {
+		if img != nil {
+			img.Close()
+		} else {
+			f.Close()
+		}
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err := img.Readable(); err != nil {
+		img.Close()
+		return nil, err
+	}
+	return img, nil
+}
+
+// checkBacking applies the backing-file policy before the library opens
+// anything: the user must allow backing files, the image must record the
+// backing format (probing a backing file is how raw images get
+// reinterpreted), and the file must be a regular file.
+func checkBacking(f *os.File, name string, h *header, o format.OpenOptions, depth int) error {
+	if h.backingSize > 1023 {
+		return fmt.Errorf("%w: backing file name of %d bytes", ErrCorrupt, h.backingSize)
+	}
+	b := make([]byte, h.backingSize)
+	if _, err := f.ReadAt(b, int64(h.backingOffset)); err != nil {
+		return fmt.Errorf("%w: reading backing file name: %v", ErrCorrupt, err)
+	}
+	backing := string(b)
+	if !o.AllowBacking {
+		return fmt.Errorf("%w: image has backing file %q; pass --allow-backing (or -f qcow2) to read it", ErrBacking, backing)
+	}
+	if depth >= maxBackingDepth {
+		return fmt.Errorf("%w: backing chain deeper than %d (a loop?)", ErrBacking, maxBackingDepth)
+	}
+	path := backing
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(name), path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%w %q: %v", ErrBacking, backing, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w %q is not a regular file", ErrBacking, backing)
+	}
+	return nil
+}
+
+// openBacking is the library's callback for backing files.
+func openBacking(ra io.ReaderAt, t image.Type, o format.OpenOptions, depth int) (image.Image, error) {
+	f, ok := ra.(*os.File)
+	if !ok {
+		return failed(ra, fmt.Errorf("%w: unexpected %T", ErrBacking, ra))
+	}
+	switch t {
+	case "":
+		return failed(ra, fmt.Errorf("%w %s: the image does not record the backing file's format; refusing to guess (set it with qemu-img rebase -u -F FMT)", ErrBacking, f.Name()))
+	case libraw.Type:
+		return libraw.Open(f)
+	case libqcow2.Type:
+		img, err := open(f, f.Name(), o, depth)
+		if err != nil {
+			return failed(nil, err)
+		}
+		return img, nil
+	default:
+		return failed(ra, fmt.Errorf("%w %s: format %q is not supported", ErrBacking, f.Name(), t))
+	}
+}
+
+// failed returns an image that only reports err. The library calls Close
+// on whatever its callback returned, even with an error, so it must not be
+// nil.
+func failed(ra io.ReaderAt, err error) (image.Image, error) {
+	return &errImage{ra: ra, err: err}, err
+}
+
+type errImage struct {
+	ra  io.ReaderAt
+	err error
+}
+
+func (e *errImage) ReadAt([]byte, int64) (int, error)         { return 0, e.err }
+func (e *errImage) Extent(int64, int64) (image.Extent, error) { return image.Extent{}, e.err }
+func (e *errImage) Type() image.Type                          { return "" }
+func (e *errImage) Size() int64                               { return 0 }
+func (e *errImage) Readable() error                           { return e.err }
+func (e *errImage) Close() error {
+	if c, ok := e.ra.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// ReadAt implements io.ReaderAt.
+func (s *Source) ReadAt(p []byte, off int64) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, fmt.Errorf("%w: %s: reading at %d: %v", ErrCorrupt, s.name, off, r)
+		}
+	}()
+	n, err = s.img.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("qcow2: %s: reading at %d: %w", s.name, off, err)
+	}
+	return n, err
+}
+
+// Extent implements format.Extenter from the image's cluster map:
+// unallocated clusters (without a backing file behind them) and zero
+// clusters are Zero and never read.
+func (s *Source) Extent(start, length int64) (e format.Extent, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: cluster map at %d: %v", ErrCorrupt, s.name, start, r)
+		}
+	}()
+	length = min(length, s.Size()-start)
+	x, err := s.img.Extent(start, length)
+	if err != nil {
+		return format.Extent{}, fmt.Errorf("qcow2: %s: cluster map at %d: %w", s.name, start, err)
+	}
+	if x.Length <= 0 {
+		return format.Extent{}, fmt.Errorf("%w: %s: empty extent at %d", ErrCorrupt, s.name, start)
+	}
+	// Clusters that fall through to a backing file carry the backing
+	// image's status, so Zero is right for the whole chain.
+	return format.Extent{Start: start, Length: x.Length, Zero: x.Zero}, nil
+}
+
+// Size returns the virtual size.
+func (s *Source) Size() int64 { return s.img.Size() }
+
+// Close closes the image and its backing files.
+func (s *Source) Close() error { return s.img.Close() }
+
+// fullReader makes every Read fill its buffer: the library decompresses a
+// cluster again from the start for every short Read.
+type fullReader struct {
+	r     io.Reader
+	close func() error
+}
+
+func (f *fullReader) Read(p []byte) (int, error) {
+	n, err := io.ReadFull(f.r, p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (f *fullReader) Close() error { return f.close() }
+
+var flatePool sync.Pool
+
+func zlibDecompressor(r io.Reader) (io.ReadCloser, error) {
+	var zr io.ReadCloser
+	if v := flatePool.Get(); v != nil {
+		zr = v.(io.ReadCloser)
+		if err := zr.(flate.Resetter).Reset(r, nil); err != nil {
+			return nil, err
+		}
+	} else {
+		zr = flate.NewReader(r)
+	}
+	return &fullReader{r: zr, close: func() error { flatePool.Put(zr); return nil }}, nil
+}
+
+var zstdPool sync.Pool
+
+func zstdDecompressor(r io.Reader) (io.ReadCloser, error) {
+	d, _ := zstdPool.Get().(*zstd.Decoder)
+	if d == nil {
+		var err error
+		if d, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true)); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.Reset(r); err != nil {
+		return nil, err
+	}
+	return &fullReader{r: d, close: func() error { d.Reset(nil); zstdPool.Put(d); return nil }}, nil
+}

@@ -1,0 +1,37 @@
+//go:build linux
+
+package raw
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+const (
+	seekData = 3 // SEEK_DATA
+	seekHole = 4 // SEEK_HOLE
+)
+
+// holeAt returns the length of the run that starts at off (data or hole,
+// as zero says), up to size. lseek's SEEK_DATA/SEEK_HOLE do not change
+// anything ReadAt depends on, so parallel calls are fine.
+func holeAt(f *os.File, off, size int64) (n int64, zero bool, err error) {
+	fd := int(f.Fd())
+	data, err := syscall.Seek(fd, off, seekData)
+	switch {
+	case errors.Is(err, syscall.ENXIO): // no data at or after off: a hole to the end
+		return size - off, true, nil
+	case errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP):
+		return size - off, false, nil // no hole support (block device, old fs): all data
+	case err != nil:
+		return 0, false, err
+	case data > off:
+		return min(data, size) - off, true, nil
+	}
+	hole, err := syscall.Seek(fd, off, seekHole)
+	if err != nil {
+		return size - off, false, nil
+	}
+	return min(hole, size) - off, false, nil
+}

@@ -1,0 +1,210 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/raw"
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/pipeline"
+)
+
+// memSource is a Source over a byte slice; with holes set it also reports
+// all-zero 64 KiB clusters as zero extents.
+type memSource struct {
+	b     []byte
+	holes bool
+	reads atomic.Int64 // bytes read
+}
+
+func (m *memSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	m.reads.Add(int64(n))
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+func (m *memSource) Size() int64  { return int64(len(m.b)) }
+func (m *memSource) Close() error { return nil }
+
+type holeySource struct{ *memSource }
+
+func (h holeySource) Extent(start, length int64) (format.Extent, error) {
+	end := min(start+length, int64(len(h.b)))
+	zero := vma.IsZero(h.b[start:min((start/vma.ClusterSize+1)*vma.ClusterSize, end)])
+	pos := start
+	for pos < end {
+		next := min((pos/vma.ClusterSize+1)*vma.ClusterSize, end)
+		if vma.IsZero(h.b[pos:next]) != zero {
+			break
+		}
+		pos = next
+	}
+	return format.Extent{Start: start, Length: pos - start, Zero: zero}, nil
+}
+
+func pack(t *testing.T, srcs []format.Source, o pipeline.Options) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	w := vma.NewWriter(&out, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
+	var disks []pipeline.Disk
+	for i, s := range srcs {
+		id, err := w.AddDevice("drive-scsi"+string(rune('0'+i)), s.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		disks = append(disks, pipeline.Disk{ID: id, Src: s})
+	}
+	if err := pipeline.Pack(context.Background(), w, disks, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// TestPackWorkers: any worker count and chunk size give the same bytes,
+// and the archive restores to the sources.
+func TestPackWorkers(t *testing.T) {
+	d1 := testutil.GenDisk(1, 5<<20+12345, "mixed")
+	d2 := testutil.GenDisk(2, 700000, "data")
+	want := pack(t, []format.Source{&memSource{b: d1}, &memSource{b: d2}}, pipeline.Options{Workers: 1})
+	for _, o := range []pipeline.Options{
+		{Workers: 2}, {Workers: 8}, {Workers: 3, ChunkSize: 64 << 10}, {Workers: 8, ChunkSize: 4 << 20},
+	} {
+		got := pack(t, []format.Source{holeySource{&memSource{b: d1}}, &memSource{b: d2}}, o)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%+v: archive differs from the Workers=1 one", o)
+		}
+	}
+	rd, err := vma.NewReader(bytes.NewReader(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, m2 := &memDisk{b: make([]byte, len(d1))}, &memDisk{b: make([]byte, len(d2))}
+	if _, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m1, 2: m2}, pipeline.UnpackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m1.b, d1) || !bytes.Equal(m2.b, d2) {
+		t.Error("restored disks differ")
+	}
+}
+
+// TestPackSkipsHoles: zero ranges a source reports are never read.
+func TestPackSkipsHoles(t *testing.T) {
+	b := make([]byte, 64<<20)
+	copy(b[10<<20:], bytes.Repeat([]byte{7}, 100000))
+	src := &memSource{b: b}
+	pack(t, []format.Source{holeySource{src}}, pipeline.Options{Workers: 1})
+	if n := src.reads.Load(); n > 2<<20 {
+		t.Errorf("read %d bytes of a 64 MiB disk holding 100 kB", n)
+	}
+}
+
+func TestCopyAndHash(t *testing.T) {
+	data := testutil.GenDisk(3, 3<<20+777, "mixed")
+	for _, w := range []int{1, 4} {
+		dst := &memDisk{b: make([]byte, len(data))}
+		if err := pipeline.Copy(context.Background(), dst, holeySource{&memSource{b: data}}, pipeline.Options{Workers: w}); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(dst.b, data) {
+			t.Errorf("workers %d: copy differs", w)
+		}
+		sum, err := pipeline.Hash(context.Background(), holeySource{&memSource{b: data}}, pipeline.Options{Workers: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := sha256.Sum256(data); !bytes.Equal(sum, want[:]) {
+			t.Errorf("workers %d: hash differs", w)
+		}
+	}
+}
+
+type failSource struct{ memSource }
+
+func (f *failSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= 2<<20 {
+		return 0, errors.New("input/output error")
+	}
+	return f.memSource.ReadAt(p, off)
+}
+
+func TestScanErrors(t *testing.T) {
+	src := &failSource{memSource{b: make([]byte, 8<<20)}}
+	err := pipeline.Scan(context.Background(), src, pipeline.Options{Workers: 4}, func(int64, []byte) error { return nil })
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("input/output error")) {
+		t.Fatalf("read error: got %v", err)
+	}
+	stop := errors.New("stop")
+	err = pipeline.Scan(context.Background(), &memSource{b: make([]byte, 8<<20)}, pipeline.Options{Workers: 4}, func(off int64, _ []byte) error {
+		if off >= 3<<20 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("callback error: got %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	err = pipeline.Scan(ctx, &memSource{b: make([]byte, 8<<20)}, pipeline.Options{Workers: 2}, func(off int64, _ []byte) error {
+		cancel()
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancel: got %v", err)
+	}
+	if err := (&pipeline.Options{Workers: 1, ChunkSize: 1000}).Validate(); err == nil {
+		t.Error("chunk size 1000 accepted")
+	}
+}
+
+// TestRawSparse: a sparse raw file's holes are reported and not read.
+func TestRawSparse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sparse.raw")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(1 << 30)
+	f.WriteAt(bytes.Repeat([]byte{1}, 8192), 512<<20)
+	f.Close()
+	f, _ = os.Open(path)
+	src, err := raw.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	e, err := src.Extent(0, src.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Zero || e.Length < 256<<20 {
+		t.Skipf("file system without SEEK_HOLE support? first extent %+v", e)
+	}
+	sum, err := pipeline.Hash(context.Background(), src, pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.New()
+	want.Write(make([]byte, 512<<20))
+	want.Write(bytes.Repeat([]byte{1}, 8192))
+	want.Write(make([]byte, 512<<20-8192))
+	if !bytes.Equal(sum, want.Sum(nil)) {
+		t.Error("hash of the sparse file differs")
+	}
+}
