@@ -137,8 +137,15 @@ func open(f *os.File, name string, o format.OpenOptions, depth int) (img *libqco
 			img, err = nil, fmt.Errorf("%w: qcow2 reader failed: %v", ErrCorrupt, r)
 		}
 	}()
+	// The library flattens the callback's error into a string; keep ours,
+	// which is precise and wraps ErrBacking.
+	var backingErr error
 	img, err = libqcow2.Open(f, func(ra io.ReaderAt, t image.Type) (image.Image, error) {
-		return openBacking(ra, t, o, depth+1)
+		bimg, err := openBacking(ra, t, o, depth+1)
+		if err != nil && backingErr == nil {
+			backingErr = err
+		}
+		return bimg, err
 	})
 	if err != nil {
 		if img != nil {
@@ -150,6 +157,9 @@ func open(f *os.File, name string, o format.OpenOptions, depth int) (img *libqco
 	}
 	if err := img.Readable(); err != nil {
 		img.Close()
+		if backingErr != nil {
+			return nil, backingErr
+		}
 		return nil, err
 	}
 	return img, nil

@@ -4,6 +4,7 @@ package testutil
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -83,4 +84,28 @@ func LoadManifest(t testing.TB) (string, Manifest) {
 		t.Fatal(err)
 	}
 	return dir, m
+}
+
+// RequireTool returns the path of an external program (qemu-img, zstd, …).
+// Where it is missing the test is skipped, except under CI=true, where
+// .ci/run installs it and its absence fails the test.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found under CI (.ci/run installs it): %v", name, err)
+		}
+		t.Skipf("%s not found: %v", name, err)
+	}
+	return p
+}
+
+// Run runs a command and fails the test with its output if it fails.
+func Run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
 }

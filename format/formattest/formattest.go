@@ -1,0 +1,93 @@
+// Package formattest is the conformance suite every vmaconv source driver
+// passes: sizes, reads at any offset and length (in parallel too), and an
+// extent map that tiles the disk and is never wrong about zeros.
+package formattest
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format"
+)
+
+// TestSource checks src against want, the disk's expected content.
+func TestSource(t *testing.T, src format.Source, want []byte) {
+	t.Helper()
+	size := int64(len(want))
+	if src.Size() != size {
+		t.Fatalf("Size() = %d, want %d", src.Size(), size)
+	}
+	rng := rand.New(rand.NewPCG(uint64(size), 1))
+	check := func(off int64, n int) {
+		p := make([]byte, n)
+		got, err := src.ReadAt(p, off)
+		wantN := int(max(min(int64(n), size-off), 0))
+		if got != wantN {
+			t.Errorf("ReadAt(%d bytes at %d) = %d, %v; want %d bytes", n, off, got, err, wantN)
+			return
+		}
+		if got < n && err == nil {
+			t.Errorf("ReadAt(%d bytes at %d): short read without an error", n, off)
+		}
+		if err != nil && err != io.EOF {
+			t.Errorf("ReadAt(%d bytes at %d): %v", n, off, err)
+		}
+		if !bytes.Equal(p[:got], want[off:off+int64(got)]) {
+			t.Errorf("ReadAt(%d bytes at %d): wrong content", n, off)
+		}
+	}
+	// Whole disk, cluster-aligned pieces, odd pieces, the end.
+	check(0, len(want))
+	for range 200 {
+		check(rng.Int64N(size), 1+rng.IntN(300000))
+	}
+	check(size-1, 1)
+	check(size-100, 4096)
+	// In parallel, as the pipeline reads.
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 2))
+			for range 50 {
+				off := r.Int64N(size)
+				n := int(min(1+r.Int64N(1<<20), size-off))
+				p := make([]byte, n)
+				if got, err := src.ReadAt(p, off); got != n || !bytes.Equal(p, want[off:off+int64(n)]) {
+					t.Errorf("parallel ReadAt(%d at %d) = %d, %v, or wrong content", n, off, got, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	ext, ok := src.(format.Extenter)
+	if !ok {
+		return
+	}
+	// Extents from 0 tile the disk; zero extents are zero.
+	for pos := int64(0); pos < size; {
+		e, err := ext.Extent(pos, size-pos)
+		if err != nil {
+			t.Fatalf("Extent(%d, %d): %v", pos, size-pos, err)
+		}
+		if e.Start != pos || e.Length <= 0 || e.Start+e.Length > size {
+			t.Fatalf("Extent(%d, %d) = %+v", pos, size-pos, e)
+		}
+		if e.Zero && !bytes.Equal(want[pos:pos+e.Length], make([]byte, e.Length)) {
+			t.Errorf("extent %+v is reported zero but is not", e)
+		}
+		pos += e.Length
+	}
+	// And from odd places, with short lengths.
+	for range 100 {
+		pos := rng.Int64N(size)
+		n := 1 + rng.Int64N(size-pos)
+		e, err := ext.Extent(pos, n)
+		if err != nil || e.Start != pos || e.Length <= 0 || e.Length > n {
+			t.Errorf("Extent(%d, %d) = %+v, %v", pos, n, e, err)
+		}
+	}
+}

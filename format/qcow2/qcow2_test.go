@@ -1,0 +1,192 @@
+package qcow2_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/formattest"
+	"github.com/vmaconv/vmaconv/format/qcow2"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+// image writes data as a raw file and converts it with qemu-img.
+func image(t *testing.T, dir, name string, data []byte, args ...string) string {
+	t.Helper()
+	rawPath := filepath.Join(dir, name+".raw")
+	if err := os.WriteFile(rawPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name+".qcow2")
+	testutil.Run(t, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), rawPath, out)...)
+	return out
+}
+
+// oracle returns what qemu-img reads from an image.
+func oracle(t *testing.T, path string) []byte {
+	t.Helper()
+	out := path + ".oracle"
+	testutil.Run(t, "qemu-img", "convert", "-O", "raw", path, out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func open(t *testing.T, path string, o format.OpenOptions) (*qcow2.Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qcow2.Open(f, o)
+}
+
+func TestConformance(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	mixed := testutil.GenDisk(1, 8<<20, "mixed")
+	odd := testutil.GenDisk(2, 3<<20+512*7, "mixed") // not a multiple of 64 KiB
+	sparse := make([]byte, 64<<20)
+	copy(sparse[40<<20:], testutil.GenDisk(3, 100000, "data"))
+	cases := map[string]string{
+		"plain":     image(t, dir, "plain", mixed),
+		"zlib":      image(t, dir, "zlib", mixed, "-c"),
+		"zstd":      image(t, dir, "zstd", mixed, "-c", "-o", "compression_type=zstd"),
+		"odd-size":  image(t, dir, "odd", odd),
+		"sparse":    image(t, dir, "sparse", sparse),
+		"cluster4k": image(t, dir, "c4k", odd, "-o", "cluster_size=4096"),
+		"cluster2m": image(t, dir, "c2m", mixed, "-o", "cluster_size=2M"),
+	}
+	// A backing chain: top stores only what differs from base.
+	base := image(t, dir, "base", mixed)
+	changed := append([]byte(nil), mixed...)
+	copy(changed[1<<20:], testutil.GenDisk(4, 300000, "data"))
+	clear(changed[5<<20 : 6<<20])
+	changedRaw := filepath.Join(dir, "changed.raw")
+	os.WriteFile(changedRaw, changed, 0o644)
+	top := filepath.Join(dir, "top.qcow2")
+	testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", changedRaw, top)
+	cases["backing"] = top
+	for name, path := range cases {
+		t.Run(name, func(t *testing.T) {
+			want := oracle(t, path)
+			src, err := open(t, path, format.OpenOptions{AllowBacking: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			formattest.TestSource(t, src, want)
+		})
+	}
+	_ = base
+}
+
+func TestBackingPolicy(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	image(t, dir, "base", testutil.GenDisk(5, 1<<20, "data"))
+	top := filepath.Join(dir, "top.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+	// qemu-img no longer creates a backing link without its format; drop
+	// the format by renaming its header extension to an unknown type.
+	noFmt := filepath.Join(dir, "nofmt.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", noFmt)
+	nb, _ := os.ReadFile(noFmt)
+	i := bytes.Index(nb, []byte{0xe2, 0x79, 0x2a, 0xca})
+	if i < 0 {
+		t.Fatal("backing format extension not found")
+	}
+	copy(nb[i:], []byte{0x7f, 0x00, 0x00, 0x01})
+	os.WriteFile(noFmt, nb, 0o644)
+	missing := filepath.Join(dir, "missing.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "gone.qcow2", "-F", "qcow2", missing, "1M")
+	loopA, loopB := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "b.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "b.qcow2", "-F", "qcow2", loopA, "1M")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "a.qcow2", "-F", "qcow2", loopB, "1M")
+	fifoTop := filepath.Join(dir, "fifo.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "fifo", "-F", "raw", fifoTop, "1M")
+	testutil.Run(t, "mkfifo", filepath.Join(dir, "fifo"))
+
+	tests := []struct {
+		path  string
+		o     format.OpenOptions
+		match string
+	}{
+		{top, format.OpenOptions{}, "pass --allow-backing"},
+		{noFmt, format.OpenOptions{AllowBacking: true}, "does not record the backing file's format"},
+		{missing, format.OpenOptions{AllowBacking: true}, "gone.qcow2"},
+		{loopA, format.OpenOptions{AllowBacking: true}, "deeper than 16"},
+		{fifoTop, format.OpenOptions{AllowBacking: true}, "not a regular file"},
+	}
+	for _, tc := range tests {
+		src, err := open(t, tc.path, tc.o)
+		if err == nil {
+			src.Close()
+			t.Errorf("%s opened", filepath.Base(tc.path))
+			continue
+		}
+		if !errors.Is(err, qcow2.ErrBacking) || !strings.Contains(err.Error(), tc.match) {
+			t.Errorf("%s: %v; want ErrBacking mentioning %q", filepath.Base(tc.path), err, tc.match)
+		}
+	}
+	src, err := open(t, top, format.OpenOptions{AllowBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+}
+
+// TestHostileHeader: header fields the library would trust are checked
+// first, and a corrupt backing image does not panic.
+func TestHostileHeader(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	good := image(t, dir, "good", testutil.GenDisk(6, 1<<20, "data"))
+	b, _ := os.ReadFile(good)
+	patch := func(name string, f func(h []byte)) string {
+		c := append([]byte(nil), b...)
+		f(c)
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, c, 0o644)
+		return p
+	}
+	be := binary.BigEndian
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, b[:30], 0o644)
+	tests := map[string]string{
+		patch("l1huge", func(h []byte) { be.PutUint32(h[36:], 0x7fffffff) }): "L1 table",
+		patch("l1offset", func(h []byte) { be.PutUint64(h[40:], 1<<50) }):    "L1 table",
+		patch("clusterbits", func(h []byte) { be.PutUint32(h[20:], 40) }):    "cluster_bits",
+		patch("size", func(h []byte) { be.PutUint64(h[24:], 1<<60) }):        "virtual size",
+		patch("version", func(h []byte) { be.PutUint32(h[4:], 9) }):          "version",
+		short: "truncated",
+	}
+	for path, match := range tests {
+		src, err := open(t, path, format.OpenOptions{})
+		if err == nil {
+			src.Close()
+			t.Errorf("%s opened", filepath.Base(path))
+			continue
+		}
+		if !errors.Is(err, qcow2.ErrCorrupt) || !strings.Contains(err.Error(), match) {
+			t.Errorf("%s: %v; want ErrCorrupt mentioning %q", filepath.Base(path), err, match)
+		}
+	}
+
+	// A backing file that is a corrupt qcow2: an error, not a panic.
+	os.WriteFile(filepath.Join(dir, "badbase.qcow2"), append([]byte("QFI\xfb"), make([]byte, 200)...), 0o644)
+	top := filepath.Join(dir, "badtop.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "badbase.qcow2", "-F", "qcow2", top, "1M")
+	if src, err := open(t, top, format.OpenOptions{AllowBacking: true}); err == nil {
+		src.Close()
+		t.Error("corrupt backing file accepted")
+	} else {
+		t.Log(err)
+	}
+}
