@@ -1,5 +1,10 @@
-// Command vmaconv reads, checks and restores Proxmox VMA backup archives.
+// Command vmaconv converts disk images to and from Proxmox VMA backup
+// archives, and reads, checks and restores archives.
 //
+//	vmaconv disk.qcow2 vm.vma               # an image to an archive
+//	vmaconv vm.vma:drive-scsi0 disk.raw     # one archive device to a raw image
+//	vmaconv create vm.vma drive-scsi0=a.qcow2 drive-efidisk0=efi.raw -c qemu-server.conf
+//	vmaconv checksum disk.qcow2             # sha256 of the guest-visible content
 //	vmaconv info vzdump-qemu-100.vma        # header: uuid, time, configs, disks
 //	vmaconv config vzdump-qemu-100.vma      # print qemu-server.conf
 //	vmaconv verify --digest vzdump-qemu-100.vma
@@ -21,6 +26,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"golang.org/x/term"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -35,20 +41,24 @@ const (
 )
 
 type cli struct {
-	Info    infoCmd          `cmd:"" help:"Show an archive's header: UUID, creation time, configs and devices."`
-	Config  configCmd        `cmd:"" help:"Write one config file of an archive to standard output."`
-	Verify  verifyCmd        `cmd:"" help:"Read a whole archive and check it, completeness included."`
-	Extract extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
-	Version kong.VersionFlag `help:"Print the version and exit."`
+	Convert  convertCmd       `cmd:"" default:"withargs" help:"Convert SRC to DST: an image to an archive (.vma), an archive device or an image to raw. The default command: vmaconv SRC DST."`
+	Create   createCmd        `cmd:"" help:"Write an archive of several disks: vmaconv create vm.vma drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw -c qemu-server.conf."`
+	Checksum checksumCmd      `cmd:"" help:"Print the sha256 of a disk's content (an image, or archive devices), to prove a conversion kept every byte."`
+	Info     infoCmd          `cmd:"" help:"Show an archive's header: UUID, creation time, configs and devices."`
+	Config   configCmd        `cmd:"" help:"Write one config file of an archive to standard output."`
+	Verify   verifyCmd        `cmd:"" help:"Read a whole archive and check it, completeness included."`
+	Extract  extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
+	Version  kong.VersionFlag `help:"Print the version and exit."`
 }
 
 // env is what commands get from the process: streams and a context that is
 // cancelled on SIGINT or SIGTERM.
 type env struct {
-	ctx    context.Context
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	ctx       context.Context
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
+	stderrTTY bool // progress is drawn in place only on a terminal
 }
 
 // note prints an informational line to stderr.
@@ -64,7 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name("vmaconv"),
-		kong.Description("Read, check and restore Proxmox VMA backup archives (vzdump-qemu-*.vma)."),
+		kong.Description("Convert disk images to and from Proxmox VMA backup archives (vzdump-qemu-*.vma); read, check and restore archives."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(kongExit(code)) }),
 		kong.Vars{"version": "vmaconv " + version},
@@ -97,6 +107,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitUsage
 	}
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	if f, ok := stderr.(*os.File); ok {
+		e.stderrTTY = term.IsTerminal(int(f.Fd()))
+	}
 	if err := kctx.Run(e); err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			fmt.Fprintln(stderr, "vmaconv: interrupted")

@@ -150,3 +150,6 @@ func PatchName(t TB, raw []byte, old, new string) []byte {
 	copy(out[32:], sum[:])
 	return out
 }
+
+// AllZero reports whether b holds only zero bytes.
+func AllZero(b []byte) bool { return vma.IsZero(b) }

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/qcow2"
+	"github.com/vmaconv/vmaconv/format/raw"
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/pipeline"
+)
+
+// readFlags are the source options convert, create and checksum share.
+type readFlags struct {
+	Format       string `short:"f" placeholder:"FMT" help:"Source format (qcow2, raw, vma); default: detected from the file's magic bytes, raw if none."`
+	AllowBacking bool   `help:"Let a qcow2 image read its backing file (its format must be recorded in the image)."`
+	Workers      int    `short:"m" placeholder:"N" help:"Parallel readers (default: the number of CPUs)."`
+	Progress     bool   `short:"p" help:"Show progress on stderr."`
+}
+
+// writeFlags are the options of commands that write a file.
+type writeFlags struct {
+	Overwrite bool     `help:"Replace DST if it exists."`
+	Config    []string `short:"c" placeholder:"FILE" type:"existingfile" help:"Add a config file to an archive (repeatable), e.g. qemu-server.conf."`
+	UUID      string   `placeholder:"UUID" help:"Archive UUID (default: random), for reproducible archives."`
+	CTime     int64    `name:"ctime" placeholder:"UNIX-SECONDS" help:"Archive creation time (default: now), for reproducible archives."`
+}
+
+// writerOptions turns --uuid and --ctime into vma.Writer options.
+func (w *writeFlags) writerOptions() ([]vma.WriterOption, error) {
+	var opts []vma.WriterOption
+	if w.UUID != "" {
+		id, err := uuid.Parse(w.UUID)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--uuid %q: %v", w.UUID, err)}
+		}
+		opts = append(opts, vma.WithUUID(id))
+	}
+	if w.CTime != 0 {
+		opts = append(opts, vma.WithCTime(time.Unix(w.CTime, 0)))
+	}
+	return opts, nil
+}
+
+type convertCmd struct {
+	Src  string `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
+	Dst  string `arg:"" help:"Destination file; its format comes from -O or the extension (.vma; anything else is raw)."`
+	OFmt string `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: vma or raw."`
+	Name string `placeholder:"DEVICE" help:"Device name in the archive (default drive-scsi0, or the source device's name)."`
+	readFlags
+	writeFlags
+}
+
+// outputFormat decides the destination format.
+func outputFormat(dst, forced string) (string, error) {
+	name := forced
+	if name == "" {
+		lower := strings.ToLower(dst)
+		switch {
+		case strings.HasSuffix(lower, ".vma"):
+			name = vma.Name
+		case strings.HasSuffix(lower, ".vma.zst"), strings.HasSuffix(lower, ".vma.gz"), strings.HasSuffix(lower, ".vma.lzo"):
+			return "", usageError{fmt.Errorf("%s: compressed archive output is not supported yet; write .vma and compress it (zstd, gzip, lzop)", dst)}
+		case strings.HasSuffix(lower, ".qcow2"):
+			name = qcow2.Name
+		default:
+			name = raw.Name
+		}
+	}
+	switch name {
+	case vma.Name, raw.Name:
+		return name, nil
+	case qcow2.Name:
+		return "", usageError{fmt.Errorf("%s: qcow2 output is not supported yet; write raw and use qemu-img convert -O qcow2", dst)}
+	}
+	return "", usageError{fmt.Errorf("unknown output format %q (known: raw, vma)", name)}
+}
+
+func (c *convertCmd) Run(e *env) error {
+	if c.Dst == "-" {
+		return usageError{fmt.Errorf("writing to standard output is not supported yet")}
+	}
+	ofmt, err := outputFormat(c.Dst, c.OFmt)
+	if err != nil {
+		return err
+	}
+	if len(c.Config) > 0 && ofmt != vma.Name {
+		return usageError{fmt.Errorf("-c adds configs to an archive; %s is %s", c.Dst, ofmt)}
+	}
+	wopts, err := c.writerOptions()
+	if err != nil {
+		return err
+	}
+	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	out, err := createOutput(c.Dst, c.Overwrite)
+	if err != nil {
+		return err
+	}
+	defer out.discard()
+	o := pipeline.Options{Workers: c.Workers}
+	if err := o.Validate(); err != nil {
+		return usageError{err}
+	}
+	switch {
+	case src.ar != nil && ofmt == raw.Name:
+		err = restoreDevice(e, src, out.File, c.Progress)
+	case src.ar != nil:
+		err = repackDevice(e, src, out.File, c.Name, c.Config, wopts, c.Progress)
+	case ofmt == raw.Name:
+		err = copyImage(e, src, out.File, o, c.Progress)
+	default:
+		name := c.Name
+		if name == "" {
+			name = "drive-scsi0"
+		}
+		err = packImages(e, out.File, []namedSource{{name, src}}, c.Config, wopts, o, c.Progress)
+	}
+	if err != nil {
+		return err
+	}
+	return out.commit()
+}
+
+type namedSource struct {
+	name string
+	src  *source
+}
+
+// deviceSize is the size an image gets in an archive: QEMU, and so
+// Proxmox, round a raw image up to whole 512-byte sectors.
+func deviceSize(n int64) int64 { return (n + 511) &^ 511 }
+
+// packImages writes the images as one archive, one device after another.
+func packImages(e *env, out io.Writer, srcs []namedSource, configs []string, wopts []vma.WriterOption, o pipeline.Options, showProgress bool) error {
+	w := vma.NewWriter(out, wopts...)
+	for _, path := range configs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := w.AddConfig(filepath.Base(path), data); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	var disks []pipeline.Disk
+	total := int64(0)
+	for _, s := range srcs {
+		id, err := w.AddDevice(s.name, deviceSize(s.src.img.Size()))
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.src.name(), err)
+		}
+		disks = append(disks, pipeline.Disk{ID: id, Src: s.src.img})
+		total += s.src.img.Size()
+	}
+	p := newProgress(e, showProgress, "packing", total)
+	o.Progress = p.update
+	if err := pipeline.Pack(e.ctx, w, disks, o); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	p.finish()
+	return nil
+}
+
+// copyImage writes an image as a sparse raw file of the same size.
+func copyImage(e *env, src *source, out *os.File, o pipeline.Options, showProgress bool) error {
+	if err := out.Truncate(src.img.Size()); err != nil {
+		return err
+	}
+	p := newProgress(e, showProgress, "copying", src.img.Size())
+	o.Progress = p.update
+	if err := pipeline.Copy(e.ctx, out, src.img, o); err != nil {
+		return fmt.Errorf("%s: %w", src.name(), err)
+	}
+	p.finish()
+	return nil
+}
+
+// restoreDevice writes one archive device as a sparse raw file; the other
+// devices are read and checked, not written.
+func restoreDevice(e *env, src *source, out *os.File, showProgress bool) error {
+	if err := out.Truncate(src.dev.Size); err != nil {
+		return err
+	}
+	p := newProgress(e, showProgress, "restoring "+src.dev.Name, src.size)
+	_, err := pipeline.Unpack(e.ctx, src.ar, map[int]io.WriterAt{src.dev.ID: out}, pipeline.UnpackOptions{Progress: p.update})
+	if err != nil {
+		return fmt.Errorf("%s: %w", src.name(), err)
+	}
+	p.finish()
+	return nil
+}
+
+// repackDevice copies one device of an archive, and its configs, into a new
+// archive, cluster by cluster in the order stored.
+func repackDevice(e *env, src *source, out io.Writer, name string, configs []string, wopts []vma.WriterOption, showProgress bool) error {
+	if name == "" {
+		name = src.dev.Name
+	}
+	w := vma.NewWriter(out, wopts...)
+	if len(configs) == 0 {
+		for _, c := range src.ar.Header().Configs {
+			if err := w.AddConfig(c.Name, c.Data); err != nil {
+				return err
+			}
+		}
+	}
+	for _, path := range configs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := w.AddConfig(filepath.Base(path), data); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	id, err := w.AddDevice(name, src.dev.Size)
+	if err != nil {
+		return err
+	}
+	p := newProgress(e, showProgress, "repacking "+src.dev.Name, src.size)
+	buf := make([]byte, vma.ClusterSize)
+	for {
+		if err := e.ctx.Err(); err != nil {
+			return err
+		}
+		ext, err := src.ar.NextExtent()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", src.name(), err)
+		}
+		for _, c := range ext.Clusters {
+			if c.Device.ID != src.dev.ID {
+				continue
+			}
+			var data []byte
+			if c.Mask != 0 {
+				c.Expand(buf)
+				data = buf
+			}
+			if err := w.WriteCluster(id, c.Index, data); err != nil {
+				return err
+			}
+		}
+		p.update(src.ar.Offset())
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	p.finish()
+	return nil
+}

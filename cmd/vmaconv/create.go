@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/pipeline"
+)
+
+type createCmd struct {
+	Archive string   `arg:"" help:"Archive to write (.vma)."`
+	Disks   []string `arg:"" placeholder:"NAME=IMAGE" help:"Devices, in order: drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw …"`
+	readFlags
+	writeFlags
+}
+
+func (c *createCmd) Run(e *env) error {
+	var srcs []namedSource
+	defer func() {
+		for _, s := range srcs {
+			s.src.Close()
+		}
+	}()
+	seen := map[string]bool{}
+	for _, arg := range c.Disks {
+		name, path, ok := strings.Cut(arg, "=")
+		if !ok || name == "" || path == "" {
+			return usageError{fmt.Errorf("%q: want NAME=IMAGE, e.g. drive-scsi0=disk.qcow2", arg)}
+		}
+		if seen[name] {
+			return usageError{fmt.Errorf("device name %q given twice", name)}
+		}
+		seen[name] = true
+		src, err := openSource(e, format.Ref{Path: path}, sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+		if err != nil {
+			return err
+		}
+		srcs = append(srcs, namedSource{name, src})
+		if src.img == nil {
+			return fmt.Errorf("%s: is a VMA archive; convert ARCHIVE:DEVICE to an image first, or use convert to repack one device", path)
+		}
+	}
+	wopts, err := c.writerOptions()
+	if err != nil {
+		return err
+	}
+	o := pipeline.Options{Workers: c.Workers}
+	if err := o.Validate(); err != nil {
+		return usageError{err}
+	}
+	out, err := createOutput(c.Archive, c.Overwrite)
+	if err != nil {
+		return err
+	}
+	defer out.discard()
+	if err := packImages(e, out.File, srcs, c.Config, wopts, o, c.Progress); err != nil {
+		return err
+	}
+	return out.commit()
+}

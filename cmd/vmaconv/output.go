@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// outputFile is a destination file written under a temporary name in the
+// same directory and renamed into place only by commit, so that a failed or
+// interrupted run leaves nothing that looks complete and never touches an
+// existing file until the new one is whole.
+type outputFile struct {
+	*os.File
+	path       string
+	unregister func()
+	done       bool
+}
+
+func createOutput(path string, overwrite bool) (*outputFile, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s exists and is not a regular file", path)
+	case err == nil && !overwrite:
+		return nil, fmt.Errorf("%s exists; pass --overwrite to replace it", path)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".vmaconv-*")
+	if err != nil {
+		return nil, err
+	}
+	o := &outputFile{File: f, path: path}
+	tmp := f.Name()
+	o.unregister = atInterrupt(func() { os.Remove(tmp) })
+	return o, nil
+}
+
+// commit makes the output permanent: sync, close, rename.
+func (o *outputFile) commit() error {
+	if err := o.Sync(); err != nil {
+		return fmt.Errorf("writing %s: %w", o.path, err)
+	}
+	if err := o.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", o.path, err)
+	}
+	if err := os.Chmod(o.Name(), 0o666&^umask()); err != nil {
+		return err
+	}
+	if err := os.Rename(o.Name(), o.path); err != nil {
+		return err
+	}
+	o.done = true
+	o.unregister()
+	return nil
+}
+
+// discard removes the output unless it was committed; safe to defer.
+func (o *outputFile) discard() {
+	if o.done {
+		return
+	}
+	o.done = true
+	o.Close()
+	os.Remove(o.Name())
+	o.unregister()
+}
