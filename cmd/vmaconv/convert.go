@@ -97,6 +97,10 @@ func (c *convertCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	o := pipeline.Options{Workers: c.Workers}
+	if err := o.Validate(); err != nil {
+		return usageError{err}
+	}
 	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
 	if err != nil {
 		return err
@@ -107,10 +111,6 @@ func (c *convertCmd) Run(e *env) error {
 		return err
 	}
 	defer out.discard()
-	o := pipeline.Options{Workers: c.Workers}
-	if err := o.Validate(); err != nil {
-		return usageError{err}
-	}
 	switch {
 	case src.ar != nil && ofmt == raw.Name:
 		err = restoreDevice(e, src, out.File, c.Progress)

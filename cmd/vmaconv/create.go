@@ -22,7 +22,16 @@ func (c *createCmd) Run(e *env) error {
 			s.src.Close()
 		}
 	}()
+	wopts, err := c.writerOptions()
+	if err != nil {
+		return err
+	}
+	o := pipeline.Options{Workers: c.Workers}
+	if err := o.Validate(); err != nil {
+		return usageError{err}
+	}
 	seen := map[string]bool{}
+	var names, paths []string
 	for _, arg := range c.Disks {
 		name, path, ok := strings.Cut(arg, "=")
 		if !ok || name == "" || path == "" {
@@ -32,6 +41,10 @@ func (c *createCmd) Run(e *env) error {
 			return usageError{fmt.Errorf("device name %q given twice", name)}
 		}
 		seen[name] = true
+		names, paths = append(names, name), append(paths, path)
+	}
+	for i, name := range names {
+		path := paths[i]
 		src, err := openSource(e, format.Ref{Path: path}, sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
 		if err != nil {
 			return err
@@ -40,14 +53,6 @@ func (c *createCmd) Run(e *env) error {
 		if src.img == nil {
 			return fmt.Errorf("%s: is a VMA archive; convert ARCHIVE:DEVICE to an image first, or use convert to repack one device", path)
 		}
-	}
-	wopts, err := c.writerOptions()
-	if err != nil {
-		return err
-	}
-	o := pipeline.Options{Workers: c.Workers}
-	if err := o.Validate(); err != nil {
-		return usageError{err}
 	}
 	out, err := createOutput(c.Archive, c.Overwrite)
 	if err != nil {

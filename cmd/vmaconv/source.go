@@ -51,7 +51,7 @@ type sourceOpts struct {
 // openSource opens ref. Formats are probed by magic bytes unless forced;
 // what no driver claims is raw, with a note, so that a raw image is never
 // taken for something else once -f raw is given.
-func openSource(e *env, ref format.Ref, o sourceOpts) (*source, error) {
+func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
 	var f *os.File
 	if ref.Path == "-" {
 		if o.format != "" && o.format != vma.Name {
@@ -64,7 +64,7 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (*source, error) {
 		s := &source{ref: ref, format: vma.Name, ar: ar, size: -1, closer: io.NopCloser(nil)}
 		return s, s.selectDevice(o.wantDevice)
 	}
-	f, err := os.Open(ref.Path)
+	f, err = os.Open(ref.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -91,10 +91,15 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (*source, error) {
 		fm, err = registry.Detect(head)
 		if errors.Is(err, format.ErrUnknownFormat) {
 			fm = raw.Format
-			e.note("%s: no known format detected, reading it as raw (-f raw says so)", ref.Path)
+			// Said once the source is open, so a failure stays one line.
+			defer func() {
+				if s != nil {
+					e.note("%s: no known format found, reading it as raw (pass -f raw to say so)", ref.Path)
+				}
+			}()
 		}
 	}
-	s := &source{ref: ref, format: fm.Name, size: -1}
+	s = &source{ref: ref, format: fm.Name, size: -1}
 	if fi.Mode().IsRegular() {
 		s.size = fi.Size()
 	}
@@ -107,18 +112,22 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (*source, error) {
 		s.closer = f
 		if err := s.selectDevice(o.wantDevice); err != nil {
 			f.Close()
+			s = nil
 			return nil, err
 		}
 		return s, nil
 	}
 	if ref.Device != "" {
 		f.Close()
+		s = nil
 		return nil, fmt.Errorf("%s is a %s image, not an archive: ':%s' selects a device of a VMA archive", ref.Path, fm.Name, ref.Device)
 	}
-	s.img, err = fm.Open(f, format.OpenOptions{Forced: o.format != "", AllowBacking: o.allowBacking || o.format == fm.Name})
+	img, err := fm.Open(f, format.OpenOptions{Forced: o.format != "", AllowBacking: o.allowBacking || o.format == fm.Name})
 	if err != nil {
+		s = nil
 		return nil, err
 	}
+	s.img = img
 	return s, nil
 }
 
