@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"runtime"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/vmaconv/vmaconv/format/vma"
 )
@@ -40,6 +43,12 @@ type UnpackOptions struct {
 	// Progress, if set, is called after each extent with the archive bytes
 	// read so far.
 	Progress func(archiveBytes int64)
+	// Workers is the number of parallel writers (default: the number of
+	// CPUs). With 1, the reading goroutine writes itself and no extent is
+	// copied; with more, each extent's data is copied into one of
+	// Workers+1 reused buffers and written by a worker. The result is the
+	// same either way.
+	Workers int
 }
 
 // ErrReorder is returned when Digest needs more than MaxReorder bytes to put
@@ -71,10 +80,15 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 		}
 		byID[d.ID] = st
 	}
-	var w runWriter
+	if o.Workers == 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	wr := newWriters(ctx, o.Workers)
+	ctx = wr.ctx
+	var runs runList
 	for {
 		if err := ctx.Err(); err != nil {
-			return res, err
+			return res, wr.stop(err)
 		}
 		e, err := r.NextExtent()
 		if err == io.EOF {
@@ -83,34 +97,35 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 		if err != nil {
 			res.Extents, res.Bytes = r.Extents(), r.Offset()
 			if ctx.Err() != nil { // the read failed because we were stopped
-				return res, ctx.Err()
+				return res, wr.stop(ctx.Err())
 			}
-			return res, err
+			return res, wr.stop(err)
 		}
-		w.buf = e.Data
+		runs.reset()
 		pos := 0
 		for i := range e.Clusters {
 			c := &e.Clusters[i]
 			st := byID[c.Device.ID]
 			st.account(c)
 			if st.dst != nil {
-				if err := w.add(st.dst, c, pos); err != nil {
-					return res, err
-				}
+				runs.add(st.dst, c, pos)
 			}
 			pos += len(c.Data)
 			if st.seq != nil {
 				if err := st.seq.put(c); err != nil {
-					return res, fmt.Errorf("digest of %s: %w", c.Device.Name, err)
+					return res, wr.stop(fmt.Errorf("digest of %s: %w", c.Device.Name, err))
 				}
 			}
 		}
-		if err := w.flush(); err != nil {
-			return res, err
+		if err := wr.write(e.Data[:pos], runs.runs); err != nil {
+			return res, wr.stop(err)
 		}
 		if o.Progress != nil {
 			o.Progress(r.Offset())
 		}
+	}
+	if err := wr.stop(nil); err != nil {
+		return res, err
 	}
 	res.Extents, res.Bytes = r.Extents(), r.Offset()
 	for _, d := range devs {
@@ -147,19 +162,24 @@ func (st *devState) account(c *vma.Cluster) {
 	st.stats.Zero += valid - stored
 }
 
-// runWriter coalesces stored blocks that are adjacent both on the device and
-// in the extent's data into one WriteAt.
-type runWriter struct {
-	buf []byte // the extent's data
+// writeRun is one WriteAt: n bytes from position pos of an extent's data
+// to offset off of dst.
+type writeRun struct {
 	dst io.WriterAt
 	dev string
-	off int64 // device offset of the pending run
-	pos int   // start of the pending run in buf
-	n   int   // length of the pending run
+	off int64
+	pos int
+	n   int
 }
 
-// add queues the stored blocks of c, whose data starts at pos in w.buf.
-func (w *runWriter) add(dst io.WriterAt, c *vma.Cluster, pos int) error {
+// runList collects an extent's runs, coalescing stored blocks that are
+// adjacent both on the device and in the extent's data.
+type runList struct{ runs []writeRun }
+
+func (l *runList) reset() { l.runs = l.runs[:0] }
+
+// add queues the stored blocks of c, whose data starts at pos.
+func (l *runList) add(dst io.WriterAt, c *vma.Cluster, pos int) {
 	valid := validBytes(c)
 	base := c.Index * vma.ClusterSize
 	for m := c.Mask; m != 0; {
@@ -174,26 +194,101 @@ func (w *runWriter) add(dst io.WriterAt, c *vma.Cluster, pos int) error {
 			continue // past the device's end
 		}
 		off, size := base+start, int(end-start)
-		if w.n > 0 && w.dst == dst && w.off+int64(w.n) == off && w.pos+w.n == runPos {
-			w.n += size
-			continue
+		if k := len(l.runs) - 1; k >= 0 {
+			if last := &l.runs[k]; last.dst == dst && last.off+int64(last.n) == off && last.pos+last.n == runPos {
+				last.n += size
+				continue
+			}
 		}
-		if err := w.flush(); err != nil {
-			return err
+		l.runs = append(l.runs, writeRun{dst, c.Device.Name, off, runPos, size})
+	}
+}
+
+func writeRuns(data []byte, runs []writeRun) error {
+	for _, r := range runs {
+		if _, err := r.dst.WriteAt(data[r.pos:r.pos+r.n], r.off); err != nil {
+			return fmt.Errorf("writing %s at byte %d: %w", r.dev, r.off, err)
 		}
-		w.dst, w.dev, w.off, w.pos, w.n = dst, c.Device.Name, off, runPos, size
 	}
 	return nil
 }
 
-func (w *runWriter) flush() error {
-	if w.n == 0 {
+// writers runs an extent's writes inline (one worker) or hands them, with a
+// copy of the data in a pooled buffer, to parallel workers.
+type writers struct {
+	ctx     context.Context
+	g       *errgroup.Group
+	batches chan writeBatch
+	free    chan []byte
+	nbuf    int // buffers allocated so far, at most cap(free)
+}
+
+type writeBatch struct {
+	data []byte
+	runs []writeRun
+}
+
+func newWriters(ctx context.Context, n int) *writers {
+	if n <= 1 {
+		return &writers{ctx: ctx}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	w := &writers{ctx: gctx, g: g, batches: make(chan writeBatch), free: make(chan []byte, n+1)}
+	for range n {
+		g.Go(func() error {
+			for b := range w.batches {
+				err := writeRuns(b.data, b.runs)
+				w.free <- b.data[:cap(b.data)]
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return w
+}
+
+func (w *writers) write(data []byte, runs []writeRun) error {
+	if len(runs) == 0 {
 		return nil
 	}
-	_, err := w.dst.WriteAt(w.buf[w.pos:w.pos+w.n], w.off)
-	if err != nil {
-		err = fmt.Errorf("writing %s at byte %d: %w", w.dev, w.off, err)
+	if w.g == nil {
+		return writeRuns(data, runs)
 	}
-	w.n = 0
+	var buf []byte
+	select {
+	case buf = <-w.free:
+	default:
+		if w.nbuf < cap(w.free) {
+			w.nbuf++
+			buf = make([]byte, vma.MaxExtentSize)
+		} else {
+			select {
+			case buf = <-w.free:
+			case <-w.ctx.Done():
+				return w.ctx.Err()
+			}
+		}
+	}
+	b := writeBatch{data: buf[:copy(buf, data)], runs: append([]writeRun(nil), runs...)}
+	select {
+	case w.batches <- b:
+		return nil
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+}
+
+// stop waits for the workers and returns err, or the first write error.
+func (w *writers) stop(err error) error {
+	if w.g == nil {
+		return err
+	}
+	close(w.batches)
+	werr := w.g.Wait()
+	if werr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return werr
+	}
 	return err
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format/vma"
@@ -16,14 +18,14 @@ import (
 // memDisk is an io.WriterAt over a byte slice that counts writes.
 type memDisk struct {
 	b      []byte
-	writes int
+	writes atomic.Int64
 }
 
 func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
 		return 0, errors.New("write outside the disk")
 	}
-	m.writes++
+	m.writes.Add(1)
 	return copy(m.b[off:], p), nil
 }
 
@@ -34,8 +36,9 @@ func TestUnpack(t *testing.T) {
 		{Name: "drive-virtio1", Data: testutil.GenDisk(3, 1<<20, "zero")},
 		{Name: vma.VMStateName, Data: testutil.GenDisk(4, 200000, "mixed")},
 	}
-	for _, order := range []string{"seq", "interleave", "shuffle"} {
-		t.Run(order, func(t *testing.T) {
+	for i, order := range []string{"seq", "interleave", "shuffle", "seq", "shuffle"} {
+		workers := 1 + 3*(i%2) // 1 and 4 writers
+		t.Run(fmt.Sprintf("%s-%dworkers", order, workers), func(t *testing.T) {
 			raw := testutil.WriteArchive(t, disks, nil, order, 3)
 			rd, err := vma.NewReader(bytes.NewReader(raw))
 			if err != nil {
@@ -50,7 +53,7 @@ func TestUnpack(t *testing.T) {
 				mems[d.ID] = &memDisk{b: make([]byte, d.Size)}
 				targets[d.ID] = mems[d.ID]
 			}
-			res, err := pipeline.Unpack(context.Background(), rd, targets, pipeline.UnpackOptions{Digest: true})
+			res, err := pipeline.Unpack(context.Background(), rd, targets, pipeline.UnpackOptions{Digest: true, Workers: workers})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,8 +75,8 @@ func TestUnpack(t *testing.T) {
 					t.Errorf("%s: %d zero bytes reported, the data has at least %d", st.Device.Name, st.Zero, zeros)
 				}
 			}
-			if m := mems[3]; m.writes != 0 {
-				t.Errorf("an all-zero disk got %d writes", m.writes)
+			if n := mems[3].writes.Load(); n != 0 {
+				t.Errorf("an all-zero disk got %d writes", n)
 			}
 		})
 	}
@@ -96,14 +99,16 @@ func countZeroBlocks(b []byte) int64 {
 func TestUnpackCoalesces(t *testing.T) {
 	const size = 10 << 20
 	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: testutil.GenDisk(5, size, "data")}}, nil, "seq", 0)
-	rd, _ := vma.NewReader(bytes.NewReader(raw))
-	m := &memDisk{b: make([]byte, size)}
-	res, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m}, pipeline.UnpackOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int64(m.writes) != res.Extents {
-		t.Errorf("%d writes for %d extents", m.writes, res.Extents)
+	for _, workers := range []int{1, 3} {
+		rd, _ := vma.NewReader(bytes.NewReader(raw))
+		m := &memDisk{b: make([]byte, size)}
+		res, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m}, pipeline.UnpackOptions{Workers: workers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := m.writes.Load(); n != res.Extents {
+			t.Errorf("%d workers: %d writes for %d extents", workers, n, res.Extents)
+		}
 	}
 }
 
@@ -125,13 +130,15 @@ func TestUnpackErrors(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
-	t.Run("write error", func(t *testing.T) {
-		rd, _ := vma.NewReader(bytes.NewReader(raw))
-		_, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: &memDisk{b: make([]byte, 1<<20)}}, pipeline.UnpackOptions{})
-		if err == nil || !bytes.Contains([]byte(err.Error()), []byte("writing d at byte")) {
-			t.Fatalf("got %v", err)
-		}
-	})
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("write error %d workers", workers), func(t *testing.T) {
+			rd, _ := vma.NewReader(bytes.NewReader(raw))
+			_, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: &memDisk{b: make([]byte, 1<<20)}}, pipeline.UnpackOptions{Workers: workers})
+			if err == nil || !bytes.Contains([]byte(err.Error()), []byte("writing d at byte")) {
+				t.Fatalf("got %v", err)
+			}
+		})
+	}
 	t.Run("cancel", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

@@ -113,7 +113,7 @@ func (c *convertCmd) Run(e *env) error {
 	defer out.discard()
 	switch {
 	case src.ar != nil && ofmt == raw.Name:
-		err = restoreDevice(e, src, out.File, c.Progress)
+		err = restoreDevice(e, src, out.File, o, c.Progress)
 	case src.ar != nil:
 		err = repackDevice(e, src, out.File, c.Name, c.Config, wopts, c.Progress)
 	case ofmt == raw.Name:
@@ -190,12 +190,12 @@ func copyImage(e *env, src *source, out *os.File, o pipeline.Options, showProgre
 
 // restoreDevice writes one archive device as a sparse raw file; the other
 // devices are read and checked, not written.
-func restoreDevice(e *env, src *source, out *os.File, showProgress bool) error {
+func restoreDevice(e *env, src *source, out *os.File, o pipeline.Options, showProgress bool) error {
 	if err := out.Truncate(src.dev.Size); err != nil {
 		return err
 	}
 	p := newProgress(e, showProgress, "restoring "+src.dev.Name, src.size)
-	_, err := pipeline.Unpack(e.ctx, src.ar, map[int]io.WriterAt{src.dev.ID: out}, pipeline.UnpackOptions{Progress: p.update})
+	_, err := pipeline.Unpack(e.ctx, src.ar, map[int]io.WriterAt{src.dev.ID: out}, pipeline.UnpackOptions{Progress: p.update, Workers: o.Workers})
 	if err != nil {
 		return fmt.Errorf("%s: %w", src.name(), err)
 	}
