@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 
+	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
@@ -22,8 +24,8 @@ func (a archiveArg) name() string {
 	return a.Archive
 }
 
-// open opens the archive and reads its header. The returned function closes
-// the file.
+// open opens the archive, compressed or not, and reads its header. The
+// returned function closes the file.
 func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
 	var r io.Reader = e.stdin
 	closeFn := func() {}
@@ -38,12 +40,31 @@ func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
 		}
 		r, closeFn = f, func() { f.Close() }
 	}
-	rd, err := vma.NewReader(r)
+	rd, stop, _, err := openArchiveStream(r, a.name())
 	if err != nil {
 		closeFn()
-		return nil, nil, fmt.Errorf("%s: %w", a.name(), err)
+		return nil, nil, err
 	}
-	return rd, closeFn, nil
+	return rd, func() { stop(); closeFn() }, nil
+}
+
+// openArchiveStream reads an archive from r, through a decompression layer
+// if r starts with the magic of zstd, gzip or lzop. stop ends the
+// decompressing goroutine; it does not close r.
+func openArchiveStream(r io.Reader, name string) (*vma.Reader, func(), string, error) {
+	dr, comp, err := compress.NewReader(r)
+	if err != nil {
+		return nil, nil, comp, fmt.Errorf("%s: %w", name, err)
+	}
+	rd, err := vma.NewReader(dr)
+	if err != nil {
+		dr.Close()
+		if comp != "" && errors.Is(err, vma.ErrNotVMA) {
+			return nil, nil, comp, fmt.Errorf("%s: %s-compressed, but not a VMA archive inside: %w", name, comp, err)
+		}
+		return nil, nil, comp, fmt.Errorf("%s: %w", name, err)
+	}
+	return rd, func() { dr.Close() }, comp, nil
 }
 
 // size returns the archive's file size, or -1 for standard input.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -189,40 +190,55 @@ func TestSafeName(t *testing.T) {
 	}
 }
 
-// TestExtractGolden extracts every archive of MANIFEST.json with the CLI and
-// checks every file against its sha256.
+// TestExtractGolden extracts every archive of MANIFEST.json, compressed
+// ones included, with the CLI from a file and from stdin, and checks every
+// file against its sha256.
 func TestExtractGolden(t *testing.T) {
 	dir, manifest := testutil.LoadManifest(t)
 	for name, want := range manifest {
-		t.Run(name, func(t *testing.T) {
-			if ext := filepath.Ext(name); ext != ".vma" {
-				t.Skipf("compressed archive (%s): vmaconv reads plain VMA only; until it decompresses, pipe through zstd -dc, lzop -dc or zcat", ext)
-			}
-			out := filepath.Join(t.TempDir(), "out")
-			var stdout, stderr bytes.Buffer
-			if st := run(context.Background(), []string{"extract", filepath.Join(dir, name), out}, nil, &stdout, &stderr); st != 0 {
-				t.Fatalf("status %d: %s", st, stderr.String())
-			}
-			files := map[string]string{}
-			for _, c := range want.Configs {
-				files[c.Name] = c.SHA256
-			}
-			for _, d := range want.Devices {
-				files["disk-"+d.Name+".raw"] = d.SHA256
-			}
-			entries, _ := os.ReadDir(out)
-			if len(entries) != len(files) {
-				t.Errorf("%d files extracted, want %d", len(entries), len(files))
-			}
-			for f, sum := range files {
-				b, err := os.ReadFile(filepath.Join(out, f))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := sha256.Sum256(b); hex.EncodeToString(got[:]) != sum {
-					t.Errorf("%s: sha256 %x, want %s", f, got, sum)
-				}
-			}
-		})
+		for _, viaStdin := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/stdin=%v", name, viaStdin), func(t *testing.T) {
+				extractGolden(t, filepath.Join(dir, name), viaStdin, want.Configs, want.Devices)
+			})
+		}
+	}
+}
+
+// extractGolden runs extract on one golden archive and checks the files.
+func extractGolden(t *testing.T, archive string, viaStdin bool, configs []testutil.ManifestConfig, devices []testutil.ManifestDevice) {
+	out := filepath.Join(t.TempDir(), "out")
+	var stdout, stderr bytes.Buffer
+	var stdin io.Reader
+	arg := archive
+	if viaStdin {
+		f, err := os.Open(archive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		stdin, arg = f, "-"
+	}
+	if st := run(context.Background(), []string{"extract", arg, out}, stdin, &stdout, &stderr); st != 0 {
+		t.Fatalf("status %d: %s", st, stderr.String())
+	}
+	files := map[string]string{}
+	for _, c := range configs {
+		files[c.Name] = c.SHA256
+	}
+	for _, d := range devices {
+		files["disk-"+d.Name+".raw"] = d.SHA256
+	}
+	entries, _ := os.ReadDir(out)
+	if len(entries) != len(files) {
+		t.Errorf("%d files extracted, want %d", len(entries), len(files))
+	}
+	for f, sum := range files {
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sha256.Sum256(b); hex.EncodeToString(got[:]) != sum {
+			t.Errorf("%s: sha256 %x, want %s", f, got, sum)
+		}
 	}
 }

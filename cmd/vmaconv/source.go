@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/all"
+	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
@@ -57,12 +58,16 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
 		if o.format != "" && o.format != vma.Name {
 			return nil, usageError{fmt.Errorf("standard input can only be a VMA archive (random access is needed for %s)", o.format)}
 		}
-		ar, err := vma.NewReader(e.stdin)
+		ar, stop, _, err := openArchiveStream(e.stdin, "<stdin>")
 		if err != nil {
-			return nil, fmt.Errorf("<stdin>: %w", err)
+			return nil, err
 		}
-		s := &source{ref: ref, format: vma.Name, ar: ar, size: -1, closer: io.NopCloser(nil)}
-		return s, s.selectDevice(o.wantDevice)
+		s := &source{ref: ref, format: vma.Name, ar: ar, size: -1, closer: closerFunc(stop)}
+		if err := s.selectDevice(o.wantDevice); err != nil {
+			stop()
+			return nil, err
+		}
+		return s, nil
 	}
 	f, err = os.Open(ref.Path)
 	if err != nil {
@@ -89,6 +94,9 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
 			return nil, fmt.Errorf("%s: %w", ref.Path, err)
 		}
 		fm, err = registry.Detect(head)
+		if comp := compress.Detect(head); comp != "" {
+			fm, err = all.VMA, nil // vzdump compresses archives only
+		}
 		if errors.Is(err, format.ErrUnknownFormat) {
 			fm = raw.Format
 			// Said once the source is open, so a failure stays one line.
@@ -104,14 +112,16 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
 		s.size = fi.Size()
 	}
 	if fm.Name == vma.Name {
-		s.ar, err = vma.NewReader(f)
+		ar, stop, _, err := openArchiveStream(f, ref.Path)
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("%s: %w", ref.Path, err)
+			s = nil
+			return nil, err
 		}
-		s.closer = f
+		s.ar = ar
+		s.closer = closerFunc(func() { stop(); f.Close() })
 		if err := s.selectDevice(o.wantDevice); err != nil {
-			f.Close()
+			s.closer.Close()
 			s = nil
 			return nil, err
 		}
@@ -160,3 +170,8 @@ func (s *source) selectDevice(want bool) error {
 	s.dev = &h.Devices[0]
 	return nil
 }
+
+// closerFunc adapts a function to io.Closer.
+type closerFunc func()
+
+func (f closerFunc) Close() error { f(); return nil }

@@ -57,18 +57,24 @@ func FindGolden(t testing.TB) (string, error) {
 // Manifest describes the golden archives: per archive, the sha256 of every
 // device and config.
 type Manifest map[string]struct {
-	ArchiveSHA256 string `json:"archive_sha256"`
-	Configs       []struct {
-		Name   string `json:"name"`
-		SHA256 string `json:"sha256"`
-		Size   int    `json:"size"`
-	} `json:"configs"`
-	Devices []struct {
-		ID     int    `json:"id"`
-		Name   string `json:"name"`
-		SHA256 string `json:"sha256"`
-		Size   int64  `json:"size"`
-	} `json:"devices"`
+	ArchiveSHA256 string           `json:"archive_sha256"`
+	Configs       []ManifestConfig `json:"configs"`
+	Devices       []ManifestDevice `json:"devices"`
+}
+
+// ManifestConfig is a config blob of a golden archive.
+type ManifestConfig struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int    `json:"size"`
+}
+
+// ManifestDevice is a device of a golden archive.
+type ManifestDevice struct {
+	ID     int    `json:"id"`
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
 }
 
 // LoadManifest reads MANIFEST.json from GoldenDir.
