@@ -85,21 +85,25 @@ func Copy(ctx context.Context, dst io.WriterAt, src format.Source, o Options) er
 	})
 }
 
-// Hash returns the sha256 of src's content.
-func Hash(ctx context.Context, src format.Source, o Options) ([]byte, error) {
+// Stream writes src's content to w in order, zeros included: for a pipe.
+func Stream(ctx context.Context, w io.Writer, src format.Source, o Options) error {
 	if err := o.Validate(); err != nil {
-		return nil, err
+		return err
 	}
-	h := sha256.New()
 	zeros := make([]byte, o.ChunkSize)
-	err := Scan(ctx, src, o, func(off int64, data []byte) error {
+	return Scan(ctx, src, o, func(off int64, data []byte) error {
 		if data == nil {
 			data = zeros[:min(int64(o.ChunkSize), src.Size()-off)]
 		}
-		h.Write(data)
-		return nil
+		_, err := w.Write(data)
+		return err
 	})
-	if err != nil {
+}
+
+// Hash returns the sha256 of src's content.
+func Hash(ctx context.Context, src format.Source, o Options) ([]byte, error) {
+	h := sha256.New()
+	if err := Stream(ctx, h, src, o); err != nil {
 		return nil, err
 	}
 	return h.Sum(nil), nil

@@ -3,7 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"fmt"
-	"hash"
+	"io"
 
 	"github.com/vmaconv/vmaconv/format/vma"
 )
@@ -11,10 +11,10 @@ import (
 var zeroCluster [vma.ClusterSize]byte
 
 // sequencer feeds a device's clusters, which may arrive in any order, to a
-// hash in device order, holding back at most max bytes (shared by all
-// devices through held) of early clusters.
+// writer (a hash, a pipe) in device order, holding back at most max bytes
+// (shared by all devices through held) of early clusters.
 type sequencer struct {
-	h       hash.Hash
+	w       io.Writer
 	size    int64
 	next    int64 // next cluster to hash
 	pending map[int64]heldCluster
@@ -48,7 +48,9 @@ func (s *sequencer) put(c *vma.Cluster) error {
 		s.pending[c.Index] = hc
 		return nil
 	}
-	s.write(c.Mask, c.Data)
+	if err := s.write(c.Mask, c.Data); err != nil {
+		return err
+	}
 	for {
 		hc, ok := s.pending[s.next]
 		if !ok {
@@ -56,37 +58,42 @@ func (s *sequencer) put(c *vma.Cluster) error {
 		}
 		delete(s.pending, s.next)
 		*s.held -= heldCost(hc)
-		s.write(hc.mask, hc.data)
+		if err := s.write(hc.mask, hc.data); err != nil {
+			return err
+		}
 	}
 }
 
-// write hashes cluster s.next from its stored blocks.
-func (s *sequencer) write(mask uint16, data []byte) {
+// write writes cluster s.next from its stored blocks.
+func (s *sequencer) write(mask uint16, data []byte) error {
 	valid := min(s.size-s.next*vma.ClusterSize, vma.ClusterSize)
 	s.next++
 	if valid <= 0 {
-		return
+		return nil
 	}
 	if mask == 0 {
-		s.h.Write(zeroCluster[:valid])
-		return
+		_, err := s.w.Write(zeroCluster[:valid])
+		return err
 	}
 	if s.buf == nil {
 		s.buf = make([]byte, vma.ClusterSize)
 	}
 	c := vma.Cluster{Mask: mask, Data: data}
 	c.Expand(s.buf)
-	s.h.Write(s.buf[:valid])
+	_, err := s.w.Write(s.buf[:valid])
+	return err
 }
 
-// finish hashes zeros for any tail not stored (a vmstate stream shorter than
-// its size) and checks nothing is left pending.
+// finish writes zeros for any tail not stored (a vmstate stream shorter
+// than its size) and checks nothing is left pending.
 func (s *sequencer) finish() error {
 	if len(s.pending) > 0 {
 		return fmt.Errorf("%d clusters held back were never reached", len(s.pending))
 	}
 	for s.next*vma.ClusterSize < s.size {
-		s.write(0, nil)
+		if err := s.write(0, nil); err != nil {
+			return err
+		}
 	}
 	return nil
 }

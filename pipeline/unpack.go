@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/bits"
 	"runtime"
@@ -36,9 +37,13 @@ type UnpackOptions struct {
 	// arrive out of order; up to MaxReorder bytes of them are held back to
 	// hash in order.
 	Digest bool
-	// MaxReorder bounds the memory used to reorder clusters for Digest
-	// (default 64 MiB). An archive whose clusters are further out of order
-	// fails with ErrReorder.
+	// Streams gets, per device id, the device's whole content in order
+	// (for a pipe: stdout). Like Digest it reorders clusters within
+	// MaxReorder.
+	Streams map[int]io.Writer
+	// MaxReorder bounds the memory used to reorder clusters for Digest and
+	// Streams (default 64 MiB). An archive whose clusters are further out of
+	// order fails with ErrReorder.
 	MaxReorder int64
 	// Progress, if set, is called after each extent with the archive bytes
 	// read so far.
@@ -75,8 +80,16 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	for i, d := range devs {
 		res.Devices[i].Device = d
 		st := &devState{stats: &res.Devices[i], dst: targets[d.ID]}
+		var ws []io.Writer
 		if o.Digest {
-			st.seq = &sequencer{h: sha256.New(), size: d.Size, held: &held, max: o.MaxReorder}
+			st.hash = sha256.New()
+			ws = append(ws, st.hash)
+		}
+		if w := o.Streams[d.ID]; w != nil {
+			ws = append(ws, w)
+		}
+		if len(ws) > 0 {
+			st.seq = &sequencer{w: io.MultiWriter(ws...), size: d.Size, held: &held, max: o.MaxReorder}
 		}
 		byID[d.ID] = st
 	}
@@ -107,13 +120,16 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 			c := &e.Clusters[i]
 			st := byID[c.Device.ID]
 			st.account(c)
+			if c.Data == nil && c.Mask != 0 && (st.dst != nil || st.seq != nil) {
+				return res, wr.stop(fmt.Errorf("the data of %s was skipped (vma.Reader.Want) but is needed", c.Device.Name))
+			}
 			if st.dst != nil {
 				runs.add(st.dst, c, pos)
 			}
 			pos += len(c.Data)
 			if st.seq != nil {
 				if err := st.seq.put(c); err != nil {
-					return res, wr.stop(fmt.Errorf("digest of %s: %w", c.Device.Name, err))
+					return res, wr.stop(fmt.Errorf("%s in order: %w", c.Device.Name, err))
 				}
 			}
 		}
@@ -131,9 +147,11 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	for _, d := range devs {
 		if st := byID[d.ID]; st.seq != nil {
 			if err := st.seq.finish(); err != nil {
-				return res, fmt.Errorf("digest of %s: %w", d.Name, err)
+				return res, fmt.Errorf("%s in order: %w", d.Name, err)
 			}
-			st.stats.SHA256 = st.seq.h.Sum(nil)
+			if st.hash != nil {
+				st.stats.SHA256 = st.hash.Sum(nil)
+			}
 		}
 	}
 	return res, nil
@@ -142,7 +160,8 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 type devState struct {
 	stats *DeviceStats
 	dst   io.WriterAt
-	seq   *sequencer
+	seq   *sequencer // Digest and Streams, in device order
+	hash  hash.Hash
 }
 
 // validBytes returns how many bytes of cluster c lie inside the device.

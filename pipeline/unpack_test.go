@@ -119,6 +119,20 @@ func TestUnpackReorderBound(t *testing.T) {
 	if !errors.Is(err, pipeline.ErrReorder) {
 		t.Fatalf("got %v, want ErrReorder", err)
 	}
+	rd, _ = vma.NewReader(bytes.NewReader(raw))
+	_, err = pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{Streams: map[int]io.Writer{1: io.Discard}, MaxReorder: 1 << 20})
+	if !errors.Is(err, pipeline.ErrReorder) {
+		t.Fatalf("stream: got %v, want ErrReorder", err)
+	}
+	// Within the bound, a shuffled archive streams in order.
+	rd, _ = vma.NewReader(bytes.NewReader(raw))
+	var out bytes.Buffer
+	if _, err := pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{Streams: map[int]io.Writer{1: &out}}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), testutil.GenDisk(6, 4<<20, "data")) {
+		t.Error("streamed content differs")
+	}
 }
 
 func TestUnpackErrors(t *testing.T) {

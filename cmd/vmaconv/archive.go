@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
@@ -52,6 +53,19 @@ func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
 // if r starts with the magic of zstd, gzip or lzop. stop ends the
 // decompressing goroutine; it does not close r.
 func openArchiveStream(r io.Reader, name string) (*vma.Reader, func(), string, error) {
+	// A plain archive file is read directly, so that the reader can seek
+	// over data it is not asked for (vma.Reader.Want).
+	if f, ok := r.(*os.File); ok {
+		if head, err := format.ReadHead(f); err == nil && compress.Detect(head) == "" {
+			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+				rd, err := vma.NewReader(f)
+				if err != nil {
+					return nil, nil, "", fmt.Errorf("%s: %w", name, err)
+				}
+				return rd, func() {}, "", nil
+			}
+		}
+	}
 	dr, comp, err := compress.NewReader(r)
 	if err != nil {
 		return nil, nil, comp, fmt.Errorf("%s: %w", name, err)

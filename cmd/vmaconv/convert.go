@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/qcow2"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
@@ -28,6 +31,8 @@ type readFlags struct {
 type writeFlags struct {
 	Overwrite bool     `help:"Replace DST if it exists."`
 	Config    []string `short:"c" placeholder:"FILE" type:"existingfile" help:"Add a config file to an archive (repeatable), e.g. qemu-server.conf."`
+	Compress  string   `placeholder:"zstd|gzip|none" help:"Compress the archive (default: from DST's extension: .vma.zst, .vma.gz)."`
+	Level     int      `placeholder:"N" help:"Compression level (zstd 1-22, default 3; gzip 1-9, default 6)."`
 	UUID      string   `placeholder:"UUID" help:"Archive UUID (default: random), for reproducible archives."`
 	CTime     int64    `name:"ctime" placeholder:"UNIX-SECONDS" help:"Archive creation time (default: now), for reproducible archives."`
 }
@@ -57,16 +62,52 @@ type convertCmd struct {
 	writeFlags
 }
 
+// archiveCompression decides how an archive destination is compressed:
+// --compress, else the extension (.vma.zst, .vma.gz, .vma.lzo).
+func (w *writeFlags) archiveCompression(dst string) (string, error) {
+	c := w.Compress
+	if c == "" {
+		lower := strings.ToLower(dst)
+		for ext, name := range map[string]string{".vma.zst": compress.Zstd, ".vma.gz": compress.Gzip, ".vma.lzo": compress.Lzop} {
+			if strings.HasSuffix(lower, ext) {
+				c = name
+			}
+		}
+	}
+	switch c {
+	case "", "none":
+		if w.Level != 0 {
+			return "", usageError{fmt.Errorf("--level needs a compressed archive (.vma.zst, .vma.gz or --compress)")}
+		}
+		return "", nil
+	case compress.Zstd, compress.Gzip:
+		return c, nil
+	case compress.Lzop:
+		return "", usageError{fmt.Errorf("%s: lzop output is not supported (no lzop compressor under a compatible licence); write .vma and pipe it: vmaconv … vm.vma && lzop vm.vma", dst)}
+	}
+	return "", usageError{fmt.Errorf("--compress %q: want zstd, gzip or none", c)}
+}
+
+// archiveWriter wraps out in the chosen compression; finish flushes it.
+func archiveWriter(out io.Writer, comp string, level int) (io.Writer, func() error, error) {
+	if comp == "" {
+		return out, func() error { return nil }, nil
+	}
+	cw, err := compress.NewWriter(out, comp, level)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return cw, cw.Close, nil
+}
+
 // outputFormat decides the destination format.
 func outputFormat(dst, forced string) (string, error) {
 	name := forced
 	if name == "" {
 		lower := strings.ToLower(dst)
 		switch {
-		case strings.HasSuffix(lower, ".vma"):
+		case strings.HasSuffix(lower, ".vma"), strings.HasSuffix(lower, ".vma.zst"), strings.HasSuffix(lower, ".vma.gz"), strings.HasSuffix(lower, ".vma.lzo"):
 			name = vma.Name
-		case strings.HasSuffix(lower, ".vma.zst"), strings.HasSuffix(lower, ".vma.gz"), strings.HasSuffix(lower, ".vma.lzo"):
-			return "", usageError{fmt.Errorf("%s: compressed archive output is not supported yet; write .vma and compress it (zstd, gzip, lzop)", dst)}
 		case strings.HasSuffix(lower, ".qcow2"):
 			name = qcow2.Name
 		default:
@@ -84,7 +125,7 @@ func outputFormat(dst, forced string) (string, error) {
 
 func (c *convertCmd) Run(e *env) error {
 	if c.Dst == "-" {
-		return usageError{fmt.Errorf("writing to standard output is not supported yet")}
+		return c.toStdout(e)
 	}
 	ofmt, err := outputFormat(c.Dst, c.OFmt)
 	if err != nil {
@@ -92,6 +133,14 @@ func (c *convertCmd) Run(e *env) error {
 	}
 	if len(c.Config) > 0 && ofmt != vma.Name {
 		return usageError{fmt.Errorf("-c adds configs to an archive; %s is %s", c.Dst, ofmt)}
+	}
+	comp := ""
+	if ofmt == vma.Name {
+		if comp, err = c.archiveCompression(c.Dst); err != nil {
+			return err
+		}
+	} else if c.Compress != "" && c.Compress != "none" {
+		return usageError{fmt.Errorf("--compress applies to archives; %s is %s", c.Dst, ofmt)}
 	}
 	wopts, err := c.writerOptions()
 	if err != nil {
@@ -111,19 +160,32 @@ func (c *convertCmd) Run(e *env) error {
 		return err
 	}
 	defer out.discard()
-	switch {
-	case src.ar != nil && ofmt == raw.Name:
-		err = restoreDevice(e, src, out.File, o, c.Progress)
-	case src.ar != nil:
-		err = repackDevice(e, src, out.File, c.Name, c.Config, wopts, c.Progress)
-	case ofmt == raw.Name:
-		err = copyImage(e, src, out.File, o, c.Progress)
-	default:
+	if ofmt == raw.Name {
+		if src.ar != nil {
+			err = restoreDevice(e, src, out.File, o, c.Progress)
+		} else {
+			err = copyImage(e, src, out.File, o, c.Progress)
+		}
+		if err != nil {
+			return err
+		}
+		return out.commit()
+	}
+	aw, finish, err := archiveWriter(out.File, comp, c.Level)
+	if err != nil {
+		return err
+	}
+	if src.ar != nil {
+		err = repackDevice(e, src, aw, c.Name, c.Config, wopts, c.Progress)
+	} else {
 		name := c.Name
 		if name == "" {
 			name = "drive-scsi0"
 		}
-		err = packImages(e, out.File, []namedSource{{name, src}}, c.Config, wopts, o, c.Progress)
+		err = packImages(e, aw, []namedSource{{name, src}}, c.Config, wopts, o, c.Progress)
+	}
+	if err == nil {
+		err = finish()
 	}
 	if err != nil {
 		return err
@@ -195,6 +257,7 @@ func restoreDevice(e *env, src *source, out *os.File, o pipeline.Options, showPr
 		return err
 	}
 	p := newProgress(e, showProgress, "restoring "+src.dev.Name, src.size)
+	src.ar.Want(src.dev.ID)
 	_, err := pipeline.Unpack(e.ctx, src.ar, map[int]io.WriterAt{src.dev.ID: out}, pipeline.UnpackOptions{Progress: p.update, Workers: o.Workers})
 	if err != nil {
 		return fmt.Errorf("%s: %w", src.name(), err)
@@ -231,6 +294,7 @@ func repackDevice(e *env, src *source, out io.Writer, name string, configs []str
 		return err
 	}
 	p := newProgress(e, showProgress, "repacking "+src.dev.Name, src.size)
+	src.ar.Want(src.dev.ID)
 	buf := make([]byte, vma.ClusterSize)
 	for {
 		if err := e.ctx.Err(); err != nil {
@@ -263,4 +327,74 @@ func repackDevice(e *env, src *source, out io.Writer, name string, configs []str
 	}
 	p.finish()
 	return nil
+}
+
+// toStdout writes DST "-": an archive source's device as raw, or an image as
+// an archive, unless -O says otherwise.
+func (c *convertCmd) toStdout(e *env) error {
+	wopts, err := c.writerOptions()
+	if err != nil {
+		return err
+	}
+	o := pipeline.Options{Workers: c.Workers}
+	if err := o.Validate(); err != nil {
+		return usageError{err}
+	}
+	ofmt := c.OFmt
+	if ofmt != "" {
+		if ofmt, err = outputFormat("-", ofmt); err != nil {
+			return err
+		}
+	}
+	comp, err := c.archiveCompression("-")
+	if err != nil {
+		return err
+	}
+	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if ofmt == "" {
+		ofmt = vma.Name
+		if src.ar != nil {
+			ofmt = raw.Name
+		}
+	}
+	if ofmt != vma.Name && (comp != "" || len(c.Config) > 0) {
+		return usageError{fmt.Errorf("--compress and -c apply to archives; -O is %s", ofmt)}
+	}
+	bw := bufio.NewWriterSize(e.stdout, 1<<20)
+	switch {
+	case ofmt == raw.Name && src.ar != nil:
+		src.ar.Want(src.dev.ID)
+		_, err = pipeline.Unpack(e.ctx, src.ar, nil, pipeline.UnpackOptions{Streams: map[int]io.Writer{src.dev.ID: bw}})
+		if errors.Is(err, pipeline.ErrReorder) {
+			err = fmt.Errorf("%w; a pipe needs them in order: restore to a file instead (vmaconv %s out.raw)", err, src.ref)
+		}
+	case ofmt == raw.Name:
+		err = pipeline.Stream(e.ctx, bw, src.img, o)
+	default:
+		var aw io.Writer
+		var finish func() error
+		if aw, finish, err = archiveWriter(bw, comp, c.Level); err != nil {
+			return err
+		}
+		if src.ar != nil {
+			err = repackDevice(e, src, aw, c.Name, c.Config, wopts, c.Progress)
+		} else {
+			name := c.Name
+			if name == "" {
+				name = "drive-scsi0"
+			}
+			err = packImages(e, aw, []namedSource{{name, src}}, c.Config, wopts, o, c.Progress)
+		}
+		if err == nil {
+			err = finish()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", src.name(), err)
+	}
+	return bw.Flush()
 }

@@ -9,7 +9,7 @@ import (
 )
 
 type createCmd struct {
-	Archive string   `arg:"" help:"Archive to write (.vma)."`
+	Archive string   `arg:"" help:"Archive to write (.vma, or .vma.zst / .vma.gz to compress it)."`
 	Disks   []string `arg:"" placeholder:"NAME=IMAGE" help:"Devices, in order: drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw …"`
 	readFlags
 	writeFlags
@@ -23,6 +23,10 @@ func (c *createCmd) Run(e *env) error {
 		}
 	}()
 	wopts, err := c.writerOptions()
+	if err != nil {
+		return err
+	}
+	comp, err := c.archiveCompression(c.Archive)
 	if err != nil {
 		return err
 	}
@@ -59,7 +63,14 @@ func (c *createCmd) Run(e *env) error {
 		return err
 	}
 	defer out.discard()
-	if err := packImages(e, out.File, srcs, c.Config, wopts, o, c.Progress); err != nil {
+	aw, finish, err := archiveWriter(out.File, comp, c.Level)
+	if err != nil {
+		return err
+	}
+	if err := packImages(e, aw, srcs, c.Config, wopts, o, c.Progress); err != nil {
+		return err
+	}
+	if err := finish(); err != nil {
 		return err
 	}
 	return out.commit()

@@ -100,6 +100,13 @@ func (c *extractCmd) Run(e *env) (err error) {
 		}
 		targets[o.dev.ID] = o.f
 	}
+	if len(c.Device) > 0 {
+		ids := make([]int, 0, len(targets))
+		for id := range targets {
+			ids = append(ids, id)
+		}
+		rd.Want(ids...) // skip the other devices' data where the file allows
+	}
 	res, err := pipeline.Unpack(e.ctx, rd, targets, pipeline.UnpackOptions{})
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.name(), err)

@@ -89,6 +89,42 @@ type Reader struct {
 	nExt   int64
 	pages  int    // partially filled cluster-set pages, all devices
 	ext    Extent // returned by NextExtent, reused
+
+	// Set by Want on a seekable input: extents storing nothing of the
+	// wanted devices are seeked over (skipped) instead of read.
+	want    map[int]bool
+	seeker  io.Seeker
+	size    int64 // input size, to notice truncation when seeking
+	skipped bool  // the current extent's data was not read
+}
+
+// Want declares that only the data of the devices with the given ids will
+// be used. If the input can seek (a file, not a pipe), an extent that
+// stores no block of them is seeked over instead of read, and its clusters
+// come back with Data nil (Mask still says what is stored). Everything is
+// checked as before; truncation is still noticed. It returns whether the
+// input can seek. Call it before the first Next.
+func (r *Reader) Want(ids ...int) bool {
+	s, ok := r.r.(io.Seeker)
+	if !ok {
+		return false
+	}
+	cur, err := s.Seek(0, io.SeekCurrent)
+	if err != nil || cur != r.off {
+		return false // not a plain file, or read through a buffer
+	}
+	end, err := s.Seek(0, io.SeekEnd)
+	if err != nil {
+		return false
+	}
+	if _, err := s.Seek(cur, io.SeekStart); err != nil {
+		return false
+	}
+	r.seeker, r.size, r.want = s, end, map[int]bool{}
+	for _, id := range ids {
+		r.want[id] = true
+	}
+	return true
 }
 
 type devState struct {
@@ -166,7 +202,10 @@ func (r *Reader) NextExtent() (*Extent, error) {
 	}
 	r.ext.Offset = r.extOff
 	r.ext.Clusters = r.ext.Clusters[:0]
-	r.ext.Data = r.buf[r.slots[r.next].data:]
+	r.ext.Data = nil
+	if !r.skipped {
+		r.ext.Data = r.buf[r.slots[r.next].data:]
+	}
 	for ; r.next < len(r.slots); r.next++ {
 		r.ext.Clusters = append(r.ext.Clusters, r.cluster(r.next))
 	}
@@ -176,7 +215,10 @@ func (r *Reader) NextExtent() (*Extent, error) {
 func (r *Reader) cluster(i int) Cluster {
 	s := &r.slots[i]
 	n := bits.OnesCount16(s.mask) * BlockSize
-	c := Cluster{Device: s.dev.dev, Index: s.cluster, Mask: s.mask, Data: r.buf[s.data : s.data+n : s.data+n]}
+	c := Cluster{Device: s.dev.dev, Index: s.cluster, Mask: s.mask}
+	if !r.skipped {
+		c.Data = r.buf[s.data : s.data+n : s.data+n]
+	}
 	c.Offset = r.extOff + int64(s.data)
 	if n == 0 {
 		c.Offset = r.extOff
@@ -234,20 +276,11 @@ func (r *Reader) readExtent() error {
 	if blocks != count {
 		return errAt(ErrCorrupt, off+extOffBlockCount, "extent %d: block count %d, but its clusters store %d blocks", r.nExt, count, blocks)
 	}
-	r.buf = r.buf[:ExtentHeaderSize+count*BlockSize]
-	n, err = io.ReadFull(r.r, r.buf[ExtentHeaderSize:])
-	r.off += int64(n)
-	if err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return errAt(ErrCorrupt, off, "extent %d: truncated: %d of %d data bytes", r.nExt, n, count*BlockSize)
-		}
-		return fmt.Errorf("vma: reading extent %d at byte offset %d: %w", r.nExt, off, err)
-	}
-
 	data := ExtentHeaderSize
+	wanted := r.want == nil
 	for i := range SlotsPerExtent {
 		at := off + extOffBlockInfo + 8*int64(i)
-		bi := binary.BigEndian.Uint64(r.buf[extOffBlockInfo+8*i:])
+		bi := binary.BigEndian.Uint64(hdr[extOffBlockInfo+8*i:])
 		id := int(byte(bi >> 32))
 		if id == 0 {
 			continue // unused slot; its other fields mean nothing
@@ -263,6 +296,29 @@ func (r *Reader) readExtent() error {
 		}
 		r.slots = append(r.slots, slotInfo{dev: d, cluster: c, mask: mask, data: data})
 		data += bits.OnesCount16(mask) * BlockSize
+		wanted = wanted || mask != 0 && r.want[id]
+	}
+
+	n = count * BlockSize
+	r.skipped = !wanted && n > 0
+	if r.skipped { // seek over data nobody will look at
+		if end := r.off + int64(n); end > r.size {
+			return errAt(ErrCorrupt, off, "extent %d: truncated: %d of %d data bytes", r.nExt, max(r.size-r.off, 0), n)
+		}
+		if _, err := r.seeker.Seek(int64(n), io.SeekCurrent); err != nil {
+			return fmt.Errorf("vma: skipping extent %d at byte offset %d: %w", r.nExt, off, err)
+		}
+		r.off += int64(n)
+	} else {
+		r.buf = r.buf[:ExtentHeaderSize+n]
+		got, err := io.ReadFull(r.r, r.buf[ExtentHeaderSize:])
+		r.off += int64(got)
+		if err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return errAt(ErrCorrupt, off, "extent %d: truncated: %d of %d data bytes", r.nExt, got, n)
+			}
+			return fmt.Errorf("vma: reading extent %d at byte offset %d: %w", r.nExt, off, err)
+		}
 	}
 	r.extOff = off
 	r.nExt++

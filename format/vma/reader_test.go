@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
 var testUUID = uuid.UUID{0xaa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
@@ -306,5 +309,67 @@ func TestReaderBoundsTracking(t *testing.T) {
 	t.Logf("%d pages tracked before failing: %d MiB allocated", 1<<16, alloc>>20)
 	if alloc > 256<<20 {
 		t.Errorf("allocated %d MiB", alloc>>20)
+	}
+}
+
+// TestReaderWant: on a file, extents holding only other devices' data are
+// seeked over; the wanted device reads back whole, and truncation inside a
+// skipped extent is still an error.
+func TestReaderWant(t *testing.T) {
+	d1 := testutil.GenDisk(1, 8<<20, "data")
+	d2 := testutil.GenDisk(2, 3<<20+4096, "mixed")
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "a", Data: d1}, {Name: "b", Data: d2}}, nil, "seq", 0)
+	path := filepath.Join(t.TempDir(), "x.vma")
+	os.WriteFile(path, raw, 0o644)
+
+	read := func(b []byte, f *os.File) (skipped int, got []byte, err error) {
+		rd, err := vma.NewReader(f)
+		if err != nil {
+			return 0, nil, err
+		}
+		if !rd.Want(2) {
+			t.Fatal("a file should be seekable")
+		}
+		got = make([]byte, len(d2))
+		buf := make([]byte, vma.ClusterSize)
+		for {
+			c, err := rd.Next()
+			if err == io.EOF {
+				return skipped, got, nil
+			}
+			if err != nil {
+				return skipped, got, err
+			}
+			if c.Data == nil && c.Mask != 0 {
+				skipped++
+				continue
+			}
+			if c.Device.ID == 2 {
+				c.Expand(buf)
+				copy(got[c.Index*vma.ClusterSize:], buf)
+			}
+		}
+	}
+	f, _ := os.Open(path)
+	skipped, got, err := read(raw, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if skipped < 100 || !bytes.Equal(got, d2) {
+		t.Errorf("%d clusters skipped (want most of the 128 of device a); device b equal: %v", skipped, bytes.Equal(got, d2))
+	}
+	// Cut inside the second extent, which holds only device a.
+	os.WriteFile(path, raw[:12800+512+58*vma.ClusterSize+512+1000], 0o644)
+	f, _ = os.Open(path)
+	_, _, err = read(nil, f)
+	f.Close()
+	if !errors.Is(err, vma.ErrCorrupt) || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("truncated skipped extent: %v", err)
+	}
+	// A pipe cannot seek: Want says so, and everything is read.
+	rd, _ := vma.NewReader(io.MultiReader(bytes.NewReader(raw)))
+	if rd.Want(2) {
+		t.Error("Want succeeded on a reader that cannot seek")
 	}
 }

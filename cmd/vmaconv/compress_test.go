@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+// TestCompressedRoundTrip: a .vma.zst or .vma.gz written in-process, or
+// piped to stdout, decompresses with the real tools to exactly the
+// uncompressed archive; archives the real lzop compressed (any level,
+// crc32 checksums) read back.
+func TestCompressedRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	os.WriteFile(at("d.raw"), testutil.GenDisk(4, 6<<20+512, "mixed"), 0o644)
+	fixed := []string{"-f", "raw", "--uuid", "6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "--ctime", "1718000000"}
+	vmaconv(t, append([]string{at("d.raw"), at("plain.vma")}, fixed...)...)
+	plain, _ := os.ReadFile(at("plain.vma"))
+	want := fileSHA(t, at("d.raw"))
+
+	decompress := func(tool string, args ...string) []byte {
+		t.Helper()
+		testutil.RequireTool(t, tool)
+		out, err := exec.Command(tool, args...).Output()
+		if err != nil {
+			t.Fatalf("%s %v: %v", tool, args, err)
+		}
+		return out
+	}
+	for _, c := range []struct{ ext, tool string }{{".vma.zst", "zstd"}, {".vma.gz", "gzip"}} {
+		vmaconv(t, append([]string{at("d.raw"), at("x" + c.ext)}, fixed...)...)
+		if got := decompress(c.tool, "-dc", at("x"+c.ext)); !bytes.Equal(got, plain) {
+			t.Errorf("%s: %s -d gives %d bytes, not the plain archive", c.ext, c.tool, len(got))
+		}
+		if got := vmaconv(t, "checksum", at("x"+c.ext)); got[:64] != want {
+			t.Errorf("%s: checksum %s", c.ext, got)
+		}
+		// To stdout.
+		var stdout, stderr bytes.Buffer
+		comp := map[string]string{"zstd": "zstd", "gzip": "gzip"}[c.tool]
+		if st := run(context.Background(), append([]string{at("d.raw"), "-", "--compress", comp}, fixed...), nil, &stdout, &stderr); st != 0 {
+			t.Fatal(stderr.String())
+		}
+		os.WriteFile(at("s"+c.ext), stdout.Bytes(), 0o644)
+		if got := decompress(c.tool, "-dc", at("s"+c.ext)); !bytes.Equal(got, plain) {
+			t.Errorf("%s to stdout: does not decompress to the plain archive", c.ext)
+		}
+	}
+	// Uncompressed to stdout is the same archive.
+	var stdout, stderr bytes.Buffer
+	if st := run(context.Background(), append([]string{at("d.raw"), "-"}, fixed...), nil, &stdout, &stderr); st != 0 || !bytes.Equal(stdout.Bytes(), plain) {
+		t.Errorf("archive to stdout differs (%d): %s", st, stderr.String())
+	}
+
+	testutil.RequireTool(t, "lzop")
+	for _, flags := range [][]string{{"-1"}, {"-9"}, {"--crc32"}, {"-3", "--no-name"}} {
+		out := at("l.vma.lzo")
+		os.Remove(out)
+		testutil.Run(t, "lzop", append(flags, "-o", out, at("plain.vma"))...)
+		if got := vmaconv(t, "checksum", out); got[:64] != want {
+			t.Errorf("lzop %v: checksum %s", flags, got)
+		}
+	}
+}
