@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -189,4 +192,45 @@ func TestHostileHeader(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
+}
+
+// FuzzOpen opens arbitrary bytes as a qcow2 image through the driver and
+// reads from it: errors are fine, panics and hangs are not.
+func FuzzOpen(f *testing.F) {
+	if _, err := exec.LookPath("qemu-img"); err == nil || os.Getenv("CI") == "true" {
+		dir := f.TempDir()
+		data := testutil.GenDisk(7, 256<<10, "mixed")
+		for i, args := range [][]string{{}, {"-c"}, {"-c", "-o", "compression_type=zstd"}, {"-o", "cluster_size=4096"}} {
+			raw := filepath.Join(dir, "d.raw")
+			os.WriteFile(raw, data, 0o644)
+			out := filepath.Join(dir, fmt.Sprint(i, ".qcow2"))
+			testutil.Run(f, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), raw, out)...)
+			b, _ := os.ReadFile(out)
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("QFI\xfb\x00\x00\x00\x03"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "x.qcow2")
+		os.WriteFile(path, b, 0o644)
+		fh, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := qcow2.Open(fh, format.OpenOptions{})
+		if err != nil {
+			return
+		}
+		defer src.Close()
+		size := min(src.Size(), 4<<20)
+		p := make([]byte, 64<<10)
+		for off := int64(0); off < size; off += int64(len(p)) {
+			if _, err := src.ReadAt(p, off); err != nil && err != io.EOF {
+				return
+			}
+			if _, err := src.Extent(off, min(int64(len(p)), src.Size()-off)); err != nil {
+				return
+			}
+		}
+	})
 }
