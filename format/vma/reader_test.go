@@ -2,7 +2,6 @@ package vma_test
 
 import (
 	"bytes"
-	"crypto/md5"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -38,46 +37,14 @@ func testHeader(t testing.TB) []byte {
 	return out.Bytes()[:12800]
 }
 
-func slot(mask uint16, dev byte, cluster uint32) uint64 {
-	return uint64(mask)<<48 | uint64(dev)<<32 | uint64(cluster)
-}
+var slot = testutil.Slot
 
-// extent builds a valid extent (correct MD5 and block count) holding slots,
-// its data blocks filled with 0xab.
-func extent(slots ...uint64) []byte {
-	blocks := 0
-	for _, s := range slots {
-		if byte(s>>32) != 0 {
-			for m := uint16(s >> 48); m != 0; m &= m - 1 {
-				blocks++
-			}
-		}
-	}
-	e := make([]byte, 512+blocks*4096)
-	copy(e, "VMAE")
-	binary.BigEndian.PutUint16(e[6:], uint16(blocks))
-	copy(e[8:], testUUID[:])
-	for i, s := range slots {
-		binary.BigEndian.PutUint64(e[40+8*i:], s)
-	}
-	for i := 512; i < len(e); i++ {
-		e[i] = 0xab
-	}
-	fixExtentMD5(e)
-	return e
-}
+func extent(slots ...uint64) []byte { return testutil.Extent(testUUID, slots...) }
 
-func fixExtentMD5(e []byte) {
-	clear(e[24:40])
-	s := md5.Sum(e[:512])
-	copy(e[24:], s[:])
-}
-
-func fixHeaderMD5(h []byte) {
-	clear(h[32:48])
-	s := md5.Sum(h)
-	copy(h[32:], s[:])
-}
+var (
+	fixExtentMD5 = testutil.FixExtentMD5
+	fixHeaderMD5 = testutil.FixHeaderMD5
+)
 
 // complete is every cluster of the test header's devices, all zero.
 var complete = []uint64{slot(0, 1, 0), slot(0, 1, 1), slot(0, 1, 2), slot(0, 2, 0)}

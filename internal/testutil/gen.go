@@ -153,3 +153,47 @@ func PatchName(t TB, raw []byte, old, new string) []byte {
 
 // AllZero reports whether b holds only zero bytes.
 func AllZero(b []byte) bool { return vma.IsZero(b) }
+
+// Slot builds a blockinfo entry.
+func Slot(mask uint16, dev byte, cluster uint32) uint64 {
+	return uint64(mask)<<48 | uint64(dev)<<32 | uint64(cluster)
+}
+
+// Extent builds a valid extent of the archive with the given UUID (correct
+// MD5 and block count) holding slots, its data blocks filled with 0xab.
+func Extent(id uuid.UUID, slots ...uint64) []byte {
+	blocks := 0
+	for _, s := range slots {
+		if byte(s>>32) != 0 {
+			for m := uint16(s >> 48); m != 0; m &= m - 1 {
+				blocks++
+			}
+		}
+	}
+	e := make([]byte, 512+blocks*4096)
+	copy(e, "VMAE")
+	binary.BigEndian.PutUint16(e[6:], uint16(blocks))
+	copy(e[8:], id[:])
+	for i, s := range slots {
+		binary.BigEndian.PutUint64(e[40+8*i:], s)
+	}
+	for i := 512; i < len(e); i++ {
+		e[i] = 0xab
+	}
+	FixExtentMD5(e)
+	return e
+}
+
+// FixExtentMD5 recomputes the MD5 of a 512-byte extent header.
+func FixExtentMD5(e []byte) {
+	clear(e[24:40])
+	s := md5.Sum(e[:512])
+	copy(e[24:], s[:])
+}
+
+// FixHeaderMD5 recomputes the MD5 of a complete archive header.
+func FixHeaderMD5(h []byte) {
+	clear(h[32:48])
+	s := md5.Sum(h)
+	copy(h[32:], s[:])
+}
