@@ -162,16 +162,16 @@ func (c *convertCmd) Run(e *env) error {
 	defer out.discard()
 	if ofmt == raw.Name {
 		if src.ar != nil {
-			err = restoreDevice(e, src, out.File, o, c.Progress)
+			err = restoreDevice(e, src, out, o, c.Progress)
 		} else {
-			err = copyImage(e, src, out.File, o, c.Progress)
+			err = copyImage(e, src, out, o, c.Progress)
 		}
 		if err != nil {
 			return err
 		}
 		return out.commit()
 	}
-	aw, finish, err := archiveWriter(out.File, comp, c.Level)
+	aw, finish, err := archiveWriter(out, comp, c.Level)
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,13 @@ func packImages(e *env, out io.Writer, srcs []namedSource, configs []string, wop
 }
 
 // copyImage writes an image as a sparse raw file of the same size.
-func copyImage(e *env, src *source, out *os.File, o pipeline.Options, showProgress bool) error {
+// sparseFile is a raw destination: sized first, then written where not zero.
+type sparseFile interface {
+	io.WriterAt
+	Truncate(size int64) error
+}
+
+func copyImage(e *env, src *source, out sparseFile, o pipeline.Options, showProgress bool) error {
 	if err := out.Truncate(src.img.Size()); err != nil {
 		return err
 	}
@@ -252,7 +258,7 @@ func copyImage(e *env, src *source, out *os.File, o pipeline.Options, showProgre
 
 // restoreDevice writes one archive device as a sparse raw file; the other
 // devices are read and checked, not written.
-func restoreDevice(e *env, src *source, out *os.File, o pipeline.Options, showProgress bool) error {
+func restoreDevice(e *env, src *source, out sparseFile, o pipeline.Options, showProgress bool) error {
 	if err := out.Truncate(src.dev.Size); err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ func (c *createCmd) Run(e *env) error {
 		return err
 	}
 	defer out.discard()
-	aw, finish, err := archiveWriter(out.File, comp, c.Level)
+	aw, finish, err := archiveWriter(out, comp, c.Level)
 	if err != nil {
 		return err
 	}

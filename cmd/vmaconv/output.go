@@ -68,3 +68,25 @@ func (o *outputFile) discard() {
 	os.Remove(o.Name())
 	o.unregister()
 }
+
+// Write, WriteAt and Truncate report errors under the destination's name,
+// not the temporary one.
+func (o *outputFile) Write(p []byte) (int, error) {
+	n, err := o.File.Write(p)
+	return n, o.fix(err)
+}
+
+func (o *outputFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := o.File.WriteAt(p, off)
+	return n, o.fix(err)
+}
+
+func (o *outputFile) Truncate(size int64) error { return o.fix(o.File.Truncate(size)) }
+
+func (o *outputFile) fix(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %s: %w", o.path, pe.Op, pe.Err)
+	}
+	return err
+}
