@@ -237,3 +237,30 @@ func TestBadImages(t *testing.T) {
 		t.Errorf("-f raw on a qcow2 file: %s", stderr.String())
 	}
 }
+
+func TestSalvageCLI(t *testing.T) {
+	data := testutil.GenDisk(5, 150*vma.ClusterSize, "data")
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: data}}, []vma.Config{{Name: "qemu-server.conf", Data: []byte("x\n")}}, "seq", 0)
+	ext1 := 12800 + 512 + 58*vma.ClusterSize // second extent
+	raw[ext1+200] ^= 0xff
+	dir := t.TempDir()
+	arc := filepath.Join(dir, "damaged.vma")
+	os.WriteFile(arc, raw, 0o644)
+	out := filepath.Join(dir, "out")
+	var stdout, stderr bytes.Buffer
+	if st := run(context.Background(), []string{"extract", "--salvage", arc, out}, nil, &stdout, &stderr); st != exitIncomplete {
+		t.Fatalf("status %d, want %d: %s", st, exitIncomplete, stderr.String())
+	}
+	want := fmt.Sprintf("vmaconv: damaged: bytes %d-%d (%d bytes) skipped: vma: extent 1: header MD5 mismatch", ext1, ext1+512+58*vma.ClusterSize-1, 512+58*vma.ClusterSize)
+	if !strings.HasPrefix(stderr.String(), want) || !strings.Contains(stderr.String(), "vmaconv: lost: drive-scsi0: 58 of 150 clusters, written as zeros: 58-115 (bytes 3801088-7602175)\n") {
+		t.Errorf("report:\n%s", stderr.String())
+	}
+	got, err := os.ReadFile(filepath.Join(out, "disk-drive-scsi0.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(data[58*vma.ClusterSize : 116*vma.ClusterSize])
+	if !bytes.Equal(got, data) {
+		t.Error("salvaged disk differs from the intact parts of the original")
+	}
+}

@@ -21,6 +21,7 @@ type extractCmd struct {
 	Dir     string   `arg:"" help:"Target directory: created if missing; if it exists it must be empty."`
 	Device  []string `short:"d" placeholder:"NAME" help:"Restore only this device (repeatable). Configs are always written; other devices are still read and checked."`
 	Verbose bool     `short:"v" help:"List the files written and per-device statistics."`
+	Salvage bool     `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
 }
 
 // output is one file extract writes.
@@ -100,7 +101,9 @@ func (c *extractCmd) Run(e *env) (err error) {
 		}
 		targets[o.dev.ID] = o.f
 	}
-	if len(c.Device) > 0 {
+	if c.Salvage {
+		rd.Salvage()
+	} else if len(c.Device) > 0 {
 		ids := make([]int, 0, len(targets))
 		for id := range targets {
 			ids = append(ids, id)
@@ -131,7 +134,43 @@ func (c *extractCmd) Run(e *env) (err error) {
 		}
 		printStats(e.stdout, res, false)
 	}
+	if c.Salvage {
+		return salvageReport(e, rd)
+	}
 	return nil
+}
+
+// salvageReport prints what salvage skipped and lost, and returns an
+// incompleteError if anything was.
+func salvageReport(e *env, rd *vma.Reader) error {
+	for _, d := range rd.Damaged() {
+		fmt.Fprintf(e.stderr, "vmaconv: damaged: bytes %d-%d (%d bytes) skipped: %v\n", d.Offset, d.Offset+d.Length-1, d.Length, d.Err)
+	}
+	lost := 0
+	for _, m := range rd.MissingClusters() {
+		var rs []string
+		for _, r := range m.Ranges {
+			rs = append(rs, fmt.Sprintf("%d-%d (bytes %d-%d)", r.First, r.Last, r.First*vma.ClusterSize, min((r.Last+1)*vma.ClusterSize, m.Device.Size)-1))
+		}
+		more := ""
+		if n := len(m.Ranges); n > 0 && int64(n) < m.Total && rangesLen(m.Ranges) < m.Total {
+			more = ", …"
+		}
+		fmt.Fprintf(e.stderr, "vmaconv: lost: %s: %d of %d clusters, written as zeros: %s%s\n", m.Device.Name, m.Total, m.Device.Clusters(), strings.Join(rs, ", "), more)
+		lost++
+	}
+	if lost == 0 && len(rd.Damaged()) == 0 {
+		return nil
+	}
+	return incompleteError{fmt.Errorf("salvaged an incomplete archive: %d damaged ranges, %d devices with lost clusters", len(rd.Damaged()), lost)}
+}
+
+func rangesLen(rs []vma.Range) int64 {
+	n := int64(0)
+	for _, r := range rs {
+		n += r.Last - r.First + 1
+	}
+	return n
 }
 
 // checkTargetDir accepts a directory that does not exist yet (its parent

@@ -37,6 +37,7 @@ const (
 	exitOK          = 0
 	exitFailure     = 1
 	exitUsage       = 2
+	exitIncomplete  = 3 // extract --salvage wrote what it could
 	exitInterrupted = 130
 )
 
@@ -115,6 +116,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintln(stderr, "vmaconv: interrupted")
 			return exitInterrupted
 		}
+		var ie incompleteError
+		if errors.As(err, &ie) {
+			fmt.Fprintf(stderr, "vmaconv: %v\n", err)
+			return exitIncomplete
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "vmaconv: %v\n", err)
@@ -160,6 +166,9 @@ func runCleanups() {
 		fn()
 	}
 }
+
+// incompleteError reports a result written in part (exit status 3).
+type incompleteError struct{ error }
 
 // usageError is a command-line mistake found after parsing; it exits with
 // status 2 like kong's own parse errors.

@@ -111,3 +111,33 @@ func (s *clusterSet) missing(n int64, limit int) (ranges []Range, total int64) {
 	}
 	return ranges, total
 }
+
+// remove unmarks c, which must have been added. It returns the change in
+// partially filled pages, like add.
+func (s *clusterSet) remove(c uint32) (partialDelta int) {
+	pi, bit := c/pageBits, c%pageBits
+	p := s.pages[pi]
+	if p == nil {
+		return 0
+	}
+	if p == fullPage {
+		p = &clusterPage{n: pageBits}
+		for i := range p.bits {
+			p.bits[i] = ^uint64(0)
+		}
+		s.pages[pi] = p
+		partialDelta++
+	}
+	w, m := bit/64, uint64(1)<<(bit%64)
+	if p.bits[w]&m == 0 {
+		return partialDelta
+	}
+	p.bits[w] &^= m
+	p.n--
+	s.count--
+	if p.n == 0 {
+		delete(s.pages, pi)
+		partialDelta--
+	}
+	return partialDelta
+}

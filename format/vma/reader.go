@@ -1,9 +1,11 @@
 package vma
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/md5"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -96,6 +98,16 @@ type Reader struct {
 	seeker  io.Seeker
 	size    int64 // input size, to notice truncation when seeking
 	skipped bool  // the current extent's data was not read
+
+	salvage bool
+	damage  []Damage
+	pending bool     // r.buf holds the next extent header, found by resync
+	marked  []marked // clusters the current extent marked as seen
+}
+
+type marked struct {
+	dev     *devState
+	cluster uint32
 }
 
 // Want declares that only the data of the devices with the given ids will
@@ -226,24 +238,160 @@ func (r *Reader) cluster(i int) Cluster {
 	return c
 }
 
+// errEnd marks the clean end of the input inside readExtentOnce.
+var errEnd = errors.New("end of archive")
+
 // readExtent reads and validates one extent. At a clean end of input it
-// returns io.EOF or the completeness error.
+// returns io.EOF or the completeness error. In salvage mode a damaged
+// extent is recorded and skipped: the reader resynchronises on the next
+// valid extent header.
 func (r *Reader) readExtent() error {
+	off := r.off
+	err := r.readExtentOnce()
+	if err == nil {
+		return nil
+	}
+	if err == errEnd {
+		return r.finish()
+	}
+	var fe *FormatError
+	if !r.salvage || !errors.As(err, &fe) {
+		return err
+	}
+	r.undo()
 	r.slots, r.next = r.slots[:0], 0
+	return r.resync(off, fe)
+}
+
+// undo forgets the clusters the failed extent had marked as seen.
+func (r *Reader) undo() {
+	for _, m := range r.marked {
+		if m.dev.vmstate {
+			m.dev.nextVM = min(m.dev.nextVM, int64(m.cluster))
+			continue
+		}
+		r.pages += m.dev.seen.remove(m.cluster)
+	}
+	r.marked = r.marked[:0]
+}
+
+// resync scans forward from the damaged extent at off, byte by byte, for
+// a valid extent header of this archive (inserted or lost bytes can move
+// extents off the 512-byte grid), records the damaged range, and continues
+// there. At the end of the input it records the damage up to there and
+// ends.
+func (r *Reader) resync(off int64, cause *FormatError) error {
+	if r.off < off+ExtentHeaderSize { // at most a partial header was read
+		r.damage = append(r.damage, Damage{Offset: off, Length: r.off - off, Err: cause})
+		return r.finish()
+	}
+	// window holds input bytes from winOff on, starting after the failed
+	// header's first byte.
+	window := append(make([]byte, 0, 1<<20), r.buf[1:ExtentHeaderSize]...)
+	winOff := off + 1
+	if r.off > off+ExtentHeaderSize { // data was read too (a truncated extent): it is at EOF
+		window, winOff = window[:0], r.off
+	}
+	chunk := make([]byte, 256<<10)
+	for {
+		for start := 0; ; {
+			i := bytes.Index(window[start:], ExtentMagic[:])
+			if i < 0 {
+				break
+			}
+			i += start
+			if len(window)-i < ExtentHeaderSize {
+				break // need more input to check it
+			}
+			if r.plausibleHeader(window[i : i+ExtentHeaderSize]) {
+				at := winOff + int64(i)
+				r.damage = append(r.damage, Damage{Offset: off, Length: at - off, Err: cause})
+				copy(r.buf[:ExtentHeaderSize], window[i:i+ExtentHeaderSize])
+				rest := bytes.Clone(window[i+ExtentHeaderSize:])
+				r.r = io.MultiReader(bytes.NewReader(rest), r.r)
+				r.off = at + ExtentHeaderSize
+				r.pending = true
+				return r.readExtent()
+			}
+			start = i + 1
+		}
+		// Keep the last bytes that might start a header; read more.
+		if keep := ExtentHeaderSize - 1; len(window) > keep {
+			winOff += int64(len(window) - keep)
+			window = append(window[:0], window[len(window)-keep:]...)
+		}
+		n, err := io.ReadFull(r.r, chunk)
+		r.off += int64(n)
+		window = append(window, chunk[:n]...)
+		if err != nil && n == 0 || err != nil && err != io.ErrUnexpectedEOF {
+			r.damage = append(r.damage, Damage{Offset: off, Length: r.off - off, Err: cause})
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return r.finish()
+			}
+			return fmt.Errorf("vma: reading at byte offset %d: %w", r.off, err)
+		}
+	}
+}
+
+// plausibleHeader reports whether hdr is an extent header of this archive
+// with a valid MD5 and consistent block count.
+func (r *Reader) plausibleHeader(hdr []byte) bool {
+	if !bytes.Equal(hdr[:4], ExtentMagic[:]) || !bytes.Equal(hdr[extOffUUID:extOffUUID+16], r.hdr.UUID[:]) {
+		return false
+	}
+	var stored [16]byte
+	copy(stored[:], hdr[extOffMD5:])
+	clear(hdr[extOffMD5 : extOffMD5+16])
+	sum := md5.Sum(hdr)
+	copy(hdr[extOffMD5:], stored[:])
+	return sum == stored
+}
+
+// Damage is a range of an archive that salvage mode skipped.
+type Damage struct {
+	Offset int64 // where the damaged extent started
+	Length int64 // bytes skipped
+	Err    error // what was wrong with it
+}
+
+// Salvage switches the reader into salvage mode: instead of failing on a
+// damaged extent, it records it (see Damaged), skips to the next valid
+// extent header, and goes on; the clusters lost with it are reported by
+// MissingClusters, and the end of the archive is io.EOF even when clusters
+// are missing. The header must be intact. Call it before the first Next;
+// it reads through a buffer and disables Want.
+func (r *Reader) Salvage() {
+	r.salvage = true
+	r.want, r.seeker = nil, nil
+	r.r = bufio.NewReaderSize(r.r, 1<<20)
+}
+
+// Damaged returns the ranges salvage mode skipped so far.
+func (r *Reader) Damaged() []Damage { return r.damage }
+
+// readExtentOnce reads and checks one extent; errEnd at a clean end.
+func (r *Reader) readExtentOnce() error {
+	r.slots, r.next = r.slots[:0], 0
+	r.marked = r.marked[:0]
 	off := r.off
 	if r.buf == nil {
 		r.buf = make([]byte, ExtentHeaderSize, MaxExtentSize)
 	}
 	hdr := r.buf[:ExtentHeaderSize]
-	n, err := io.ReadFull(r.r, hdr)
-	r.off += int64(n)
-	switch {
-	case err == io.EOF:
-		return r.finish()
-	case err == io.ErrUnexpectedEOF:
-		return errAt(ErrCorrupt, off, "truncated extent header: %d of %d bytes after the last extent", n, ExtentHeaderSize)
-	case err != nil:
-		return fmt.Errorf("vma: reading extent at byte offset %d: %w", off, err)
+	if r.pending { // resync found this header already
+		r.pending = false
+		off -= ExtentHeaderSize
+	} else {
+		n, err := io.ReadFull(r.r, hdr)
+		r.off += int64(n)
+		switch {
+		case err == io.EOF:
+			return errEnd
+		case err == io.ErrUnexpectedEOF:
+			return errAt(ErrCorrupt, off, "truncated extent header: %d of %d bytes after the last extent", n, ExtentHeaderSize)
+		case err != nil:
+			return fmt.Errorf("vma: reading extent at byte offset %d: %w", off, err)
+		}
 	}
 	var stored [16]byte
 	copy(stored[:], hdr[extOffMD5:])
@@ -294,12 +442,13 @@ func (r *Reader) readExtent() error {
 			err.Offset = at
 			return err
 		}
+		r.marked = append(r.marked, marked{d, uint32(c)})
 		r.slots = append(r.slots, slotInfo{dev: d, cluster: c, mask: mask, data: data})
 		data += bits.OnesCount16(mask) * BlockSize
 		wanted = wanted || mask != 0 && r.want[id]
 	}
 
-	n = count * BlockSize
+	n := count * BlockSize
 	r.skipped = !wanted && n > 0
 	if r.skipped { // seek over data nobody will look at
 		if end := r.off + int64(n); end > r.size {
@@ -391,7 +540,7 @@ func (r *Reader) MissingClusters() []MissingRanges {
 
 func (r *Reader) finish() error {
 	miss := r.MissingClusters()
-	if len(miss) == 0 {
+	if len(miss) == 0 || r.salvage {
 		return io.EOF
 	}
 	var parts []string

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,72 @@ func TestReaderWant(t *testing.T) {
 	rd, _ := vma.NewReader(io.MultiReader(bytes.NewReader(raw)))
 	if rd.Want(2) {
 		t.Error("Want succeeded on a reader that cannot seek")
+	}
+}
+
+func TestSalvage(t *testing.T) {
+	data := testutil.GenDisk(3, 150*vma.ClusterSize, "data")
+	good := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: data}}, nil, "seq", 0)
+	hs := 12800
+	ext := []int{hs}
+	for off := hs; off < len(good); {
+		off += 512 + int(binary.BigEndian.Uint16(good[off+6:]))*4096
+		ext = append(ext, off)
+	}
+	flipped := bytes.Clone(good)
+	flipped[ext[1]+100] ^= 1 // extent 1's header: clusters 58..115 lost
+	inserted := cat(good[:ext[2]], bytes.Repeat([]byte{0x5a}, 3000), good[ext[2]:])
+	tests := []struct {
+		name    string
+		raw     []byte
+		lost    []vma.Range
+		damaged int64 // offset of the first damage
+	}{
+		{"bad extent header", flipped, []vma.Range{{First: 58, Last: 115}}, int64(ext[1])},
+		{"garbage between extents", inserted, nil, int64(ext[2])},
+		{"truncated in data", good[:ext[2]+512+4096*10], []vma.Range{{First: 116, Last: 149}}, int64(ext[2])},
+		{"truncated in a header", good[:ext[1]+100], []vma.Range{{First: 58, Last: 149}}, int64(ext[1])},
+		{"intact", good, nil, -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rd, err := vma.NewReader(bytes.NewReader(tc.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd.Salvage()
+			got := make([]byte, len(data))
+			buf := make([]byte, vma.ClusterSize)
+			for {
+				c, err := rd.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("salvage stopped: %v", err)
+				}
+				c.Expand(buf)
+				copy(got[c.Index*vma.ClusterSize:], buf)
+			}
+			miss := rd.MissingClusters()
+			var lost []vma.Range
+			if len(miss) > 0 {
+				lost = miss[0].Ranges
+			}
+			if !slices.Equal(lost, tc.lost) {
+				t.Errorf("lost %v, want %v", lost, tc.lost)
+			}
+			if d := rd.Damaged(); tc.damaged < 0 && len(d) > 0 || tc.damaged >= 0 && (len(d) != 1 || d[0].Offset != tc.damaged) {
+				t.Errorf("damage %+v, want one at %d", d, tc.damaged)
+			}
+			// Everything not lost is intact; lost clusters read as zero.
+			want := bytes.Clone(data)
+			for _, r := range tc.lost {
+				clear(want[r.First*vma.ClusterSize : (r.Last+1)*vma.ClusterSize])
+			}
+			if !bytes.Equal(got, want) {
+				t.Error("salvaged content differs from the intact clusters")
+			}
+		})
 	}
 }
