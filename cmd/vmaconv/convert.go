@@ -54,10 +54,11 @@ func (w *writeFlags) writerOptions() ([]vma.WriterOption, error) {
 }
 
 type convertCmd struct {
-	Src  string `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
-	Dst  string `arg:"" help:"Destination file; its format comes from -O or the extension (.vma; anything else is raw)."`
-	OFmt string `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: vma or raw."`
-	Name string `placeholder:"DEVICE" help:"Device name in the archive (default drive-scsi0, or the source device's name)."`
+	Src      string `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
+	Dst      string `arg:"" help:"Destination file; its format comes from -O or the extension (.vma; anything else is raw)."`
+	OFmt     string `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: vma or raw."`
+	NoCreate bool   `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
+	Name     string `placeholder:"DEVICE" help:"Device name in the archive (default drive-scsi0, or the source device's name)."`
 	readFlags
 	writeFlags
 }
@@ -126,6 +127,9 @@ func outputFormat(dst, forced string) (string, error) {
 func (c *convertCmd) Run(e *env) error {
 	if c.Dst == "-" {
 		return c.toStdout(e)
+	}
+	if c.NoCreate {
+		return c.inPlace(e)
 	}
 	ofmt, err := outputFormat(c.Dst, c.OFmt)
 	if err != nil {
@@ -403,4 +407,60 @@ func (c *convertCmd) toStdout(e *env) error {
 		return fmt.Errorf("%s: %w", src.name(), err)
 	}
 	return bw.Flush()
+}
+
+// inPlace writes raw output into an existing DST (-n).
+func (c *convertCmd) inPlace(e *env) error {
+	if ofmt, err := outputFormat(c.Dst, c.OFmt); err != nil || ofmt != raw.Name {
+		if err != nil {
+			return err
+		}
+		return usageError{fmt.Errorf("-n writes raw output; %s is %s", c.Dst, ofmt)}
+	}
+	o := pipeline.Options{Workers: c.Workers}
+	if err := o.Validate(); err != nil {
+		return usageError{err}
+	}
+	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(c.Dst, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("-n needs an existing destination: %w", err)
+	}
+	defer dst.Close()
+	dstSize, err := dst.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Dst, err)
+	}
+	size := src.size
+	if src.img != nil {
+		size = src.img.Size()
+	} else {
+		size = src.dev.Size
+	}
+	if dstSize < size {
+		return fmt.Errorf("%s holds %d bytes, the source needs %d", c.Dst, dstSize, size)
+	}
+	// Sequential writes of everything, zeros included: the target may
+	// hold old data.
+	w := bufio.NewWriterSize(io.NewOffsetWriter(dst, 0), 1<<20)
+	if src.img != nil {
+		err = pipeline.Stream(e.ctx, w, src.img, o)
+	} else {
+		src.ar.Want(src.dev.ID)
+		_, err = pipeline.Unpack(e.ctx, src.ar, nil, pipeline.UnpackOptions{Streams: map[int]io.Writer{src.dev.ID: w}})
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = dst.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("%s (written in part): %w", c.Dst, err)
+	}
+	return nil
 }

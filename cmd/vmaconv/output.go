@@ -23,7 +23,7 @@ func createOutput(path string, overwrite bool) (*outputFile, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case err == nil && !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("%s exists and is not a regular file", path)
+		return nil, fmt.Errorf("%s exists and is not a regular file; pass -n to write raw output into it in place", path)
 	case err == nil && !overwrite:
 		return nil, fmt.Errorf("%s exists; pass --overwrite to replace it", path)
 	case err != nil && !errors.Is(err, fs.ErrNotExist):

@@ -176,3 +176,38 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 func writableName(n string) bool {
 	return n != "" && n != "." && n != ".." && !strings.Contains(n, "/")
 }
+
+// FuzzSalvage: in salvage mode, whatever follows a valid header, reading
+// ends with io.EOF: damage is recorded and skipped, never fatal.
+func FuzzSalvage(f *testing.F) {
+	f.Add(writeArchive(f, []testDev{{Name: "drive-scsi0", Data: genDisk(1, 300000, "mixed")}}, nil, "seq", 1), 70000, byte(1))
+	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(2, 65536*70, "data")}, {Name: "b", Data: genDisk(3, 70000, "mixed")}}, nil, "interleave", 1), 20000, byte(0x80))
+	f.Fuzz(func(t *testing.T, data []byte, at int, x byte) {
+		if len(data) < 12800 {
+			return
+		}
+		data = bytes.Clone(data)
+		if at >= 12800 && at < len(data) { // damage past the header
+			data[at] ^= x
+		}
+		rd, err := vma.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		rd.Salvage()
+		for {
+			_, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("salvage failed: %v", err)
+			}
+		}
+		for _, d := range rd.Damaged() {
+			if d.Offset < 0 || d.Length < 0 || d.Offset+d.Length > int64(len(data)) {
+				t.Fatalf("damage %+v outside the %d-byte input", d, len(data))
+			}
+		}
+	})
+}
