@@ -435,7 +435,7 @@ func (c *convertCmd) inPlace(e *env) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.Dst, err)
 	}
-	size := src.size
+	var size int64
 	if src.img != nil {
 		size = src.img.Size()
 	} else {

@@ -54,10 +54,12 @@ type Error struct {
 	Err    error
 }
 
+// Error implements error: "zstd: unexpected EOF (at compressed offset N)".
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %v (at compressed offset %d)", e.Format, e.Err, e.Offset)
 }
 
+// Unwrap returns the decoder's error.
 func (e *Error) Unwrap() error { return e.Err }
 
 // ErrUnsupported is returned for a recognised but unsupported compression.

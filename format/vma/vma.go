@@ -84,6 +84,8 @@ type FormatError struct {
 	Err     error  // ErrCorrupt, ErrChecksum, ErrUnsupported, ErrIncomplete or ErrNotVMA
 }
 
+// Error implements error: the message, then where: "vma: duplicate cluster
+// (device drive-scsi0, cluster 17, byte offset 13352)".
 func (e *FormatError) Error() string {
 	var b strings.Builder
 	b.WriteString("vma: ")
