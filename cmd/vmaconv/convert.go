@@ -175,7 +175,17 @@ func (c *convertCmd) Run(e *env) error {
 		}
 		return out.commit()
 	}
-	aw, finish, err := archiveWriter(out, comp, c.Level)
+	if err := c.writeArchive(e, out, src, comp, wopts, o); err != nil {
+		return err
+	}
+	return out.commit()
+}
+
+// writeArchive writes src as an archive to w, compressed if comp says so:
+// an image as device --name (default drive-scsi0), an archive device
+// repacked with its configs.
+func (c *convertCmd) writeArchive(e *env, w io.Writer, src *source, comp string, wopts []vma.WriterOption, o pipeline.Options) error {
+	aw, finish, err := archiveWriter(w, comp, c.Level)
 	if err != nil {
 		return err
 	}
@@ -188,13 +198,10 @@ func (c *convertCmd) Run(e *env) error {
 		}
 		err = packImages(e, aw, []namedSource{{name, src}}, c.Config, wopts, o, c.Progress)
 	}
-	if err == nil {
-		err = finish()
-	}
 	if err != nil {
 		return err
 	}
-	return out.commit()
+	return finish()
 }
 
 type namedSource struct {
@@ -385,23 +392,7 @@ func (c *convertCmd) toStdout(e *env) error {
 	case ofmt == raw.Name:
 		err = pipeline.Stream(e.ctx, bw, src.img, o)
 	default:
-		var aw io.Writer
-		var finish func() error
-		if aw, finish, err = archiveWriter(bw, comp, c.Level); err != nil {
-			return err
-		}
-		if src.ar != nil {
-			err = repackDevice(e, src, aw, c.Name, c.Config, wopts, c.Progress)
-		} else {
-			name := c.Name
-			if name == "" {
-				name = "drive-scsi0"
-			}
-			err = packImages(e, aw, []namedSource{{name, src}}, c.Config, wopts, o, c.Progress)
-		}
-		if err == nil {
-			err = finish()
-		}
+		err = c.writeArchive(e, bw, src, comp, wopts, o)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", src.name(), err)
