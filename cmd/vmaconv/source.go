@@ -112,11 +112,14 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
 		s.size = fi.Size()
 	}
 	if fm.Name == vma.Name {
-		ar, stop, _, err := openArchiveStream(f, ref.Path)
+		ar, stop, comp, err := openArchiveStream(f, ref.Path)
 		if err != nil {
 			f.Close()
 			s = nil
 			return nil, err
+		}
+		if comp != "" {
+			s.size = -1 // progress counts archive bytes, not compressed ones
 		}
 		s.ar = ar
 		s.closer = closerFunc(func() { stop(); f.Close() })

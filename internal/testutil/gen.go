@@ -145,9 +145,7 @@ func PatchName(t TB, raw []byte, old, new string) []byte {
 	}
 	out := bytes.Clone(raw)
 	copy(out[12288+i:], new)
-	clear(out[32:48])
-	sum := md5.Sum(out[:hs])
-	copy(out[32:], sum[:])
+	FixHeaderMD5(out[:hs])
 	return out
 }
 
