@@ -176,16 +176,22 @@ type usageError struct{ error }
 
 func main() {
 	// SIGINT or SIGTERM cancels the command, which cleans up and exits with
-	// status 130. A command blocked in a read that never returns (a silent
-	// pipe, a terminal) gets a grace period, then the registered cleanups run
-	// and the process exits all the same. A second signal kills at once.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// status 128+signal (130, 143). A command blocked in a read that never
+	// returns (a silent pipe, a terminal) gets a grace period, then the
+	// registered cleanups run and the process exits all the same. A second
+	// signal kills at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	stop := func() { signal.Stop(sigs) }
+	var got os.Signal
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }()
 	var status int
 	select {
 	case status = <-done:
-	case <-ctx.Done():
+	case got = <-sigs:
+		cancel()
 		stop()
 		select {
 		case status = <-done:
@@ -194,7 +200,11 @@ func main() {
 			fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
 			status = exitInterrupted
 		}
+		if sig, ok := got.(syscall.Signal); ok && status == exitInterrupted {
+			status = 128 + int(sig)
+		}
 	}
+	cancel()
 	stop()
 	os.Exit(status)
 }
