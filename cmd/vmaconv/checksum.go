@@ -22,9 +22,9 @@ func (c *checksumCmd) Run(e *env) error {
 	}
 	defer src.Close()
 	if src.img != nil {
-		o := pipeline.Options{Workers: c.Workers}
-		if err := o.Validate(); err != nil {
-			return usageError{err}
+		o, err := c.pipelineOptions()
+		if err != nil {
+			return err
 		}
 		p := newProgress(e, c.Progress, "hashing", src.img.Size())
 		o.Progress = p.update

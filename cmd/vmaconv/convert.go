@@ -27,6 +27,21 @@ type readFlags struct {
 	Progress     bool   `short:"p" help:"Show progress on stderr."`
 }
 
+// pipelineOptions checks -m; like every usage error, before a file is
+// touched.
+func (r *readFlags) pipelineOptions() (pipeline.Options, error) {
+	o := pipeline.Options{Workers: r.Workers}
+	if err := o.Validate(); err != nil {
+		return o, usageError{err}
+	}
+	return o, nil
+}
+
+// openSrc opens SRC, which must come down to one disk.
+func (c *convertCmd) openSrc(e *env) (*source, error) {
+	return openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
+}
+
 // writeFlags are the options of commands that write a file.
 type writeFlags struct {
 	Overwrite bool     `help:"Replace DST if it exists."`
@@ -150,11 +165,11 @@ func (c *convertCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	o := pipeline.Options{Workers: c.Workers}
-	if err := o.Validate(); err != nil {
-		return usageError{err}
+	o, err := c.pipelineOptions()
+	if err != nil {
+		return err
 	}
-	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
+	src, err := c.openSrc(e)
 	if err != nil {
 		return err
 	}
@@ -353,9 +368,9 @@ func (c *convertCmd) toStdout(e *env) error {
 	if err != nil {
 		return err
 	}
-	o := pipeline.Options{Workers: c.Workers}
-	if err := o.Validate(); err != nil {
-		return usageError{err}
+	o, err := c.pipelineOptions()
+	if err != nil {
+		return err
 	}
 	ofmt := c.OFmt
 	if ofmt != "" {
@@ -367,7 +382,7 @@ func (c *convertCmd) toStdout(e *env) error {
 	if err != nil {
 		return err
 	}
-	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
+	src, err := c.openSrc(e)
 	if err != nil {
 		return err
 	}
@@ -408,11 +423,11 @@ func (c *convertCmd) inPlace(e *env) error {
 		}
 		return usageError{fmt.Errorf("-n writes raw output; %s is %s", c.Dst, ofmt)}
 	}
-	o := pipeline.Options{Workers: c.Workers}
-	if err := o.Validate(); err != nil {
-		return usageError{err}
+	o, err := c.pipelineOptions()
+	if err != nil {
+		return err
 	}
-	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking, wantDevice: true})
+	src, err := c.openSrc(e)
 	if err != nil {
 		return err
 	}

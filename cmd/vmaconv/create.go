@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type createCmd struct {
@@ -30,9 +29,9 @@ func (c *createCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	o := pipeline.Options{Workers: c.Workers}
-	if err := o.Validate(); err != nil {
-		return usageError{err}
+	o, err := c.pipelineOptions()
+	if err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	var names, paths []string
