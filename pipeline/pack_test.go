@@ -18,11 +18,10 @@ import (
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
-// memSource is a Source over a byte slice; with holes set it also reports
-// all-zero 64 KiB clusters as zero extents.
+// memSource is a Source over a byte slice; wrapped in holeySource it also
+// reports all-zero 64 KiB clusters as zero extents.
 type memSource struct {
 	b     []byte
-	holes bool
 	reads atomic.Int64 // bytes read
 }
 
