@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/qcow2"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/pipeline"
@@ -22,9 +24,9 @@ var (
 )
 
 // e2eFiles writes, once per process, a 256 MiB raw disk (half its 4 KiB
-// blocks zero, zeros written out as a used VM disk has them) and its
-// archive into a temporary directory.
-func e2eFiles(b *testing.B) (diskPath, archivePath string) {
+// blocks zero, zeros written out as a used VM disk has them), its archive
+// and a qcow2 image of it into a temporary directory.
+func e2eFiles(b *testing.B) (diskPath, archivePath, qcow2Path string) {
 	e2eOnce.Do(func() {
 		e2eDir, e2eErr = os.MkdirTemp("", "vmaconv-bench-")
 		if e2eErr != nil {
@@ -34,18 +36,19 @@ func e2eFiles(b *testing.B) (diskPath, archivePath string) {
 		if e2eErr = os.WriteFile(filepath.Join(e2eDir, "disk.raw"), data, 0o644); e2eErr != nil {
 			return
 		}
-		f, err := os.Create(filepath.Join(e2eDir, "disk.vma"))
-		if err != nil {
-			e2eErr = err
-			return
+		for _, out := range []struct {
+			name string
+			fm   format.Format
+		}{{"disk.vma", vma.Format}, {"disk.qcow2", qcow2.Format}} {
+			if e2eErr = convert(filepath.Join(e2eDir, "disk.raw"), out.fm, filepath.Join(e2eDir, out.name), 0, format.CreateOptions{}); e2eErr != nil {
+				return
+			}
 		}
-		pack(b, f, data)
-		e2eErr = f.Close()
 	})
 	if e2eErr != nil {
 		b.Fatal(e2eErr)
 	}
-	return filepath.Join(e2eDir, "disk.raw"), filepath.Join(e2eDir, "disk.vma")
+	return filepath.Join(e2eDir, "disk.raw"), filepath.Join(e2eDir, "disk.vma"), filepath.Join(e2eDir, "disk.qcow2")
 }
 
 func TestMain(m *testing.M) {
@@ -56,67 +59,141 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// convert does what vmaconv SRC DST does for a random-access source: open
+// it through its driver, create the sink (a temporary file, synced and
+// renamed into place at the end, as users get it), copy every disk.
+func convert(src string, out format.Format, dst string, workers int, o format.CreateOptions) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	var in format.Format
+	switch filepath.Ext(src) {
+	case ".vma":
+		in = vma.Format
+	case ".qcow2":
+		in = qcow2.Format
+	default:
+		in = raw.Format
+	}
+	img, err := in.Open(f, format.OpenOptions{})
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	var devs []format.Device
+	for _, d := range img.Disks() {
+		name := d.Name
+		if out.Multi && name == "" {
+			name = "drive-scsi0"
+		}
+		devs = append(devs, format.Device{Name: name, Size: d.Source.Size()})
+	}
+	os.Remove(dst)
+	sink, err := out.Create(format.Dest{Path: dst}, devs, o)
+	if err != nil {
+		return err
+	}
+	defer sink.Abort()
+	for i, d := range img.Disks() {
+		if err := pipeline.Copy(context.Background(), sink.Disk(i), d.Source, pipeline.Options{Workers: workers}); err != nil {
+			return err
+		}
+	}
+	return sink.Commit()
+}
+
 var workerCases = []struct {
 	name    string
 	workers int
 }{{"m1", 1}, {"default", 0}}
 
-// BenchmarkCreate: a raw file through pipeline.Pack (parallel readers,
-// zero detection, the extent packer) into an archive file.
-func BenchmarkCreate(b *testing.B) {
-	diskPath, _ := e2eFiles(b)
-	for _, wc := range workerCases {
-		b.Run(wc.name, func(b *testing.B) {
-			b.SetBytes(e2eDisk)
-			b.ReportAllocs()
-			out := filepath.Join(b.TempDir(), "out.vma")
-			for b.Loop() {
-				f, _ := os.Open(diskPath)
-				src, err := raw.Open(f)
-				if err != nil {
-					b.Fatal(err)
+// BenchmarkConvert: vmaconv SRC DST end to end on files, sync and rename
+// included, for the conversions users run (device bytes per second).
+func BenchmarkConvert(b *testing.B) {
+	rawPath, vmaPath, qcowPath := e2eFiles(b)
+	for _, c := range []struct {
+		name string
+		src  string
+		out  format.Format
+		o    format.CreateOptions
+	}{
+		{"create/raw-vma", rawPath, vma.Format, format.CreateOptions{}},
+		{"restore/vma-raw", vmaPath, raw.Format, format.CreateOptions{}},
+		{"vma-qcow2", vmaPath, qcow2.Format, format.CreateOptions{}},
+		{"raw-qcow2", rawPath, qcow2.Format, format.CreateOptions{}},
+		{"qcow2-raw", qcowPath, raw.Format, format.CreateOptions{}},
+		{"qcow2-vma", qcowPath, vma.Format, format.CreateOptions{}},
+	} {
+		for _, wc := range workerCases {
+			b.Run(c.name+"/"+wc.name, func(b *testing.B) {
+				b.SetBytes(e2eDisk)
+				b.ReportAllocs()
+				out := filepath.Join(b.TempDir(), "out")
+				for b.Loop() {
+					if err := convert(c.src, c.out, out, wc.workers, c.o); err != nil {
+						b.Fatal(err)
+					}
 				}
-				os.Remove(out) // truncating it would make ext4 flush it on close
-				dst, _ := os.Create(out)
-				w := vma.NewWriter(dst)
-				id, _ := w.AddDevice("drive-scsi0", src.Size())
-				if err := pipeline.Pack(context.Background(), w, []pipeline.Disk{{ID: id, Src: src}}, pipeline.Options{Workers: wc.workers}); err != nil {
-					b.Fatal(err)
-				}
-				if err := w.Close(); err != nil {
-					b.Fatal(err)
-				}
-				dst.Close()
-				src.Close()
-			}
-		})
+			})
+		}
 	}
 }
 
-// BenchmarkRestore: an archive file through pipeline.Unpack into a sparse
-// raw file (device bytes per second).
-func BenchmarkRestore(b *testing.B) {
-	_, arcPath := e2eFiles(b)
+// BenchmarkRestoreStream: an archive read as a stream (as from a pipe or a
+// compressed file) through pipeline.Unpack into a new sparse raw file,
+// synced and renamed (device bytes per second).
+func BenchmarkRestoreStream(b *testing.B) {
+	_, arcPath, _ := e2eFiles(b)
 	for _, wc := range workerCases {
 		b.Run(wc.name, func(b *testing.B) {
 			b.SetBytes(e2eDisk)
 			b.ReportAllocs()
 			out := filepath.Join(b.TempDir(), "out.raw")
 			for b.Loop() {
-				f, _ := os.Open(arcPath)
+				f, err := os.Open(arcPath)
+				if err != nil {
+					b.Fatal(err)
+				}
 				r, err := vma.NewReader(f)
 				if err != nil {
 					b.Fatal(err)
 				}
-				os.Remove(out) // truncating it would make ext4 flush it on close
-				dst, _ := os.Create(out)
-				dst.Truncate(e2eDisk)
-				if _, err := pipeline.Unpack(context.Background(), r, map[int]io.WriterAt{1: dst}, pipeline.UnpackOptions{Workers: wc.workers}); err != nil {
+				os.Remove(out)
+				sink, err := raw.Create(format.Dest{Path: out}, []format.Device{{Size: e2eDisk}}, format.CreateOptions{})
+				if err != nil {
 					b.Fatal(err)
 				}
-				dst.Close()
+				if _, err := pipeline.Unpack(context.Background(), r, map[int]io.WriterAt{1: sink.Disk(0)}, pipeline.UnpackOptions{Workers: wc.workers}); err != nil {
+					b.Fatal(err)
+				}
+				if err := sink.Commit(); err != nil {
+					b.Fatal(err)
+				}
 				f.Close()
 			}
 		})
+	}
+}
+
+// BenchmarkOpenIndex: vma.Open reading every extent header of the 256 MiB
+// archive and building its index (archive bytes per second).
+func BenchmarkOpenIndex(b *testing.B) {
+	_, arcPath, _ := e2eFiles(b)
+	f, err := os.Open(arcPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(fi.Size())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := vma.Open(f, fi.Size()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -1,6 +1,11 @@
 // Package format defines what vmaconv's format drivers provide and keeps
-// them in a Registry: a Source is one virtual disk that can be read at any
-// offset, probed by the magic bytes at the start of its file.
+// them in a Registry. A driver opens files as Images (one disk, or an
+// archive of several disks and config files) whose disks are Sources,
+// readable at any offset; it is probed by the magic bytes at the start of
+// a file. A driver that writes creates Sinks: outputs that take disk data
+// at offsets, are told which ranges are zero, and end with Commit or
+// Abort. Output formats are chosen by name or by the destination's
+// extension.
 //
 // The built-in drivers (raw, qcow2, vma) are registered by format/all.
 package format
@@ -58,10 +63,20 @@ type Format struct {
 	// fewer if the file is shorter), belong to this format. Nil: the format
 	// is never detected, only named.
 	Probe func(head []byte) bool
-	// Open opens f as one disk. It takes ownership of f: the Source's Close
-	// closes it, and so does a failing Open. Nil: the format cannot be a
-	// random-access source.
-	Open func(f *os.File, o OpenOptions) (Source, error)
+	// Open opens f. It takes ownership of f: the Image's Close closes it,
+	// and so does a failing Open. Nil: the format cannot be read at random.
+	Open func(f *os.File, o OpenOptions) (Image, error)
+	// Extensions are the destination name endings (lower case, with the
+	// dot: ".qcow2") that select this format for output; the longest
+	// match among all formats wins.
+	Extensions []string
+	// Multi is set for formats that hold several disks and config files
+	// (archives); the others hold exactly one disk.
+	Multi bool
+	// Create starts an output of the given disks at d. Nil: the format
+	// cannot be written. Errors for options the format cannot honour wrap
+	// ErrUnsupportedOption.
+	Create func(d Dest, disks []Device, o CreateOptions) (Sink, error)
 }
 
 // Registry is a set of formats. Its methods are safe for concurrent use.
@@ -112,6 +127,24 @@ func (r *Registry) names() []string {
 	}
 	slices.Sort(n)
 	return n
+}
+
+// ForPath returns the format whose Extensions match the end of path
+// (case-insensitively), the longest match winning, or false.
+func (r *Registry) ForPath(path string) (Format, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	lower := strings.ToLower(path)
+	var best Format
+	n := 0
+	for _, f := range r.formats {
+		for _, ext := range f.Extensions {
+			if len(ext) > n && strings.HasSuffix(lower, ext) {
+				best, n = f, len(ext)
+			}
+		}
+	}
+	return best, n > 0
 }
 
 // Detect returns the first format, in registration order, whose Probe

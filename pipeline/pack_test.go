@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -55,22 +56,25 @@ func (h holeySource) Extent(start, length int64) (format.Extent, error) {
 	return format.Extent{Start: start, Length: pos - start, Zero: zero}, nil
 }
 
+// pack writes the sources as an archive through the VMA sink, one after
+// the other, with pipeline.Copy.
 func pack(t *testing.T, srcs []format.Source, o pipeline.Options) []byte {
 	t.Helper()
 	var out bytes.Buffer
-	w := vma.NewWriter(&out, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
-	var disks []pipeline.Disk
+	var devs []format.Device
 	for i, s := range srcs {
-		id, err := w.AddDevice("drive-scsi"+string(rune('0'+i)), s.Size())
-		if err != nil {
-			t.Fatal(err)
-		}
-		disks = append(disks, pipeline.Disk{ID: id, Src: s})
+		devs = append(devs, format.Device{Name: "drive-scsi" + string(rune('0'+i)), Size: s.Size()})
 	}
-	if err := pipeline.Pack(context.Background(), w, disks, o); err != nil {
+	sink, err := vma.Create(format.Dest{Path: "-", Stream: &out}, devs, format.CreateOptions{UUID: testutil.TestUUID, CTime: testutil.TestCTime})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Close(); err != nil {
+	for i, s := range srcs {
+		if err := pipeline.Copy(context.Background(), sink.Disk(i), s, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sink.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	return out.Bytes()
@@ -94,11 +98,16 @@ func TestPackWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m1, m2 := &memDisk{b: make([]byte, len(d1))}, &memDisk{b: make([]byte, len(d2))}
+	// Device sizes are rounded up to 512 bytes, as QEMU sizes disks.
+	devs := rd.Header().Devices
+	if devs[0].Size != (int64(len(d1))+511)&^511 || devs[1].Size != (int64(len(d2))+511)&^511 {
+		t.Errorf("device sizes %d, %d for disks of %d, %d bytes", devs[0].Size, devs[1].Size, len(d1), len(d2))
+	}
+	m1, m2 := &memDisk{b: make([]byte, devs[0].Size)}, &memDisk{b: make([]byte, devs[1].Size)}
 	if _, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m1, 2: m2}, pipeline.UnpackOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(m1.b, d1) || !bytes.Equal(m2.b, d2) {
+	if !bytes.Equal(m1.b[:len(d1)], d1) || !testutil.AllZero(m1.b[len(d1):]) || !bytes.Equal(m2.b[:len(d2)], d2) || !testutil.AllZero(m2.b[len(d2):]) {
 		t.Error("restored disks differ")
 	}
 }
@@ -114,15 +123,64 @@ func TestPackSkipsHoles(t *testing.T) {
 	}
 }
 
+// orderedDisk is a zeroDisk whose layout depends on the order of writes
+// (it records the order): Copy must write it from one goroutine, in
+// ascending order.
+type orderedDisk struct {
+	*zeroDisk
+	mu   sync.Mutex
+	next int64
+	bad  bool
+}
+
+func (o *orderedDisk) note(off, n int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if off != o.next {
+		o.bad = true
+	}
+	o.next = off + n
+}
+
+func (o *orderedDisk) WriteAt(p []byte, off int64) (int, error) {
+	o.note(off, int64(len(p)))
+	return o.zeroDisk.WriteAt(p, off)
+}
+
+func (o *orderedDisk) ZeroAt(off, n int64) error {
+	o.note(off, n)
+	return o.zeroDisk.ZeroAt(off, n)
+}
+
+// freeDisk is a zeroDisk that declares its result independent of order.
+type freeDisk struct{ *zeroDisk }
+
+func (freeDisk) OrderIndependent() {}
+
+// TestCopyAndHash: Copy delivers every byte exactly once (data or zero
+// range), in ascending order to an order-dependent sink and in any order
+// to an order-independent one, for any worker count; Hash agrees.
 func TestCopyAndHash(t *testing.T) {
 	data := testutil.GenDisk(3, 3<<20+777, "mixed")
 	for _, w := range []int{1, 4} {
-		dst := &memDisk{b: make([]byte, len(data))}
-		if err := pipeline.Copy(context.Background(), dst, holeySource{&memSource{b: data}}, pipeline.Options{Workers: w}); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(dst.b, data) {
-			t.Errorf("workers %d: copy differs", w)
+		for _, free := range []bool{false, true} {
+			zd := newZeroDisk(int64(len(data)))
+			var dst format.DiskWriter = &orderedDisk{zeroDisk: zd}
+			if free {
+				dst = freeDisk{zd}
+			}
+			if err := pipeline.Copy(context.Background(), dst, holeySource{&memSource{b: data}}, pipeline.Options{Workers: w, ChunkSize: 128 << 10}); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(zd.b, data) {
+				t.Errorf("workers %d, order-independent %v: copy differs", w, free)
+			}
+			if got := zd.data.Load() + zd.zeros.Load(); got != int64(len(data)) || zd.zeros.Load() == 0 {
+				t.Errorf("workers %d: %d data + %d zero bytes delivered for %d", w, zd.data.Load(), zd.zeros.Load(), len(data))
+			}
+			if od, ok := dst.(*orderedDisk); ok && od.bad {
+				t.Errorf("workers %d: an order-dependent sink was written out of order", w)
+			}
 		}
 		sum, err := pipeline.Hash(context.Background(), holeySource{&memSource{b: data}}, pipeline.Options{Workers: w})
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -60,6 +61,12 @@ type chunk struct {
 // during the call. Ranges the source reports as zero inside a chunk are
 // zero-filled, not read. The first error stops everything and is returned.
 func Scan(parent context.Context, src format.Source, o Options, fn func(off int64, data []byte) error) error {
+	return scan(parent, src, o, true, fn)
+}
+
+// scan is Scan; with ordered false, the readers call fn themselves, in
+// parallel and in any order, and o.Progress is called under a lock.
+func scan(parent context.Context, src format.Source, o Options, ordered bool, fn func(off int64, data []byte) error) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -73,15 +80,23 @@ func Scan(parent context.Context, src format.Source, o Options, fn func(off int6
 	// consumer below, which waits for each in turn. free bounds the
 	// buffers in flight.
 	inFlight := 2*o.Workers + 1
+	if !ordered {
+		inFlight = o.Workers
+	}
 	free := make(chan []byte, inFlight)
 	for range inFlight {
 		free <- make([]byte, o.ChunkSize)
 	}
 	work := make(chan *chunk, inFlight)
-	ordered := make(chan *chunk, inFlight)
+	ordq := make(chan *chunk, inFlight)
+	if !ordered {
+		close(ordq)
+	}
 	g.Go(func() error {
 		defer close(work)
-		defer close(ordered)
+		if ordered {
+			defer close(ordq)
+		}
 		for off := int64(0); off < size; off += int64(o.ChunkSize) {
 			var buf []byte
 			select {
@@ -90,30 +105,56 @@ func Scan(parent context.Context, src format.Source, o Options, fn func(off int6
 				return nil
 			}
 			c := &chunk{off: off, n: int(min(int64(o.ChunkSize), size-off)), buf: buf, done: make(chan struct{})}
-			select {
-			case ordered <- c:
-			case <-gctx.Done():
-				return nil
+			if ordered {
+				select {
+				case ordq <- c:
+				case <-gctx.Done():
+					return nil
+				}
 			}
 			work <- c // never blocks for long: work has room for every buffer
 		}
 		return nil
 	})
+	var mu sync.Mutex // unordered: serialises Progress
+	var done int64
 	for range o.Workers {
 		g.Go(func() error {
 			for c := range work {
 				c.zero, c.err = readChunk(src, ext, c.buf[:c.n], c.off)
-				close(c.done)
+				if ordered {
+					close(c.done)
+					if c.err != nil {
+						return c.err
+					}
+					continue
+				}
+				if c.err == nil {
+					if err := gctx.Err(); err != nil {
+						return err
+					}
+					data := c.buf[:c.n]
+					if c.zero {
+						data = nil
+					}
+					c.err = fn(c.off, data)
+				}
 				if c.err != nil {
 					return c.err
 				}
+				if o.Progress != nil {
+					mu.Lock()
+					done += int64(c.n)
+					o.Progress(done)
+					mu.Unlock()
+				}
+				free <- c.buf
 			}
 			return nil
 		})
 	}
 	var err error
-	var done int64
-	for c := range ordered {
+	for c := range ordq { // closed at once when unordered
 		select {
 		case <-c.done:
 		case <-gctx.Done():
@@ -137,7 +178,7 @@ func Scan(parent context.Context, src format.Source, o Options, fn func(off int6
 		}
 		if err != nil {
 			cancel()
-			continue // drain ordered so the dispatcher can finish
+			continue // drain ordq so the dispatcher can finish
 		}
 		free <- c.buf
 	}

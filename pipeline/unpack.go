@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
@@ -62,10 +63,16 @@ var ErrReorder = errors.New("clusters too far out of order")
 
 // Unpack reads every extent of r and writes each device that has a target
 // (keyed by device id) with WriteAt, at the device's offsets. Only stored
-// data is written, coalesced into runs of adjacent blocks; zero blocks are
-// not written, so targets should start out zero (a new sparse file). Data
-// past a device's end is dropped. Devices without a target are read and
-// checked all the same.
+// data is written, coalesced into runs of adjacent blocks. Zero blocks are
+// not written to a plain io.WriterAt, which should start out zero (a new
+// sparse file); a target that is a format.DiskWriter is told of them with
+// ZeroAt, so that it gets every byte of a complete archive exactly once.
+// Data past a device's end is dropped. Devices without a target are read
+// and checked all the same.
+//
+// With o.Workers > 1, writes run in parallel, unless a target is a
+// format.DiskWriter whose layout follows the order of writes (not
+// format.OrderIndependent): then one goroutine writes in archive order.
 //
 // Unpack returns the reader's error, if any: a damaged or incomplete archive
 // fails after everything before the damage has been written.
@@ -80,6 +87,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	for i, d := range devs {
 		res.Devices[i].Device = d
 		st := &devState{stats: &res.Devices[i], dst: targets[d.ID]}
+		st.zdst, _ = st.dst.(format.DiskWriter)
 		var ws []io.Writer
 		if o.Digest {
 			st.hash = sha256.New()
@@ -95,6 +103,13 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	}
 	if o.Workers == 0 {
 		o.Workers = runtime.NumCPU()
+	}
+	for _, t := range targets {
+		if _, ok := t.(format.DiskWriter); ok {
+			if _, free := t.(format.OrderIndependent); !free {
+				o.Workers = 1
+			}
+		}
 	}
 	wr := newWriters(ctx, o.Workers)
 	ctx = wr.ctx
@@ -124,7 +139,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 				return res, wr.stop(fmt.Errorf("the data of %s was skipped (vma.Reader.Want) but is needed", c.Device.Name))
 			}
 			if st.dst != nil {
-				runs.add(st.dst, c, pos)
+				runs.add(st.dst, st.zdst, c, pos)
 			}
 			pos += len(c.Data)
 			if st.seq != nil {
@@ -160,7 +175,8 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 type devState struct {
 	stats *DeviceStats
 	dst   io.WriterAt
-	seq   *sequencer // Digest and Streams, in device order
+	zdst  format.DiskWriter // dst, if it takes zero ranges
+	seq   *sequencer        // Digest and Streams, in device order
 	hash  hash.Hash
 }
 
@@ -182,50 +198,69 @@ func (st *devState) account(c *vma.Cluster) {
 }
 
 // writeRun is one WriteAt: n bytes from position pos of an extent's data
-// to offset off of dst.
+// to offset off of dst; or, with zero set, one ZeroAt of n bytes.
 type writeRun struct {
-	dst io.WriterAt
-	dev string
-	off int64
-	pos int
-	n   int
+	dst  io.WriterAt
+	zdst format.DiskWriter
+	dev  string
+	off  int64
+	pos  int
+	n    int
+	zero bool
 }
 
 // runList collects an extent's runs, coalescing stored blocks that are
-// adjacent both on the device and in the extent's data.
+// adjacent both on the device and in the extent's data, and zero blocks
+// that are adjacent on the device.
 type runList struct{ runs []writeRun }
 
 func (l *runList) reset() { l.runs = l.runs[:0] }
 
-// add queues the stored blocks of c, whose data starts at pos.
-func (l *runList) add(dst io.WriterAt, c *vma.Cluster, pos int) {
+// add queues the blocks of c, whose data starts at pos: stored runs, and
+// zero runs if zdst takes them.
+func (l *runList) add(dst io.WriterAt, zdst format.DiskWriter, c *vma.Cluster, pos int) {
 	valid := validBytes(c)
 	base := c.Index * vma.ClusterSize
-	for m := c.Mask; m != 0; {
-		first := bits.TrailingZeros16(m)
-		n := bits.TrailingZeros16(^(m >> first)) // length of the run of set bits
-		m &^= uint16((1<<n - 1) << first)
-		start := int64(first) * vma.BlockSize
-		end := min(int64(first+n)*vma.BlockSize, valid)
+	for b := 0; b < vma.BlocksPerCluster; {
+		start := int64(b) * vma.BlockSize
+		if start >= valid {
+			break // past the device's end
+		}
+		stored := c.Mask&(1<<b) != 0
+		n := 1
+		for b+n < vma.BlocksPerCluster && (c.Mask&(1<<(b+n)) != 0) == stored {
+			n++
+		}
+		end := min(int64(b+n)*vma.BlockSize, valid)
 		runPos := pos
-		pos += n * vma.BlockSize
-		if end <= start {
-			continue // past the device's end
+		if stored {
+			pos += n * vma.BlockSize
+		}
+		b += n
+		if !stored && zdst == nil {
+			continue
 		}
 		off, size := base+start, int(end-start)
 		if k := len(l.runs) - 1; k >= 0 {
-			if last := &l.runs[k]; last.dst == dst && last.off+int64(last.n) == off && last.pos+last.n == runPos {
+			last := &l.runs[k]
+			if last.dst == dst && last.zero == !stored && last.off+int64(last.n) == off && (!stored || last.pos+last.n == runPos) {
 				last.n += size
 				continue
 			}
 		}
-		l.runs = append(l.runs, writeRun{dst, c.Device.Name, off, runPos, size})
+		l.runs = append(l.runs, writeRun{dst, zdst, c.Device.Name, off, runPos, size, !stored})
 	}
 }
 
 func writeRuns(data []byte, runs []writeRun) error {
 	for _, r := range runs {
-		if _, err := r.dst.WriteAt(data[r.pos:r.pos+r.n], r.off); err != nil {
+		var err error
+		if r.zero {
+			err = r.zdst.ZeroAt(r.off, int64(r.n))
+		} else {
+			_, err = r.dst.WriteAt(data[r.pos:r.pos+r.n], r.off)
+		}
+		if err != nil {
 			return fmt.Errorf("writing %s at byte %d: %w", r.dev, r.off, err)
 		}
 	}

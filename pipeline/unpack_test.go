@@ -29,6 +29,29 @@ func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m.b[off:], p), nil
 }
 
+// zeroDisk is a memDisk that is a format.DiskWriter: ZeroAt writes zeros
+// (it starts out holding 0xee everywhere), and it counts the bytes each
+// method was given, to check every byte is delivered exactly once.
+type zeroDisk struct {
+	memDisk
+	data, zeros atomic.Int64
+}
+
+func newZeroDisk(n int64) *zeroDisk {
+	return &zeroDisk{memDisk: memDisk{b: bytes.Repeat([]byte{0xee}, int(n))}}
+}
+
+func (z *zeroDisk) WriteAt(p []byte, off int64) (int, error) {
+	z.data.Add(int64(len(p)))
+	return z.memDisk.WriteAt(p, off)
+}
+
+func (z *zeroDisk) ZeroAt(off, n int64) error {
+	z.zeros.Add(n)
+	_, err := z.memDisk.WriteAt(make([]byte, n), off)
+	return err
+}
+
 func TestUnpack(t *testing.T) {
 	disks := []testutil.Disk{
 		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 3158528, "mixed")},
@@ -161,4 +184,41 @@ func TestUnpackErrors(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+}
+
+// TestUnpackDiskWriter: a format.DiskWriter target gets every byte of its
+// device exactly once, zero blocks as ZeroAt (so a target holding old data
+// ends up equal to the device), with any worker count and cluster order.
+func TestUnpackDiskWriter(t *testing.T) {
+	disks := []testutil.Disk{
+		{Name: "drive-scsi0", Data: testutil.GenDisk(11, 3158528, "mixed")},
+		{Name: "drive-efidisk0", Data: testutil.GenDisk(12, 540672+1000, "mixed")},
+	}
+	for _, order := range []string{"seq", "shuffle"} {
+		for _, workers := range []int{1, 4} {
+			raw := testutil.WriteArchive(t, disks, nil, order, 5)
+			rd, err := vma.NewReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			targets := map[int]io.WriterAt{}
+			zds := map[int]*zeroDisk{}
+			for _, d := range rd.Header().Devices {
+				zds[d.ID] = newZeroDisk(d.Size)
+				targets[d.ID] = freeDisk{zds[d.ID]}
+			}
+			if _, err := pipeline.Unpack(context.Background(), rd, targets, pipeline.UnpackOptions{Workers: workers}); err != nil {
+				t.Fatal(err)
+			}
+			for i, d := range rd.Header().Devices {
+				z := zds[d.ID]
+				if !bytes.Equal(z.b, disks[i].Data) {
+					t.Errorf("%s %d workers: %s differs", order, workers, d.Name)
+				}
+				if n := z.data.Load() + z.zeros.Load(); n != d.Size {
+					t.Errorf("%s %d workers: %s: %d bytes delivered of %d", order, workers, d.Name, n, d.Size)
+				}
+			}
+		}
+	}
 }

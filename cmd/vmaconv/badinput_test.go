@@ -212,7 +212,7 @@ func TestBadWrites(t *testing.T) {
 	runFails(t, dir, "too many configs (at most 256)", args...)
 	big := filepath.Join(dir, "big.conf")
 	os.WriteFile(big, make([]byte, vma.MaxBlobSize+1), 0o644)
-	runFails(t, dir, "65536 bytes exceed the limit of 65535", "-f", "raw", img, filepath.Join(dir, "big.vma"), "-c", big)
+	runFails(t, dir, "a config file holds at most 65535 bytes", "-f", "raw", img, filepath.Join(dir, "big.vma"), "-c", big)
 }
 
 func TestBadImages(t *testing.T) {

@@ -14,39 +14,46 @@ type checksumCmd struct {
 }
 
 // Run prints the sha256 of the guest-visible content, as sha256sum prints
-// it for a raw file: "HEX  NAME".
+// it for a raw file: "HEX  NAME". Images and archive files are read with
+// parallel readers; an archive stream in one pass.
 func (c *checksumCmd) Run(e *env) error {
-	src, err := openSource(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+	o, err := c.pipelineOptions()
 	if err != nil {
 		return err
 	}
-	defer src.Close()
-	if src.img != nil {
-		o, err := c.pipelineOptions()
-		if err != nil {
-			return err
-		}
-		p := newProgress(e, c.Progress, "hashing", src.img.Size())
-		o.Progress = p.update
-		sum, err := pipeline.Hash(e.ctx, src.img, o)
-		if err != nil {
-			return fmt.Errorf("%s: %w", src.name(), err)
-		}
-		p.finish()
-		fmt.Fprintf(e.stdout, "%x  %s\n", sum, c.Src)
-		return nil
-	}
-	p := newProgress(e, c.Progress, "hashing", src.size)
-	res, err := pipeline.Unpack(e.ctx, src.ar, nil, pipeline.UnpackOptions{Digest: true, Progress: p.update})
+	in, err := openInput(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
 	if err != nil {
-		return fmt.Errorf("%s: %w", src.name(), err)
+		return err
+	}
+	defer in.Close()
+	p := newProgress(e, c.Progress, "hashing", in.progressTotal(in.sel))
+	sums := make([][]byte, len(in.devices))
+	if in.ar == nil {
+		done := int64(0)
+		for _, i := range in.sel {
+			base := done
+			o.Progress = func(n int64) { p.update(base + n) }
+			if sums[i], err = pipeline.Hash(e.ctx, in.source(i), o); err != nil {
+				return fmt.Errorf("%s: %w", in.refOf(i), err)
+			}
+			done += in.devices[i].Size
+		}
+	} else {
+		res, err := pipeline.Unpack(e.ctx, in.ar, nil, pipeline.UnpackOptions{Digest: true, Progress: p.update})
+		if err != nil {
+			return fmt.Errorf("%s: %w", in.name(), err)
+		}
+		for i := range in.devices {
+			sums[i] = res.Devices[i].SHA256
+		}
 	}
 	p.finish()
-	for _, d := range res.Devices {
-		if src.dev == nil || d.Device.ID == src.dev.ID {
-			ref := format.Ref{Path: src.ref.Path, Device: d.Device.Name}
-			fmt.Fprintf(e.stdout, "%s  %s\n", hex.EncodeToString(d.SHA256), ref)
+	for _, i := range in.sel {
+		name := c.Src
+		if in.archive() {
+			name = in.refOf(i)
 		}
+		fmt.Fprintf(e.stdout, "%s  %s\n", hex.EncodeToString(sums[i]), name)
 	}
 	return nil
 }

@@ -5,33 +5,33 @@ import (
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type createCmd struct {
-	Archive string   `arg:"" help:"Archive to write (.vma, or .vma.zst / .vma.gz to compress it)."`
+	Archive string   `arg:"" help:"Archive to write (.vma, or .vma.zst / .vma.gz to compress it); - for stdout."`
 	Disks   []string `arg:"" placeholder:"NAME=IMAGE" help:"Devices, in order: drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw …"`
 	readFlags
 	writeFlags
 }
 
 func (c *createCmd) Run(e *env) error {
-	var srcs []namedSource
-	defer func() {
-		for _, s := range srcs {
-			s.src.Close()
-		}
-	}()
-	wopts, err := c.writerOptions()
-	if err != nil {
-		return err
-	}
-	comp, err := c.archiveCompression(c.Archive)
-	if err != nil {
-		return err
-	}
 	o, err := c.pipelineOptions()
 	if err != nil {
 		return err
+	}
+	configs, err := c.readConfigs()
+	if err != nil {
+		return err
+	}
+	copts, err := c.createOptions(configs)
+	if err != nil {
+		return err
+	}
+	fm := vma.Format
+	if f, ok := registry.ForPath(c.Archive); ok && f.Multi {
+		fm = f
 	}
 	seen := map[string]bool{}
 	var names, paths []string
@@ -46,31 +46,44 @@ func (c *createCmd) Run(e *env) error {
 		seen[name] = true
 		names, paths = append(names, name), append(paths, path)
 	}
-	for i, name := range names {
-		path := paths[i]
-		src, err := openSource(e, format.Ref{Path: path}, sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+	var ins []*input
+	defer func() {
+		for _, in := range ins {
+			in.Close()
+		}
+	}()
+	var devs []format.Device
+	total := int64(0)
+	for i, path := range paths {
+		in, err := openInput(e, format.Ref{Path: path}, sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
 		if err != nil {
 			return err
 		}
-		srcs = append(srcs, namedSource{name, src})
-		if src.img == nil {
-			return fmt.Errorf("%s: is a VMA archive; convert ARCHIVE:DEVICE to an image first, or use convert to repack one device", path)
+		ins = append(ins, in)
+		if in.archive() {
+			return fmt.Errorf("%s: is a VMA archive; convert ARCHIVE:DEVICE to an image first, or use convert to repack it", path)
 		}
+		devs = append(devs, format.Device{Name: names[i], Size: in.devices[0].Size})
+		total += in.devices[0].Size
 	}
-	out, err := createOutput(c.Archive, c.Overwrite)
+	sink, err := createSink(e, fm, c.Archive, false, c.Overwrite, devs, copts)
 	if err != nil {
 		return err
 	}
-	defer out.discard()
-	aw, finish, err := archiveWriter(out, comp, c.Level)
-	if err != nil {
+	defer sink.Abort()
+	p := newProgress(e, c.Progress, "packing", total)
+	done := int64(0)
+	for k, in := range ins {
+		base := done
+		o.Progress = func(n int64) { p.update(base + n) }
+		if err := pipeline.Copy(e.ctx, sink.Disk(k), in.source(0), o); err != nil {
+			return fmt.Errorf("%s: %w", in.name(), err)
+		}
+		done += in.devices[0].Size
+	}
+	if err := sink.Commit(); err != nil {
 		return err
 	}
-	if err := packImages(e, aw, srcs, c.Config, wopts, o, c.Progress); err != nil {
-		return err
-	}
-	if err := finish(); err != nil {
-		return err
-	}
-	return out.commit()
+	p.finish()
+	return nil
 }

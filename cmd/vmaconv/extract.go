@@ -5,46 +5,64 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type extractCmd struct {
 	archiveArg
-	Dir     string   `arg:"" help:"Target directory: created if missing; if it exists it must be empty."`
-	Device  []string `short:"d" placeholder:"NAME" help:"Restore only this device (repeatable). Configs are always written; other devices are still read and checked."`
-	Verbose bool     `short:"v" help:"List the files written and per-device statistics."`
-	Salvage bool     `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
+	Dir         string   `arg:"" help:"Target directory: created if missing; if it exists it must be empty."`
+	Device      []string `short:"d" placeholder:"NAME" help:"Restore only this device (repeatable). Configs are always written."`
+	OFmt        string   `short:"O" name:"output-format" placeholder:"FMT" help:"Format of the disk files: raw (disk-NAME.raw, the default) or qcow2 (disk-NAME.qcow2)."`
+	Compress    string   `placeholder:"zlib|zstd" help:"Compress qcow2 disk files' clusters."`
+	Level       int      `placeholder:"N" help:"zstd compression level for qcow2 clusters."`
+	ClusterSize int      `name:"cluster-size" placeholder:"BYTES" help:"qcow2 cluster size (default 65536)."`
+	Workers     int      `short:"m" placeholder:"N" help:"Parallel readers (default: the number of CPUs)."`
+	Progress    bool     `short:"p" help:"Show progress on stderr."`
+	Verbose     bool     `short:"v" help:"List the files written and per-device statistics."`
+	Salvage     bool     `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
 }
 
 // output is one file extract writes.
 type output struct {
 	origin string // what it comes from, for messages
 	name   string // file name inside the target directory
-	config *vma.Config
-	dev    *vma.Device
-	tmp    string
-	f      *os.File
+	config *format.Config
+	dev    int // index into the input's devices, for a disk
+	format format.Format
 }
 
 func (c *extractCmd) Run(e *env) (err error) {
+	po := pipeline.Options{Workers: c.Workers}
+	if err := po.Validate(); err != nil {
+		return usageError{err}
+	}
+	dfm := raw.Format
+	if c.OFmt != "" {
+		if dfm, err = registry.Lookup(c.OFmt); err != nil {
+			return usageError{err}
+		}
+		if dfm.Create == nil || dfm.Multi {
+			return usageError{fmt.Errorf("-O %s: extract writes one image per disk (raw or qcow2)", c.OFmt)}
+		}
+	}
 	if err := checkTargetDir(c.Dir); err != nil {
 		return err
 	}
-	rd, done, err := c.open(e)
+	in, err := openInput(e, format.Ref{Path: c.Archive}, sourceOpts{format: vma.Name, stream: c.Salvage})
 	if err != nil {
 		return err
 	}
-	defer done()
-	h := rd.Header()
-	outs, err := c.plan(e, h)
+	defer in.Close()
+	outs, err := c.plan(e, in, dfm)
 	if err != nil {
 		return err
 	}
@@ -72,59 +90,51 @@ func (c *extractCmd) Run(e *env) (err error) {
 		}
 	}
 	defer atInterrupt(discard)()
+	var sinks multiSink
 	defer func() {
-		for _, o := range outs {
-			if o.f != nil {
-				o.f.Close()
-			}
-		}
+		sinks.Abort()
 		if err != nil {
 			discard()
 		}
 		os.RemoveAll(tmpDir) // empty after a success
 	}()
 
-	targets := map[int]io.WriterAt{}
+	var sel []int
+	copts := format.CreateOptions{Compress: c.Compress, Level: c.Level, ClusterSize: c.ClusterSize}
 	for _, o := range outs {
-		o.tmp = filepath.Join(tmpDir, o.name)
-		if o.f, err = os.OpenFile(o.tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666); err != nil {
-			return err
-		}
+		path := filepath.Join(tmpDir, o.name)
 		if o.config != nil {
-			if _, err := o.f.Write(o.config.Data); err != nil {
-				return fmt.Errorf("writing %s: %w", o.tmp, err)
+			if err := writeConfig(path, o.config.Data); err != nil {
+				return err
 			}
 			continue
 		}
-		if err := o.f.Truncate(o.dev.Size); err != nil { // a sparse file of the device's size
-			return fmt.Errorf("creating %s: %w", o.tmp, err)
+		co := copts
+		if o.format.Name == raw.Name {
+			co = format.CreateOptions{}
 		}
-		targets[o.dev.ID] = o.f
+		d := in.devices[o.dev]
+		s, err := createSink(e, o.format, path, false, false, []format.Device{{Size: d.Size}}, co)
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, s)
+		sel = append(sel, o.dev)
 	}
 	if c.Salvage {
-		rd.Salvage()
-	} else if len(c.Device) > 0 {
-		ids := make([]int, 0, len(targets))
-		for id := range targets {
-			ids = append(ids, id)
-		}
-		rd.Want(ids...) // skip the other devices' data where the file allows
+		in.ar.Salvage()
 	}
-	res, err := pipeline.Unpack(e.ctx, rd, targets, pipeline.UnpackOptions{})
+	p := newProgress(e, c.Progress, "extracting", in.progressTotal(sel))
+	res, err := transfer(e, in, sel, sinks, po, p)
 	if err != nil {
-		return fmt.Errorf("%s: %w", c.name(), err)
+		return err
 	}
-	for _, o := range outs {
-		if err := o.f.Sync(); err != nil {
-			return fmt.Errorf("writing %s: %w", o.tmp, err)
-		}
-		if err := o.f.Close(); err != nil {
-			return fmt.Errorf("writing %s: %w", o.tmp, err)
-		}
-		o.f = nil
+	if err := sinks.Commit(); err != nil {
+		return err
 	}
+	p.finish()
 	for _, o := range outs {
-		if err := os.Rename(o.tmp, filepath.Join(c.Dir, o.name)); err != nil {
+		if err := os.Rename(filepath.Join(tmpDir, o.name), filepath.Join(c.Dir, o.name)); err != nil {
 			return err
 		}
 	}
@@ -132,12 +142,70 @@ func (c *extractCmd) Run(e *env) (err error) {
 		for _, o := range outs {
 			fmt.Fprintf(e.stdout, "%s <- %s\n", filepath.Join(c.Dir, o.name), o.origin)
 		}
+		if res == nil {
+			res = archiveStats(in)
+		}
 		printStats(e.stdout, res, false)
 	}
 	if c.Salvage {
-		return salvageReport(e, rd)
+		return salvageReport(e, in.ar)
 	}
 	return nil
+}
+
+// writeConfig writes a config file, synced.
+func writeConfig(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// multiSink is one sink per disk, seen as one.
+type multiSink []format.Sink
+
+func (m multiSink) Disk(i int) format.DiskWriter { return m[i].Disk(0) }
+
+func (m multiSink) Commit() error {
+	for _, s := range m {
+		if err := s.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m multiSink) Abort() error {
+	for _, s := range m {
+		s.Abort()
+	}
+	return nil
+}
+
+// archiveStats describes an archive file's devices from its index, as
+// pipeline.Unpack would after reading it.
+func archiveStats(in *input) *pipeline.Result {
+	a := vma.ArchiveOf(in.img)
+	if a == nil {
+		return &pipeline.Result{}
+	}
+	res := &pipeline.Result{Extents: a.Extents(), Bytes: in.size}
+	for _, d := range a.Devices() {
+		dev := d.Device()
+		res.Devices = append(res.Devices, pipeline.DeviceStats{Device: dev, Clusters: dev.Clusters(), Stored: d.Stored(), Zero: dev.Size - d.Stored()})
+	}
+	return res
 }
 
 // salvageReport prints what salvage skipped and lost, and returns an
@@ -192,6 +260,15 @@ func checkTargetDir(dir string) error {
 	if err != nil {
 		return err
 	}
+	var left []string
+	for _, en := range entries {
+		if format.IsTempName(en.Name()) {
+			left = append(left, en.Name())
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("%s is not empty: it holds %s, left by an interrupted vmaconv run; remove it, or extract into a new directory", dir, strings.Join(left, ", "))
+	}
 	if len(entries) > 0 {
 		return fmt.Errorf("%s is not empty; extract needs a new or empty directory", dir)
 	}
@@ -199,38 +276,34 @@ func checkTargetDir(dir string) error {
 }
 
 // plan decides the file name of every output: configs under their
-// (sanitised) names, disks as disk-<name>.raw, a vmstate stream as
-// vmstate.bin, as Proxmox's vma extract names them.
-func (c *extractCmd) plan(e *env, h *vma.Header) ([]*output, error) {
+// (sanitised) names, disks as disk-<name>.raw (or .qcow2), a vmstate
+// stream as vmstate.bin, as Proxmox's vma extract names them.
+func (c *extractCmd) plan(e *env, in *input, dfm format.Format) ([]*output, error) {
 	for _, want := range c.Device {
-		if _, ok := h.Device(want); !ok {
-			var names []string
-			for _, d := range h.Devices {
-				names = append(names, d.Name)
-			}
-			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", c.name(), want, strings.Join(names, ", "))
+		if !slices.ContainsFunc(in.devices, func(d format.Device) bool { return d.Name == want }) {
+			return nil, fmt.Errorf("%s: no device %q in the archive (%s)", in.name(), want, in.deviceList())
 		}
 	}
+	ext := dfm.Extensions[0]
 	var outs []*output
-	for i := range h.Configs {
-		cf := &h.Configs[i]
+	for i := range in.configs {
+		cf := &in.configs[i]
 		outs = append(outs, &output{origin: "config " + printable(cf.Name), name: safeName(cf.Name), config: cf})
 	}
-	for i := range h.Devices {
-		d := &h.Devices[i]
+	for i, d := range in.devices {
 		if len(c.Device) > 0 && !slices.Contains(c.Device, d.Name) {
 			continue
 		}
-		name := "disk-" + safeName(d.Name) + ".raw"
-		if d.IsVMState() {
-			name = "vmstate.bin"
+		o := &output{origin: "device " + printable(d.Name), name: "disk-" + safeName(d.Name) + ext, dev: i, format: dfm}
+		if d.Name == vma.VMStateName {
+			o.name, o.format = "vmstate.bin", raw.Format
 		}
-		outs = append(outs, &output{origin: "device " + printable(d.Name), name: name, dev: d})
+		outs = append(outs, o)
 	}
 	seen := map[string]string{}
 	for _, o := range outs {
 		if prev, dup := seen[o.name]; dup {
-			return nil, fmt.Errorf("%s: %s and %s would both be written as %s", c.name(), prev, o.origin, o.name)
+			return nil, fmt.Errorf("%s: %s and %s would both be written as %s", in.name(), prev, o.origin, o.name)
 		}
 		seen[o.name] = o.origin
 	}
@@ -238,7 +311,7 @@ func (c *extractCmd) plan(e *env, h *vma.Header) ([]*output, error) {
 		if o.config != nil && o.name != o.config.Name {
 			e.note("%s written as %s", o.origin, o.name)
 		}
-		if o.dev != nil && !o.dev.IsVMState() && o.name != "disk-"+o.dev.Name+".raw" {
+		if o.config == nil && o.name != "vmstate.bin" && o.name != "disk-"+in.devices[o.dev].Name+ext {
 			e.note("%s written as %s", o.origin, o.name)
 		}
 	}

@@ -12,48 +12,60 @@ import (
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 var registry = all.Registry()
 
-// source is an opened SRC: a random-access disk image, or one device (or,
-// with no device named, all devices) of a VMA archive read as a stream.
-type source struct {
+// input is an opened SRC: a file read at random (a disk image, or an
+// archive file through its index), or an archive read as a stream
+// (standard input, a pipe, a compressed archive, or --salvage).
+type input struct {
 	ref    format.Ref
-	format string
-	img    format.Source // images
-	ar     *vma.Reader   // archives
-	dev    *vma.Device   // the selected device of an archive, if any
-	size   int64         // archive file size, -1 if unknown
-	closer io.Closer
+	format format.Format
+	img    format.Image // random access
+	ar     *vma.Reader  // stream
+	size   int64        // the file's size, for a stream's progress; -1 unknown
+	close  func()
+
+	devices []format.Device // all of them
+	ids     []int           // stream: the archive id of each device
+	configs []format.Config
+	sel     []int // the devices selected by ref.Device (all if none)
 }
 
-func (s *source) Close() error {
-	if s.img != nil {
-		return s.img.Close()
-	}
-	return s.closer.Close()
+// Close closes the input.
+func (in *input) Close() error {
+	in.close()
+	return nil
 }
 
-// name is how the source is called in messages.
-func (s *source) name() string {
-	if s.ref.Path == "-" {
+// name is how the input is called in messages.
+func (in *input) name() string {
+	if in.ref.Path == "-" {
 		return "<stdin>"
 	}
-	return s.ref.Path
+	return in.ref.Path
 }
+
+// archive reports whether the input holds named devices and configs.
+func (in *input) archive() bool { return in.format.Multi }
+
+// source returns the random-access source of device i.
+func (in *input) source(i int) format.Source { return in.img.Disks()[i].Source }
 
 type sourceOpts struct {
 	format       string // -f: forced format
 	allowBacking bool
-	wantDevice   bool // an archive must resolve to one device
+	stream       bool // read an archive as a stream even if it is a file (--salvage)
 }
 
-// openSource opens ref. Formats are probed by magic bytes unless forced;
+// openInput opens ref. Formats are probed by magic bytes unless forced;
 // what no driver claims is raw, with a note, so that a raw image is never
-// taken for something else once -f raw is given.
-func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
-	var f *os.File
+// taken for something else once -f raw is given. An archive file is opened
+// for random access unless it is compressed, not a regular file, or too
+// far out of order to index; then it is read as a stream.
+func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 	if ref.Path == "-" {
 		if o.format != "" && o.format != vma.Name {
 			return nil, usageError{fmt.Errorf("standard input can only be a VMA archive (random access is needed for %s)", o.format)}
@@ -62,14 +74,9 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &source{ref: ref, format: vma.Name, ar: ar, size: -1, closer: closerFunc(stop)}
-		if err := s.selectDevice(o.wantDevice); err != nil {
-			stop()
-			return nil, err
-		}
-		return s, nil
+		return newStreamInput(ref, ar, -1, stop)
 	}
-	f, err = os.Open(ref.Path)
+	f, err := os.Open(ref.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -81,100 +88,217 @@ func openSource(e *env, ref format.Ref, o sourceOpts) (s *source, err error) {
 		}
 		return nil, err
 	}
+	// A pipe (a FIFO, <(…)) cannot be probed at offset 0 or read at
+	// random: it can only be an archive, read as a stream.
+	if m := fi.Mode(); !m.IsRegular() && (m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0) {
+		if o.format != "" && o.format != vma.Name {
+			f.Close()
+			return nil, usageError{fmt.Errorf("%s is not a regular file or block device: only a VMA archive can be read from it (random access is needed for %s)", ref.Path, o.format)}
+		}
+		return openStreamFile(ref, f, fi)
+	}
 	var fm format.Format
+	head, err := format.ReadHead(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", ref.Path, err)
+	}
+	// vzdump compresses archives only.
+	compressed := compress.Detect(head) != "" && (o.format == "" || o.format == vma.Name)
 	if o.format != "" {
 		if fm, err = registry.Lookup(o.format); err != nil {
 			f.Close()
 			return nil, usageError{err}
 		}
 	} else {
-		head, err := format.ReadHead(f)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%s: %w", ref.Path, err)
-		}
 		fm, err = registry.Detect(head)
-		if comp := compress.Detect(head); comp != "" {
-			fm, err = all.VMA, nil // vzdump compresses archives only
+		if compressed {
+			fm, err = vma.Format, nil
 		}
 		if errors.Is(err, format.ErrUnknownFormat) {
 			fm = raw.Format
 			// Said once the source is open, so a failure stays one line.
 			defer func() {
-				if s != nil {
+				if in != nil {
 					e.note("%s: no known format found, reading it as raw (pass -f raw to say so)", ref.Path)
 				}
 			}()
 		}
 	}
-	s = &source{ref: ref, format: fm.Name, size: -1}
-	if fi.Mode().IsRegular() {
-		s.size = fi.Size()
-	}
-	if fm.Name == vma.Name {
-		ar, stop, comp, err := openArchiveStream(f, ref.Path)
-		if err != nil {
-			f.Close()
-			s = nil
-			return nil, err
-		}
-		if comp != "" {
-			s.size = -1 // progress counts archive bytes, not compressed ones
-		}
-		s.ar = ar
-		s.closer = closerFunc(func() { stop(); f.Close() })
-		if err := s.selectDevice(o.wantDevice); err != nil {
-			s.closer.Close()
-			s = nil
-			return nil, err
-		}
-		return s, nil
-	}
-	if ref.Device != "" {
+	if ref.Device != "" && !fm.Multi {
 		f.Close()
-		s = nil
 		return nil, fmt.Errorf("%s is a %s image, not an archive: ':%s' selects a device of a VMA archive", ref.Path, fm.Name, ref.Device)
 	}
+	if fm.Name == vma.Name && (compressed || o.stream || !fi.Mode().IsRegular()) {
+		return openStreamFile(ref, f, fi)
+	}
 	img, err := fm.Open(f, format.OpenOptions{Forced: o.format != "", AllowBacking: o.allowBacking || o.format == fm.Name})
+	if errors.Is(err, format.ErrStreamOnly) && fm.Name == vma.Name {
+		if f, err = os.Open(ref.Path); err != nil {
+			return nil, err
+		}
+		return openStreamFile(ref, f, fi)
+	}
 	if err != nil {
-		s = nil
 		return nil, err
 	}
-	s.img = img
-	return s, nil
+	in = &input{ref: ref, format: fm, img: img, size: fi.Size(), close: func() { img.Close() }, configs: img.Configs()}
+	for _, d := range img.Disks() {
+		in.devices = append(in.devices, format.Device{Name: d.Name, Size: d.Source.Size()})
+	}
+	if err := in.selectDevice(); err != nil {
+		in.Close()
+		return nil, err
+	}
+	return in, nil
 }
 
-// selectDevice resolves ref.Device against the archive: a named device, or
-// the only disk when none is named (if one is wanted).
-func (s *source) selectDevice(want bool) error {
-	h := s.ar.Header()
-	var names []string
+// openStreamFile reads the archive file f as a stream.
+func openStreamFile(ref format.Ref, f *os.File, fi os.FileInfo) (*input, error) {
+	ar, stop, comp, err := openArchiveStream(f, ref.Path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	size := int64(-1)
+	if comp == "" && fi.Mode().IsRegular() {
+		size = fi.Size() // progress counts archive bytes, not compressed ones
+	}
+	return newStreamInput(ref, ar, size, func() { stop(); f.Close() })
+}
+
+func newStreamInput(ref format.Ref, ar *vma.Reader, size int64, stop func()) (*input, error) {
+	in := &input{ref: ref, format: vma.Format, ar: ar, size: size, close: stop}
+	h := ar.Header()
 	for _, d := range h.Devices {
-		names = append(names, d.Name)
+		in.devices = append(in.devices, format.Device{Name: d.Name, Size: d.Size})
+		in.ids = append(in.ids, d.ID)
 	}
-	list := "it has none"
-	if len(names) > 0 {
-		list = "devices: " + strings.Join(names, ", ")
+	for _, c := range h.Configs {
+		in.configs = append(in.configs, format.Config{Name: c.Name, Data: c.Data})
 	}
-	if s.ref.Device != "" {
-		d, ok := h.Device(s.ref.Device)
-		if !ok {
-			return fmt.Errorf("%s: no device %q in the archive (%s)", s.name(), s.ref.Device, list)
-		}
-		s.dev = &d
-		return nil
+	if err := in.selectDevice(); err != nil {
+		stop()
+		return nil, err
 	}
-	if !want {
-		return nil
-	}
-	if len(h.Devices) != 1 {
-		return fmt.Errorf("%s: name one device as %s:DEVICE (%s)", s.name(), s.ref.Path, list)
-	}
-	s.dev = &h.Devices[0]
-	return nil
+	return in, nil
 }
 
-// closerFunc adapts a function to io.Closer.
-type closerFunc func()
+// selectDevice resolves ref.Device: a named device, or all of them.
+func (in *input) selectDevice() error {
+	in.sel = nil
+	if in.ref.Device == "" {
+		for i := range in.devices {
+			in.sel = append(in.sel, i)
+		}
+		return nil
+	}
+	for i, d := range in.devices {
+		if d.Name == in.ref.Device {
+			in.sel = []int{i}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no device %q in the archive (%s)", in.name(), in.ref.Device, in.deviceList())
+}
 
-func (f closerFunc) Close() error { f(); return nil }
+// deviceList lists the devices for messages.
+func (in *input) deviceList() string {
+	if len(in.devices) == 0 {
+		return "it has none"
+	}
+	var names []string
+	for _, d := range in.devices {
+		names = append(names, printable(d.Name))
+	}
+	return "devices: " + strings.Join(names, ", ")
+}
+
+// one returns the only selected device, or an error asking for one.
+func (in *input) one() (int, error) {
+	if len(in.sel) == 1 {
+		return in.sel[0], nil
+	}
+	return 0, fmt.Errorf("%s: name one device as %s:DEVICE (%s)", in.name(), in.ref.Path, in.deviceList())
+}
+
+// refOf returns how device i is named as a source: FILE for a plain image,
+// FILE:DEVICE in an archive.
+func (in *input) refOf(i int) string {
+	if !in.archive() {
+		return in.ref.Path
+	}
+	return format.Ref{Path: in.ref.Path, Device: in.devices[i].Name}.String()
+}
+
+// transfer copies the selected devices sel (indices into in.devices) to
+// the sink's disks 0, 1, …: from a random-access input with parallel
+// readers, device after device; from a stream in one pass, in archive
+// order. progress gets the bytes done.
+func transfer(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options, p *progress) (*pipeline.Result, error) {
+	if in.ar == nil {
+		done := int64(0)
+		for k, i := range sel {
+			src := in.source(i)
+			base := done
+			o.Progress = func(n int64) { p.update(base + n) }
+			if err := pipeline.Copy(e.ctx, sink.Disk(k), src, o); err != nil {
+				return nil, fmt.Errorf("%s: %w", in.refOf(i), err)
+			}
+			done += src.Size()
+		}
+		return nil, nil
+	}
+	targets := map[int]io.WriterAt{}
+	streams := map[int]io.Writer{}
+	var ids []int
+	for k, i := range sel {
+		id := in.ids[i]
+		ids = append(ids, id)
+		dw := sink.Disk(k)
+		if _, ok := dw.(format.Sequential); ok {
+			streams[id] = &seqWriter{w: dw}
+		} else {
+			targets[id] = dw
+		}
+	}
+	in.ar.Want(ids...) // skip the other devices' data where the input allows
+	res, err := pipeline.Unpack(e.ctx, in.ar, targets, pipeline.UnpackOptions{Streams: streams, Progress: p.update, Workers: o.Workers})
+	if errors.Is(err, pipeline.ErrReorder) {
+		err = fmt.Errorf("%w; a pipe needs them in order: write a file instead, or read the archive from a file", err)
+	}
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", in.name(), err)
+	}
+	return res, nil
+}
+
+// seqWriter writes a stream of bytes to a Sequential disk writer.
+type seqWriter struct {
+	w   format.DiskWriter
+	pos int64
+}
+
+func (s *seqWriter) Write(p []byte) (int, error) {
+	n, err := s.w.WriteAt(p, s.pos)
+	s.pos += int64(n)
+	return n, err
+}
+
+// totalSize returns the bytes of the selected devices.
+func (in *input) totalSize(sel []int) int64 {
+	n := int64(0)
+	for _, i := range sel {
+		n += in.devices[i].Size
+	}
+	return n
+}
+
+// progressTotal is what a transfer's progress counts up to: the devices'
+// bytes for random access, the archive's bytes (if known) for a stream.
+func (in *input) progressTotal(sel []int) int64 {
+	if in.ar != nil {
+		return in.size
+	}
+	return in.totalSize(sel)
+}

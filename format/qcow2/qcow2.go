@@ -24,9 +24,15 @@ import (
 var Format = format.Format{
 	Name:  Name,
 	Probe: func(head []byte) bool { return bytes.HasPrefix(head, Magic[:]) },
-	Open: func(f *os.File, o format.OpenOptions) (format.Source, error) {
-		return Open(f, o)
+	Open: func(f *os.File, o format.OpenOptions) (format.Image, error) {
+		s, err := Open(f, o)
+		if err != nil {
+			return nil, err
+		}
+		return format.SingleDisk(s), nil
 	},
+	Extensions: []string{".qcow2"},
+	Create:     Create,
 }
 
 // Errors.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -34,4 +36,24 @@ func holeAt(f *os.File, off, size int64) (n int64, zero bool, err error) {
 		return size - off, false, nil
 	}
 	return min(hole, size) - off, false, nil
+}
+
+// fullyAllocated reports whether f's allocated blocks cover its size, so
+// that it cannot have holes worth asking about.
+func fullyAllocated(f *os.File, size int64) bool {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Blocks*512 >= size
+}
+
+// punchHole deallocates n bytes at off of a regular file, which then
+// read as zeros; it reports whether it could.
+func punchHole(f *os.File, off, n int64) bool {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n) == nil
 }

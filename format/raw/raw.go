@@ -4,21 +4,61 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/vmaconv/vmaconv/format"
 )
 
-// Format is the raw driver, for a format.Registry.
+// Format is the raw driver, for a format.Registry. It is never probed:
+// raw is what an input is when no other format claims it, and the output
+// format when no other extension matches.
 var Format = format.Format{
 	Name: Name,
-	Open: func(f *os.File, _ format.OpenOptions) (format.Source, error) { return Open(f) },
+	Open: func(f *os.File, _ format.OpenOptions) (format.Image, error) {
+		s, err := Open(f)
+		if err != nil {
+			return nil, err
+		}
+		return format.SingleDisk(s), nil
+	},
+	Extensions: []string{".raw", ".img"},
+	Create:     Create,
 }
 
 // Source is a raw image file. It is safe for concurrent use.
+//
+// Its Extent asks the file system where the holes are (SEEK_DATA and
+// SEEK_HOLE), and only as often as it pays: every answer is a run that is
+// remembered, so that no later question falls inside it; a file whose
+// allocated blocks cover its size is not asked at all; and if the answers
+// come slowly (tmpfs walks its pages for every SEEK_HOLE) and cover little,
+// the rest of the file is read instead.
 type Source struct {
-	f    *os.File
-	size int64
+	f     *os.File
+	size  int64
+	holes atomic.Bool // ask about holes
+
+	mu      sync.Mutex
+	runs    [8]run // recent answers
+	next    int
+	spent   time.Duration // in lseek
+	covered int64         // bytes the answers covered
 }
+
+type run struct {
+	start, end int64
+	zero       bool
+}
+
+// Slow-answer fallback: once the hole queries have taken slowQueryTime
+// and covered less than slowQueryRate bytes per second of it, reading is
+// faster than asking.
+const (
+	slowQueryTime = 100 * time.Millisecond
+	slowQueryRate = 2 << 30
+)
 
 // Open returns f as a Source; the Source's Close closes f, and so does a
 // failing Open. Regular files and block devices are supported.
@@ -28,7 +68,9 @@ func Open(f *os.File) (*Source, error) {
 		f.Close()
 		return nil, fmt.Errorf("raw: size of %s: %w", f.Name(), err)
 	}
-	return &Source{f: f, size: size}, nil
+	s := &Source{f: f, size: size}
+	s.holes.Store(!fullyAllocated(f, size))
+	return s, nil
 }
 
 // ReadAt implements io.ReaderAt.
@@ -44,12 +86,34 @@ func (s *Source) Close() error { return s.f.Close() }
 // starts at start, clipped to length bytes.
 func (s *Source) Extent(start, length int64) (format.Extent, error) {
 	length = min(length, s.size-start)
-	if length <= 0 {
+	if length <= 0 || start < 0 {
 		return format.Extent{}, fmt.Errorf("raw: extent at %d beyond the end (%d)", start, s.size)
 	}
+	if !s.holes.Load() {
+		return format.Extent{Start: start, Length: length}, nil
+	}
+	s.mu.Lock()
+	for _, r := range s.runs {
+		if r.start <= start && start < r.end {
+			s.mu.Unlock()
+			return format.Extent{Start: start, Length: min(r.end-start, length), Zero: r.zero}, nil
+		}
+	}
+	s.mu.Unlock()
+	t := time.Now()
 	n, zero, err := holeAt(s.f, start, s.size)
 	if err != nil {
 		return format.Extent{}, fmt.Errorf("raw: %s: %w", s.f.Name(), err)
 	}
+	took := time.Since(t)
+	s.mu.Lock()
+	s.runs[s.next] = run{start, start + n, zero}
+	s.next = (s.next + 1) % len(s.runs)
+	s.spent += took
+	s.covered += n
+	if s.spent > slowQueryTime && float64(s.covered)/s.spent.Seconds() < slowQueryRate {
+		s.holes.Store(false)
+	}
+	s.mu.Unlock()
 	return format.Extent{Start: start, Length: min(n, length), Zero: zero}, nil
 }

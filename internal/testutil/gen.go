@@ -11,9 +11,11 @@ import (
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
-// GenDisk returns deterministic content of the given size in one of three
-// styles: "zero", "data" (no zero 4 KiB block) or "mixed" (zero blocks, zero
-// clusters, blocks with a single non-zero byte, and random data).
+// GenDisk returns deterministic content of the given size in one of four
+// styles: "zero", "data" (random, no zero 4 KiB block), "mixed" (zero
+// blocks, zero clusters, blocks with a single non-zero byte, and random
+// data) or "text" (mixed, but with compressible text instead of random
+// data).
 func GenDisk(seed uint64, size int64, style string) []byte {
 	b := make([]byte, size)
 	rng := rand.New(rand.NewPCG(seed, uint64(size)))
@@ -26,7 +28,15 @@ func GenDisk(seed uint64, size int64, style string) []byte {
 	case "zero":
 	case "data":
 		fill(b)
-	case "mixed":
+	case "mixed", "text":
+		if style == "text" {
+			fill = func(p []byte) {
+				words := []string{"proxmox ", "backup ", "cluster ", "qemu ", "disk ", "vma\n", "zero ", "block "}
+				for i := 0; i < len(p); {
+					i += copy(p[i:], words[rng.IntN(len(words))])
+				}
+			}
+		}
 		for off := int64(0); off < size; off += vma.BlockSize {
 			blk := b[off:min(off+vma.BlockSize, size)]
 			switch k := rng.IntN(10); {
@@ -66,7 +76,9 @@ var (
 
 // WriteArchive writes disks and configs into an archive with TestUUID and
 // TestCTime. order decides the cluster order: "seq" (device after device),
-// "interleave" (round robin) or "shuffle" (random, from seed).
+// "interleave" (round robin), "runs" (devices taking turns in runs of 1 to
+// 4 clusters, each ascending, as Proxmox's backup interleaves them; from
+// seed) or "shuffle" (random, from seed).
 func WriteArchive(t TB, disks []Disk, configs []vma.Config, order string, seed uint64) []byte {
 	t.Helper()
 	var out bytes.Buffer
@@ -112,6 +124,22 @@ func WriteArchive(t TB, disks []Disk, configs []vma.Config, order string, seed u
 			}
 			if n == 0 {
 				break
+			}
+		}
+	case "runs":
+		rng := rand.New(rand.NewPCG(seed, 9))
+		next := make([]int, len(lists))
+		for left := len(lists); left > 0; {
+			i := rng.IntN(len(lists))
+			if next[i] == len(lists[i]) {
+				continue
+			}
+			for n := 1 + rng.IntN(4); n > 0 && next[i] < len(lists[i]); n-- {
+				jobs = append(jobs, lists[i][next[i]])
+				next[i]++
+			}
+			if next[i] == len(lists[i]) {
+				left--
 			}
 		}
 	default:

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package format
+
+// renameNoReplace renames oldpath to newpath unless newpath exists
+// (fs.ErrExist).
+func renameNoReplace(oldpath, newpath string) error { return linkRename(oldpath, newpath) }

@@ -1,0 +1,328 @@
+package vma
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/compress"
+)
+
+// Format is the VMA driver, for a format.Registry: archives are probed by
+// their magic, opened for random access with Open, and written by a sink
+// over Writer, compressed as the destination's extension (.vma.zst,
+// .vma.gz) or CreateOptions.Compress says.
+var Format = format.Format{
+	Name:       Name,
+	Probe:      func(head []byte) bool { return len(head) >= 4 && [4]byte(head[:4]) == Magic },
+	Open:       openImage,
+	Extensions: []string{".vma", ".vma.zst", ".vma.gz", ".vma.lzo"},
+	Multi:      true,
+	Create:     Create,
+}
+
+// openImage opens an archive file for random access as a format.Image:
+// its devices are the disks (a vmstate stream among them), its config
+// blobs the configs.
+func openImage(f *os.File, _ format.OpenOptions) (format.Image, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w: not a regular file", f.Name(), format.ErrStreamOnly)
+	}
+	a, err := Open(f, fi.Size())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return &image{a: a, f: f}, nil
+}
+
+type image struct {
+	a *Archive
+	f *os.File
+}
+
+// ArchiveOf returns the Archive behind an Image opened by Format.Open, or
+// nil.
+func ArchiveOf(img format.Image) *Archive {
+	if i, ok := img.(*image); ok {
+		return i.a
+	}
+	return nil
+}
+
+func (i *image) Close() error { return i.f.Close() }
+
+func (i *image) Disks() []format.Disk {
+	var ds []format.Disk
+	for _, d := range i.a.devs {
+		ds = append(ds, format.Disk{Name: d.dev.Name, Source: d})
+	}
+	return ds
+}
+
+func (i *image) Configs() []format.Config {
+	var cs []format.Config
+	for _, c := range i.a.hdr.Configs {
+		cs = append(cs, format.Config{Name: c.Name, Data: c.Data})
+	}
+	return cs
+}
+
+// compression returns the compression d gets: o.Compress, else the
+// extension's.
+func compression(d format.Dest, o format.CreateOptions) (string, error) {
+	c := o.Compress
+	if c == "" {
+		lower := strings.ToLower(d.Path)
+		for ext, name := range map[string]string{".vma.zst": compress.Zstd, ".vma.gz": compress.Gzip, ".vma.lzo": compress.Lzop} {
+			if strings.HasSuffix(lower, ext) {
+				c = name
+			}
+		}
+	}
+	switch c {
+	case "", "none":
+		if o.Level != 0 {
+			return "", format.Unsupported("--level needs a compressed archive (.vma.zst, .vma.gz or --compress)")
+		}
+		return "", nil
+	case compress.Zstd, compress.Gzip:
+		return c, nil
+	case compress.Lzop:
+		return "", format.Unsupported("%s: lzop output is not supported (no lzop compressor under a compatible licence); write .vma and pipe it: vmaconv … vm.vma && lzop vm.vma", d.Path)
+	}
+	return "", format.Unsupported("--compress %q: an archive takes zstd, gzip or none", c)
+}
+
+// Create starts an archive of the given devices and o.Configs at d.
+// Devices are added in order (ids 1, 2, …); a disk's size is rounded up to
+// whole 512-byte sectors, as QEMU (and so Proxmox) sizes every disk; a
+// device named VMStateName is a RAM-state stream and keeps its size.
+//
+// The sink's disks assemble whole clusters from whatever pieces they get
+// and hand each to Writer once complete; they may be written in any
+// order, from one goroutine at a time. Commit fails, leaving nothing, if a
+// cluster of a disk was not delivered.
+func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (format.Sink, error) {
+	if d.InPlace {
+		return nil, format.Unsupported("an archive is never written in place (-n)")
+	}
+	if o.ClusterSize != 0 {
+		return nil, format.Unsupported("an archive's cluster size is fixed at 64 KiB")
+	}
+	comp, err := compression(d, o)
+	if err != nil {
+		return nil, err
+	}
+	var opts []WriterOption
+	if o.UUID != [16]byte{} {
+		opts = append(opts, WithUUID(uuid.UUID(o.UUID)))
+	}
+	if !o.CTime.IsZero() {
+		opts = append(opts, WithCTime(o.CTime))
+	}
+	// Check what the Writer would refuse before a file is created.
+	w := NewWriter(io.Discard, opts...)
+	for _, c := range o.Configs {
+		if err := w.AddConfig(c.Name, c.Data); err != nil {
+			return nil, fmt.Errorf("config %s: %w", c.Name, err)
+		}
+	}
+	s := &sink{}
+	for _, dev := range disks {
+		size := dev.Size
+		if dev.Name != VMStateName {
+			size = (size + 511) &^ 511
+		}
+		id, err := w.AddDevice(dev.Name, size)
+		if err != nil {
+			return nil, err
+		}
+		s.disks = append(s.disks, &diskWriter{s: s, id: id, name: dev.Name, size: dev.Size, partial: map[int64]*partial{}})
+	}
+
+	var out io.Writer
+	if d.Stream != nil {
+		s.buf = bufio.NewWriterSize(d.Stream, 1<<20)
+		out = s.buf
+	} else {
+		if s.file, err = format.CreateOutput(d); err != nil {
+			return nil, err
+		}
+		out = s.file
+	}
+	s.finish = func() error { return nil }
+	if comp != "" {
+		cw, err := compress.NewWriter(out, comp, o.Level)
+		if err != nil {
+			s.Abort()
+			return nil, format.Unsupported("%v", err)
+		}
+		out, s.finish = cw, cw.Close
+	}
+	s.w = NewWriter(out, opts...)
+	for _, c := range o.Configs {
+		s.w.AddConfig(c.Name, c.Data)
+	}
+	for _, dw := range s.disks {
+		size := dw.size
+		if dw.name != VMStateName {
+			size = (size + 511) &^ 511
+		}
+		s.w.AddDevice(dw.name, size)
+	}
+	return s, nil
+}
+
+// sink writes an archive. One mutex serialises its disks.
+type sink struct {
+	mu     sync.Mutex
+	w      *Writer
+	disks  []*diskWriter
+	file   *format.OutputFile // nil for a stream
+	buf    *bufio.Writer      // stream
+	finish func() error       // flushes the compression layer
+	done   bool
+	err    error
+}
+
+func (s *sink) Disk(i int) format.DiskWriter { return s.disks[i] }
+
+// Commit writes the last extent, flushes and commits the output.
+func (s *sink) Commit() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return s.err
+	}
+	s.done = true
+	s.err = s.commit()
+	if s.err != nil && s.file != nil {
+		s.file.Abort()
+	}
+	return s.err
+}
+
+func (s *sink) commit() error {
+	for _, d := range s.disks {
+		for c, p := range d.partial {
+			return fmt.Errorf("vma: %s: cluster %d got %d of %d bytes", d.name, c, p.got, d.valid(c))
+		}
+	}
+	if err := s.w.Close(); err != nil {
+		return err
+	}
+	if err := s.finish(); err != nil {
+		return err
+	}
+	if s.file != nil {
+		return s.file.Commit()
+	}
+	return s.buf.Flush()
+}
+
+// Abort removes the output file; a stream keeps what it was sent.
+func (s *sink) Abort() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return nil
+	}
+	s.done = true
+	if s.file != nil {
+		return s.file.Abort()
+	}
+	return nil
+}
+
+// diskWriter is one device of the archive being written.
+type diskWriter struct {
+	s       *sink
+	id      int
+	name    string
+	size    int64 // as given: the bytes that will be delivered
+	partial map[int64]*partial
+}
+
+// partial is a cluster delivered in pieces.
+type partial struct {
+	buf *[]byte
+	got int64
+}
+
+var partialPool = sync.Pool{New: func() any { b := make([]byte, ClusterSize); return &b }}
+
+// valid returns how many of cluster c's bytes are delivered.
+func (d *diskWriter) valid(c int64) int64 { return min(d.size-c*ClusterSize, ClusterSize) }
+
+// WriteAt takes data for the device at off: whole clusters go to the
+// Writer at once, pieces are assembled first.
+func (d *diskWriter) WriteAt(p []byte, off int64) (int, error) {
+	return len(p), d.put(off, int64(len(p)), p)
+}
+
+// ZeroAt takes a zero range.
+func (d *diskWriter) ZeroAt(off, n int64) error { return d.put(off, n, nil) }
+
+func (d *diskWriter) put(off, n int64, p []byte) error {
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return ErrWriteAfterClose
+	}
+	if off < 0 || off+n > d.size {
+		return fmt.Errorf("vma: %s: write of %d bytes at %d outside the device (%d bytes)", d.name, n, off, d.size)
+	}
+	for n > 0 {
+		c := off / ClusterSize
+		inner := off - c*ClusterSize
+		k := min(n, ClusterSize-inner)
+		valid := d.valid(c)
+		var piece []byte
+		if p != nil {
+			piece = p[:k]
+			p = p[k:]
+		}
+		if inner == 0 && k >= valid && d.partial[c] == nil {
+			if err := s.w.WriteCluster(d.id, c, piece); err != nil {
+				return err
+			}
+		} else {
+			pc := d.partial[c]
+			if pc == nil {
+				pc = &partial{buf: partialPool.Get().(*[]byte)}
+				clear(*pc.buf)
+				d.partial[c] = pc
+			}
+			if piece != nil {
+				copy((*pc.buf)[inner:], piece)
+			} else {
+				clear((*pc.buf)[inner : inner+k])
+			}
+			pc.got += k
+			if pc.got >= valid {
+				delete(d.partial, c)
+				err := s.w.WriteCluster(d.id, c, (*pc.buf)[:valid])
+				partialPool.Put(pc.buf)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
