@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
@@ -13,8 +16,16 @@ var zeroCluster [vma.ClusterSize]byte
 // sequencer feeds a device's clusters, which may arrive in any order, to a
 // writer (a hash, a pipe) in device order, holding back at most max bytes
 // (shared by all devices through held) of early clusters.
+//
+// With dw set instead of w (lenient), clusters go to a disk writer at
+// their offsets, still in ascending order where the bound allows: when it
+// is exceeded, the clusters held are written (ascending) rather than
+// failing, and later ones below them are written as they come. Either
+// way each cluster is written exactly once and the order depends only on
+// the input, so the output is deterministic.
 type sequencer struct {
 	w       io.Writer
+	dw      format.DiskWriter
 	size    int64
 	next    int64 // next cluster to hash
 	pending map[int64]heldCluster
@@ -33,19 +44,25 @@ type heldCluster struct {
 func heldCost(c heldCluster) int64 { return int64(len(c.data)) + 64 }
 
 func (s *sequencer) put(c *vma.Cluster) error {
+	if c.Index*vma.ClusterSize >= s.size {
+		return nil // vmstate data past its size: not part of the content
+	}
+	if s.dw != nil && c.Index < s.next { // lenient: behind what was flushed
+		return s.writeAt(c.Index, c.Mask, c.Data)
+	}
 	if c.Index != s.next {
-		if c.Index*vma.ClusterSize >= s.size {
-			return nil // vmstate data past its size: not part of the content
-		}
 		if s.pending == nil {
 			s.pending = map[int64]heldCluster{}
 		}
 		hc := heldCluster{c.Mask, bytes.Clone(c.Data)}
 		*s.held += heldCost(hc)
+		s.pending[c.Index] = hc
 		if *s.held > s.max {
+			if s.dw != nil {
+				return s.flush()
+			}
 			return fmt.Errorf("%w: more than %d MiB held back at cluster %d (expected %d next)", ErrReorder, s.max>>20, c.Index, s.next)
 		}
-		s.pending[c.Index] = hc
 		return nil
 	}
 	if err := s.write(c.Mask, c.Data); err != nil {
@@ -64,8 +81,49 @@ func (s *sequencer) put(c *vma.Cluster) error {
 	}
 }
 
+// flush writes every held cluster, ascending (lenient mode).
+func (s *sequencer) flush() error {
+	idx := slices.Sorted(maps.Keys(s.pending))
+	for _, c := range idx {
+		hc := s.pending[c]
+		delete(s.pending, c)
+		*s.held -= heldCost(hc)
+		if err := s.writeAt(c, hc.mask, hc.data); err != nil {
+			return err
+		}
+	}
+	if len(idx) > 0 {
+		s.next = idx[len(idx)-1] + 1
+	}
+	return nil
+}
+
+// writeAt writes cluster c at its offset of s.dw: stored blocks as data,
+// the rest as zero ranges.
+func (s *sequencer) writeAt(c int64, mask uint16, data []byte) error {
+	valid := min(s.size-c*vma.ClusterSize, vma.ClusterSize)
+	off := c * vma.ClusterSize
+	if valid <= 0 {
+		return nil
+	}
+	if mask == 0 {
+		return s.dw.ZeroAt(off, valid)
+	}
+	if s.buf == nil {
+		s.buf = make([]byte, vma.ClusterSize)
+	}
+	cl := vma.Cluster{Mask: mask, Data: data}
+	cl.Expand(s.buf)
+	_, err := s.dw.WriteAt(s.buf[:valid], off)
+	return err
+}
+
 // write writes cluster s.next from its stored blocks.
 func (s *sequencer) write(mask uint16, data []byte) error {
+	if s.dw != nil {
+		s.next++
+		return s.writeAt(s.next-1, mask, data)
+	}
 	valid := min(s.size-s.next*vma.ClusterSize, vma.ClusterSize)
 	s.next++
 	if valid <= 0 {
@@ -85,8 +143,13 @@ func (s *sequencer) write(mask uint16, data []byte) error {
 }
 
 // finish writes zeros for any tail not stored (a vmstate stream shorter
-// than its size) and checks nothing is left pending.
+// than its size) and checks nothing is left pending. In lenient mode it
+// writes what is held and nothing more: clusters never stored (lost to
+// salvage) stay unwritten.
 func (s *sequencer) finish() error {
+	if s.dw != nil {
+		return s.flush()
+	}
 	if len(s.pending) > 0 {
 		return fmt.Errorf("%d clusters held back were never reached", len(s.pending))
 	}

@@ -42,9 +42,10 @@ type UnpackOptions struct {
 	// (for a pipe: stdout). Like Digest it reorders clusters within
 	// MaxReorder.
 	Streams map[int]io.Writer
-	// MaxReorder bounds the memory used to reorder clusters for Digest and
-	// Streams (default 64 MiB). An archive whose clusters are further out of
-	// order fails with ErrReorder.
+	// MaxReorder bounds the memory used to reorder clusters for Digest,
+	// Streams and order-dependent targets (default 64 MiB). For Digest and
+	// Streams, an archive whose clusters are further out of order fails
+	// with ErrReorder.
 	MaxReorder int64
 	// Progress, if set, is called after each extent with the archive bytes
 	// read so far.
@@ -70,9 +71,13 @@ var ErrReorder = errors.New("clusters too far out of order")
 // Data past a device's end is dropped. Devices without a target are read
 // and checked all the same.
 //
-// With o.Workers > 1, writes run in parallel, unless a target is a
+// With o.Workers > 1, writes run in parallel. A target that is a
 // format.DiskWriter whose layout follows the order of writes (not
-// format.OrderIndependent): then one goroutine writes in archive order.
+// format.OrderIndependent: an archive, a qcow2 image) gets whole clusters
+// from one goroutine, put back in ascending order within MaxReorder (past
+// it, held clusters are written early rather than failing), so that the
+// same content gives the same output whatever order the archive stored it
+// in.
 //
 // Unpack returns the reader's error, if any: a damaged or incomplete archive
 // fails after everything before the damage has been written.
@@ -88,6 +93,10 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 		res.Devices[i].Device = d
 		st := &devState{stats: &res.Devices[i], dst: targets[d.ID]}
 		st.zdst, _ = st.dst.(format.DiskWriter)
+		if _, free := st.dst.(format.OrderIndependent); st.zdst != nil && !free {
+			st.lseq = &sequencer{dw: st.zdst, size: d.Size, held: &held, max: o.MaxReorder}
+			st.dst, st.zdst = nil, nil
+		}
 		var ws []io.Writer
 		if o.Digest {
 			st.hash = sha256.New()
@@ -103,13 +112,6 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	}
 	if o.Workers == 0 {
 		o.Workers = runtime.NumCPU()
-	}
-	for _, t := range targets {
-		if _, ok := t.(format.DiskWriter); ok {
-			if _, free := t.(format.OrderIndependent); !free {
-				o.Workers = 1
-			}
-		}
 	}
 	wr := newWriters(ctx, o.Workers)
 	ctx = wr.ctx
@@ -135,7 +137,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 			c := &e.Clusters[i]
 			st := byID[c.Device.ID]
 			st.account(c)
-			if c.Data == nil && c.Mask != 0 && (st.dst != nil || st.seq != nil) {
+			if c.Data == nil && c.Mask != 0 && (st.dst != nil || st.seq != nil || st.lseq != nil) {
 				return res, wr.stop(fmt.Errorf("the data of %s was skipped (vma.Reader.Want) but is needed", c.Device.Name))
 			}
 			if st.dst != nil {
@@ -145,6 +147,11 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 			if st.seq != nil {
 				if err := st.seq.put(c); err != nil {
 					return res, wr.stop(fmt.Errorf("%s in order: %w", c.Device.Name, err))
+				}
+			}
+			if st.lseq != nil {
+				if err := st.lseq.put(c); err != nil {
+					return res, wr.stop(fmt.Errorf("writing %s: %w", c.Device.Name, err))
 				}
 			}
 		}
@@ -160,6 +167,11 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	}
 	res.Extents, res.Bytes = r.Extents(), r.Offset()
 	for _, d := range devs {
+		if st := byID[d.ID]; st.lseq != nil {
+			if err := st.lseq.finish(); err != nil {
+				return res, fmt.Errorf("writing %s: %w", d.Name, err)
+			}
+		}
 		if st := byID[d.ID]; st.seq != nil {
 			if err := st.seq.finish(); err != nil {
 				return res, fmt.Errorf("%s in order: %w", d.Name, err)
@@ -177,6 +189,7 @@ type devState struct {
 	dst   io.WriterAt
 	zdst  format.DiskWriter // dst, if it takes zero ranges
 	seq   *sequencer        // Digest and Streams, in device order
+	lseq  *sequencer        // an order-dependent DiskWriter, in device order where it can
 	hash  hash.Hash
 }
 

@@ -222,3 +222,34 @@ func TestUnpackDiskWriter(t *testing.T) {
 		}
 	}
 }
+
+// TestUnpackOrderDependent: an order-dependent DiskWriter (an archive, a
+// qcow2 image) gets a shuffled archive's clusters in ascending order when
+// they fit the reorder bound, and every byte exactly once, correctly,
+// when they do not.
+func TestUnpackOrderDependent(t *testing.T) {
+	data := testutil.GenDisk(21, 6<<20, "mixed")
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: data}}, nil, "shuffle", 2)
+	for _, c := range []struct {
+		max     int64
+		inOrder bool
+	}{{64 << 20, true}, {1 << 20, false}} {
+		rd, err := vma.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		od := &orderedDisk{zeroDisk: newZeroDisk(int64(len(data)))}
+		if _, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: od}, pipeline.UnpackOptions{MaxReorder: c.max, Workers: 4}); err != nil {
+			t.Fatalf("bound %d: %v", c.max, err)
+		}
+		if !bytes.Equal(od.b, data) {
+			t.Errorf("bound %d: content differs", c.max)
+		}
+		if n := od.data.Load() + od.zeros.Load(); n != int64(len(data)) {
+			t.Errorf("bound %d: %d bytes delivered of %d", c.max, n, len(data))
+		}
+		if od.bad == c.inOrder {
+			t.Errorf("bound %d: written in ascending order: %v, want %v", c.max, !od.bad, c.inOrder)
+		}
+	}
+}

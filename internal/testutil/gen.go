@@ -78,7 +78,9 @@ var (
 // TestCTime. order decides the cluster order: "seq" (device after device),
 // "interleave" (round robin), "runs" (devices taking turns in runs of 1 to
 // 4 clusters, each ascending, as Proxmox's backup interleaves them; from
-// seed) or "shuffle" (random, from seed).
+// seed), "local" (device after device, clusters shuffled within windows
+// of 16, as copy-before-write pushes clusters early; from seed) or
+// "shuffle" (random, from seed).
 func WriteArchive(t TB, disks []Disk, configs []vma.Config, order string, seed uint64) []byte {
 	t.Helper()
 	var out bytes.Buffer
@@ -125,6 +127,15 @@ func WriteArchive(t TB, disks []Disk, configs []vma.Config, order string, seed u
 			if n == 0 {
 				break
 			}
+		}
+	case "local":
+		rng := rand.New(rand.NewPCG(seed, 11))
+		for _, l := range lists {
+			for i := 0; i < len(l); i += 16 {
+				w := l[i:min(i+16, len(l))]
+				rng.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
+			}
+			jobs = append(jobs, l...)
 		}
 	case "runs":
 		rng := rand.New(rand.NewPCG(seed, 9))
