@@ -1,12 +1,15 @@
 package format_test
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/all"
+	"github.com/vmaconv/vmaconv/format/formattest"
 )
 
 func TestRegistry(t *testing.T) {
@@ -39,5 +42,36 @@ func TestRegistry(t *testing.T) {
 			}()
 			r.Register(f)
 		}()
+	}
+}
+
+// memSource is a Source over a byte slice, without an extent map.
+type memSource struct{ b []byte }
+
+func (m memSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+func (m memSource) Size() int64  { return int64(len(m.b)) }
+func (m memSource) Close() error { return nil }
+
+// TestPad: a padded source reads as its bytes followed by zeros, and its
+// extent map calls the padding zero.
+func TestPad(t *testing.T) {
+	b := bytes.Repeat([]byte{7}, 1000)
+	p := format.Pad(memSource{b}, 1024)
+	formattest.TestSource(t, p, append(bytes.Clone(b), make([]byte, 24)...))
+	e, err := p.(format.Extenter).Extent(1000, 100)
+	if err != nil || !e.Zero || e.Length != 24 {
+		t.Errorf("Extent(1000) = %+v, %v", e, err)
+	}
+	if _, same := format.Pad(memSource{b}, 1000).(memSource); !same {
+		t.Error("Pad to the same size wraps the source")
 	}
 }

@@ -30,3 +30,60 @@ type single struct{ src Source }
 func (s single) Disks() []Disk     { return []Disk{{Source: s.src}} }
 func (s single) Configs() []Config { return nil }
 func (s single) Close() error      { return s.src.Close() }
+
+// Pad returns src seen as size bytes, size >= src.Size(): the bytes past
+// its end read as zeros (and are reported as a zero extent). QEMU presents
+// a raw file as a disk of whole 512-byte sectors; Pad(src, (n+511)&^511)
+// does the same.
+func Pad(src Source, size int64) Source {
+	if size <= src.Size() {
+		return src
+	}
+	return &padded{src: src, size: size}
+}
+
+type padded struct {
+	src  Source
+	size int64
+}
+
+func (p *padded) Size() int64  { return p.size }
+func (p *padded) Close() error { return p.src.Close() }
+
+func (p *padded) ReadAt(b []byte, off int64) (int, error) {
+	if off >= p.size {
+		return 0, io.EOF
+	}
+	end := p.src.Size()
+	n := 0
+	if off < end {
+		k := int(min(int64(len(b)), end-off))
+		m, err := p.src.ReadAt(b[:k], off)
+		if m < k {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return m, err
+		}
+		n = k
+	}
+	want := int(min(int64(len(b)), p.size-off))
+	clear(b[n:want])
+	if want < len(b) {
+		return want, io.EOF
+	}
+	return want, nil
+}
+
+// Extent implements Extenter: the source's map, then zeros.
+func (p *padded) Extent(start, length int64) (Extent, error) {
+	length = min(length, p.size-start)
+	end := p.src.Size()
+	if start >= end {
+		return Extent{Start: start, Length: length, Zero: true}, nil
+	}
+	if x, ok := p.src.(Extenter); ok {
+		return x.Extent(start, min(length, end-start))
+	}
+	return Extent{Start: start, Length: min(length, end-start)}, nil
+}

@@ -98,9 +98,8 @@ func TestPackWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Device sizes are rounded up to 512 bytes, as QEMU sizes disks.
 	devs := rd.Header().Devices
-	if devs[0].Size != (int64(len(d1))+511)&^511 || devs[1].Size != (int64(len(d2))+511)&^511 {
+	if devs[0].Size != int64(len(d1)) || devs[1].Size != int64(len(d2)) {
 		t.Errorf("device sizes %d, %d for disks of %d, %d bytes", devs[0].Size, devs[1].Size, len(d1), len(d2))
 	}
 	m1, m2 := &memDisk{b: make([]byte, devs[0].Size)}, &memDisk{b: make([]byte, devs[1].Size)}

@@ -162,6 +162,9 @@ func (c *convertCmd) Run(e *env) error {
 		return err
 	}
 	sel := in.sel
+	if ofm.Multi {
+		in.wholeSectors()
+	}
 	if !ofm.Multi {
 		i, err := in.one()
 		if err != nil {

@@ -63,6 +63,7 @@ func (c *createCmd) Run(e *env) error {
 		if in.archive() {
 			return fmt.Errorf("%s: is a VMA archive; convert ARCHIVE:DEVICE to an image first, or use convert to repack it", path)
 		}
+		in.wholeSectors()
 		devs = append(devs, format.Device{Name: names[i], Size: in.devices[0].Size})
 		total += in.devices[0].Size
 	}

@@ -32,6 +32,20 @@ type input struct {
 	ids     []int           // stream: the archive id of each device
 	configs []format.Config
 	sel     []int // the devices selected by ref.Device (all if none)
+	sectors bool  // disks are read as whole 512-byte sectors
+}
+
+// wholeSectors makes a plain image read as a disk of whole 512-byte
+// sectors, zero-padded, as QEMU presents a raw file to a VM (and so as
+// Proxmox stores it in an archive).
+func (in *input) wholeSectors() {
+	if in.archive() || in.sectors {
+		return
+	}
+	in.sectors = true
+	for i := range in.devices {
+		in.devices[i].Size = (in.devices[i].Size + 511) &^ 511
+	}
 }
 
 // Close closes the input.
@@ -52,7 +66,9 @@ func (in *input) name() string {
 func (in *input) archive() bool { return in.format.Multi }
 
 // source returns the random-access source of device i.
-func (in *input) source(i int) format.Source { return in.img.Disks()[i].Source }
+func (in *input) source(i int) format.Source {
+	return format.Pad(in.img.Disks()[i].Source, in.devices[i].Size)
+}
 
 type sourceOpts struct {
 	format       string // -f: forced format

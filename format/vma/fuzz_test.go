@@ -211,3 +211,88 @@ func FuzzSalvage(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpen: vma.Open accepts exactly what the stream reader accepts, with
+// the same error word for word, and then every device reads at random as
+// the stream reconstructs it. Its index stays within its limit.
+func FuzzOpen(f *testing.F) {
+	f.Add(writeArchive(f, []testDev{{Name: "drive-scsi0", Data: genDisk(1, 200000, "mixed")}}, nil, "shuffle", 1), false)
+	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(2, 140000, "mixed")}, {Name: "b", Data: genDisk(4, 70000, "mixed")}}, nil, "runs", 3), true)
+	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(2, 5000, "data")}, {Name: vma.VMStateName, Data: genDisk(3, 70000, "mixed")}}, nil, "interleave", 1), true)
+	f.Add(cat(testHeader(f), extent(complete...)), true)
+	f.Fuzz(func(t *testing.T, data []byte, fix bool) {
+		if fix {
+			data = bytes.Clone(data)
+			fixChecksums(data)
+		}
+		a, oerr := vma.Open(bytes.NewReader(data), int64(len(data)), vma.WithIndexLimit(1<<20))
+		if errors.Is(oerr, vma.ErrIndexLimit) {
+			return
+		}
+		want, serr := streamContent(data)
+		switch {
+		case (oerr == nil) != (serr == nil):
+			t.Fatalf("Open: %v; stream: %v", oerr, serr)
+		case oerr != nil:
+			if oerr.Error() != serr.Error() {
+				t.Fatalf("Open: %v\nstream: %v", oerr, serr)
+			}
+			return
+		}
+		if a.IndexBytes() > 1<<20 {
+			t.Fatalf("index of %d bytes over its limit", a.IndexBytes())
+		}
+		for _, d := range a.Devices() {
+			w := want[d.Device().Name]
+			got := make([]byte, len(w))
+			if n, err := d.ReadAt(got, 0); n != len(w) || (err != nil && err != io.EOF) {
+				t.Fatalf("%s: read %d of %d: %v", d.Device().Name, n, len(w), err)
+			}
+			if !bytes.Equal(got, w) {
+				t.Fatalf("%s: random access differs from the stream", d.Device().Name)
+			}
+			// The extent map never calls stored data zero.
+			for pos := int64(0); pos < int64(len(w)); {
+				e, err := d.Extent(pos, int64(len(w))-pos)
+				if err != nil || e.Length <= 0 {
+					t.Fatalf("%s: Extent(%d) = %+v, %v", d.Device().Name, pos, e, err)
+				}
+				if e.Zero && !bytes.Equal(w[pos:pos+e.Length], make([]byte, e.Length)) {
+					t.Fatalf("%s: extent %+v called zero", d.Device().Name, e)
+				}
+				pos += e.Length
+			}
+		}
+	})
+}
+
+// streamContent reads an archive with the stream reader and returns every
+// device's content (devices of at most 16 MiB; larger ones are skipped).
+func streamContent(data []byte) (map[string][]byte, error) {
+	rd, err := vma.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, d := range rd.Header().Devices {
+		if d.Size <= 16<<20 {
+			out[d.Name] = make([]byte, d.Size)
+		}
+	}
+	buf := make([]byte, vma.ClusterSize)
+	for {
+		c, err := rd.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		b := out[c.Device.Name]
+		if b == nil || c.Index*vma.ClusterSize >= int64(len(b)) {
+			continue
+		}
+		c.Expand(buf)
+		copy(b[c.Index*vma.ClusterSize:], buf)
+	}
+}

@@ -107,9 +107,10 @@ func compression(d format.Dest, o format.CreateOptions) (string, error) {
 }
 
 // Create starts an archive of the given devices and o.Configs at d.
-// Devices are added in order (ids 1, 2, …); a disk's size is rounded up to
-// whole 512-byte sectors, as QEMU (and so Proxmox) sizes every disk; a
-// device named VMStateName is a RAM-state stream and keeps its size.
+// Devices are added in order (ids 1, 2, …) with the sizes given (a caller
+// packing a raw image rounds its size up to whole 512-byte sectors, as
+// QEMU does: see format.Pad); a device named VMStateName is a RAM-state
+// stream.
 //
 // The sink's disks assemble whole clusters from whatever pieces they get
 // and hand each to Writer once complete; they may be written in any
@@ -142,11 +143,7 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	}
 	s := &sink{}
 	for _, dev := range disks {
-		size := dev.Size
-		if dev.Name != VMStateName {
-			size = (size + 511) &^ 511
-		}
-		id, err := w.AddDevice(dev.Name, size)
+		id, err := w.AddDevice(dev.Name, dev.Size)
 		if err != nil {
 			return nil, err
 		}
@@ -177,11 +174,7 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 		s.w.AddConfig(c.Name, c.Data)
 	}
 	for _, dw := range s.disks {
-		size := dw.size
-		if dw.name != VMStateName {
-			size = (size + 511) &^ 511
-		}
-		s.w.AddDevice(dw.name, size)
+		s.w.AddDevice(dw.name, dw.size)
 	}
 	return s, nil
 }
@@ -252,7 +245,7 @@ type diskWriter struct {
 	s       *sink
 	id      int
 	name    string
-	size    int64 // as given: the bytes that will be delivered
+	size    int64
 	partial map[int64]*partial
 }
 
