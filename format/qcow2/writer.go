@@ -116,8 +116,10 @@ type job struct {
 }
 
 // NewWriter returns a Writer of an image of size bytes (rounded up to
-// whole 512-byte sectors, as QEMU sizes images) into f, which should be
-// empty. Close completes the image; f is not closed.
+// whole 512-byte sectors, as QEMU sizes images) into f, which must read
+// as zeros where it is not written (a new, empty file): zero 4 KiB blocks
+// inside allocated clusters are not written, so they stay holes. Close
+// completes the image; f is not closed.
 func NewWriter(f io.WriterAt, size int64, o WriterOptions) (*Writer, error) {
 	cbits, err := checkOptions(&o)
 	if err != nil {
@@ -235,7 +237,8 @@ func (w *Writer) put(off, n int64, p []byte) error {
 		if runStart < 0 {
 			return nil
 		}
-		_, err := w.f.WriteAt(orig[runStart:pos], runHost)
+		// The file is new: blocks of zeros inside the clusters stay holes.
+		err := format.WriteNonZero(w.f, orig[runStart:pos], runHost)
 		runStart = -1
 		if err != nil {
 			return fmt.Errorf("qcow2: writing data: %w", err)
@@ -302,11 +305,8 @@ func (w *Writer) putPiece(c, inner, k int64, piece []byte) error {
 		}
 		pc.host = host
 	}
-	if pc.host != 0 {
-		if piece == nil {
-			piece = zeros(k)
-		}
-		if _, err := w.f.WriteAt(piece, pc.host+inner); err != nil {
+	if pc.host != 0 && piece != nil { // zeros stay holes of the new file
+		if err := format.WriteNonZero(w.f, piece, pc.host+inner); err != nil {
 			return fmt.Errorf("qcow2: writing data: %w", err)
 		}
 	}
@@ -315,15 +315,6 @@ func (w *Writer) putPiece(c, inner, k int64, piece []byte) error {
 		delete(w.partial, c)
 	}
 	return w.covered(c, k)
-}
-
-var zeroBuf [64 << 10]byte
-
-func zeros(n int64) []byte {
-	if n <= int64(len(zeroBuf)) {
-		return zeroBuf[:n]
-	}
-	return make([]byte, n)
 }
 
 // putCompressed queues a cluster for compression once all of it is there.

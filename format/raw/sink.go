@@ -7,9 +7,6 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 )
 
-// blockSize is the granularity at which a new raw file is kept sparse.
-const blockSize = 4096
-
 // Create starts a raw image of one disk at d: a new sparse file (zero
 // 4 KiB blocks become holes), the existing file or block device d.Path
 // written in place (zeros included), or a stream.
@@ -65,25 +62,8 @@ func (s *fileSink) ZeroAt(off, n int64) error  { return nil }
 // WriteAt writes the runs of p's non-zero 4 KiB blocks (aligned on the
 // file's block grid), each with one write.
 func (s *fileSink) WriteAt(p []byte, off int64) (int, error) {
-	run := -1 // start of the pending run of non-zero blocks
-	for i := 0; i < len(p); {
-		end := min(i+blockSize-int((off+int64(i))%blockSize), len(p))
-		if format.IsZero(p[i:end]) {
-			if run >= 0 {
-				if _, err := s.f.WriteAt(p[run:i], off+int64(run)); err != nil {
-					return run, err
-				}
-				run = -1
-			}
-		} else if run < 0 {
-			run = i
-		}
-		i = end
-	}
-	if run >= 0 {
-		if _, err := s.f.WriteAt(p[run:], off+int64(run)); err != nil {
-			return run, err
-		}
+	if err := format.WriteNonZero(s.f, p, off); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
