@@ -1,100 +1,146 @@
 #!/usr/bin/env bash
-# Times vmaconv against floors (cat, cp --sparse=always) and peers (qemu-img
-# convert, zstd -d) on the same generated data, in the same run, alternating
-# the commands round by round, and prints medians, ratios and peak RSS.
+# Times vmaconv against floors (cat, cp --sparse=always, zstd -d) and peers
+# (qemu-img convert) on the same generated data, in the same run,
+# alternating the commands round by round, and prints medians, ratios and
+# peak RSS: one table per data directory (by default the disk and, where it
+# is a tmpfs, /dev/shm, since users have both). Every output is checked
+# against its input in the first round (sha256, or qemu-img compare); a
+# failed command or a wrong output fails the script.
 #
-#   bench/compare.sh [-s SIZE] [-S SPARSE_SIZE] [-n RUNS] [-d DIR]
+#   bench/compare.sh [-s SIZE] [-S SPARSE_SIZE] [-n RUNS] [-d DIR]...
 #
 # SIZE (default 1G) is the dense test disk: half its 4 KiB blocks zero, the
 # rest random (not compressible). SPARSE_SIZE (default 20G) is a sparse disk
-# holding 4 MiB. RUNS (default 5) rounds. DIR holds the data (default
-# $TMPDIR/vmaconv-compare; needs about 3×SIZE free). Tools missing from the
-# machine are left out of the table.
+# holding 4 MiB. RUNS (default 5) rounds. Each DIR holds a copy of the data
+# (needs about 5×SIZE free; default $TMPDIR/vmaconv-compare and
+# /dev/shm/vmaconv-compare). Peers missing from the machine (qemu-img,
+# zstd) are left out, and the script says so.
 set -euo pipefail
-size=1G sparse=20G runs=5 dir=${TMPDIR:-/tmp}/vmaconv-compare
+size=1G sparse=20G runs=5 dirs=()
 while getopts s:S:n:d:h opt; do
   case $opt in
-    s) size=$OPTARG ;; S) sparse=$OPTARG ;; n) runs=$OPTARG ;; d) dir=$OPTARG ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    s) size=$OPTARG ;; S) sparse=$OPTARG ;; n) runs=$OPTARG ;; d) dirs+=("$OPTARG") ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
   esac
 done
+if ((${#dirs[@]} == 0)); then
+  dirs=("${TMPDIR:-/tmp}/vmaconv-compare")
+  [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]] && dirs+=(/dev/shm/vmaconv-compare)
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$dir"
-cd "$dir"
 have() { command -v "$1" >/dev/null; }
 [[ -x /usr/bin/time ]] || { echo "compare.sh needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
-
+missing=()
+have qemu-img || missing+=("qemu-img (qemu-utils): qcow2 cases and peers left out")
+have zstd || missing+=("zstd: compressed cases left out")
+have vma || missing+=("Proxmox's vma: not on this machine, not compared")
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
 echo "building vmaconv and gendisk" >&2
-go build -C "$root" -o "$dir/vmaconv" ./cmd/vmaconv
-go build -C "$root" -o "$dir/gendisk" ./bench/gendisk
-echo "generating data: $size dense disk, $sparse sparse disk" >&2
-[[ -f disk.raw && $(cat disk.size 2>/dev/null) == "$size" ]] || { ./gendisk -size "$size" -out disk.raw; echo "$size" > disk.size; }
-[[ -f sparse.raw && $(cat sparse.size 2>/dev/null) == "$sparse" ]] || { ./gendisk -size "$sparse" -sparse 4M -out sparse.raw; echo "$sparse" > sparse.size; }
-rm -f disk.vma disk.qcow2 disk.vma.zst
-./vmaconv -f raw disk.raw disk.vma --uuid 6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b --ctime 1718000000
-have qemu-img && qemu-img convert -f raw -O qcow2 disk.raw disk.qcow2
-have zstd && zstd -q -T0 disk.vma -o disk.vma.zst
-cat disk.* > /dev/null # into the page cache
+go build -C "$root" -o "$bin/vmaconv" ./cmd/vmaconv
+go build -C "$root" -o "$bin/gendisk" ./bench/gendisk
+V=$bin/vmaconv
 
-declare -A times rss
-# t NAME CMD...: one timed run; outputs are removed and the disk synced first.
-t() {
-  local name=$1; shift
-  rm -f out.*; sync
-  /usr/bin/time -f "%e %M" -o time.out "$@" > /dev/null 2> err.out || { echo "$name failed: $(tail -2 err.out)" >&2; return; }
-  read -r sec kb < time.out
-  times[$name]+="$sec "
-  (( kb > ${rss[$name]:-0} )) && rss[$name]=$kb
-  return 0
-}
-for ((i = 1; i <= runs; i++)); do
-  echo "round $i of $runs" >&2
-  t cat sh -c 'cat disk.raw > /dev/null'
-  t cp cp --sparse=always disk.raw out.cp
-  t cp+sync sh -c 'cp --sparse=always disk.raw out.cp && sync out.cp'
-  t create ./vmaconv -f raw disk.raw out.vma
-  t restore ./vmaconv disk.vma out.raw
-  if have qemu-img; then
-    t qemu-img-raw qemu-img convert -O raw disk.qcow2 out.qraw
-    t qcow2-raw ./vmaconv disk.qcow2 out.raw
-    t qcow2-vma ./vmaconv disk.qcow2 out.vma
+fail() { echo "compare.sh: $*" >&2; exit 1; }
+
+# bench DIR: the whole comparison with the data in DIR.
+bench() {
+  local dir=$1
+  mkdir -p "$dir"
+  cd "$dir"
+  echo "generating data in $dir: $size dense disk, $sparse sparse disk" >&2
+  [[ -f disk.raw && $(cat disk.size 2>/dev/null) == "$size" ]] || { "$bin/gendisk" -size "$size" -out disk.raw; echo "$size" > disk.size; }
+  [[ -f sparse.raw && $(cat sparse.size 2>/dev/null) == "$sparse" ]] || { "$bin/gendisk" -size "$sparse" -sparse 4M -out sparse.raw; echo "$sparse" > sparse.size; }
+  rm -f disk.vma disk.qcow2 disk.vma.zst out.*
+  "$V" -f raw disk.raw disk.vma --uuid 6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b --ctime 1718000000
+  have qemu-img && qemu-img convert -f raw -O qcow2 disk.raw disk.qcow2
+  have zstd && zstd -q -T0 disk.vma -o disk.vma.zst
+  local sum sparsesum
+  sum=$(sha256sum < disk.raw | cut -d' ' -f1)
+  sparsesum=$(sha256sum < sparse.raw | cut -d' ' -f1)
+  cat disk.* sparse.raw > /dev/null # into the page cache
+
+  declare -gA times rss
+  times=() rss=()
+  # t NAME CHECK CMD...: one timed run after removing outputs and syncing;
+  # in round 1, CHECK (a shell command) must then succeed.
+  t() {
+    local name=$1 check=$2; shift 2
+    rm -f out.*; sync
+    /usr/bin/time -f "%e %M" -o time.out "$@" > /dev/null 2> err.out || fail "$name failed: $(tail -2 err.out)"
+    read -r sec kb < time.out
+    times[$name]+="$sec "
+    (( kb > ${rss[$name]:-0} )) && rss[$name]=$kb
+    if [[ $round == 1 && -n $check ]]; then
+      sh -c "$check" > check.out 2>&1 || fail "$name: wrong output: $check: $(tail -2 check.out)"
+    fi
+    return 0
+  }
+  local same="test \"\$(sha256sum < out.raw | cut -d' ' -f1)\" = $sum"
+  local samevma="$V checksum out.vma | grep -q ^$sum"
+  local sameq="qemu-img compare -q -f raw -F qcow2 disk.raw out.qcow2"
+  for ((round = 1; round <= runs; round++)); do
+    echo "round $round of $runs ($dir)" >&2
+    t cat "" sh -c 'cat disk.raw > /dev/null'
+    t cp "" cp --sparse=always disk.raw out.cp
+    t cp+sync "" sh -c 'cp --sparse=always disk.raw out.cp && sync out.cp'
+    t create "$samevma" "$V" -f raw disk.raw out.vma
+    t restore "$same" "$V" disk.vma out.raw
+    if have qemu-img; then
+      t vma-qcow2 "$sameq" "$V" disk.vma out.qcow2
+      t two-step "$sameq" sh -c "$V disk.vma out.raw && qemu-img convert -f raw -O qcow2 out.raw out.qcow2"
+      t raw-qcow2 "$sameq" "$V" -f raw disk.raw out.qcow2
+      t qemu-img-qcow2 "$sameq" qemu-img convert -f raw -O qcow2 disk.raw out.qcow2
+      t qemu-img-raw "$same" qemu-img convert -O raw disk.qcow2 out.raw
+      t qcow2-raw "$same" "$V" disk.qcow2 out.raw
+      t qcow2-vma "$samevma" "$V" disk.qcow2 out.vma
+    fi
+    if have zstd; then
+      t zstd-d "" sh -c 'zstd -q -d -c disk.vma.zst > /dev/null'
+      t restore-zst "$same" "$V" disk.vma.zst out.raw
+      have qemu-img && t zst-qcow2 "$sameq" "$V" disk.vma.zst:drive-scsi0 out.qcow2
+    fi
+    t sparse-cp "" cp --sparse=always sparse.raw out.cp
+    t sparse-vma "$V checksum out.vma | grep -q ^$sparsesum" "$V" -f raw sparse.raw out.vma
+  done
+  rm -f out.* time.out err.out check.out
+
+  median() { tr ' ' '\n' <<< "${times[$1]:-}" | grep . | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.3f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b > 0) printf "%.2f×", a/b; else printf "–"}'; }
+  row() { # row CASE VMACONV-NAME FLOOR-NAME [FLOOR2-NAME]
+    local m f f2 extra=""
+    m=$(median "$2") f=$(median "$3")
+    [[ -n $m ]] || return 0
+    if [[ -n ${4:-} ]]; then f2=$(median "$4"); extra=" / $(ratio "$m" "$f2") of $4 ($f2 s)"; fi
+    printf "| %s | %s s | %s (%s s) | %s%s | %s MiB |\n" "$1" "$m" "$3" "$f" "$(ratio "$m" "$f")" "$extra" "$(( ${rss[$2]:-0} / 1024 ))"
+  }
+  slower() { awk -v a="$(median "$1")" -v b="$(median "$2")" 'BEGIN {print (a > b ? a : b)}'; }
+
+  echo
+  echo "### $dir ($(stat -f -c %T "$dir"))"
+  echo
+  echo "| case | vmaconv | floor or peer | ratio | peak RSS |"
+  echo "|---|---|---|---|---|"
+  row "create (raw → VMA)" create cp cp+sync
+  row "restore (VMA → sparse raw)" restore cp cp+sync
+  row "VMA → qcow2" vma-qcow2 restore two-step
+  row "raw → qcow2" raw-qcow2 qemu-img-qcow2 cp+sync
+  row "qcow2 → raw" qcow2-raw qemu-img-raw cp+sync
+  row "qcow2 → VMA" qcow2-vma cp cp+sync
+  if [[ -n ${times[restore-zst]:-} ]]; then
+    times[zstd-or-restore]=$(slower zstd-d restore)
+    row "restore from .vma.zst" restore-zst zstd-or-restore zstd-d
+    row ".vma.zst → qcow2 (stream)" zst-qcow2 vma-qcow2
   fi
-  if have zstd; then
-    t zstd-d sh -c 'zstd -q -d -c disk.vma.zst > /dev/null'
-    t restore-zst ./vmaconv disk.vma.zst out.raw
-  fi
-  t sparse-cp cp --sparse=always sparse.raw out.cp
-  t sparse-vma ./vmaconv -f raw sparse.raw out.vma
-done
-rm -f out.* time.out err.out
-
-median() { tr ' ' '\n' <<< "${times[$1]:-}" | grep . | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.3f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b > 0) printf "%.2f×", a/b; else printf "–"}'; }
-row() { # row CASE VMACONV-NAME FLOOR-NAME [FLOOR2-NAME]
-  local m f f2
-  m=$(median "$2") f=$(median "$3")
-  [[ -n $m ]] || return 0
-  local extra=""
-  if [[ -n ${4:-} ]]; then f2=$(median "$4"); extra=" / $(ratio "$m" "$f2") of $4 ($f2 s)"; fi
-  printf "| %s | %s s | %s (%s s) | %s%s | %s MiB |\n" "$1" "$m" "$3" "$f" "$(ratio "$m" "$f")" "$extra" "$(( ${rss[$2]:-0} / 1024 ))"
+  row "$sparse sparse raw (4 MiB data) → VMA" sparse-vma sparse-cp
+  cd - > /dev/null
 }
-slower() { awk -v a="$(median "$1")" -v b="$(median "$2")" 'BEGIN {print (a > b ? a : b)}'; }
 
+for d in "${dirs[@]}"; do bench "$d"; done > "$bin/tables"
 echo
-echo "vmaconv $(./vmaconv --version 2>&1 | awk '{print $2}') on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $size disk, $sparse sparse disk; median of $runs alternating runs"
+echo "vmaconv $("$V" --version 2>&1 | awk '{print $2}') on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $size disk, $sparse sparse disk; median of $runs alternating runs; data in page cache"
+cat "$bin/tables"
 echo
-echo "| case | vmaconv | floor | ratio | peak RSS |"
-echo "|---|---|---|---|---|"
-row "create (raw → VMA)" create cp cp+sync
-row "restore (VMA → sparse raw)" restore cp cp+sync
-row "qcow2 → raw" qcow2-raw qemu-img-raw cp+sync
-row "qcow2 → VMA" qcow2-vma cp cp+sync
-if [[ -n ${times[restore-zst]:-} ]]; then
-  floor=$(slower zstd-d restore)
-  times[zstd-or-restore]=$floor
-  row "restore from .vma.zst" restore-zst zstd-or-restore zstd-d
-fi
-row "$sparse sparse raw (4 MiB data) → VMA" sparse-vma sparse-cp
-echo
-echo "floors: cat $(median cat) s; cp = cp --sparse=always; cp+sync adds 'sync FILE' (vmaconv fsyncs its output before renaming it);"
-echo "zstd-or-restore = the slower of 'zstd -d' alone and the uncompressed restore."
+echo "cp = cp --sparse=always; cp+sync adds 'sync FILE' (vmaconv fsyncs its output before renaming it);"
+echo "two-step = vmaconv restore to raw, then qemu-img convert -O qcow2; zstd-or-restore = the slower of 'zstd -d' and the plain restore."
+for m in "${missing[@]}"; do echo "not compared: $m"; done

@@ -438,6 +438,10 @@ func (w *Writer) commitJob(j *job) error {
 		return w.covered(j.c, j.valid)
 	}
 	host := w.next
+	x := 62 - (w.cbits - 8)
+	if host+int64(len(j.out)) > 1<<x {
+		return fmt.Errorf("qcow2: compressed data beyond byte %d, the most a %d-byte cluster's descriptor can address", int64(1)<<x, w.csize)
+	}
 	w.next += int64(len(j.out))
 	if _, err := w.f.WriteAt(j.out, host); err != nil {
 		return fmt.Errorf("qcow2: writing data: %w", err)
@@ -446,7 +450,6 @@ func (w *Writer) commitJob(j *job) error {
 	// the first; every host cluster they touch counts one reference.
 	last := (host + int64(len(j.out)) - 1) >> 9
 	sectors := last - host>>9
-	x := 62 - (w.cbits - 8)
 	*e = oflagCompressed | uint64(sectors)<<x | uint64(host)
 	for hc := host >> w.cbits; hc <= (last<<9)>>w.cbits; hc++ {
 		*w.ref(hc)++

@@ -81,3 +81,38 @@ func ExampleFormatError() {
 	// Output:
 	// vma: archive ends with clusters missing: drive-scsi0: 42 of 100 clusters missing (58-99) (byte offset 13312)
 }
+
+// Open an archive for random access and read one device at any offset.
+func ExampleOpen() {
+	var archive bytes.Buffer
+	w := vma.NewWriter(&archive, vma.WithUUID(uuid.MustParse("6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b")))
+	id, _ := w.AddDevice("drive-scsi0", 1000*vma.ClusterSize)
+	data := make([]byte, vma.ClusterSize)
+	for c := range int64(1000) {
+		copy(data, fmt.Sprintf("cluster %d", c))
+		if err := w.WriteCluster(id, c, data); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		log.Fatal(err)
+	}
+
+	a, err := vma.Open(bytes.NewReader(archive.Bytes()), int64(archive.Len()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	d, _ := a.Device("drive-scsi0")
+	buf := make([]byte, 11)
+	if _, err := d.ReadAt(buf, 777*vma.ClusterSize); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%q\n", buf)
+	e, _ := d.Extent(777*vma.ClusterSize+vma.BlockSize, vma.ClusterSize)
+	fmt.Printf("%d bytes from %d: zero %v\n", e.Length, e.Start, e.Zero)
+	fmt.Printf("%d extents; %d bytes stored; index of %d bytes\n", a.Extents(), d.Stored(), a.IndexBytes())
+	// Output:
+	// "cluster 777"
+	// 65536 bytes from 50925568: zero false
+	// 18 extents; 4096000 bytes stored; index of 2432 bytes
+}
