@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
@@ -124,6 +126,43 @@ func printable(name string) string {
 		return `""`
 	}
 	return name
+}
+
+// escapeControls replaces control characters (newlines, escape
+// sequences, DEL, the C1 range) and bytes that are not UTF-8 with Go
+// escapes, so that text holding names from an archive stays on one line
+// and cannot drive the terminal.
+func escapeControls(s string) string {
+	bad := func(r rune, size int) bool {
+		return r < ' ' || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError && size == 1
+	}
+	clean := true
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if bad(r, size) {
+			clean = false
+			break
+		}
+		i += size
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case bad(r, size):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // plural formats "1 device", "2 devices".

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/pipeline"
@@ -53,7 +54,18 @@ func (c *checksumCmd) Run(e *env) error {
 		if in.archive() {
 			name = in.refOf(i)
 		}
-		fmt.Fprintf(e.stdout, "%s  %s\n", hex.EncodeToString(sums[i]), name)
+		fmt.Fprintln(e.stdout, sumLine(hex.EncodeToString(sums[i]), name))
 	}
 	return nil
+}
+
+// sumLine formats a line as sha256sum does; a name with a backslash or a
+// control character is escaped and the line starts with a backslash, as
+// coreutils marks escaped names.
+func sumLine(sum, name string) string {
+	esc := escapeControls(name)
+	if esc == name && !strings.Contains(name, `\`) {
+		return sum + "  " + name
+	}
+	return `\` + sum + "  " + escapeControls(strings.ReplaceAll(name, `\`, `\\`))
 }

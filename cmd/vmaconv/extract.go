@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/pipeline"
@@ -212,7 +213,20 @@ func archiveStats(in *input) *pipeline.Result {
 // incompleteError if anything was.
 func salvageReport(e *env, rd *vma.Reader) error {
 	for _, d := range rd.Damaged() {
-		fmt.Fprintf(e.stderr, "vmaconv: damaged: bytes %d-%d (%d bytes) skipped: %v\n", d.Offset, d.Offset+d.Length-1, d.Length, d.Err)
+		if d.Length <= 0 {
+			fmt.Fprintf(e.stderr, "vmaconv: damaged: input ends at byte %d: %s\n", d.Offset, oneLine(d.Err))
+			continue
+		}
+		fmt.Fprintf(e.stderr, "vmaconv: damaged: bytes %d-%d (%d bytes) skipped: %s\n", d.Offset, d.Offset+d.Length-1, d.Length, oneLine(d.Err))
+	}
+	if n := rd.DamagedDropped(); n > 0 {
+		fmt.Fprintf(e.stderr, "vmaconv: damaged: %d more ranges not listed\n", n)
+	}
+	for _, d := range rd.Damaged() {
+		var ce *compress.Error
+		if errors.As(d.Err, &ce) && ce.Late() {
+			fmt.Fprintf(e.stderr, "vmaconv: warning: the %s layer's checksum failed only at its end: clusters restored before it may hold damaged data; compare them with another copy\n", ce.Format)
+		}
 	}
 	lost := 0
 	for _, m := range rd.MissingClusters() {
@@ -224,13 +238,23 @@ func salvageReport(e *env, rd *vma.Reader) error {
 		if n := len(m.Ranges); n > 0 && int64(n) < m.Total && rangesLen(m.Ranges) < m.Total {
 			more = ", …"
 		}
-		fmt.Fprintf(e.stderr, "vmaconv: lost: %s: %d of %d clusters, written as zeros: %s%s\n", m.Device.Name, m.Total, m.Device.Clusters(), strings.Join(rs, ", "), more)
+		fmt.Fprintf(e.stderr, "vmaconv: lost: %s: %d of %d clusters, written as zeros: %s%s\n", printable(m.Device.Name), m.Total, m.Device.Clusters(), strings.Join(rs, ", "), more)
 		lost++
 	}
-	if lost == 0 && len(rd.Damaged()) == 0 {
+	damaged := len(rd.Damaged()) + int(rd.DamagedDropped())
+	if lost == 0 && damaged == 0 {
 		return nil
 	}
-	return incompleteError{fmt.Errorf("salvaged an incomplete archive: %d damaged ranges, %d devices with lost clusters", len(rd.Damaged()), lost)}
+	return incompleteError{fmt.Errorf("salvaged an incomplete archive: %d damaged ranges, %d devices with lost clusters", damaged, lost)}
+}
+
+// oneLine returns err's text with control characters escaped, so that it
+// stays one line and cannot drive the terminal.
+func oneLine(err error) string {
+	if err == nil {
+		return ""
+	}
+	return escapeControls(err.Error())
 }
 
 func rangesLen(rs []vma.Range) int64 {

@@ -62,9 +62,10 @@ type env struct {
 	stderrTTY bool // progress is drawn in place only on a terminal
 }
 
-// note prints an informational line to stderr.
+// note prints an informational line to stderr, control characters
+// escaped.
 func (e *env) note(format string, args ...any) {
-	fmt.Fprintf(e.stderr, "vmaconv: note: "+format+"\n", args...)
+	fmt.Fprintf(e.stderr, "vmaconv: note: %s\n", escapeControls(fmt.Sprintf(format, args...)))
 }
 
 // kongExit carries kong's exit status (after --help or --version) out of
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmaconv: %v\n", err)
+		fmt.Fprintf(stderr, "vmaconv: %s\n", oneLine(err))
 		return exitFailure
 	}
 	defer func() {
@@ -96,7 +97,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}()
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmaconv: %v\n", err)
+		fmt.Fprintf(stderr, "vmaconv: %s\n", oneLine(err))
 		hint := "vmaconv --help"
 		var pe *kong.ParseError
 		if errors.As(err, &pe) {
@@ -116,17 +117,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintln(stderr, "vmaconv: interrupted")
 			return exitInterrupted
 		}
+		// One line, whatever names from an archive or a file the error
+		// quotes.
+		fmt.Fprintf(stderr, "vmaconv: %s\n", oneLine(err))
 		var ie incompleteError
 		if errors.As(err, &ie) {
-			fmt.Fprintf(stderr, "vmaconv: %v\n", err)
 			return exitIncomplete
 		}
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "vmaconv: %v\n", err)
 			return exitUsage
 		}
-		fmt.Fprintf(stderr, "vmaconv: %v\n", err)
 		return exitFailure
 	}
 	return exitOK

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -41,18 +42,22 @@ func TestScripts(t *testing.T) {
 			switch cond {
 			case "golden":
 				return golden != "", nil
-			case "qemu": // qemu-img, the oracle: CI installs it and fails without it
-				_, err := exec.LookPath("qemu-img")
+			case "qemu", "lzop": // tools CI installs; a test fails under CI without them
+				tool := map[string]string{"qemu": "qemu-img", "lzop": "lzop"}[cond]
+				_, err := exec.LookPath(tool)
 				if err != nil && os.Getenv("CI") == "true" {
-					return false, fmt.Errorf("qemu-img not found under CI (.ci/run installs it): %v", err)
+					return false, fmt.Errorf("%s not found under CI (.ci/run installs it): %v", tool, err)
 				}
 				return err == nil, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"genvma": genvma,
-			"sha256": sha256Cmd,
+			"genvma":   genvma,
+			"sha256":   sha256Cmd,
+			"cut":      cutCmd,
+			"salvaged": salvagedCmd,
+			"flip":     flipCmd,
 		},
 	})
 }
@@ -88,6 +93,18 @@ func genvma(ts *testscript.TestScript, neg bool, args []string) {
 			[]vma.Config{{Name: "..Xescape.conf", Data: []byte("x\n")}, {Name: ".hidden", Data: []byte("y\n")}}, "seq", 0)
 		raw = testutil.PatchName(t, raw, "..Xescape.conf", "../escape.conf")
 		raw = testutil.PatchName(t, raw, "..X..Xdisk", "../../disk")
+	case "big": // 8 MiB of incompressible data in three extents
+		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}}, conf, "seq", 0)
+	case "forge", "forgecut": // names that try to forge output lines and drive the terminal
+		raw = testutil.WriteArchive(t, []testutil.Disk{
+			{Name: "drive-scsi0\nvmaconv: ok\x1b]0;pwned\x07\x1b[2J", Data: testutil.GenDisk(8, 8<<20, "data")},
+			{Name: "drive-scsi1", Data: testutil.GenDisk(9, 65536, "data")},
+		}, []vma.Config{{Name: "qemu-server.conf\n\x1b[31mred", Data: []byte("x\n")}}, "seq", 0)
+		if args[0] == "forgecut" { // cut after the first extent: clusters missing
+			rd, err := vma.NewReader(bytes.NewReader(raw))
+			ts.Check(err)
+			raw = raw[:rd.Header().Size+512+58*vma.ClusterSize]
+		}
 	case "collide": // two configs that sanitise to the same file name
 		raw = testutil.WriteArchive(t, nil, []vma.Config{{Name: "aXb", Data: []byte("1")}, {Name: "a_b", Data: []byte("2")}}, "seq", 0)
 		raw = testutil.PatchName(t, raw, "aXb", "a/b")
@@ -249,4 +266,69 @@ func extractGolden(t *testing.T, archive string, viaStdin bool, configs []testut
 			t.Errorf("%s: sha256 %x, want %s", f, got, sum)
 		}
 	}
+}
+
+// cut FILE N keeps the first N bytes of FILE (N < 0: all but the last -N).
+func cutCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: cut FILE N")
+	}
+	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	n, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	if n < 0 {
+		n += len(b)
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), b[:n], 0o666))
+}
+
+// flip FILE OFFSET inverts the byte at OFFSET (negative: from the end).
+func flipCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: flip FILE OFFSET")
+	}
+	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	n, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	if n < 0 {
+		n += len(b)
+	}
+	b[n] ^= 0xff
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), b, 0o666))
+}
+
+// salvaged GOT WANT MIN checks a salvaged disk: every 64 KiB cluster of GOT
+// is WANT's or all zero (lost), and at least MIN clusters that are not
+// zero in WANT were restored.
+func salvagedCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: salvaged GOT WANT MIN")
+	}
+	got, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	want, err := os.ReadFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	least, err := strconv.Atoi(args[2])
+	ts.Check(err)
+	if len(got) != len(want) {
+		ts.Fatalf("%s has %d bytes, %s %d", args[0], len(got), args[1], len(want))
+	}
+	kept := 0
+	for off := 0; off < len(got); off += vma.ClusterSize {
+		g, w := got[off:min(off+vma.ClusterSize, len(got))], want[off:min(off+vma.ClusterSize, len(want))]
+		switch {
+		case bytes.Equal(g, w):
+			if !testutil.AllZero(w) {
+				kept++
+			}
+		case !testutil.AllZero(g):
+			ts.Fatalf("cluster %d of %s is neither the original nor zero", off/vma.ClusterSize, args[0])
+		}
+	}
+	if kept < least {
+		ts.Fatalf("%d clusters restored, want at least %d", kept, least)
+	}
+	ts.Logf("%d clusters restored", kept)
 }

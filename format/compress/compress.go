@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
@@ -56,7 +57,18 @@ type Error struct {
 
 // Error implements error: "zstd: unexpected EOF (at compressed offset N)".
 func (e *Error) Error() string {
-	return fmt.Sprintf("%s: %v (at compressed offset %d)", e.Format, e.Err, e.Offset)
+	msg := strings.TrimPrefix(e.Err.Error(), e.Format+": ") // "gzip: gzip: …" otherwise
+	if e.Late() {
+		msg = "checksum mismatch at the end of the stream: what it decompressed before may be damaged anywhere"
+	}
+	return fmt.Sprintf("%s: %s (at compressed offset %d)", e.Format, msg, e.Offset)
+}
+
+// Late reports whether the layer found the damage only by a checksum over
+// all it had delivered (gzip's CRC, zstd's content checksum): the damage
+// is then somewhere in the data already decompressed, not at Offset.
+func (e *Error) Late() bool {
+	return errors.Is(e.Err, gzip.ErrChecksum) || errors.Is(e.Err, zstd.ErrCRCMismatch)
 }
 
 // Unwrap returns the decoder's error.

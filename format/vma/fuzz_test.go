@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
@@ -177,39 +178,176 @@ func writableName(n string) bool {
 	return n != "" && n != "." && n != ".." && !strings.Contains(n, "/")
 }
 
-// FuzzSalvage: in salvage mode, whatever follows a valid header, reading
-// ends with io.EOF: damage is recorded and skipped, never fatal.
+// FuzzSalvage: in salvage mode, whatever one damaged byte past the header
+// does, reading ends with io.EOF (damage is recorded and skipped, never
+// fatal), and every cluster of every extent the damage is not in comes back
+// exactly, at most one (the one holding the damaged byte) differing.
 func FuzzSalvage(f *testing.F) {
 	f.Add(writeArchive(f, []testDev{{Name: "drive-scsi0", Data: genDisk(1, 300000, "mixed")}}, nil, "seq", 1), 70000, byte(1))
 	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(2, 65536*70, "data")}, {Name: "b", Data: genDisk(3, 70000, "mixed")}}, nil, "interleave", 1), 20000, byte(0x80))
+	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(4, 65536*130, "mixed")}}, nil, "runs", 2), 3814450, byte(0x10))
 	f.Fuzz(func(t *testing.T, data []byte, at int, x byte) {
-		if len(data) < 12800 {
-			return
+		orig, err := salvageClusters(data, -1)
+		if err != nil || len(orig.clusters) == 0 {
+			return // only intact archives are damaged here
 		}
 		data = bytes.Clone(data)
-		if at >= 12800 && at < len(data) { // damage past the header
-			data[at] ^= x
-		}
-		rd, err := vma.NewReader(bytes.NewReader(data))
-		if err != nil {
+		if at < orig.headerSize || at >= len(data) || x == 0 {
 			return
 		}
-		rd.Salvage()
-		for {
-			_, err := rd.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("salvage failed: %v", err)
-			}
+		data[at] ^= x
+		got, err := salvageClusters(data, at)
+		if err != nil {
+			t.Fatalf("salvage failed: %v", err)
 		}
-		for _, d := range rd.Damaged() {
+		for _, d := range got.damage {
 			if d.Offset < 0 || d.Length < 0 || d.Offset+d.Length > int64(len(data)) {
 				t.Fatalf("damage %+v outside the %d-byte input", d, len(data))
 			}
 		}
+		// The extent holding the damaged byte.
+		hit := -1
+		for i, e := range orig.extents {
+			if int64(at) >= e[0] && int64(at) < e[1] {
+				hit = i
+			}
+		}
+		differ := 0
+		for key, c := range orig.clusters {
+			g, ok := got.clusters[key]
+			if !ok {
+				if c.extent != hit {
+					t.Fatalf("cluster %v of an undamaged extent (%d; damage in %d) was lost", key, c.extent, hit)
+				}
+				continue
+			}
+			if !bytes.Equal(g.data, c.data) {
+				differ++
+				if c.extent != hit {
+					t.Fatalf("cluster %v of an undamaged extent came back different", key)
+				}
+			}
+		}
+		if differ > 1 {
+			t.Fatalf("%d clusters differ after one damaged byte", differ)
+		}
 	})
+}
+
+type salvaged struct {
+	headerSize int
+	clusters   map[[2]int64]salvagedCluster // (device id, cluster)
+	extents    [][2]int64                   // [start, end) of every extent
+	damage     []vma.Damage
+}
+
+type salvagedCluster struct {
+	data   []byte
+	extent int
+}
+
+// salvageClusters reads an archive in salvage mode (unless damaged < 0:
+// then strictly) and returns every cluster expanded.
+func salvageClusters(data []byte, damaged int) (*salvaged, error) {
+	rd, err := vma.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	if damaged >= 0 {
+		rd.Salvage()
+	}
+	s := &salvaged{headerSize: rd.Header().Size, clusters: map[[2]int64]salvagedCluster{}}
+	for {
+		e, err := rd.NextExtent()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		end := e.Offset + int64(len(e.Data)) + vma.ExtentHeaderSize
+		s.extents = append(s.extents, [2]int64{e.Offset, end})
+		for _, c := range e.Clusters {
+			b := make([]byte, vma.ClusterSize)
+			c.Expand(b)
+			s.clusters[[2]int64{int64(c.Device.ID), c.Index}] = salvagedCluster{b, len(s.extents) - 1}
+		}
+	}
+	if damaged >= 0 {
+		s.damage = rd.Damaged()
+	}
+	return s, nil
+}
+
+// FuzzSalvageCompressed: salvage over a compressed archive that is cut
+// short or has a damaged byte ends with io.EOF and the damage recorded,
+// never fatal; when it was only cut, every cluster it returns is the one
+// the whole input gives (a cut stream decompresses to a prefix).
+func FuzzSalvageCompressed(f *testing.F) {
+	arc := writeArchive(f, []testDev{{Name: "a", Data: testutil.GenDisk(5, 65536*20, "text")}}, nil, "seq", 1) // compresses to a few KB
+	for _, comp := range []string{compress.Zstd, compress.Gzip} {
+		var b bytes.Buffer
+		w, err := compress.NewWriter(&b, comp, 1)
+		if err != nil {
+			f.Fatal(err)
+		}
+		w.Write(arc)
+		w.Close()
+		f.Add(b.Bytes(), b.Len()/2, -1, byte(0))
+		f.Add(b.Bytes(), b.Len(), b.Len()/3, byte(4))
+	}
+	f.Fuzz(func(t *testing.T, z []byte, cut, at int, x byte) {
+		if cut < 0 || cut > len(z) {
+			return
+		}
+		whole, _ := salvageCompressed(t, z)
+		z = bytes.Clone(z[:cut])
+		flipped := at >= 0 && at < len(z) && x != 0
+		if flipped {
+			z[at] ^= x
+		}
+		got, ok := salvageCompressed(t, z)
+		if !ok || flipped || whole == nil {
+			return
+		}
+		for key, c := range got {
+			if w, ok := whole[key]; ok && !bytes.Equal(w, c) {
+				t.Fatalf("cluster %v of the cut input differs from the whole input's", key)
+			}
+		}
+	})
+}
+
+// salvageCompressed reads a compressed archive in salvage mode to the end
+// (which must come, without an error) and returns its clusters; ok is
+// false if not even the header could be read.
+func salvageCompressed(t *testing.T, z []byte) (map[[2]int64][]byte, bool) {
+	dr, _, err := compress.NewReader(bytes.NewReader(z))
+	if err != nil {
+		return nil, false
+	}
+	defer dr.Close()
+	rd, err := vma.NewReader(dr)
+	if err != nil {
+		return nil, false
+	}
+	rd.Salvage()
+	out := map[[2]int64][]byte{}
+	for {
+		c, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("salvage failed: %v", err)
+		}
+		if len(out) < 4096 {
+			b := make([]byte, vma.ClusterSize)
+			c.Expand(b)
+			out[[2]int64{int64(c.Device.ID), c.Index}] = b
+		}
+	}
+	return out, true
 }
 
 // FuzzOpen: vma.Open accepts exactly what the stream reader accepts, with

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"slices"
 	"strings"
 )
 
@@ -101,9 +102,15 @@ type Reader struct {
 
 	salvage bool
 	damage  []Damage
-	pending bool     // r.buf holds the next extent header, found by resync
+	dropped int64    // damaged ranges not kept (beyond maxDamage)
+	back    []byte   // pushed back: read before r.r (salvage)
+	ended   bool     // salvage: the input ended inside an extent
 	marked  []marked // clusters the current extent marked as seen
 }
+
+// maxDamage bounds the damaged ranges a salvaging Reader keeps; adjacent
+// ones are merged first.
+const maxDamage = 1000
 
 type marked struct {
 	dev     *devState
@@ -244,23 +251,37 @@ var errEnd = errors.New("end of archive")
 // readExtent reads and validates one extent. At a clean end of input it
 // returns io.EOF or the completeness error. In salvage mode a damaged
 // extent is recorded and skipped: the reader resynchronises on the next
-// valid extent header.
+// valid extent header, as many times as it takes, in one loop; and an
+// input that fails to read (a corrupt or truncated compression layer) ends
+// the archive there, recorded as damage.
 func (r *Reader) readExtent() error {
-	off := r.off
-	err := r.readExtentOnce()
-	if err == nil {
-		return nil
+	for {
+		start := r.off
+		err := r.readExtentOnce()
+		if err == nil {
+			return nil
+		}
+		if err == errEnd {
+			return r.finish()
+		}
+		if !r.salvage {
+			return err
+		}
+		r.undo()
+		r.slots, r.next = r.slots[:0], 0
+		var fe *FormatError
+		if !errors.As(err, &fe) { // the input itself failed: nothing more to read
+			r.addDamage(Damage{Offset: start, Length: r.off - start, Err: err})
+			return r.finish()
+		}
+		found, err := r.resync(start, fe)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return r.finish()
+		}
 	}
-	if err == errEnd {
-		return r.finish()
-	}
-	var fe *FormatError
-	if !r.salvage || !errors.As(err, &fe) {
-		return err
-	}
-	r.undo()
-	r.slots, r.next = r.slots[:0], 0
-	return r.resync(off, fe)
 }
 
 // undo forgets the clusters the failed extent had marked as seen.
@@ -275,70 +296,130 @@ func (r *Reader) undo() {
 	r.marked = r.marked[:0]
 }
 
-// resync scans forward from the damaged extent at off, byte by byte, for
-// a valid extent header of this archive (inserted or lost bytes can move
-// extents off the 512-byte grid), records the damaged range, and continues
-// there. At the end of the input it records the damage up to there and
-// ends.
-func (r *Reader) resync(off int64, cause *FormatError) error {
-	if r.off < off+ExtentHeaderSize { // at most a partial header was read
-		r.damage = append(r.damage, Damage{Offset: off, Length: r.off - off, Err: cause})
-		return r.finish()
+// read reads len(p) bytes, from the pushed-back bytes first.
+func (r *Reader) read(p []byte) (int, error) {
+	n := copy(p, r.back)
+	r.back = r.back[n:]
+	if n == len(p) {
+		return n, nil
 	}
-	// window holds input bytes from winOff on, starting after the failed
-	// header's first byte.
-	window := append(make([]byte, 0, 1<<20), r.buf[1:ExtentHeaderSize]...)
-	winOff := off + 1
-	if r.off > off+ExtentHeaderSize { // data was read too (a truncated extent): it is at EOF
-		window, winOff = window[:0], r.off
+	m, err := io.ReadFull(r.r, p[n:])
+	if err == io.EOF && n > 0 {
+		err = io.ErrUnexpectedEOF
 	}
-	chunk := make([]byte, 256<<10)
+	return n + m, err
+}
+
+// resync looks for the next valid extent header of this archive after
+// the damaged extent at start, scanning byte by byte from start+1 (bytes
+// inserted or lost move extents off the 512-byte grid), over what the
+// damaged extent consumed and then the input. If it finds one, it records
+// the damage up to it and pushes the header back to be read next;
+// otherwise it records the damage up to the end of the input. Memory is
+// constant and time linear in the bytes scanned.
+func (r *Reader) resync(start int64, cause *FormatError) (found bool, err error) {
+	// What the damaged extent consumed, after its first byte, is scanned
+	// again: push it back.
+	consumed := int(r.off - start)
+	if consumed > 1 && consumed <= len(r.buf) {
+		r.back = append(bytes.Clone(r.buf[1:consumed]), r.back...)
+		r.off = start + 1
+	}
+	window := make([]byte, 0, 1<<20+ExtentHeaderSize)
+	winOff := r.off // input offset of window[0]
 	for {
-		for start := 0; ; {
-			i := bytes.Index(window[start:], ExtentMagic[:])
-			if i < 0 {
+		for i := 0; ; {
+			k := bytes.Index(window[i:], ExtentMagic[:])
+			if k < 0 {
 				break
 			}
-			i += start
+			i += k
 			if len(window)-i < ExtentHeaderSize {
 				break // need more input to check it
 			}
 			if r.plausibleHeader(window[i : i+ExtentHeaderSize]) {
 				at := winOff + int64(i)
-				r.damage = append(r.damage, Damage{Offset: off, Length: at - off, Err: cause})
-				copy(r.buf[:ExtentHeaderSize], window[i:i+ExtentHeaderSize])
-				rest := bytes.Clone(window[i+ExtentHeaderSize:])
-				r.r = io.MultiReader(bytes.NewReader(rest), r.r)
-				r.off = at + ExtentHeaderSize
-				r.pending = true
-				return r.readExtent()
+				r.addDamage(Damage{Offset: start, Length: at - start, Err: cause})
+				r.back = append(bytes.Clone(window[i:]), r.back...)
+				r.off = at
+				return true, nil
 			}
-			start = i + 1
+			i++
 		}
-		// Keep the last bytes that might start a header; read more.
+		// Keep the bytes that might start a header; read more.
 		if keep := ExtentHeaderSize - 1; len(window) > keep {
 			winOff += int64(len(window) - keep)
 			window = append(window[:0], window[len(window)-keep:]...)
 		}
-		n, err := io.ReadFull(r.r, chunk)
+		n, rerr := r.read(window[len(window):cap(window)][:min(256<<10, cap(window)-len(window))])
 		r.off += int64(n)
-		window = append(window, chunk[:n]...)
-		if err != nil && n == 0 || err != nil && err != io.ErrUnexpectedEOF {
-			r.damage = append(r.damage, Damage{Offset: off, Length: r.off - off, Err: cause})
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return r.finish()
+		window = window[:len(window)+n]
+		if rerr != nil && rerr != io.ErrUnexpectedEOF || rerr != nil && n == 0 {
+			r.addDamage(Damage{Offset: start, Length: r.off - start, Err: cause})
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				return false, nil
 			}
-			return fmt.Errorf("vma: reading at byte offset %d: %w", r.off, err)
+			// The input failed (a compression layer): it ends here.
+			r.addDamage(Damage{Offset: r.off, Err: rerr})
+			return false, nil
 		}
 	}
 }
 
-// plausibleHeader reports whether hdr is an extent header of this archive
-// with a valid MD5 and consistent block count.
+// addDamage records d, merged with the previous range if they touch.
+func (r *Reader) addDamage(d Damage) {
+	if k := len(r.damage) - 1; k >= 0 && r.damage[k].Offset+r.damage[k].Length == d.Offset && d.Length > 0 {
+		r.damage[k].Length += d.Length
+		return
+	}
+	if len(r.damage) >= maxDamage {
+		r.dropped++
+		return
+	}
+	r.damage = append(r.damage, d)
+}
+
+// plausibleHeader reports whether hdr is an extent header of this archive:
+// the cheap checks first (magic, reserved field, block count, UUID, block
+// accounting, device ids and cluster ranges, no cluster twice), then the
+// MD5, so that input crafted to be full of candidates costs no more than
+// reading it.
 func (r *Reader) plausibleHeader(hdr []byte) bool {
-	if !bytes.Equal(hdr[:4], ExtentMagic[:]) || !bytes.Equal(hdr[extOffUUID:extOffUUID+16], r.hdr.UUID[:]) {
+	if !bytes.Equal(hdr[:4], ExtentMagic[:]) || hdr[extOffReserved] != 0 || hdr[extOffReserved+1] != 0 ||
+		!bytes.Equal(hdr[extOffUUID:extOffUUID+16], r.hdr.UUID[:]) {
 		return false
 	}
+	count := int(binary.BigEndian.Uint16(hdr[extOffBlockCount:]))
+	if count > maxExtentBlocks {
+		return false
+	}
+	var slots [SlotsPerExtent]uint64
+	n, blocks := 0, 0
+	for i := range SlotsPerExtent {
+		bi := binary.BigEndian.Uint64(hdr[extOffBlockInfo+8*i:])
+		id := int(byte(bi >> 32))
+		if id == 0 {
+			continue
+		}
+		d := r.devs[id]
+		if d == nil || !d.vmstate && int64(uint32(bi)) >= d.dev.Clusters() {
+			return false
+		}
+		blocks += bits.OnesCount16(uint16(bi >> 48))
+		slots[n] = bi & 0xff_ffffffff // device and cluster
+		n++
+	}
+	if blocks != count {
+		return false
+	}
+	s := slots[:n]
+	slices.Sort(s)
+	for i := 1; i < len(s); i++ {
+		if s[i] == s[i-1] {
+			return false
+		}
+	}
+	md5Checks++
 	var stored [16]byte
 	copy(stored[:], hdr[extOffMD5:])
 	clear(hdr[extOffMD5 : extOffMD5+16])
@@ -346,6 +427,10 @@ func (r *Reader) plausibleHeader(hdr []byte) bool {
 	copy(hdr[extOffMD5:], stored[:])
 	return sum == stored
 }
+
+// md5Checks counts the candidate headers whose MD5 was computed, for
+// tests (not synchronised: tests read it from the goroutine that reads).
+var md5Checks int
 
 // Damage is a range of an archive that salvage mode skipped.
 type Damage struct {
@@ -366,8 +451,12 @@ func (r *Reader) Salvage() {
 	r.r = bufio.NewReaderSize(r.r, 1<<20)
 }
 
-// Damaged returns the ranges salvage mode skipped so far.
+// Damaged returns the ranges salvage mode skipped so far, adjacent ones
+// merged; at most 1000 are kept (see DamagedDropped).
 func (r *Reader) Damaged() []Damage { return r.damage }
+
+// DamagedDropped returns how many damaged ranges were not kept by Damaged.
+func (r *Reader) DamagedDropped() int64 { return r.dropped }
 
 // readExtentOnce reads and checks one extent; errEnd at a clean end.
 func (r *Reader) readExtentOnce() error {
@@ -377,21 +466,19 @@ func (r *Reader) readExtentOnce() error {
 	if r.buf == nil {
 		r.buf = make([]byte, ExtentHeaderSize, MaxExtentSize)
 	}
+	if r.ended {
+		return errEnd
+	}
 	hdr := r.buf[:ExtentHeaderSize]
-	if r.pending { // resync found this header already
-		r.pending = false
-		off -= ExtentHeaderSize
-	} else {
-		n, err := io.ReadFull(r.r, hdr)
-		r.off += int64(n)
-		switch {
-		case err == io.EOF:
-			return errEnd
-		case err == io.ErrUnexpectedEOF:
-			return errAt(ErrCorrupt, off, "truncated extent header: %d of %d bytes after the last extent", n, ExtentHeaderSize)
-		case err != nil:
-			return fmt.Errorf("vma: reading extent at byte offset %d: %w", off, err)
-		}
+	n, err := r.read(hdr)
+	r.off += int64(n)
+	switch {
+	case err == io.EOF:
+		return errEnd
+	case err == io.ErrUnexpectedEOF:
+		return errAt(ErrCorrupt, off, "truncated extent header: %d of %d bytes after the last extent", n, ExtentHeaderSize)
+	case err != nil:
+		return fmt.Errorf("vma: reading extent at byte offset %d: %w", off, err)
 	}
 	var stored [16]byte
 	copy(stored[:], hdr[extOffMD5:])
@@ -448,7 +535,7 @@ func (r *Reader) readExtentOnce() error {
 		wanted = wanted || mask != 0 && r.want[id]
 	}
 
-	n := count * BlockSize
+	n = count * BlockSize
 	r.skipped = !wanted && n > 0
 	if r.skipped { // seek over data nobody will look at
 		if end := r.off + int64(n); end > r.size {
@@ -460,15 +547,58 @@ func (r *Reader) readExtentOnce() error {
 		r.off += int64(n)
 	} else {
 		r.buf = r.buf[:ExtentHeaderSize+n]
-		got, err := io.ReadFull(r.r, r.buf[ExtentHeaderSize:])
+		got, err := r.read(r.buf[ExtentHeaderSize:])
 		r.off += int64(got)
 		if err != nil {
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return errAt(ErrCorrupt, off, "extent %d: truncated: %d of %d data bytes", r.nExt, got, n)
+				err = errAt(ErrCorrupt, off, "extent %d: truncated: %d of %d data bytes", r.nExt, got, n)
+			} else {
+				err = fmt.Errorf("vma: reading extent %d at byte offset %d: %w", r.nExt, off, err)
 			}
-			return fmt.Errorf("vma: reading extent %d at byte offset %d: %w", r.nExt, off, err)
+			if r.salvage {
+				return r.partialExtent(off, got, err)
+			}
+			return err
 		}
 	}
+	r.extOff = off
+	r.nExt++
+	return nil
+}
+
+// partialExtent ends salvage at an extent whose data stops after got
+// bytes (the input ended or failed): the clusters whose data arrived whole
+// are kept, the rest is damage, and the input is at its end.
+func (r *Reader) partialExtent(off int64, got int, cause error) error {
+	avail := ExtentHeaderSize + got
+	k, end := 0, ExtentHeaderSize
+	for k < len(r.slots) {
+		e := r.slots[k].data + bits.OnesCount16(r.slots[k].mask)*BlockSize
+		if e > avail {
+			break
+		}
+		k, end = k+1, e
+	}
+	lost := r.marked[k:]
+	r.marked = r.marked[:k]
+	for _, m := range lost {
+		if m.dev.vmstate {
+			m.dev.nextVM = min(m.dev.nextVM, int64(m.cluster))
+			continue
+		}
+		r.pages += m.dev.seen.remove(m.cluster)
+	}
+	r.slots = r.slots[:k]
+	if k == 0 {
+		end = 0 // nothing of the extent is used, its header neither
+	}
+	r.addDamage(Damage{Offset: off + int64(end), Length: r.off - off - int64(end), Err: cause})
+	r.ended = true
+	if k == 0 {
+		return errEnd
+	}
+	r.buf = r.buf[:avail]
+	r.skipped = false
 	r.extOff = off
 	r.nExt++
 	return nil

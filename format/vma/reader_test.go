@@ -354,15 +354,27 @@ func TestSalvage(t *testing.T) {
 	flipped := bytes.Clone(good)
 	flipped[ext[1]+100] ^= 1 // extent 1's header: clusters 58..115 lost
 	inserted := cat(good[:ext[2]], bytes.Repeat([]byte{0x5a}, 3000), good[ext[2]:])
+	// Two damaged extents in a row: extent 1 and a copy of it appended
+	// again (as a resumed download does) between extents 1 and 2.
+	twice := cat(good[:ext[2]], good[ext[1]:ext[2]], good[ext[1]:ext[2]], good[ext[2]:])
+	// Extents 0 and 1 damaged, one after the other.
+	both := bytes.Clone(good)
+	both[ext[0]+60] ^= 1
+	both[ext[1]+60] ^= 1
 	tests := []struct {
 		name    string
 		raw     []byte
 		lost    []vma.Range
 		damaged int64 // offset of the first damage
 	}{
+		{"extent appended twice", twice, nil, int64(ext[2])},
+		{"two damaged extents in a row", both, []vma.Range{{First: 0, Last: 115}}, int64(ext[0])},
 		{"bad extent header", flipped, []vma.Range{{First: 58, Last: 115}}, int64(ext[1])},
 		{"garbage between extents", inserted, nil, int64(ext[2])},
 		{"truncated in data", good[:ext[2]+512+4096*10], []vma.Range{{First: 116, Last: 149}}, int64(ext[2])},
+		// Two and a half clusters of extent 2 arrived: the two whole
+		// ones are kept.
+		{"truncated after whole clusters", good[:ext[2]+512+4096*40], []vma.Range{{First: 118, Last: 149}}, int64(ext[2] + 512 + 2*vma.ClusterSize)},
 		{"truncated in a header", good[:ext[1]+100], []vma.Range{{First: 58, Last: 149}}, int64(ext[1])},
 		{"intact", good, nil, -1},
 	}
@@ -394,8 +406,8 @@ func TestSalvage(t *testing.T) {
 			if !slices.Equal(lost, tc.lost) {
 				t.Errorf("lost %v, want %v", lost, tc.lost)
 			}
-			if d := rd.Damaged(); tc.damaged < 0 && len(d) > 0 || tc.damaged >= 0 && (len(d) != 1 || d[0].Offset != tc.damaged) {
-				t.Errorf("damage %+v, want one at %d", d, tc.damaged)
+			if d := rd.Damaged(); tc.damaged < 0 && len(d) > 0 || tc.damaged >= 0 && (len(d) != 1 || d[0].Offset != tc.damaged || d[0].Length <= 0) {
+				t.Errorf("damage %+v, want one range at %d", d, tc.damaged)
 			}
 			// Everything not lost is intact; lost clusters read as zero.
 			want := bytes.Clone(data)
@@ -406,5 +418,47 @@ func TestSalvage(t *testing.T) {
 				t.Error("salvaged content differs from the intact clusters")
 			}
 		})
+	}
+}
+
+// TestSalvageLongDamage: a run of 100,000 damaged extent headers costs
+// one damaged range and memory that does not grow with it; the extents
+// after it are read.
+func TestSalvageLongDamage(t *testing.T) {
+	data := testutil.GenDisk(4, 60*vma.ClusterSize, "data")
+	good := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: data}}, nil, "seq", 0)
+	hs := 12800
+	// A valid-looking extent header of this archive with a bad MD5.
+	bad := bytes.Clone(good[hs : hs+512])
+	bad[100] ^= 1
+	raw := cat(good[:hs], bytes.Repeat(bad, 100000), good[hs:])
+	rd, err := vma.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd.Salvage()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	n := 0
+	for {
+		_, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	runtime.ReadMemStats(&after)
+	if n != 60 {
+		t.Errorf("%d clusters after the damage, want 60", n)
+	}
+	if d := rd.Damaged(); len(d) != 1 || d[0].Offset != int64(hs) || d[0].Length != 100000*512 {
+		t.Errorf("damage %+v, want one range of %d bytes at %d", d, 100000*512, hs)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 32<<20 {
+		t.Errorf("salvaging 51 MB of damage allocated %d MiB", grew>>20)
 	}
 }
