@@ -26,6 +26,7 @@ import (
 type OutputFile struct {
 	f       *os.File
 	path    string
+	name    string // for messages
 	tmp     string // "" in place
 	mode    fs.FileMode
 	keep    bool // chmod to mode: an existing file is replaced
@@ -50,14 +51,18 @@ func IsTempName(name string) bool {
 // CreateOutput opens the file a sink writes for d (which must not be a
 // stream).
 func CreateOutput(d Dest) (*OutputFile, error) {
+	name := d.Name
+	if name == "" {
+		name = d.Path
+	}
 	if d.InPlace {
 		f, err := os.OpenFile(d.Path, os.O_WRONLY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("writing in place needs an existing destination: %w", err)
 		}
-		return &OutputFile{f: f, path: d.Path}, nil
+		return &OutputFile{f: f, path: d.Path, name: name}, nil
 	}
-	o := &OutputFile{path: d.Path, over: d.Overwrite}
+	o := &OutputFile{path: d.Path, name: name, over: d.Overwrite}
 	fi, err := os.Lstat(d.Path)
 	switch {
 	case err == nil && fi.IsDir():
@@ -89,7 +94,7 @@ func CreateOutput(d Dest) (*OutputFile, error) {
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return nil, fmt.Errorf("creating %s: %w", d.Path, err)
+		return nil, fmt.Errorf("creating %s: %w", name, err)
 	}
 	if d.TrackTemp != nil {
 		o.untrack = d.TrackTemp(o.tmp)
@@ -97,8 +102,8 @@ func CreateOutput(d Dest) (*OutputFile, error) {
 	return o, nil
 }
 
-// Path returns the destination's path.
-func (o *OutputFile) Path() string { return o.path }
+// Path returns the destination's name for messages.
+func (o *OutputFile) Path() string { return o.name }
 
 // File returns the open file, for operations OutputFile does not wrap
 // (errors from it name the temporary file: wrap them with Err).
@@ -136,7 +141,7 @@ func (o *OutputFile) Err(what string, err error) error {
 	if errors.As(err, &pe) {
 		err = pe.Err
 	}
-	return fmt.Errorf("%s %s: %w", what, o.path, err)
+	return fmt.Errorf("%s %s: %w", what, o.name, err)
 }
 
 // Commit syncs the file and, for a new output, renames it into place.
@@ -176,7 +181,7 @@ func (o *OutputFile) commit() error {
 	} else {
 		err = renameNoReplace(o.tmp, o.path)
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s appeared while it was written (another run?); pass --overwrite to replace it", o.path)
+			return fmt.Errorf("%s appeared while it was written (another run?); pass --overwrite to replace it", o.name)
 		}
 	}
 	if err != nil {

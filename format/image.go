@@ -21,6 +21,14 @@ type Disk struct {
 	Source Source
 }
 
+// Checker is implemented by sources that can tell, before they are read,
+// that reading them would fail (an archive's vmstate stream that declares
+// much more than it stores), so that a caller refuses before creating any
+// output.
+type Checker interface {
+	Check() error
+}
+
 // SingleDisk returns an Image of one unnamed disk, src; its Close closes
 // src.
 func SingleDisk(src Source) Image { return single{src} }

@@ -76,6 +76,9 @@ type Dest struct {
 	// Path is the destination file. With Stream set it only names the
 	// output in messages.
 	Path string
+	// Name, if set, names the output in messages instead of Path (when
+	// Path is in a temporary directory of the caller's).
+	Name string
 	// Stream, if set, receives the output instead of a file (standard
 	// output). Formats that need to seek refuse it.
 	Stream io.Writer

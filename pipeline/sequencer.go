@@ -26,6 +26,7 @@ var zeroCluster [vma.ClusterSize]byte
 type sequencer struct {
 	w       io.Writer
 	dw      format.DiskWriter
+	dev     vma.Device
 	size    int64
 	next    int64 // next cluster to hash
 	pending map[int64]heldCluster
@@ -152,6 +153,9 @@ func (s *sequencer) finish() error {
 	}
 	if len(s.pending) > 0 {
 		return fmt.Errorf("%d clusters held back were never reached", len(s.pending))
+	}
+	if err := vma.CheckVMStateTail(s.dev, s.next*vma.ClusterSize); err != nil {
+		return err
 	}
 	for s.next*vma.ClusterSize < s.size {
 		if err := s.write(0, nil); err != nil {

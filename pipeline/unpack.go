@@ -94,7 +94,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 		st := &devState{stats: &res.Devices[i], dst: targets[d.ID]}
 		st.zdst, _ = st.dst.(format.DiskWriter)
 		if _, free := st.dst.(format.OrderIndependent); st.zdst != nil && !free {
-			st.lseq = &sequencer{dw: st.zdst, size: d.Size, held: &held, max: o.MaxReorder}
+			st.lseq = &sequencer{dw: st.zdst, dev: d, size: d.Size, held: &held, max: o.MaxReorder}
 			st.dst, st.zdst = nil, nil
 		}
 		var ws []io.Writer
@@ -106,7 +106,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 			ws = append(ws, w)
 		}
 		if len(ws) > 0 {
-			st.seq = &sequencer{w: io.MultiWriter(ws...), size: d.Size, held: &held, max: o.MaxReorder}
+			st.seq = &sequencer{w: io.MultiWriter(ws...), dev: d, size: d.Size, held: &held, max: o.MaxReorder}
 		}
 		byID[d.ID] = st
 	}

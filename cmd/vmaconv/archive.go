@@ -43,7 +43,7 @@ func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
 		}
 		r, closeFn = f, func() { f.Close() }
 	}
-	rd, stop, _, err := openArchiveStream(r, a.name())
+	rd, stop, _, err := openArchiveStream(e, r, a.name())
 	if err != nil {
 		closeFn()
 		return nil, nil, err
@@ -54,7 +54,7 @@ func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
 // openArchiveStream reads an archive from r, through a decompression layer
 // if r starts with the magic of zstd, gzip or lzop. stop ends the
 // decompressing goroutine; it does not close r.
-func openArchiveStream(r io.Reader, name string) (*vma.Reader, func(), string, error) {
+func openArchiveStream(e *env, r io.Reader, name string) (*vma.Reader, func(), string, error) {
 	// A plain archive file is read directly, so that the reader can seek
 	// over data it is not asked for (vma.Reader.Want).
 	if f, ok := r.(*os.File); ok {
@@ -68,7 +68,7 @@ func openArchiveStream(r io.Reader, name string) (*vma.Reader, func(), string, e
 			}
 		}
 	}
-	dr, comp, err := compress.NewReader(r)
+	dr, comp, err := compress.NewReader(r, compress.ReaderOptions{MaxWindow: e.zstdMemory << 20})
 	if err != nil {
 		return nil, nil, comp, fmt.Errorf("%s: %w", name, err)
 	}

@@ -27,6 +27,9 @@ func (c *checksumCmd) Run(e *env) error {
 		return err
 	}
 	defer in.Close()
+	if err := in.check(in.sel); err != nil {
+		return err
+	}
 	p := newProgress(e, c.Progress, "hashing", in.progressTotal(in.sel))
 	sums := make([][]byte, len(in.devices))
 	if in.ar == nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/internal/testutil"
@@ -67,4 +68,30 @@ func TestCompressedRoundTrip(t *testing.T) {
 			t.Errorf("lzop %v: checksum %s", flags, got)
 		}
 	}
+}
+
+// TestZstdMemory: a .vma.zst that declares a 1 GiB window is refused by
+// every reading command with one line that says how to allow it, and
+// read with --zstd-memory.
+func TestZstdMemory(t *testing.T) {
+	zstd := testutil.RequireTool(t, "zstd")
+	dir := t.TempDir()
+	arc := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(1, 1<<20, "text")}}, nil, "seq", 0)
+	cmd := exec.Command(zstd, "-q", "--long=30", "-c")
+	cmd.Stdin = bytes.NewReader(arc)
+	z, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "big.vma.zst")
+	os.WriteFile(path, z, 0o644)
+	const want = "zstd: the stream needs a 1024 MiB window, more than the limit of 128 MiB (at compressed offset 6); to allow it, pass --zstd-memory 1024 (MiB)\n"
+	for _, args := range [][]string{{"verify", path}, {"info", path}, {"checksum", path}, {path + ":drive-scsi0", filepath.Join(dir, "out.raw")}} {
+		var stdout, stderr bytes.Buffer
+		st := run(context.Background(), args, nil, &stdout, &stderr)
+		if st != 1 || !strings.HasSuffix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("vmaconv %v: status %d, %q; want one line ending %q", args, st, stderr.String(), want)
+		}
+	}
+	vmaconv(t, "verify", "--zstd-memory", "1024", path)
 }

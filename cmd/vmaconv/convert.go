@@ -121,7 +121,13 @@ func (w *writeFlags) readConfigs() ([]format.Config, error) {
 // createSink starts the output; options the format cannot honour are
 // usage errors.
 func createSink(e *env, fm format.Format, dst string, inPlace, overwrite bool, devs []format.Device, o format.CreateOptions) (format.Sink, error) {
-	d := format.Dest{Path: dst, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp}
+	return createSinkAs(e, fm, dst, "", inPlace, overwrite, devs, o)
+}
+
+// createSinkAs is createSink for an output written at dst (in a temporary
+// directory) that messages call name.
+func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite bool, devs []format.Device, o format.CreateOptions) (format.Sink, error) {
+	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp}
 	if dst == "-" {
 		d.Stream = e.stdout
 		if inPlace {
@@ -191,6 +197,9 @@ func (c *convertCmd) Run(e *env) error {
 			d.Name = "drive-scsi0"
 		}
 		devs = append(devs, d)
+	}
+	if err := in.check(sel); err != nil {
+		return err
 	}
 	sink, err := createSink(e, ofm, c.Dst, c.NoCreate, c.Overwrite, devs, copts)
 	if err != nil {

@@ -67,6 +67,15 @@ func (c *extractCmd) Run(e *env) (err error) {
 	if err != nil {
 		return err
 	}
+	var devs []int
+	for _, o := range outs {
+		if o.config == nil {
+			devs = append(devs, o.dev)
+		}
+	}
+	if err := in.check(devs); err != nil {
+		return err
+	}
 
 	created := false
 	if _, serr := os.Lstat(c.Dir); errors.Is(serr, fs.ErrNotExist) {
@@ -115,7 +124,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 			co = format.CreateOptions{}
 		}
 		d := in.devices[o.dev]
-		s, err := createSink(e, o.format, path, false, false, []format.Device{{Size: d.Size}}, co)
+		s, err := createSinkAs(e, o.format, path, filepath.Join(c.Dir, o.name), false, false, []format.Device{{Size: d.Size}}, co)
 		if err != nil {
 			return err
 		}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/vmaconv/vmaconv/format/compress"
 	"golang.org/x/term"
 )
 
@@ -50,16 +51,19 @@ type cli struct {
 	Verify   verifyCmd        `cmd:"" help:"Read a whole archive and check it, completeness included."`
 	Extract  extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
 	Version  kong.VersionFlag `help:"Print the version and exit."`
+
+	ZstdMemory int64 `name:"zstd-memory" placeholder:"MiB" default:"128" help:"Largest zstd window to decompress, in MiB (as zstd --memory): a .vma.zst needing more is refused rather than allowed to take that much memory."`
 }
 
 // env is what commands get from the process: streams and a context that is
 // cancelled on SIGINT or SIGTERM.
 type env struct {
-	ctx       context.Context
-	stdin     io.Reader
-	stdout    io.Writer
-	stderr    io.Writer
-	stderrTTY bool // progress is drawn in place only on a terminal
+	ctx        context.Context
+	zstdMemory int64 // MiB
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+	stderrTTY  bool // progress is drawn in place only on a terminal
 }
 
 // note prints an informational line to stderr, control characters
@@ -108,7 +112,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "Run '%s' for usage.\n", hint)
 		return exitUsage
 	}
-	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	if c.ZstdMemory < 1 || c.ZstdMemory > 1<<20 {
+		fmt.Fprintf(stderr, "vmaconv: --zstd-memory %d: want 1 to 1048576 MiB\n", c.ZstdMemory)
+		return exitUsage
+	}
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, zstdMemory: c.ZstdMemory}
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
@@ -119,7 +127,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		// One line, whatever names from an archive or a file the error
 		// quotes.
-		fmt.Fprintf(stderr, "vmaconv: %s\n", oneLine(err))
+		hint := ""
+		var we *compress.WindowError
+		if errors.As(err, &we) {
+			need := max((we.Need+1<<20-1)>>20, 2*we.Limit>>20)
+			hint = fmt.Sprintf("; to allow it, pass --zstd-memory %d (MiB)", need)
+		}
+		fmt.Fprintf(stderr, "vmaconv: %s%s\n", oneLine(err), hint)
 		var ie incompleteError
 		if errors.As(err, &ie) {
 			return exitIncomplete

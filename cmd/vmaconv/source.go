@@ -86,7 +86,7 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 		if o.format != "" && o.format != vma.Name {
 			return nil, usageError{fmt.Errorf("standard input can only be a VMA archive (random access is needed for %s)", o.format)}
 		}
-		ar, stop, _, err := openArchiveStream(e.stdin, "<stdin>")
+		ar, stop, _, err := openArchiveStream(e, e.stdin, "<stdin>")
 		if err != nil {
 			return nil, err
 		}
@@ -111,7 +111,7 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 			f.Close()
 			return nil, usageError{fmt.Errorf("%s is not a regular file or block device: only a VMA archive can be read from it (random access is needed for %s)", ref.Path, o.format)}
 		}
-		return openStreamFile(ref, f, fi)
+		return openStreamFile(e, ref, f, fi)
 	}
 	var fm format.Format
 	head, err := format.ReadHead(f)
@@ -146,14 +146,14 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 		return nil, fmt.Errorf("%s is a %s image, not an archive: ':%s' selects a device of a VMA archive", ref.Path, fm.Name, ref.Device)
 	}
 	if fm.Name == vma.Name && (compressed || o.stream || !fi.Mode().IsRegular()) {
-		return openStreamFile(ref, f, fi)
+		return openStreamFile(e, ref, f, fi)
 	}
 	img, err := fm.Open(f, format.OpenOptions{Forced: o.format != "", AllowBacking: o.allowBacking || o.format == fm.Name})
 	if errors.Is(err, format.ErrStreamOnly) && fm.Name == vma.Name {
 		if f, err = os.Open(ref.Path); err != nil {
 			return nil, err
 		}
-		return openStreamFile(ref, f, fi)
+		return openStreamFile(e, ref, f, fi)
 	}
 	if err != nil {
 		return nil, err
@@ -170,8 +170,8 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 }
 
 // openStreamFile reads the archive file f as a stream.
-func openStreamFile(ref format.Ref, f *os.File, fi os.FileInfo) (*input, error) {
-	ar, stop, comp, err := openArchiveStream(f, ref.Path)
+func openStreamFile(e *env, ref format.Ref, f *os.File, fi os.FileInfo) (*input, error) {
+	ar, stop, comp, err := openArchiveStream(e, f, ref.Path)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -245,6 +245,22 @@ func (in *input) refOf(i int) string {
 		return in.ref.Path
 	}
 	return format.Ref{Path: in.ref.Path, Device: in.devices[i].Name}.String()
+}
+
+// check refuses, before any output exists, devices that reading would
+// fail on (format.Checker).
+func (in *input) check(sel []int) error {
+	if in.img == nil {
+		return nil
+	}
+	for _, i := range sel {
+		if c, ok := in.img.Disks()[i].Source.(format.Checker); ok {
+			if err := c.Check(); err != nil {
+				return fmt.Errorf("%s: %w", in.refOf(i), err)
+			}
+		}
+	}
+	return nil
 }
 
 // transfer copies the selected devices sel (indices into in.devices) to

@@ -77,32 +77,66 @@ func (e *Error) Unwrap() error { return e.Err }
 // ErrUnsupported is returned for a recognised but unsupported compression.
 var ErrUnsupported = errors.New("unsupported compression")
 
+// DefaultMaxWindow is the largest zstd window NewReader accepts unless
+// told otherwise: 128 MiB, the zstd tool's own limit (windowLog 27).
+const DefaultMaxWindow = 128 << 20
+
+// ReaderOptions configure NewReader; the zero value means the defaults.
+type ReaderOptions struct {
+	// MaxWindow bounds the zstd window, and so the decoder's memory
+	// (default DefaultMaxWindow). A stream that needs more fails with a
+	// *WindowError.
+	MaxWindow int64
+}
+
+// WindowError is returned (inside an *Error) for a zstd stream whose
+// window exceeds ReaderOptions.MaxWindow.
+type WindowError struct {
+	Need  int64 // the window the stream declares; 0 if not known
+	Limit int64
+}
+
+func (e *WindowError) Error() string {
+	if e.Need > 0 {
+		return fmt.Sprintf("the stream needs a %d MiB window, more than the limit of %d MiB", (e.Need+1<<20-1)>>20, e.Limit>>20)
+	}
+	return fmt.Sprintf("the stream needs a window larger than the limit of %d MiB", e.Limit>>20)
+}
+
 // NewReader looks at the start of r and returns a reader of its
 // decompressed content and the compression's name, or, if r is not
 // compressed, a reader of r itself and "". Close stops the decompressing
 // goroutine; it does not close r.
-func NewReader(r io.Reader) (io.ReadCloser, string, error) {
+func NewReader(r io.Reader, opts ...ReaderOptions) (io.ReadCloser, string, error) {
+	var o ReaderOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.MaxWindow <= 0 {
+		o.MaxWindow = DefaultMaxWindow
+	}
 	br := bufio.NewReaderSize(r, 1<<20)
-	head, _ := br.Peek(16)
+	head, _ := br.Peek(32)
 	name := Detect(head)
-	cr := &countingReader{r: br}
+	cr := &countingReader{r: br, br: br}
 	var dec io.Reader
 	var closeDec func()
 	switch name {
 	case "":
 		return io.NopCloser(br), "", nil
 	case Zstd:
-		d, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+		d, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(uint64(max(o.MaxWindow, zstd.MinWindowSize))))
 		if err != nil {
 			return nil, name, &Error{name, 0, err}
 		}
-		dec, closeDec = d, d.Close
+		dec, closeDec = &zstdReader{d: d, limit: o.MaxWindow, need: zstdWindow(head)}, d.Close
 	case Gzip:
 		z, err := gzip.NewReader(cr)
 		if err != nil {
 			return nil, name, &Error{name, cr.n.Load(), err}
 		}
-		dec, closeDec = z, func() { z.Close() }
+		z.Multistream(false)
+		dec, closeDec = &gzipMembers{z: z, cr: cr}, func() { z.Close() }
 	case Lzop:
 		l, err := newLzopReader(cr)
 		if err != nil {
@@ -115,15 +149,127 @@ func NewReader(r io.Reader) (io.ReadCloser, string, error) {
 	return newReadahead(dec, name, cr, closeDec), name, nil
 }
 
+// zstdReader turns the decoder's window error into a *WindowError.
+type zstdReader struct {
+	d     *zstd.Decoder
+	limit int64
+	need  int64
+}
+
+func (z *zstdReader) Read(p []byte) (int, error) {
+	n, err := z.d.Read(p)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		need := z.need
+		if need <= z.limit {
+			need = 0 // a later frame: not known
+		}
+		err = &WindowError{Need: need, Limit: z.limit}
+	}
+	return n, err
+}
+
+// zstdWindow returns the window the zstd frame starting head declares
+// (RFC 8878 3.1.1.1), or 0.
+func zstdWindow(head []byte) int64 {
+	if len(head) < 6 {
+		return 0
+	}
+	fhd := head[4]
+	if fhd&0x20 == 0 { // a window descriptor follows
+		wd := head[5]
+		base := int64(1) << (10 + wd>>3)
+		return base + base/8*int64(wd&7)
+	}
+	// Single segment: the window is the content size.
+	pos := 5 + []int{0, 1, 2, 4}[fhd&3]
+	size := []int{1, 2, 4, 8}[fhd>>6]
+	if len(head) < pos+size {
+		return 0
+	}
+	var v int64
+	for i := size - 1; i >= 0; i-- {
+		v = v<<8 | int64(head[pos+i])
+	}
+	if size == 2 {
+		v += 256
+	}
+	return v
+}
+
+// gzipMembers reads every member of a gzip stream, as gzip does, and
+// accepts zero bytes after the last one (tape padding, which gzip -t
+// accepts too); other bytes after it are an error.
+type gzipMembers struct {
+	z   *gzip.Reader
+	cr  *countingReader
+	err error
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	for g.err == nil {
+		n, err := g.z.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		if n > 0 {
+			return n, nil
+		}
+		// End of a member: another, padding, or garbage?
+		head, _ := g.cr.br.Peek(2)
+		switch {
+		case len(head) == 0:
+			g.err = io.EOF
+		case len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b:
+			if err := g.z.Reset(g.cr); err != nil {
+				return 0, err
+			}
+			g.z.Multistream(false)
+		default:
+			g.err = g.skipZeros()
+		}
+	}
+	return 0, g.err
+}
+
+// skipZeros reads the rest of the stream, which must be zero bytes.
+func (g *gzipMembers) skipZeros() error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := g.cr.Read(buf)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return errors.New("trailing garbage after the last gzip member")
+			}
+		}
+		if err == io.EOF {
+			return io.EOF
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 type countingReader struct {
-	r io.Reader
-	n atomic.Int64
+	r  io.Reader
+	br *bufio.Reader
+	n  atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// ReadByte makes countingReader a flate.Reader, so that the gzip decoder
+// reads no byte past the end of a member.
+func (c *countingReader) ReadByte() (byte, error) {
+	b, err := c.br.ReadByte()
+	if err == nil {
+		c.n.Add(1)
+	}
+	return b, err
 }
 
 // readahead runs a decompressor in its own goroutine, a few buffers ahead

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,4 +96,76 @@ func FuzzLzop(f *testing.F) {
 		defer r.Close()
 		io.Copy(io.Discard, io.LimitReader(r, 1<<28))
 	})
+}
+
+// TestZstdWindowLimit: a stream that declares a 1 GiB window (zstd
+// --long=30 from a pipe) is refused under the default 128 MiB limit with
+// a *WindowError naming the window, and read with a larger limit.
+func TestZstdWindowLimit(t *testing.T) {
+	zstd := testutil.RequireTool(t, "zstd")
+	data := testutil.GenDisk(1, 1<<20, "text")
+	cmd := exec.Command(zstd, "-q", "--long=30", "-c")
+	cmd.Stdin = bytes.NewReader(data) // a pipe: the window is not cut to the size
+	z, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = readAll(t, z)
+	var we *compress.WindowError
+	if !errors.As(err, &we) || we.Need != 1<<30 || we.Limit != compress.DefaultMaxWindow {
+		t.Fatalf("got %v, want a WindowError for 1 GiB", err)
+	}
+	if want := "zstd: the stream needs a 1024 MiB window, more than the limit of 128 MiB (at compressed offset"; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("%q does not start with %q", err, want)
+	}
+	r, _, err := compress.NewReader(bytes.NewReader(z), compress.ReaderOptions{MaxWindow: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("with a 1 GiB limit: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestGzipTrailing: zero bytes after the last gzip member are padding, as
+// gzip -t accepts; members follow each other; anything else after the end
+// is an error, said once ("gzip: …", not "gzip: gzip: …").
+func TestGzipTrailing(t *testing.T) {
+	member := func(s string) []byte {
+		var b bytes.Buffer
+		w, _ := compress.NewWriter(&b, compress.Gzip, 0)
+		w.Write([]byte(s))
+		w.Close()
+		return b.Bytes()
+	}
+	two := append(member("hello, "), member("world")...)
+	for name, c := range map[string]struct {
+		in   []byte
+		want string
+		err  string
+	}{
+		"padded":   {append(member("hello"), make([]byte, 10000)...), "hello", ""},
+		"members":  {two, "hello, world", ""},
+		"both":     {append(bytes.Clone(two), make([]byte, 512)...), "hello, world", ""},
+		"garbage":  {append(member("hello"), "junk"...), "hello", "gzip: trailing garbage after the last gzip member (at compressed offset"},
+		"checksum": {flipAt(member("hello"), -6), "", "gzip: checksum mismatch at the end of the stream"},
+	} {
+		got, _, err := readAll(t, c.in)
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.HasPrefix(err.Error(), c.err)) {
+			t.Errorf("%s: error %v, want %q", name, err, c.err)
+		}
+		if c.want != "" && string(got) != c.want {
+			t.Errorf("%s: read %q, want %q", name, got, c.want)
+		}
+	}
+}
+
+func flipAt(b []byte, at int) []byte {
+	if at < 0 {
+		at += len(b)
+	}
+	b[at] ^= 1
+	return b
 }

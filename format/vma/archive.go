@@ -73,7 +73,7 @@ func Open(r io.ReaderAt, size int64, opts ...OpenOption) (*Archive, error) {
 	a := &Archive{r: r, size: size, hdr: rd.Header()}
 	ix := make(map[int]*devIndex)
 	for _, d := range a.hdr.Devices {
-		dr := &DeviceReader{a: a, dev: d}
+		dr := &DeviceReader{a: a, dev: d, tail: -1}
 		a.devs = append(a.devs, dr)
 		ix[d.ID] = &dr.ix
 	}
@@ -116,6 +116,9 @@ func Open(r io.ReaderAt, size int64, opts ...OpenOption) (*Archive, error) {
 		// Give back what appends reserved.
 		d.ix.runs = slices.Clip(slices.Clone(d.ix.runs))
 		d.ix.masks = slices.Clip(slices.Clone(d.ix.masks))
+		if err := CheckVMStateTail(d.dev, d.ix.end*ClusterSize); err != nil {
+			d.tail, d.tailErr = d.ix.end*ClusterSize, err
+		}
 	}
 	a.index = a.indexBytes()
 	return a, nil
@@ -191,6 +194,7 @@ type devIndex struct {
 	runs   []run
 	masks  []uint16
 	stored int64 // bytes stored, within the device
+	end    int64 // one past the highest cluster stored (mask 0 included)
 
 	// The run being built, until a cluster does not continue it.
 	open    bool
@@ -204,6 +208,7 @@ type devIndex struct {
 // cluster of the same device.
 func (x *devIndex) add(c *Cluster, data, extent int64, adjacent bool) {
 	idx := uint32(c.Index)
+	x.end = max(x.end, c.Index+1)
 	if x.open && adjacent && x.curExt == extent && int64(idx) == int64(x.cur.first)+int64(x.cur.n) {
 		switch {
 		case x.cur.full && c.Mask == 0xffff:
@@ -289,6 +294,10 @@ type DeviceReader struct {
 	a   *Archive
 	dev Device
 	ix  devIndex
+	// tail, for a vmstate stream that stores much less than it declares,
+	// is where the refused tail starts (CheckVMStateTail); -1 otherwise.
+	tail    int64
+	tailErr error
 }
 
 // Device returns the device.
@@ -300,6 +309,11 @@ func (d *DeviceReader) Size() int64 { return d.dev.Size }
 // Stored returns the bytes of the device stored in the archive; the rest
 // are zero.
 func (d *DeviceReader) Stored() int64 { return d.ix.stored }
+
+// Check implements format.Checker: it returns the error reading would
+// meet in a vmstate stream that declares much more than it stores (see
+// CheckVMStateTail).
+func (d *DeviceReader) Check() error { return d.tailErr }
 
 // Close does nothing: the Archive's reader is closed by its owner.
 func (d *DeviceReader) Close() error { return nil }
@@ -315,6 +329,9 @@ func (d *DeviceReader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	end := min(off+int64(len(p)), d.dev.Size)
+	if d.tail >= 0 && end > d.tail {
+		return 0, d.tailErr
+	}
 	pos := off
 	for pos < end {
 		c := pos / ClusterSize
@@ -415,6 +432,12 @@ func (d *DeviceReader) Extent(start, length int64) (format.Extent, error) {
 	end := min(start+length, d.dev.Size)
 	if start < 0 || start >= end {
 		return format.Extent{}, fmt.Errorf("vma: %s: extent at %d beyond the end (%d)", d.dev.Name, start, d.dev.Size)
+	}
+	if d.tail >= 0 && end > d.tail {
+		if start >= d.tail {
+			return format.Extent{}, d.tailErr
+		}
+		end = d.tail
 	}
 	zero := d.clusterZero(start / ClusterSize)
 	pos := (start/ClusterSize + 1) * ClusterSize

@@ -130,6 +130,27 @@ type Device struct {
 	Size int64  // bytes; any positive value
 }
 
+// UnstoredTailLimit is the most of a vmstate stream's end that an archive
+// may leave unstored and still have read as zeros (beyond it, and beyond
+// the size of what is stored, see CheckVMStateTail). Proxmox stores every
+// cluster of a vmstate stream, so a missing tail is damage; a large one
+// is refused rather than made up, so that an archive of a few bytes
+// cannot declare terabytes of zeros to hash or write.
+const UnstoredTailLimit = 64 << 20
+
+// CheckVMStateTail returns an error if the bytes of d past storedEnd (the
+// end of its last stored cluster) are more than UnstoredTailLimit and more
+// than storedEnd. Disks are never checked: the reader requires all their
+// clusters.
+func CheckVMStateTail(d Device, storedEnd int64) error {
+	tail := d.Size - storedEnd
+	if !d.IsVMState() || tail <= UnstoredTailLimit || tail <= storedEnd {
+		return nil
+	}
+	return &FormatError{Offset: -1, Device: d.Name, Cluster: -1, Err: ErrCorrupt,
+		Msg: fmt.Sprintf("the archive stores %d of the %d bytes the vmstate stream declares; refusing to make up the other %d as zeros", max(storedEnd, 0), d.Size, tail)}
+}
+
 // Clusters returns the number of 64 KiB clusters the device occupies,
 // ceil(Size / ClusterSize).
 func (d Device) Clusters() int64 { return (d.Size + ClusterSize - 1) / ClusterSize }
