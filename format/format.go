@@ -52,8 +52,12 @@ type OpenOptions struct {
 	// Forced is set when the user named the format (-f), so the driver
 	// must not second-guess it.
 	Forced bool
-	// AllowBacking lets a qcow2 image read its backing file.
+	// AllowBacking lets a qcow2 image read its backing file. Nothing else
+	// (naming the format included) consents to it.
 	AllowBacking bool
+	// Note, if set, is told of things the user should know, such as each
+	// backing file followed. Drivers never print.
+	Note func(msg string)
 }
 
 // Format is a driver.

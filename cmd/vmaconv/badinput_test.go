@@ -231,7 +231,7 @@ func TestBadImages(t *testing.T) {
 	out := at("out.vma")
 	runFails(t, dir, "L1 table of 2147483647 entries", at("l1.qcow2"), out)
 	runFails(t, dir, "cluster_bits 0 out of range", "--allow-backing", at("badtop.qcow2"), out)
-	runFails(t, dir, `image has backing file "../ok.qcow2"; pass --allow-backing (or -f qcow2) to read it`, at("sub/outside.qcow2"), out)
+	runFails(t, dir, `image has backing file "../ok.qcow2"; pass --allow-backing to read it`, at("sub/outside.qcow2"), out)
 	// With -f raw nothing is probed: the qcow2 file is converted as bytes.
 	var stdout, stderr bytes.Buffer
 	if st := run(context.Background(), []string{"checksum", "-f", "raw", at("l1.qcow2")}, nil, &stdout, &stderr); st != 0 {

@@ -18,7 +18,7 @@ import (
 // readFlags are the source options convert, create and checksum share.
 type readFlags struct {
 	Format       string `short:"f" placeholder:"FMT" help:"Source format (qcow2, raw, vma); default: detected from the file's magic bytes, raw if none."`
-	AllowBacking bool   `help:"Let a qcow2 image read its backing file (its format must be recorded in the image)."`
+	AllowBacking bool   `help:"Let a qcow2 image read its backing files (their format must be recorded in the image); each one read is named in a note. Nothing else, -f qcow2 included, allows it."`
 	Workers      int    `short:"m" placeholder:"N" help:"Parallel readers (default: the number of CPUs)."`
 	Progress     bool   `short:"p" help:"Show progress on stderr."`
 }
@@ -75,6 +75,9 @@ func outputFormat(dst, forced string, in *input) (format.Format, error) {
 	}
 	if f, ok := registry.ForPath(dst); ok {
 		return f, nil
+	}
+	if ff, ok := format.ForeignForPath(dst); ok {
+		return format.Format{}, usageError{fmt.Errorf("%s: vmaconv does not write %s images: write qcow2 or raw and convert that (qemu-img convert -O %s disk.qcow2 %s), or pass -O raw to write raw bytes under this name", dst, ff.Name, ff.QEMU, dst)}
 	}
 	return raw.Format, nil
 }
@@ -158,14 +161,23 @@ func (c *convertCmd) Run(e *env) error {
 		return err
 	}
 	copts.ClusterSize = c.ClusterSize
+	// The destination's format is known before the source is opened,
+	// except for stdout, whose default depends on the source.
+	var ofm format.Format
+	if c.Dst != "-" || c.OFmt != "" {
+		if ofm, err = outputFormat(c.Dst, c.OFmt, nil); err != nil {
+			return err
+		}
+	}
 	in, err := openInput(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	ofm, err := outputFormat(c.Dst, c.OFmt, in)
-	if err != nil {
-		return err
+	if ofm.Name == "" {
+		if ofm, err = outputFormat(c.Dst, c.OFmt, in); err != nil {
+			return err
+		}
 	}
 	sel := in.sel
 	if ofm.Multi {

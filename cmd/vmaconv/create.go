@@ -30,8 +30,13 @@ func (c *createCmd) Run(e *env) error {
 		return err
 	}
 	fm := vma.Format
-	if f, ok := registry.ForPath(c.Archive); ok && f.Multi {
+	if f, ok := registry.ForPath(c.Archive); ok {
+		if !f.Multi {
+			return usageError{fmt.Errorf("%s: create writes an archive (.vma, .vma.zst, .vma.gz), not %s", c.Archive, f.Name)}
+		}
 		fm = f
+	} else if ff, ok := format.ForeignForPath(c.Archive); ok {
+		return usageError{fmt.Errorf("%s: create writes an archive (.vma, .vma.zst, .vma.gz), not %s", c.Archive, ff.Name)}
 	}
 	seen := map[string]bool{}
 	var names, paths []string

@@ -132,6 +132,17 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 			fm, err = vma.Format, nil
 		}
 		if errors.Is(err, format.ErrUnknownFormat) {
+			var tail []byte
+			if fi.Mode().IsRegular() && fi.Size() >= 512 {
+				tail = make([]byte, 512)
+				if _, err := f.ReadAt(tail, fi.Size()-512); err != nil {
+					tail = nil
+				}
+			}
+			if ff, ok := format.DetectForeign(head, tail); ok {
+				f.Close()
+				return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read: convert it first (qemu-img convert -f %s -O qcow2 %s disk.qcow2), or pass -f raw to take its bytes as they are", ref.Path, ff.Name, ff.QEMU, ref.Path)
+			}
 			fm = raw.Format
 			// Said once the source is open, so a failure stays one line.
 			defer func() {
@@ -148,7 +159,15 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 	if fm.Name == vma.Name && (compressed || o.stream || !fi.Mode().IsRegular()) {
 		return openStreamFile(e, ref, f, fi)
 	}
-	img, err := fm.Open(f, format.OpenOptions{Forced: o.format != "", AllowBacking: o.allowBacking || o.format == fm.Name})
+	// Notes are said once the source is open, so a failure stays one line.
+	var notes []string
+	img, err := fm.Open(f, format.OpenOptions{Forced: o.format != "", AllowBacking: o.allowBacking,
+		Note: func(msg string) { notes = append(notes, msg) }})
+	if err == nil {
+		for _, n := range notes {
+			e.note("%s", n)
+		}
+	}
 	if errors.Is(err, format.ErrStreamOnly) && fm.Name == vma.Name {
 		if f, err = os.Open(ref.Path); err != nil {
 			return nil, err

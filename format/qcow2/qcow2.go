@@ -43,8 +43,20 @@ var (
 	ErrBacking = errors.New("qcow2: backing file")
 )
 
-// maxBackingDepth bounds backing chains (and breaks cycles).
-const maxBackingDepth = 16
+// Bounds of a backing chain: its length, and the L1 tables of all its
+// images together (the library allocates each image's L1 table whole).
+const (
+	maxBackingDepth = 16
+	maxChainL1      = 64 << 20
+)
+
+// chain is what open knows of the images opened so far for one Open.
+type chain struct {
+	files []os.FileInfo // to detect loops
+	names []string
+	l1    int64 // bytes of L1 tables
+	depth int
+}
 
 // Source is an open qcow2 image. It is safe for concurrent use.
 type Source struct {
@@ -64,7 +76,7 @@ func Open(f *os.File, o format.OpenOptions) (*Source, error) {
 		libqcow2.SetDecompressor(libqcow2.CompressionTypeZstd, zstdDecompressor)
 		log.SetWarnFunc(nil)
 	})
-	img, err := open(f, f.Name(), o, 0)
+	img, err := open(f, f.Name(), o, &chain{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
@@ -117,9 +129,9 @@ func readHeader(ra io.ReaderAt, fileSize int64) (*header, error) {
 	return h, nil
 }
 
-// open opens one image of a backing chain; depth 0 is the image the user
-// named.
-func open(f *os.File, name string, o format.OpenOptions, depth int) (img *libqcow2.Qcow2, err error) {
+// open opens one image of a backing chain; the first is the image the
+// user named.
+func open(f *os.File, name string, o format.OpenOptions, ch *chain) (img *libqcow2.Qcow2, err error) {
 	fail := func(err error) (*libqcow2.Qcow2, error) {
 		f.Close()
 		return nil, err
@@ -128,10 +140,20 @@ func open(f *os.File, name string, o format.OpenOptions, depth int) (img *libqco
 	if err != nil {
 		return fail(err)
 	}
+	for i, seen := range ch.files {
+		if os.SameFile(seen, fi) {
+			return fail(fmt.Errorf("%w: backing file loop: %s is already in the chain as %s", ErrBacking, name, ch.names[i]))
+		}
+	}
+	ch.files, ch.names = append(ch.files, fi), append(ch.names, name)
 	h, err := readHeader(f, fi.Size())
 	if err != nil {
 		return fail(err)
 	}
+	if ch.l1 += int64(h.l1Size) * 8; ch.l1 > maxChainL1 {
+		return fail(fmt.Errorf("%w: the backing chain's L1 tables need more than %d MiB", ErrBacking, maxChainL1>>20))
+	}
+	depth := ch.depth
 	if h.backingOffset != 0 {
 		if err := checkBacking(f, name, h, o, depth); err != nil {
 			return fail(err)
@@ -147,7 +169,8 @@ func open(f *os.File, name string, o format.OpenOptions, depth int) (img *libqco
 	// which is precise and wraps ErrBacking.
 	var backingErr error
 	img, err = libqcow2.Open(f, func(ra io.ReaderAt, t image.Type) (image.Image, error) {
-		bimg, err := openBacking(ra, t, o, depth+1)
+		ch.depth = depth + 1
+		bimg, err := openBacking(ra, t, o, ch, name)
 		if err != nil && backingErr == nil {
 			backingErr = err
 		}
@@ -185,7 +208,7 @@ func checkBacking(f *os.File, name string, h *header, o format.OpenOptions, dept
 	}
 	backing := string(b)
 	if !o.AllowBacking {
-		return fmt.Errorf("%w: image has backing file %q; pass --allow-backing (or -f qcow2) to read it", ErrBacking, backing)
+		return fmt.Errorf("%w: image has backing file %q; pass --allow-backing to read it", ErrBacking, backing)
 	}
 	if depth >= maxBackingDepth {
 		return fmt.Errorf("%w: backing chain deeper than %d (a loop?)", ErrBacking, maxBackingDepth)
@@ -205,7 +228,7 @@ func checkBacking(f *os.File, name string, h *header, o format.OpenOptions, dept
 }
 
 // openBacking is the library's callback for backing files.
-func openBacking(ra io.ReaderAt, t image.Type, o format.OpenOptions, depth int) (image.Image, error) {
+func openBacking(ra io.ReaderAt, t image.Type, o format.OpenOptions, ch *chain, of string) (image.Image, error) {
 	f, ok := ra.(*os.File)
 	if !ok {
 		return failed(ra, fmt.Errorf("%w: unexpected %T", ErrBacking, ra))
@@ -214,15 +237,23 @@ func openBacking(ra io.ReaderAt, t image.Type, o format.OpenOptions, depth int) 
 	case "":
 		return failed(ra, fmt.Errorf("%w %s: the image does not record the backing file's format; refusing to guess (set it with qemu-img rebase -u -F FMT)", ErrBacking, f.Name()))
 	case libraw.Type:
+		note(o, fmt.Sprintf("%s: reading backing file %s (raw)", of, f.Name()))
 		return libraw.Open(f)
 	case libqcow2.Type:
-		img, err := open(f, f.Name(), o, depth)
+		note(o, fmt.Sprintf("%s: reading backing file %s (qcow2)", of, f.Name()))
+		img, err := open(f, f.Name(), o, ch)
 		if err != nil {
 			return failed(nil, err)
 		}
 		return img, nil
 	default:
 		return failed(ra, fmt.Errorf("%w %s: format %q is not supported", ErrBacking, f.Name(), t))
+	}
+}
+
+func note(o format.OpenOptions, msg string) {
+	if o.Note != nil {
+		o.Note(msg)
 	}
 }
 

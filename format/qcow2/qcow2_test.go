@@ -112,6 +112,36 @@ func TestBackingPolicy(t *testing.T) {
 	loopA, loopB := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "b.qcow2")
 	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "b.qcow2", "-F", "qcow2", loopA, "1M")
 	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "a.qcow2", "-F", "qcow2", loopB, "1M")
+	// A chain of 17 distinct images, and a chain whose L1 tables add up
+	// to more than 64 MiB (three of 24 MiB: 96 GiB at 512-byte clusters).
+	deep := filepath.Join(dir, "deep0.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", deep, "1M")
+	for i := 1; i <= 17; i++ {
+		next := filepath.Join(dir, fmt.Sprintf("deep%d.qcow2", i))
+		testutil.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", filepath.Base(deep), "-F", "qcow2", next, "1M")
+		deep = next
+	}
+	// widen gives an image a 24 MiB L1 table of zeros (a sparse tail).
+	widen := func(path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		binary.BigEndian.PutUint32(b[36:], 3<<20)
+		l1 := int64(binary.BigEndian.Uint64(b[40:]))
+		clear(b[l1:min(int64(len(b)), l1+64<<10)])
+		os.WriteFile(path, b, 0o644)
+		os.Truncate(path, l1+24<<20)
+	}
+	wide := filepath.Join(dir, "wide0.qcow2")
+	testutil.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", wide, "1M")
+	widen(wide)
+	for i := 1; i <= 2; i++ {
+		next := filepath.Join(dir, fmt.Sprintf("wide%d.qcow2", i))
+		testutil.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", filepath.Base(wide), "-F", "qcow2", next, "1M")
+		widen(next)
+		wide = next
+	}
 	fifoTop := filepath.Join(dir, "fifo.qcow2")
 	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-u", "-b", "fifo", "-F", "raw", fifoTop, "1M")
 	testutil.Run(t, "mkfifo", filepath.Join(dir, "fifo"))
@@ -124,7 +154,10 @@ func TestBackingPolicy(t *testing.T) {
 		{top, format.OpenOptions{}, "pass --allow-backing"},
 		{noFmt, format.OpenOptions{AllowBacking: true}, "does not record the backing file's format"},
 		{missing, format.OpenOptions{AllowBacking: true}, "gone.qcow2"},
-		{loopA, format.OpenOptions{AllowBacking: true}, "deeper than 16"},
+		{loopA, format.OpenOptions{AllowBacking: true}, "backing file loop: " + loopA + " is already in the chain"},
+		{deep, format.OpenOptions{AllowBacking: true}, "deeper than 16"},
+		{wide, format.OpenOptions{AllowBacking: true}, "L1 tables need more than 64 MiB"},
+		{top, format.OpenOptions{Forced: true}, "pass --allow-backing"}, // -f qcow2 is no consent
 		{fifoTop, format.OpenOptions{AllowBacking: true}, "not a regular file"},
 	}
 	for _, tc := range tests {
@@ -138,11 +171,15 @@ func TestBackingPolicy(t *testing.T) {
 			t.Errorf("%s: %v; want ErrBacking mentioning %q", filepath.Base(tc.path), err, tc.match)
 		}
 	}
-	src, err := open(t, top, format.OpenOptions{AllowBacking: true})
+	var notes []string
+	src, err := open(t, top, format.OpenOptions{AllowBacking: true, Note: func(m string) { notes = append(notes, m) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	src.Close()
+	if want := top + ": reading backing file " + filepath.Join(dir, "base.qcow2") + " (qcow2)"; len(notes) != 1 || notes[0] != want {
+		t.Errorf("notes %q, want [%q]", notes, want)
+	}
 }
 
 // TestHostileHeader: header fields the library would trust are checked

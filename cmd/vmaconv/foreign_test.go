@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+// TestForeignFormats: an image in a format QEMU reads and vmaconv does not
+// (VMDK, VHD dynamic and fixed, VHDX, VDI, QED, LUKS, Parallels, Bochs,
+// cloop, DMG) is refused with one line naming the format and the way out,
+// never archived as its container bytes; -f raw takes the bytes
+// deliberately. Destinations with those extensions are refused likewise
+// (usage, exit 2), and -O raw writes raw under such a name.
+func TestForeignFormats(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	qimg := func(args ...string) { t.Helper(); testutil.Run(t, "qemu-img", args...) }
+	put := func(name string, b []byte) string {
+		if err := os.WriteFile(at(name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return at(name)
+	}
+	disk := put("disk.raw", testutil.GenDisk(1, 1<<20, "mixed"))
+	images := map[string]string{ // file -> the format the message must name
+		"a.vmdk":      "VMDK",
+		"stream.vmdk": "VMDK",
+		"dyn.vhd":     "VHD",
+		"fixed.vhd":   "VHD",
+		"a.vhdx":      "VHDX",
+		"a.vdi":       "VDI",
+		"a.qed":       "QED",
+		"a.luks":      "LUKS",
+		"a.hds":       "Parallels",
+	}
+	qimg("convert", "-f", "raw", "-O", "vmdk", disk, at("a.vmdk"))
+	qimg("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", disk, at("stream.vmdk"))
+	qimg("convert", "-f", "raw", "-O", "vpc", disk, at("dyn.vhd"))
+	qimg("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", disk, at("fixed.vhd"))
+	qimg("convert", "-f", "raw", "-O", "vhdx", disk, at("a.vhdx"))
+	qimg("convert", "-f", "raw", "-O", "vdi", disk, at("a.vdi"))
+	qimg("convert", "-f", "raw", "-O", "qed", disk, at("a.qed"))
+	qimg("convert", "-f", "raw", "-O", "parallels", disk, at("a.hds"))
+	qimg("create", "-q", "--object", "secret,id=s,data=pw", "-f", "luks", "-o", "key-secret=s,iter-time=10", at("a.luks"), "1M")
+	// Formats qemu-img cannot write: their signatures by hand, named so
+	// that nothing but the content can give them away.
+	body := testutil.GenDisk(2, 1<<20, "data")
+	images[filepath.Base(put("bochs.img", append([]byte("Bochs Virtual HD Image\x00"), body...)))] = "Bochs"
+	images[filepath.Base(put("cloop.img", append([]byte("#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"), body...)))] = "cloop"
+	images[filepath.Base(put("dmg.img", append(bytes.Clone(body), append([]byte("koly"), make([]byte, 508)...)...)))] = "DMG"
+	for name, want := range images {
+		path := at(name)
+		for _, args := range [][]string{{path, at("out.vma")}, {"checksum", path}, {path, at("out.raw")}} {
+			var stdout, stderr bytes.Buffer
+			st := run(context.Background(), args, nil, &stdout, &stderr)
+			msg := stderr.String()
+			if st != 1 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, ": a "+want+" image, which vmaconv does not read: convert it first (qemu-img convert -f ") || !strings.Contains(msg, "or pass -f raw") {
+				t.Errorf("vmaconv %v: status %d, %q", args, st, msg)
+			}
+		}
+		vmaconv(t, "-f", "raw", path, at("deliberate.vma"))
+		os.Remove(at("deliberate.vma"))
+	}
+	for _, ext := range []string{".vmdk", ".vhd", ".vhdx", ".vdi", ".qed", ".dmg"} {
+		var stdout, stderr bytes.Buffer
+		st := run(context.Background(), []string{"-f", "raw", disk, at("out" + ext)}, nil, &stdout, &stderr)
+		if st != 2 || !strings.Contains(stderr.String(), "vmaconv does not write") {
+			t.Errorf("output %s: status %d, %q", ext, st, stderr.String())
+		}
+		st = run(context.Background(), []string{"create", at("c" + ext), "drive-scsi0=" + disk}, nil, &stdout, &stderr)
+		if st != 2 {
+			t.Errorf("create %s: status %d", ext, st)
+		}
+	}
+	vmaconv(t, "-f", "raw", "-O", "raw", disk, at("raw.vmdk"))
+	if _, err := os.Stat(at("out.vmdk")); err == nil {
+		t.Error("a refused destination was written")
+	}
+}
