@@ -229,8 +229,8 @@ func TestBadImages(t *testing.T) {
 	os.MkdirAll(at("sub"), 0o755)
 	testutil.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "../ok.qcow2", "-F", "qcow2", at("sub/outside.qcow2"))
 	out := at("out.vma")
-	runFails(t, dir, "L1 table of 2147483647 entries", at("l1.qcow2"), out)
-	runFails(t, dir, "cluster_bits 0 out of range", "--allow-backing", at("badtop.qcow2"), out)
+	runFails(t, dir, "l1_size 2147483647: an L1 table of 16383 MiB (qemu's limit is 32 MiB)", at("l1.qcow2"), out)
+	runFails(t, dir, "cluster_bits 0: unsupported cluster size", "--allow-backing", at("badtop.qcow2"), out)
 	runFails(t, dir, `image has backing file "../ok.qcow2"; pass --allow-backing to read it`, at("sub/outside.qcow2"), out)
 	// With -f raw nothing is probed: the qcow2 file is converted as bytes.
 	var stdout, stderr bytes.Buffer

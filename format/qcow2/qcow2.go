@@ -41,6 +41,9 @@ var (
 	ErrCorrupt = errors.New("qcow2: corrupt image")
 	// ErrBacking means a backing file was refused or could not be used.
 	ErrBacking = errors.New("qcow2: backing file")
+	// ErrUnsupported means a valid-looking image of a version or with a
+	// feature this driver does not read.
+	ErrUnsupported = errors.New("qcow2: unsupported image")
 )
 
 // Bounds of a backing chain: its length, and the L1 tables of all its
@@ -85,6 +88,7 @@ func Open(f *os.File, o format.OpenOptions) (*Source, error) {
 
 // header is what open checks before handing the file to the library.
 type header struct {
+	version       uint32
 	backingOffset uint64
 	backingSize   uint32
 	clusterBits   uint32
@@ -93,40 +97,128 @@ type header struct {
 	l1Offset      uint64
 }
 
+// Limits QEMU applies when it opens an image (block/qcow2.h).
+const (
+	maxL1Bytes       = 32 << 20 // QCOW_MAX_L1_SIZE
+	maxRefTableBytes = 8 << 20  // QCOW_MAX_REFTABLE_SIZE
+	maxSnapshots     = 65536    // QCOW_MAX_SNAPSHOTS
+	snapshotMinBytes = 40       // the fixed part of a snapshot table entry
+)
+
+// readHeader checks the header as strictly as QEMU does when it opens an
+// image, before the library allocates anything from it, and says which
+// field is wrong (offsets in hex).
 func readHeader(ra io.ReaderAt, fileSize int64) (*header, error) {
-	var b [48]byte
-	if n, err := ra.ReadAt(b[:], 0); n < len(b) {
-		return nil, fmt.Errorf("%w: header truncated (%d bytes): %v", ErrCorrupt, n, err)
+	var b [112]byte
+	n, err := ra.ReadAt(b[:], 0)
+	if n < 72 {
+		return nil, fmt.Errorf("%w: header too short: %d bytes: %v", ErrCorrupt, n, err)
 	}
 	if !bytes.Equal(b[:4], Magic[:]) {
 		return nil, fmt.Errorf("%w: not a qcow2 image (magic %q)", format.ErrUnknownFormat, b[:4])
 	}
 	be := binary.BigEndian
 	h := &header{
+		version:       be.Uint32(b[4:]),
 		backingOffset: be.Uint64(b[8:]), backingSize: be.Uint32(b[16:]),
 		clusterBits: be.Uint32(b[20:]), size: be.Uint64(b[24:]),
 		l1Size: be.Uint32(b[36:]), l1Offset: be.Uint64(b[40:]),
 	}
-	if h.size > 1<<62 {
-		return nil, fmt.Errorf("%w: virtual size %d", ErrCorrupt, h.size)
-	}
-	if v := be.Uint32(b[4:]); v != 2 && v != 3 {
-		return nil, fmt.Errorf("%w: version %d", ErrCorrupt, v)
+	switch h.version {
+	case 2, 3:
+	case 1:
+		return nil, fmt.Errorf("%w: qcow version 1 (the original qcow format); convert it with qemu-img convert -O qcow2", ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("%w: qcow version %d", ErrUnsupported, h.version)
 	}
 	// qemu accepts 512 B to 2 MiB clusters.
 	if h.clusterBits < 9 || h.clusterBits > 21 {
-		return nil, fmt.Errorf("%w: cluster_bits %d out of range 9..21", ErrCorrupt, h.clusterBits)
+		return nil, fmt.Errorf("%w: cluster_bits %d: unsupported cluster size (qemu takes 512 bytes to 2 MiB, cluster_bits 9 to 21)", ErrCorrupt, h.clusterBits)
+	}
+	csize := uint64(1) << h.clusterBits
+	if h.size > 1<<62 {
+		return nil, fmt.Errorf("%w: virtual size %d out of range", ErrCorrupt, h.size)
+	}
+	headerLen := uint64(72)
+	if h.version == 3 {
+		if n < 104 {
+			return nil, fmt.Errorf("%w: header too short: %d bytes", ErrCorrupt, n)
+		}
+		headerLen = uint64(be.Uint32(b[100:]))
+		switch {
+		case headerLen < 104:
+			return nil, fmt.Errorf("%w: header too short: header_length %d, at least 104 for version 3", ErrCorrupt, headerLen)
+		case headerLen > csize:
+			return nil, fmt.Errorf("%w: header_length %d exceeds the %d-byte cluster", ErrCorrupt, headerLen, csize)
+		}
+		if order := be.Uint32(b[96:]); order > 6 {
+			return nil, fmt.Errorf("%w: refcount_order %d: reference count entries are at most 64 bits (order 6)", ErrCorrupt, order)
+		}
+	}
+	if err := checkExtensions(ra, headerLen, csize, h.backingOffset, fileSize); err != nil {
+		return nil, err
+	}
+	// Tables the library or qemu would read.
+	rtOff, rtClusters := be.Uint64(b[48:]), uint64(be.Uint32(b[56:]))
+	switch {
+	case rtClusters*csize > maxRefTableBytes:
+		return nil, fmt.Errorf("%w: refcount table of %d clusters is too large (at most %d MiB)", ErrCorrupt, rtClusters, maxRefTableBytes>>20)
+	case rtOff%csize != 0:
+		return nil, fmt.Errorf("%w: refcount_table_offset %#x is not aligned to a cluster", ErrCorrupt, rtOff)
+	case rtOff > uint64(fileSize) || rtClusters*csize > uint64(fileSize)-rtOff:
+		return nil, fmt.Errorf("%w: refcount table at %#x (%d clusters) runs past the end of the file (%#x bytes)", ErrCorrupt, rtOff, rtClusters, fileSize)
+	}
+	snaps, snapOff := uint64(be.Uint32(b[60:])), be.Uint64(b[64:])
+	switch {
+	case snaps > maxSnapshots:
+		return nil, fmt.Errorf("%w: snapshot table too large: %d snapshots (at most %d)", ErrCorrupt, snaps, maxSnapshots)
+	case snaps > 0 && snapOff%csize != 0:
+		return nil, fmt.Errorf("%w: snapshots_offset %#x is not aligned to a cluster", ErrCorrupt, snapOff)
+	case snaps > 0 && (snapOff > uint64(fileSize) || snaps*snapshotMinBytes > uint64(fileSize)-snapOff):
+		return nil, fmt.Errorf("%w: snapshot table at %#x (%d snapshots) runs past the end of the file (%#x bytes)", ErrCorrupt, snapOff, snaps, fileSize)
 	}
 	// The library allocates the L1 table from l1_size before reading it:
-	// bound it by the file (and by qemu's 32 MiB limit) first.
-	if l1 := uint64(h.l1Size) * 8; l1 > 32<<20 || h.l1Offset > uint64(fileSize) || l1 > uint64(fileSize)-h.l1Offset {
-		return nil, fmt.Errorf("%w: L1 table of %d entries at %d does not fit in the %d-byte file", ErrCorrupt, h.l1Size, h.l1Offset, fileSize)
+	// bound it by qemu's limit and by the file first.
+	l1 := uint64(h.l1Size) * 8
+	switch {
+	case l1 > maxL1Bytes:
+		return nil, fmt.Errorf("%w: l1_size %d: an L1 table of %d MiB (qemu's limit is %d MiB)", ErrCorrupt, h.l1Size, l1>>20, maxL1Bytes>>20)
+	case h.l1Size > 0 && h.l1Offset%csize != 0:
+		return nil, fmt.Errorf("%w: l1_table_offset %#x is not aligned to a cluster", ErrCorrupt, h.l1Offset)
+	case h.l1Offset > uint64(fileSize) || l1 > uint64(fileSize)-h.l1Offset:
+		return nil, fmt.Errorf("%w: L1 table at %#x (%d bytes) runs past the end of the file (%#x bytes)", ErrCorrupt, h.l1Offset, l1, fileSize)
 	}
-	l2Entries := uint64(1) << (h.clusterBits - 3)
-	if covered := uint64(h.l1Size) * l2Entries; (h.size+1<<h.clusterBits-1)>>h.clusterBits > covered {
-		return nil, fmt.Errorf("%w: virtual size %d needs more than %d L1 entries", ErrCorrupt, h.size, h.l1Size)
+	l2Entries := csize / 8
+	if covered := uint64(h.l1Size) * l2Entries; (h.size+csize-1)>>h.clusterBits > covered {
+		return nil, fmt.Errorf("%w: l1_size %d: too small for the virtual size of %d bytes", ErrCorrupt, h.l1Size, h.size)
 	}
 	return h, nil
+}
+
+// checkExtensions walks the header extensions after the header, as qemu
+// does, refusing one that runs past the first cluster (or into the
+// backing file name).
+func checkExtensions(ra io.ReaderAt, off, csize, backingOffset uint64, fileSize int64) error {
+	end := csize
+	if backingOffset != 0 && backingOffset < end {
+		end = backingOffset
+	}
+	end = min(end, uint64(max(fileSize, 0)))
+	var e [8]byte
+	for off+8 <= end {
+		if _, err := ra.ReadAt(e[:], int64(off)); err != nil {
+			return fmt.Errorf("%w: reading the header extension at %#x: %v", ErrCorrupt, off, err)
+		}
+		typ, n := binary.BigEndian.Uint32(e[:]), uint64(binary.BigEndian.Uint32(e[4:]))
+		if typ == 0 {
+			return nil
+		}
+		if n > end-off-8 {
+			return fmt.Errorf("%w: header extension %#08x at %#x: %d bytes run past the end of the first cluster", ErrCorrupt, typ, off, n)
+		}
+		off += 8 + (n+7)&^7
+	}
+	return nil
 }
 
 // open opens one image of a backing chain; the first is the image the
@@ -285,12 +377,23 @@ func (e *errImage) Close() error {
 func (s *Source) ReadAt(p []byte, off int64) (n int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			n, err = 0, fmt.Errorf("%w: %s: reading at %d: %v", ErrCorrupt, s.name, off, r)
+			n, err = 0, fmt.Errorf("%w: %s: reading at %#x: %v", ErrCorrupt, s.name, off, r)
 		}
 	}()
+	size := s.Size()
+	if off >= size {
+		return 0, io.EOF
+	}
+	short := false
+	if int64(len(p)) > size-off {
+		p, short = p[:size-off], true
+	}
 	n, err = s.img.ReadAt(p, off)
 	if err != nil && err != io.EOF {
-		err = fmt.Errorf("qcow2: %s: reading at %d: %w", s.name, off, err)
+		err = fmt.Errorf("qcow2: %s: reading at %#x: %w", s.name, off, err)
+	}
+	if err == nil && short {
+		err = io.EOF
 	}
 	return n, err
 }
@@ -301,24 +404,25 @@ func (s *Source) ReadAt(p []byte, off int64) (n int, err error) {
 func (s *Source) Extent(start, length int64) (e format.Extent, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: cluster map at %d: %v", ErrCorrupt, s.name, start, r)
+			err = fmt.Errorf("%w: %s: cluster map at %#x: %v", ErrCorrupt, s.name, start, r)
 		}
 	}()
 	length = min(length, s.Size()-start)
 	x, err := s.img.Extent(start, length)
 	if err != nil {
-		return format.Extent{}, fmt.Errorf("qcow2: %s: cluster map at %d: %w", s.name, start, err)
+		return format.Extent{}, fmt.Errorf("qcow2: %s: cluster map at %#x: %w", s.name, start, err)
 	}
 	if x.Length <= 0 {
-		return format.Extent{}, fmt.Errorf("%w: %s: empty extent at %d", ErrCorrupt, s.name, start)
+		return format.Extent{}, fmt.Errorf("%w: %s: empty extent at %#x", ErrCorrupt, s.name, start)
 	}
 	// Clusters that fall through to a backing file carry the backing
 	// image's status, so Zero is right for the whole chain.
 	return format.Extent{Start: start, Length: x.Length, Zero: x.Zero}, nil
 }
 
-// Size returns the virtual size.
-func (s *Source) Size() int64 { return s.img.Size() }
+// Size returns the virtual size, cut to whole 512-byte sectors as qemu
+// reads it.
+func (s *Source) Size() int64 { return s.img.Size() &^ 511 }
 
 // Close closes the image and its backing files.
 func (s *Source) Close() error { return s.img.Close() }
