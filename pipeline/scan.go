@@ -21,7 +21,9 @@ type Options struct {
 	// CPUs). 1 reads sequentially; the output is the same for any value.
 	Workers int
 	// ChunkSize is the bytes one reader fetches at a time, a multiple of
-	// 64 KiB (default 1 MiB). Memory in flight is about 3·Workers·ChunkSize.
+	// 64 KiB (default 1 MiB). Memory in flight is 2·Workers+1 chunks, and
+	// never more than MaxInFlight: beyond that, more workers would only
+	// wait for a buffer, so there are no more of them.
 	ChunkSize int
 	// Progress, if set, is called from one goroutine with the number of
 	// source bytes done so far, after every chunk.
@@ -44,6 +46,10 @@ func (o *Options) Validate() error {
 	}
 	return nil
 }
+
+// MaxInFlight bounds the bytes of chunks a Scan holds at once, whatever
+// the number of workers.
+const MaxInFlight = 48 << 20
 
 type chunk struct {
 	off  int64
@@ -83,6 +89,8 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 	if !ordered {
 		inFlight = o.Workers
 	}
+	inFlight = max(min(inFlight, MaxInFlight/o.ChunkSize), 1)
+	o.Workers = min(o.Workers, inFlight)
 	free := make(chan []byte, inFlight)
 	for range inFlight {
 		free <- make([]byte, o.ChunkSize)

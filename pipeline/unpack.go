@@ -53,8 +53,9 @@ type UnpackOptions struct {
 	// Workers is the number of parallel writers (default: the number of
 	// CPUs). With 1, the reading goroutine writes itself and no extent is
 	// copied; with more, each extent's data is copied into one of
-	// Workers+1 reused buffers and written by a worker. The result is the
-	// same either way.
+	// Workers+1 reused buffers (at most MaxInFlight of them in all: there
+	// are no more writers than that allows) and written by a worker. The
+	// result is the same either way.
 	Workers int
 }
 
@@ -113,7 +114,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	if o.Workers == 0 {
 		o.Workers = runtime.NumCPU()
 	}
-	wr := newWriters(ctx, o.Workers)
+	wr := newWriters(ctx, min(o.Workers, MaxInFlight/vma.MaxExtentSize-1))
 	ctx = wr.ctx
 	var runs runList
 	for {

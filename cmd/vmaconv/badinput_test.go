@@ -316,3 +316,33 @@ func TestInflatedVMState(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersMemory: memory does not grow with -m: the buffers in flight
+// are bounded in all, whatever the number of workers.
+func TestWorkersMemory(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	os.WriteFile(at("d.raw"), testutil.GenDisk(1, 64<<20, "mixed"), 0o644)
+	vmaconv(t, "-f", "raw", at("d.raw"), at("d.vma"))
+	for _, args := range [][]string{
+		{"-f", "raw", at("d.raw"), at("a.vma")},
+		{at("d.vma"), at("b.raw")},
+		{at("d.vma"), at("c.qcow2"), "--compress", "zstd"},
+		{"checksum", at("d.vma")},
+		{"checksum", "-f", "raw", at("d.raw")},
+	} {
+		for _, m := range []string{"1", "1024"} {
+			var m0, m1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+			vmaconv(t, append(args, "-m", m)...)
+			runtime.ReadMemStats(&m1)
+			if a := m1.TotalAlloc - m0.TotalAlloc; a > 160<<20 {
+				t.Errorf("vmaconv %v -m %s allocated %d MiB", args, m, a>>20)
+			}
+			for _, f := range []string{"a.vma", "b.raw", "c.qcow2"} {
+				os.Remove(at(f))
+			}
+		}
+	}
+}

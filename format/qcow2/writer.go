@@ -44,8 +44,8 @@ type WriterOptions struct {
 	// Level is the zstd level (1-22, default 3); zlib clusters are
 	// compressed as QEMU reads them, with a 4 KiB window, at one level.
 	Level int
-	// Workers is the number of goroutines compressing clusters (default:
-	// the number of CPUs).
+	// Workers is the number of goroutines compressing clusters (default,
+	// and at most: the number of CPUs).
 	Workers int
 }
 
@@ -145,7 +145,8 @@ func NewWriter(f io.WriterAt, size int64, o WriterOptions) (*Writer, error) {
 	w.l1 = make([]uint64, l1n)
 	w.cover = make([]int64, l1n)
 	if w.comp != "" {
-		n := o.Workers
+		// Compressors beyond the CPUs only hold memory.
+		n := min(o.Workers, runtime.NumCPU())
 		if n <= 0 {
 			n = runtime.NumCPU()
 		}
