@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -58,70 +57,143 @@ func (h *Header) Config(name string) (Config, bool) {
 	return Config{}, false
 }
 
-// readHeader reads and validates the header from r. It never allocates more
-// than the bytes actually read plus one chunk, whatever header_size claims.
-func readHeader(r io.Reader) (*Header, []byte, error) {
+// readHeader reads and validates the header from r and returns it with
+// its size. It reads the header as a stream, in 1 MiB steps: the MD5 is
+// computed as it goes and the blob buffer walked as it goes, keeping only
+// the blobs the fixed part points to. Memory is one step plus those blobs,
+// whatever header_size claims (up to MaxHeaderSize).
+func readHeader(r io.Reader) (*Header, int64, error) {
 	fixed := make([]byte, HeaderStructSize)
 	if n, err := io.ReadFull(r, fixed); err != nil {
 		if got := fixed[:min(n, 4)]; !bytes.HasPrefix(Magic[:], got) {
-			return nil, nil, errAt(ErrNotVMA, 0, "not a VMA archive: wrong magic %q", got)
+			return nil, 0, errAt(ErrNotVMA, 0, "not a VMA archive: wrong magic %q", got)
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil, nil, errAt(ErrCorrupt, int64(n), "truncated header: got %d of %d bytes", n, HeaderStructSize)
+			return nil, 0, errAt(ErrCorrupt, int64(n), "truncated header: got %d of %d bytes", n, HeaderStructSize)
 		}
-		return nil, nil, fmt.Errorf("vma: reading header: %w", err)
+		return nil, 0, fmt.Errorf("vma: reading header: %w", err)
 	}
 	if !bytes.Equal(fixed[:4], Magic[:]) {
-		return nil, nil, errAt(ErrNotVMA, 0, "not a VMA archive: wrong magic %q", fixed[:4])
+		return nil, 0, errAt(ErrNotVMA, 0, "not a VMA archive: wrong magic %q", fixed[:4])
 	}
-	size := binary.BigEndian.Uint32(fixed[offHeaderSize:])
+	be := binary.BigEndian
+	size := int64(be.Uint32(fixed[offHeaderSize:]))
 	if size <= HeaderStructSize {
-		return nil, nil, errAt(ErrCorrupt, offHeaderSize, "header size %d is not larger than %d", size, HeaderStructSize)
+		return nil, 0, errAt(ErrCorrupt, offHeaderSize, "header size %d is not larger than %d", size, HeaderStructSize)
 	}
 	if size > MaxHeaderSize {
-		return nil, nil, errAt(ErrUnsupported, offHeaderSize, "header size %d exceeds the limit of %d", size, MaxHeaderSize)
+		return nil, 0, errAt(ErrUnsupported, offHeaderSize, "header size %d exceeds the limit of %d", size, MaxHeaderSize)
 	}
-	buf := fixed
-	const chunk = 1 << 20
-	for len(buf) < int(size) {
-		n := min(int(size)-len(buf), chunk)
-		buf = slices.Grow(buf, n)
-		got, err := io.ReadFull(r, buf[len(buf):len(buf)+n])
-		buf = buf[:len(buf)+got]
-		if err != nil {
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return nil, nil, errAt(ErrCorrupt, int64(len(buf)), "truncated header: got %d of %d bytes", len(buf), size)
-			}
-			return nil, nil, fmt.Errorf("vma: reading header: %w", err)
+	sum := md5.New()
+	sum.Write(fixed[:offMD5])
+	sum.Write(make([]byte, 16))
+	sum.Write(fixed[offMD5+16:])
+
+	// The blob buffer's bounds are checked after the MD5 and the version,
+	// as Proxmox's reader does; until then the walk keeps inside the
+	// header.
+	boff := int64(be.Uint32(fixed[offBlobOffset:]))
+	bsize := int64(be.Uint32(fixed[offBlobSize:]))
+	w := &blobWalker{want: map[int64][]byte{}, start: boff, end: min(boff+bsize, size), next: boff + 1}
+	if boff < HeaderStructSize {
+		w.end = 0 // refused below, after the MD5: walk nothing
+	}
+	for i := 1; i <= maxDevID; i++ {
+		e := fixed[offDevInfo+i*devInfoSize:]
+		if p := be.Uint32(e); p != 0 && be.Uint64(e[8:]) != 0 {
+			w.want[boff+int64(p)] = nil
 		}
 	}
-	h, err := parseHeader(buf)
-	return h, buf, err
-}
-
-// headerMD5 returns the MD5 of buf with the md5sum field taken as zero.
-func headerMD5(buf []byte) [16]byte {
-	d := md5.New()
-	d.Write(buf[:offMD5])
-	d.Write(make([]byte, 16))
-	d.Write(buf[offMD5+16:])
-	var sum [16]byte
-	d.Sum(sum[:0])
-	return sum
-}
-
-// parseHeader validates a complete header of len(buf) == header_size bytes,
-// in the order Proxmox's reader does: MD5, version, blob bounds, blobs,
-// devices, configs.
-func parseHeader(buf []byte) (*Header, error) {
-	if sum := headerMD5(buf); !bytes.Equal(sum[:], buf[offMD5:offMD5+16]) {
-		return nil, errAt(ErrChecksum, offMD5, "header MD5 mismatch: stored %x, computed %x", buf[offMD5:offMD5+16], sum)
+	for i := range MaxConfigs {
+		n, d := be.Uint32(fixed[offConfigNames+4*i:]), be.Uint32(fixed[offConfigData+4*i:])
+		if n != 0 && d != 0 {
+			w.want[boff+int64(n)], w.want[boff+int64(d)] = nil, nil
+		}
 	}
+	chunk := make([]byte, min(size-HeaderStructSize, 1<<20))
+	for pos := int64(HeaderStructSize); pos < size; {
+		c := chunk[:min(int64(len(chunk)), size-pos)]
+		got, err := io.ReadFull(r, c)
+		if err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return nil, 0, errAt(ErrCorrupt, pos+int64(got), "truncated header: got %d of %d bytes", pos+int64(got), size)
+			}
+			return nil, 0, fmt.Errorf("vma: reading header: %w", err)
+		}
+		sum.Write(c)
+		w.feed(pos, c)
+		pos += int64(got)
+	}
+	if computed := sum.Sum(nil); !bytes.Equal(computed, fixed[offMD5:offMD5+16]) {
+		return nil, 0, errAt(ErrChecksum, offMD5, "header MD5 mismatch: stored %x, computed %x", fixed[offMD5:offMD5+16], computed)
+	}
+	h, err := parseFixed(fixed, size, w)
+	return h, size, err
+}
+
+// blobWalker walks a blob buffer fed in pieces: from offset 1 on, each
+// blob is a little-endian u16 length and that many bytes; a pointer must
+// hit a blob's start. It keeps the blobs that start at a wanted offset
+// (absolute offsets in the header) and ends at end; a blob crossing end
+// is ignored.
+type blobWalker struct {
+	want       map[int64][]byte // blob start (its length field) -> data
+	start, end int64            // the blob buffer
+	next       int64            // where the next blob's length field starts
+	cur        int64            // the blob being read: its start, or -1
+	need       int64            // bytes of it still to come
+	lenBuf     []byte           // a length field split between two pieces
+}
+
+// feed takes the header bytes p found at offset pos; pieces come in
+// order, one after the other.
+func (w *blobWalker) feed(pos int64, p []byte) {
+	end := pos + int64(len(p))
+	for {
+		if w.need > 0 { // the rest of a wanted blob: [w.next-w.need, w.next)
+			from := w.next - w.need
+			n := min(w.need, end-from)
+			if n <= 0 || from < pos {
+				return
+			}
+			w.want[w.cur] = append(w.want[w.cur], p[from-pos:from-pos+n]...)
+			w.need -= n
+			continue
+		}
+		if w.next+2 > w.end {
+			return
+		}
+		// The length field at w.next, maybe split between pieces.
+		for len(w.lenBuf) < 2 {
+			at := w.next + int64(len(w.lenBuf))
+			if at >= end || at < pos {
+				return // in a later piece (or, for a hostile offset, none)
+			}
+			w.lenBuf = append(w.lenBuf, p[at-pos])
+		}
+		n := int64(w.lenBuf[0]) | int64(w.lenBuf[1])<<8
+		w.lenBuf = w.lenBuf[:0]
+		start := w.next
+		w.next = start + 2 + n
+		if w.next > w.end {
+			return // crosses the end: ignored, and the walk is over
+		}
+		if _, ok := w.want[start]; ok {
+			w.cur, w.need = start, n
+			w.want[start] = make([]byte, 0, n)
+		}
+	}
+}
+
+// parseFixed validates the fixed header, whose blobs w has walked, in the
+// order Proxmox's reader does after the MD5: version, blob bounds, blobs,
+// devices, configs.
+func parseFixed(buf []byte, size int64, w *blobWalker) (*Header, error) {
 	be := binary.BigEndian
 	if v := be.Uint32(buf[offVersion:]); v != Version {
 		return nil, errAt(ErrUnsupported, offVersion, "unsupported version %d", v)
 	}
-	h := &Header{Size: len(buf)}
+	h := &Header{Size: int(size)}
 	copy(h.UUID[:], buf[offUUID:offUUID+16])
 	h.CTime = time.Unix(int64(be.Uint64(buf[offCTime:])), 0)
 
@@ -130,37 +202,12 @@ func parseHeader(buf []byte) (*Header, error) {
 	if boff < HeaderStructSize {
 		return nil, errAt(ErrCorrupt, offBlobOffset, "blob buffer offset %d inside the fixed header", boff)
 	}
-	if boff+bsize > uint64(len(buf)) {
-		return nil, errAt(ErrCorrupt, offBlobSize, "blob buffer %d+%d ends past the header size %d", boff, bsize, len(buf))
+	if boff+bsize > uint64(size) {
+		return nil, errAt(ErrCorrupt, offBlobSize, "blob buffer %d+%d ends past the header size %d", boff, bsize, size)
 	}
-	blobs := buf[boff : boff+bsize]
-
-	// Collect every pointer the header uses, then resolve them in one walk
-	// over the blob buffer: memory stays proportional to the pointer count.
-	want := map[uint32][]byte{}
-	for i := 1; i <= maxDevID; i++ {
-		e := buf[offDevInfo+i*devInfoSize:]
-		if p := be.Uint32(e); p != 0 && be.Uint64(e[8:]) != 0 {
-			want[p] = nil
-		}
-	}
-	for i := range MaxConfigs {
-		n, d := be.Uint32(buf[offConfigNames+4*i:]), be.Uint32(buf[offConfigData+4*i:])
-		if n != 0 && d != 0 {
-			want[n], want[d] = nil, nil
-		}
-	}
-	for pos := uint64(1); pos+2 <= bsize; {
-		n := uint64(blobs[pos]) | uint64(blobs[pos+1])<<8
-		if pos+2+n <= bsize {
-			if _, ok := want[uint32(pos)]; ok {
-				want[uint32(pos)] = blobs[pos+2 : pos+2+n : pos+2+n]
-			}
-		}
-		pos += 2 + n
-	}
+	blob := func(p uint32) []byte { return w.want[int64(boff)+int64(p)] }
 	str := func(p uint32) (string, bool) {
-		b := want[p]
+		b := blob(p)
 		if len(b) == 0 || b[len(b)-1] != 0 {
 			return "", false
 		}
@@ -201,13 +248,24 @@ func parseHeader(buf []byte) (*Header, error) {
 			continue
 		}
 		name, ok := str(n)
-		data := want[d] // nil unless a blob starts exactly at d
+		data := blob(d) // nil unless a blob starts exactly at d
 		if !ok || data == nil {
 			return nil, errAt(ErrCorrupt, at, "config %d: invalid blob pointers name=%d data=%d", i, n, d)
 		}
-		h.Configs = append(h.Configs, Config{Name: name, Data: bytes.Clone(data)})
+		h.Configs = append(h.Configs, Config{Name: name, Data: data})
 	}
 	return h, nil
+}
+
+// headerMD5 returns the MD5 of buf with the md5sum field taken as zero.
+func headerMD5(buf []byte) [16]byte {
+	d := md5.New()
+	d.Write(buf[:offMD5])
+	d.Write(make([]byte, 16))
+	d.Write(buf[offMD5+16:])
+	var sum [16]byte
+	d.Sum(sum[:0])
+	return sum
 }
 
 // blobTable builds the header's blob buffer the way Proxmox's writer does:

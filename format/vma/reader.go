@@ -163,11 +163,11 @@ type slotInfo struct {
 // NewReader reads and validates the archive header from r and returns a
 // Reader positioned at the first extent. The Reader does not close r.
 func NewReader(r io.Reader) (*Reader, error) {
-	h, buf, err := readHeader(r)
+	h, size, err := readHeader(r)
 	if err != nil {
 		return nil, err
 	}
-	rd := &Reader{r: r, hdr: h, off: int64(len(buf)), slots: make([]slotInfo, 0, SlotsPerExtent)}
+	rd := &Reader{r: r, hdr: h, off: size, slots: make([]slotInfo, 0, SlotsPerExtent)}
 	for _, d := range h.Devices {
 		rd.devs[d.ID] = &devState{dev: d, vmstate: d.IsVMState()}
 	}

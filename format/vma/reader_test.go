@@ -462,3 +462,36 @@ func TestSalvageLongDamage(t *testing.T) {
 		t.Errorf("salvaging 51 MB of damage allocated %d MiB", grew>>20)
 	}
 }
+
+// TestHeaderMemory: the largest header accepted (64 MiB), its blob buffer
+// all zero-length blobs but for the real ones at its start, parses in a
+// few MiB: the header is streamed, not assembled.
+func TestHeaderMemory(t *testing.T) {
+	good := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(1, 65536, "data")}},
+		[]vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "seq", 0)
+	hs := int(binary.BigEndian.Uint32(good[56:]))
+	big := make([]byte, vma.MaxHeaderSize)
+	copy(big, good[:hs])
+	binary.BigEndian.PutUint32(big[56:], vma.MaxHeaderSize)         // header_size
+	binary.BigEndian.PutUint32(big[52:], vma.MaxHeaderSize-12288-1) // blob_buffer_size: everything
+	testutil.FixHeaderMD5(big)
+	raw := append(big, good[hs:]...)
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	rd, err := vma.NewReader(bytes.NewReader(raw))
+	runtime.ReadMemStats(&m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := m1.TotalAlloc - m0.TotalAlloc; a > 8<<20 {
+		t.Errorf("reading a 64 MiB header allocated %d MiB", a>>20)
+	}
+	h := rd.Header()
+	if len(h.Configs) != 1 || string(h.Configs[0].Data) != "memory: 1\n" || len(h.Devices) != 1 || h.Size != vma.MaxHeaderSize {
+		t.Errorf("header %+v", h)
+	}
+	if err := readToEnd(raw); err != nil {
+		t.Errorf("reading on: %v", err)
+	}
+}
