@@ -22,3 +22,9 @@ func linkRename(oldpath, newpath string) error {
 	}
 	return os.Rename(oldpath, newpath)
 }
+
+// RenameNoReplace renames oldpath to newpath unless newpath exists, in
+// which case it fails with an error matching fs.ErrExist: atomically with
+// renameat2(RENAME_NOREPLACE) where the system has it, by link and unlink
+// otherwise.
+func RenameNoReplace(oldpath, newpath string) error { return renameNoReplace(oldpath, newpath) }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -343,6 +344,51 @@ func TestWorkersMemory(t *testing.T) {
 			for _, f := range []string{"a.vma", "b.raw", "c.qcow2"} {
 				os.Remove(at(f))
 			}
+		}
+	}
+}
+
+// TestConcurrentOutputs: two runs writing the same new destination at
+// once never both succeed, and never mix: one gets the destination
+// whole, the other fails saying why and leaves nothing.
+func TestConcurrentOutputs(t *testing.T) {
+	dir := t.TempDir()
+	arc := filepath.Join(dir, "m.vma")
+	os.WriteFile(arc, testutil.WriteArchive(t, []testutil.Disk{
+		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 24<<20, "data")},
+		{Name: "drive-scsi1", Data: testutil.GenDisk(2, 8<<20, "data")},
+	}, []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "seq", 0), 0o644)
+	for round := range 5 {
+		for _, args := range [][]string{
+			{"extract", arc, filepath.Join(dir, fmt.Sprint("x", round))},
+			{arc + ":drive-scsi0", filepath.Join(dir, fmt.Sprint("c", round, ".raw"))},
+		} {
+			var wg sync.WaitGroup
+			st := make([]int, 2)
+			msg := make([]string, 2)
+			for i := range 2 {
+				wg.Go(func() {
+					var stdout, stderr bytes.Buffer
+					st[i] = run(context.Background(), args, nil, &stdout, &stderr)
+					msg[i] = stderr.String()
+				})
+			}
+			wg.Wait()
+			if ok := (st[0] == 0) != (st[1] == 0); !ok {
+				t.Fatalf("vmaconv %v twice at once: statuses %v (%q)", args, st, msg)
+			}
+		}
+		got := listTree(t, filepath.Join(dir, fmt.Sprint("x", round)))
+		if want := []string{"", "/disk-drive-scsi0.raw", "/disk-drive-scsi1.raw", "/qemu-server.conf"}; !slices.Equal(got, want) {
+			t.Errorf("round %d: the directory holds %v", round, got)
+		}
+		if sum := fileSHA(t, filepath.Join(dir, fmt.Sprint("x", round), "disk-drive-scsi0.raw")); sum != fileSHA(t, filepath.Join(dir, fmt.Sprint("c", round, ".raw"))) {
+			t.Errorf("round %d: the outputs differ", round)
+		}
+	}
+	for _, e := range listTree(t, dir) {
+		if strings.Contains(e, ".vmaconv-") {
+			t.Errorf("left behind: %s", e)
 		}
 	}
 }

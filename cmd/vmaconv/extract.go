@@ -143,10 +143,22 @@ func (c *extractCmd) Run(e *env) (err error) {
 		return err
 	}
 	p.finish()
+	// Move everything into place without replacing anything: a file that
+	// appeared meanwhile (another run into the same directory) fails the
+	// extract, and what this run moved already is taken back.
+	var moved []string
 	for _, o := range outs {
-		if err := os.Rename(filepath.Join(tmpDir, o.name), filepath.Join(c.Dir, o.name)); err != nil {
+		dst := filepath.Join(c.Dir, o.name)
+		if err := format.RenameNoReplace(filepath.Join(tmpDir, o.name), dst); err != nil {
+			for _, m := range moved {
+				os.Remove(m)
+			}
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%s appeared while extracting (another run into %s?); nothing of this run was kept", dst, c.Dir)
+			}
 			return err
 		}
+		moved = append(moved, dst)
 	}
 	if c.Verbose {
 		for _, o := range outs {
@@ -277,6 +289,7 @@ func rangesLen(rs []vma.Range) int64 {
 // checkTargetDir accepts a directory that does not exist yet (its parent
 // must) or an empty one.
 func checkTargetDir(dir string) error {
+	dir = filepath.Clean(dir) // "newdir/" is newdir
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -366,6 +379,20 @@ func safeName(name string) string {
 	s := string(b)
 	if s == "" {
 		s = "_"
+	}
+	// Names Windows reserves for devices, whatever the extension, and
+	// trailing dots, which it drops.
+	stem := strings.ToUpper(s)
+	if i := strings.IndexByte(stem, '.'); i >= 0 {
+		stem = stem[:i]
+	}
+	switch {
+	case stem == "CON" || stem == "PRN" || stem == "AUX" || stem == "NUL",
+		len(stem) == 4 && (strings.HasPrefix(stem, "COM") || strings.HasPrefix(stem, "LPT")) && stem[3] >= '0' && stem[3] <= '9':
+		s = "_" + s
+	}
+	if strings.HasSuffix(s, ".") {
+		s = s[:len(s)-1] + "_"
 	}
 	if len(s) > 200 {
 		sum := sha256.Sum256([]byte(name))

@@ -58,7 +58,7 @@ func (c *infoCmd) Run(e *env) error {
 func (c *infoCmd) infoJSON(h *vma.Header) infoJSON {
 	j := infoJSON{
 		Filename: c.name(), Format: vma.Name, Version: vma.Version,
-		UUID: h.UUID.String(), CTime: h.CTime.Format(time.RFC3339),
+		UUID: h.UUID.String(), CTime: ctimeString(h.CTime),
 		HeaderSize: h.Size, ClusterSize: vma.ClusterSize,
 		Configs: []configJSON{}, Devices: []deviceJSON{},
 	}
@@ -78,7 +78,7 @@ func printInfo(w io.Writer, name string, h *vma.Header) {
 	fmt.Fprintf(w, "file: %s\n", name)
 	fmt.Fprintf(w, "format: %s (version %d)\n", vma.Name, vma.Version)
 	fmt.Fprintf(w, "uuid: %s\n", h.UUID)
-	fmt.Fprintf(w, "ctime: %s\n", h.CTime.Format(time.RFC3339))
+	fmt.Fprintf(w, "ctime: %s\n", ctimeString(h.CTime))
 	fmt.Fprintf(w, "header size: %d\n", h.Size)
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "configs: %d\n", len(h.Configs))
@@ -100,4 +100,14 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "    ")
 	return enc.Encode(v)
+}
+
+// ctimeString formats an archive's creation time as RFC 3339, or, for a
+// time outside years 1 to 9999 (a damaged or hostile header), as its Unix
+// seconds.
+func ctimeString(t time.Time) string {
+	if t.Year() < 1 || t.Year() > 9999 {
+		return fmt.Sprintf("%d (Unix seconds, out of range)", t.Unix())
+	}
+	return t.Format(time.RFC3339)
 }

@@ -72,6 +72,24 @@ func (e *env) note(format string, args ...any) {
 	fmt.Fprintf(e.stderr, "vmaconv: note: %s\n", escapeControls(fmt.Sprintf(format, args...)))
 }
 
+// checkedWriter remembers the first error writing to standard output
+// (/dev/full, a closed descriptor), which fails the command at its end.
+type checkedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (c *checkedWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}
+
 // kongExit carries kong's exit status (after --help or --version) out of
 // kong to run, which returns it instead of exiting the process.
 type kongExit int
@@ -116,11 +134,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "vmaconv: --zstd-memory %d: want 1 to 1048576 MiB\n", c.ZstdMemory)
 		return exitUsage
 	}
-	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, zstdMemory: c.ZstdMemory}
+	out := &checkedWriter{w: stdout}
+	e := &env{ctx: ctx, stdin: stdin, stdout: out, stderr: stderr, zstdMemory: c.ZstdMemory}
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
-	if err := kctx.Run(e); err != nil {
+	err = kctx.Run(e)
+	if err == nil && out.err != nil {
+		err = fmt.Errorf("writing to standard output: %w", out.err)
+	}
+	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			fmt.Fprintln(stderr, "vmaconv: interrupted")
 			return exitInterrupted
