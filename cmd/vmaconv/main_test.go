@@ -197,8 +197,15 @@ func TestSafeName(t *testing.T) {
 		"qemu-server.conf": "qemu-server.conf",
 		"drive-scsi0":      "drive-scsi0",
 		"../x":             "_._x",
-		"..":               "_.",
+		"..":               "__", // a trailing dot: Windows drops it
 		".":                "_",
+		"x.":               "x_",
+		"CON":              "_CON", // Windows' device names, any case, any extension
+		"nul.txt":          "_nul.txt",
+		"com1":             "_com1",
+		"LPT9.raw":         "_LPT9.raw",
+		"console":          "console",
+		"com10":            "com10",
 		"":                 "_",
 		"a/b\\c:d":         "a_b_c_d",
 		"\x1b[31mred":      "__31mred",
