@@ -37,7 +37,6 @@ func TestForeignFormats(t *testing.T) {
 		"a.vhdx":      "VHDX",
 		"a.vdi":       "VDI",
 		"a.qed":       "QED",
-		"a.luks":      "LUKS",
 		"a.hds":       "Parallels",
 	}
 	qimg("convert", "-f", "raw", "-O", "vmdk", disk, at("a.vmdk"))
@@ -48,12 +47,14 @@ func TestForeignFormats(t *testing.T) {
 	qimg("convert", "-f", "raw", "-O", "vdi", disk, at("a.vdi"))
 	qimg("convert", "-f", "raw", "-O", "qed", disk, at("a.qed"))
 	qimg("convert", "-f", "raw", "-O", "parallels", disk, at("a.hds"))
-	qimg("create", "-q", "--object", "secret,id=s,data=pw", "-f", "luks", "-o", "key-secret=s,iter-time=10", at("a.luks"), "1M")
 	// Formats qemu-img cannot write: their signatures by hand, named so
 	// that nothing but the content can give them away.
 	body := testutil.GenDisk(2, 1<<20, "data")
 	images[filepath.Base(put("bochs.img", append([]byte("Bochs Virtual HD Image\x00"), body...)))] = "Bochs"
 	images[filepath.Base(put("cloop.img", append([]byte("#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"), body...)))] = "cloop"
+	// (qemu-img writes LUKS, but its key derivation benchmark fails now
+	// and then on a loaded machine: the signature is what is probed.)
+	images[filepath.Base(put("luks.img", append([]byte("LUKS\xba\xbe\x00\x01aes"), body...)))] = "LUKS"
 	images[filepath.Base(put("dmg.img", append(bytes.Clone(body), append([]byte("koly"), make([]byte, 508)...)...)))] = "DMG"
 	for name, want := range images {
 		path := at(name)
