@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -93,6 +94,11 @@ func genvma(ts *testscript.TestScript, neg bool, args []string) {
 			[]vma.Config{{Name: "..Xescape.conf", Data: []byte("x\n")}, {Name: ".hidden", Data: []byte("y\n")}}, "seq", 0)
 		raw = testutil.PatchName(t, raw, "..Xescape.conf", "../escape.conf")
 		raw = testutil.PatchName(t, raw, "..X..Xdisk", "../../disk")
+	case "minctime": // a ctime no calendar holds
+		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(1, 65536, "data")}}, conf, "seq", 0)
+		hs := int(binary.BigEndian.Uint32(raw[56:]))
+		binary.BigEndian.PutUint64(raw[24:], 1<<63)
+		testutil.FixHeaderMD5(raw[:hs])
 	case "big": // 8 MiB of incompressible data in three extents
 		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}}, conf, "seq", 0)
 	case "forge", "forgecut": // names that try to forge output lines and drive the terminal
