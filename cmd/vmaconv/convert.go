@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,7 +37,7 @@ func (r *readFlags) pipelineOptions() (pipeline.Options, error) {
 // writeFlags are the options of commands that write a file.
 type writeFlags struct {
 	Overwrite bool     `help:"Replace DST if it exists."`
-	Config    []string `short:"c" placeholder:"FILE" type:"existingfile" help:"Add a config file to an archive (repeatable), e.g. qemu-server.conf."`
+	Config    []string `short:"c" placeholder:"[NAME=]FILE" help:"Add a config file to an archive (repeatable), under NAME or FILE's base name: -c qemu-server.conf=100.conf. A qemu-server.conf gets the #qmdump#map lines Proxmox's restore needs; without one, vmaconv writes a minimal one."`
 	Compress  string   `placeholder:"zstd|gzip|zlib|none" help:"Compress the output: an archive with zstd or gzip (default: from DST's extension, .vma.zst or .vma.gz), a qcow2 image's clusters with zlib or zstd (like qemu-img convert -c)."`
 	Level     int      `placeholder:"N" help:"Compression level (zstd 1-22, default 3; gzip 1-9, default 6; qcow2 zlib has one level)."`
 	UUID      string   `placeholder:"UUID" help:"Archive UUID (default: random), for reproducible archives."`
@@ -45,13 +46,14 @@ type writeFlags struct {
 
 type convertCmd struct {
 	Src         string `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
-	Dst         string `arg:"" help:"Destination file, or - for stdout; its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
+	Dst         string `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups; its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
 	OFmt        string `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: raw, qcow2 or vma."`
 	NoCreate    bool   `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
-	Name        string `placeholder:"DEVICE" help:"Device name in the archive (default drive-scsi0, or the source device's name)."`
+	Name        string `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
 	ClusterSize int    `name:"cluster-size" placeholder:"BYTES" help:"qcow2 cluster size (default 65536)."`
 	readFlags
 	writeFlags
+	archiveFlags
 }
 
 // outputFormat decides the destination's format: -O, else the extension;
@@ -72,6 +74,9 @@ func outputFormat(dst, forced string, in *input) (format.Format, error) {
 			return raw.Format, nil
 		}
 		return vma.Format, nil
+	}
+	if fi, err := os.Stat(dst); err == nil && fi.IsDir() {
+		return vma.Format, nil // into a directory: a backup named as vzdump names it
 	}
 	if f, ok := registry.ForPath(dst); ok {
 		return f, nil
@@ -98,12 +103,19 @@ func (w *writeFlags) createOptions(configs []format.Config) (format.CreateOption
 	return o, nil
 }
 
-// readConfigs reads the -c files, stored under their base names. A file
-// is read up to one byte past the largest config an archive can hold, so
-// that -c /dev/zero fails at once.
+// readConfigs reads the -c files, stored under NAME for NAME=FILE (a path
+// that exists as given is always a file) or their base names. A file is
+// read up to one byte past the largest config an archive can hold, so that
+// -c /dev/zero fails at once.
 func (w *writeFlags) readConfigs() ([]format.Config, error) {
 	var cs []format.Config
-	for _, path := range w.Config {
+	for _, arg := range w.Config {
+		path, name := arg, filepath.Base(arg)
+		if _, err := os.Stat(arg); err != nil {
+			if n, p, ok := strings.Cut(arg, "="); ok && n != "" && !strings.ContainsRune(n, '/') {
+				path, name = p, n
+			}
+		}
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
@@ -116,7 +128,7 @@ func (w *writeFlags) readConfigs() ([]format.Config, error) {
 		if len(data) > vma.MaxBlobSize {
 			return nil, usageError{fmt.Errorf("%s: a config file holds at most %d bytes", path, vma.MaxBlobSize)}
 		}
-		cs = append(cs, format.Config{Name: filepath.Base(path), Data: data})
+		cs = append(cs, format.Config{Name: name, Data: data})
 	}
 	return cs, nil
 }
@@ -202,7 +214,9 @@ func (c *convertCmd) Run(e *env) error {
 		case !ofm.Multi:
 			d.Name = ""
 		case c.Name != "" && len(sel) == 1:
-			d.Name = c.Name
+			if d.Name, err = deviceName(c.Name); err != nil {
+				return err
+			}
 		case c.Name != "":
 			return usageError{fmt.Errorf("--name renames one device; %s has %d (select one as %s:DEVICE)", in.name(), len(sel), in.ref.Path)}
 		case d.Name == "":
@@ -213,7 +227,17 @@ func (c *convertCmd) Run(e *env) error {
 	if err := in.check(sel); err != nil {
 		return err
 	}
-	sink, err := createSink(e, ofm, c.Dst, c.NoCreate, c.Overwrite, devs, copts)
+	dst := c.Dst
+	if ofm.Multi {
+		if copts.Configs, err = restorable(e, copts.Configs, devs, c.VMID, len(configs) == 0); err != nil {
+			return err
+		}
+		comp := c.Compress
+		if dst, err = archiveDest(e, c.Dst, c.VMID, copts.CTime, comp); err != nil {
+			return err
+		}
+	}
+	sink, err := createSink(e, ofm, dst, c.NoCreate, c.Overwrite, devs, copts)
 	if err != nil {
 		return err
 	}

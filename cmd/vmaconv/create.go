@@ -14,6 +14,7 @@ type createCmd struct {
 	Disks   []string `arg:"" placeholder:"NAME=IMAGE" help:"Devices, in order: drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw …"`
 	readFlags
 	writeFlags
+	archiveFlags
 }
 
 func (c *createCmd) Run(e *env) error {
@@ -45,6 +46,9 @@ func (c *createCmd) Run(e *env) error {
 		if !ok || name == "" || path == "" {
 			return usageError{fmt.Errorf("%q: want NAME=IMAGE, e.g. drive-scsi0=disk.qcow2", arg)}
 		}
+		if name, err = deviceName(name); err != nil {
+			return err
+		}
 		if seen[name] {
 			return usageError{fmt.Errorf("device name %q given twice", name)}
 		}
@@ -72,7 +76,14 @@ func (c *createCmd) Run(e *env) error {
 		devs = append(devs, format.Device{Name: names[i], Size: in.devices[0].Size})
 		total += in.devices[0].Size
 	}
-	sink, err := createSink(e, fm, c.Archive, false, c.Overwrite, devs, copts)
+	if copts.Configs, err = restorable(e, copts.Configs, devs, c.VMID, false); err != nil {
+		return err
+	}
+	dst, err := archiveDest(e, c.Archive, c.VMID, copts.CTime, c.Compress)
+	if err != nil {
+		return err
+	}
+	sink, err := createSink(e, fm, dst, false, c.Overwrite, devs, copts)
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,7 @@ func printInfo(w io.Writer, name string, h *vma.Header) {
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "    ")
+	enc.SetEscapeHTML(false) // "<VMID>", not "\u003cVMID\u003e"
 	return enc.Encode(v)
 }
 

@@ -59,17 +59,19 @@ type cli struct {
 // cancelled on SIGINT or SIGTERM.
 type env struct {
 	ctx        context.Context
-	zstdMemory int64 // MiB
+	zstdMemory int64    // MiB
+	notes      []string // said when the command ends
 	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
 	stderrTTY  bool // progress is drawn in place only on a terminal
 }
 
-// note prints an informational line to stderr, control characters
-// escaped.
+// note records an informational line for stderr, control characters
+// escaped. Notes are printed when the command ends, unless it fails: a
+// failure is one line.
 func (e *env) note(format string, args ...any) {
-	fmt.Fprintf(e.stderr, "vmaconv: note: %s\n", escapeControls(fmt.Sprintf(format, args...)))
+	e.notes = append(e.notes, "vmaconv: note: "+escapeControls(fmt.Sprintf(format, args...)))
 }
 
 // checkedWriter remembers the first error writing to standard output
@@ -143,6 +145,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil && out.err != nil {
 		err = fmt.Errorf("writing to standard output: %w", out.err)
 	}
+	var ie incompleteError
+	if err == nil || errors.As(err, &ie) {
+		for _, n := range e.notes {
+			fmt.Fprintln(stderr, n)
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			fmt.Fprintln(stderr, "vmaconv: interrupted")
@@ -156,8 +164,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			need := max((we.Need+1<<20-1)>>20, 2*we.Limit>>20)
 			hint = fmt.Sprintf("; to allow it, pass --zstd-memory %d (MiB)", need)
 		}
-		fmt.Fprintf(stderr, "vmaconv: %s%s\n", oneLine(err), hint)
-		var ie incompleteError
+		var qe quietError
+		if !errors.As(err, &qe) || len(qe.Error()) > 0 {
+			fmt.Fprintf(stderr, "vmaconv: %s%s\n", oneLine(err), hint)
+		}
 		if errors.As(err, &ie) {
 			return exitIncomplete
 		}
@@ -207,6 +217,10 @@ func runCleanups() {
 
 // incompleteError reports a result written in part (exit status 3).
 type incompleteError struct{ error }
+
+// quietError is a failure whose details were reported already (one line
+// per failed file); its text is the summary line.
+type quietError struct{ error }
 
 // usageError is a command-line mistake found after parsing; it exits with
 // status 2 like kong's own parse errors.

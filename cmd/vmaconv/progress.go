@@ -46,6 +46,17 @@ func (p *progress) update(done int64) {
 	}
 }
 
+// abort ends a progress line drawn in place, so that what follows (an
+// error) starts its own line.
+func (p *progress) abort() {
+	if p == nil || !p.tty {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintln(p.w)
+}
+
 // finish prints the final state.
 func (p *progress) finish() {
 	if p == nil {

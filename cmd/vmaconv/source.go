@@ -228,10 +228,14 @@ func (in *input) selectDevice() error {
 		}
 		return nil
 	}
-	for i, d := range in.devices {
-		if d.Name == in.ref.Device {
-			in.sel = []int{i}
-			return nil
+	// A device by its name, or a Proxmox disk by its config key
+	// (scsi0 for drive-scsi0).
+	for _, want := range []string{in.ref.Device, vma.DeviceName(in.ref.Device)} {
+		for i, d := range in.devices {
+			if d.Name == want {
+				in.sel = []int{i}
+				return nil
+			}
 		}
 	}
 	return fmt.Errorf("%s: no device %q in the archive (%s)", in.name(), in.ref.Device, in.deviceList())

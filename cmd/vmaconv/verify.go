@@ -2,26 +2,36 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
+	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type verifyCmd struct {
-	archiveArg
-	Digest  bool   `help:"Also compute the sha256 of every device's content (compare with 'sha256sum' of a restored disk)."`
-	Verbose bool   `short:"v" help:"Print the archive header before the report."`
-	Output  string `help:"Output format: human or json." enum:"human,json" default:"human"`
+	Archives []string `arg:"" name:"archive" help:"VMA archives (compressed or not), or - for standard input."`
+	Digest   bool     `help:"Also compute the sha256 of every device's content (compare with 'sha256sum' of a restored disk)."`
+	Verbose  bool     `short:"v" help:"Print the archive header before the report."`
+	Output   string   `help:"Output format: human or json." enum:"human,json" default:"human"`
+	Progress bool     `short:"p" help:"Show progress on stderr."`
 }
 
 type verifyJSON struct {
 	Filename  string             `json:"filename"`
 	OK        bool               `json:"ok"`
+	Error     string             `json:"error,omitempty"`
+	Offset    *int64             `json:"offset,omitempty"`  // of the failure, in the archive
+	Device    string             `json:"device,omitempty"`  // of the failure
+	Cluster   *int64             `json:"cluster,omitempty"` // of the failure
 	Extents   int64              `json:"extents"`
 	BytesRead int64              `json:"bytes-read"`
 	Devices   []verifyDeviceJSON `json:"devices"`
+	// Why Proxmox's restore would refuse the archive; empty if it would
+	// restore it.
+	Proxmox []string `json:"proxmox-problems"`
 }
 
 type verifyDeviceJSON struct {
@@ -33,30 +43,109 @@ type verifyDeviceJSON struct {
 	SHA256      string `json:"sha256,omitempty"`
 }
 
+// Run verifies every archive given, reporting each; it fails (status 1)
+// if any of them fails, after all were read.
 func (c *verifyCmd) Run(e *env) error {
-	rd, done, err := c.open(e)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := pipeline.Unpack(e.ctx, rd, nil, pipeline.UnpackOptions{Digest: c.Digest})
-	if err != nil {
-		return fmt.Errorf("%s: %w", c.name(), err)
+	var failed []string
+	var reports []verifyJSON
+	for i, name := range c.Archives {
+		if c.Output == "human" && len(c.Archives) > 1 {
+			if i > 0 {
+				fmt.Fprintln(e.stdout)
+			}
+			fmt.Fprintf(e.stdout, "%s:\n", printable(name))
+		}
+		j, err := c.verify(e, name)
+		if err != nil {
+			if e.ctx.Err() != nil {
+				return err
+			}
+			failed = append(failed, name)
+			if len(c.Archives) > 1 {
+				fmt.Fprintf(e.stderr, "vmaconv: %s\n", oneLine(err))
+			}
+		}
+		reports = append(reports, j)
+		if len(c.Archives) == 1 && err != nil {
+			if c.Output == "json" {
+				if werr := writeJSON(e.stdout, j); werr != nil {
+					return werr
+				}
+			}
+			return err
+		}
 	}
 	if c.Output == "json" {
-		j := verifyJSON{Filename: c.name(), OK: true, Extents: res.Extents, BytesRead: res.Bytes, Devices: []verifyDeviceJSON{}}
-		for _, d := range res.Devices {
-			j.Devices = append(j.Devices, verifyDeviceJSON{d.Device.ID, d.Device.Name, d.Device.Size, d.Stored, d.Zero, hex.EncodeToString(d.SHA256)})
+		var v any = reports
+		if len(reports) == 1 {
+			v = reports[0]
 		}
-		return writeJSON(e.stdout, j)
+		if err := writeJSON(e.stdout, v); err != nil {
+			return err
+		}
+	}
+	if len(failed) > 0 {
+		return quietError{fmt.Errorf("%d of %d archives failed to verify", len(failed), len(c.Archives))}
+	}
+	return nil
+}
+
+// verify reads one archive through and reports it.
+func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
+	a := archiveArg{Archive: name}
+	j := verifyJSON{Filename: a.name(), Devices: []verifyDeviceJSON{}, Proxmox: []string{}}
+	fail := func(err error) (verifyJSON, error) {
+		j.Error = oneLine(err)
+		var fe *vma.FormatError
+		if errors.As(err, &fe) {
+			if fe.Offset >= 0 {
+				j.Offset = &fe.Offset
+			}
+			if fe.Cluster >= 0 {
+				j.Cluster = &fe.Cluster
+			}
+			j.Device = fe.Device
+		}
+		return j, err
+	}
+	rd, done, err := a.open(e)
+	if err != nil {
+		return fail(err)
+	}
+	defer done()
+	p := newProgress(e, c.Progress, "verifying "+a.name(), a.size())
+	res, err := pipeline.Unpack(e.ctx, rd, nil, pipeline.UnpackOptions{Digest: c.Digest, Progress: p.update})
+	if res != nil {
+		j.Extents, j.BytesRead = res.Extents, res.Bytes
+	}
+	if err != nil {
+		p.abort()
+		return fail(fmt.Errorf("%s: %w", a.name(), err))
+	}
+	p.finish()
+	j.OK = true
+	for _, d := range res.Devices {
+		j.Devices = append(j.Devices, verifyDeviceJSON{d.Device.ID, d.Device.Name, d.Device.Size, d.Stored, d.Zero, hex.EncodeToString(d.SHA256)})
+	}
+	j.Proxmox = append(j.Proxmox, vma.RestoreProblems(rd.Header())...)
+	if name != "-" {
+		if ok, _ := vma.CheckArchiveName(name); !ok {
+			j.Proxmox = append(j.Proxmox, "its name: Proxmox restores only archives named vzdump-qemu-<VMID>-YYYY_MM_DD-HH_MM_SS.vma[.zst|.gz|.lzo] (pve-storage: \"couldn't determine archive info\")")
+		}
+	}
+	for _, pr := range j.Proxmox {
+		fmt.Fprintf(e.stderr, "vmaconv: warning: %s: Proxmox would not restore it: %s\n", printable(a.name()), escapeControls(pr))
+	}
+	if c.Output == "json" {
+		return j, nil
 	}
 	if c.Verbose {
-		printInfo(e.stdout, c.name(), rd.Header())
+		printInfo(e.stdout, a.name(), rd.Header())
 	}
 	printStats(e.stdout, res, c.Digest)
 	fmt.Fprintf(e.stdout, "ok: %s, %s, %s, %d bytes read\n", plural(len(res.Devices), "device"),
 		plural(len(rd.Header().Configs), "config"), plural(int(res.Extents), "extent"), res.Bytes)
-	return nil
+	return j, nil
 }
 
 // printStats prints the per-device table of verify and extract -v.

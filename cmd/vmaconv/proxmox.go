@@ -1,0 +1,122 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/vma"
+)
+
+// archiveFlags are the options of commands that write an archive for
+// Proxmox.
+type archiveFlags struct {
+	VMID int `name:"vmid" placeholder:"N" default:"100" help:"VMID for an archive written into a directory (vzdump-qemu-<VMID>-<time>.vma) and for the qemu-server.conf vmaconv writes when none is given."`
+}
+
+// restorable makes an archive's configs what Proxmox's restore needs: a
+// qemu-server.conf (a minimal one is written, and said, if none is given)
+// with a #qmdump#map line for every disk (missing ones are added, and
+// said; present ones are checked).
+// inherited says the configs come from the source archive, not from -c:
+// then map lines for devices the new archive does not hold are dropped
+// (said), instead of being an error.
+func restorable(e *env, configs []format.Config, devs []format.Device, vmid int, inherited bool) ([]format.Config, error) {
+	var vdevs []vma.Device
+	var disks []string
+	for _, d := range devs {
+		vdevs = append(vdevs, vma.Device{Name: d.Name, Size: d.Size})
+		if d.Name != vma.VMStateName {
+			disks = append(disks, d.Name)
+		}
+	}
+	out := append([]format.Config(nil), configs...)
+	for i, c := range out {
+		if c.Name != vma.ConfigName {
+			continue
+		}
+		data := c.Data
+		if inherited {
+			var dropped []vma.MapLine
+			if data, dropped = vma.DropMapLines(data, vdevs); len(dropped) > 0 {
+				for _, m := range dropped {
+					e.note("%s: dropped %s: this archive does not hold %s (the config's %s: line stays as it was)", vma.ConfigName, m, m.DevName, m.VirtDev)
+				}
+			}
+		}
+		data, added, unmapped, err := vma.CompleteConfig(data, vdevs)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if len(data) > vma.MaxBlobSize {
+			return nil, usageError{fmt.Errorf("%s with its map lines would be %d bytes, over the %d an archive holds", vma.ConfigName, len(data), vma.MaxBlobSize)}
+		}
+		for _, m := range added {
+			e.note("%s: added %s, which Proxmox's restore needs for %s", vma.ConfigName, m, m.DevName)
+		}
+		for _, k := range vma.UnattachedKeys(data) {
+			e.note("%s has no %s: line, so Proxmox will restore that disk without attaching it", vma.ConfigName, k)
+		}
+		for _, n := range unmapped {
+			e.note("%s is not a Proxmox disk name (drive-scsi0, drive-virtio1, …): Proxmox's restore will refuse the archive", printable(n))
+		}
+		out[i].Data = data
+		return out, nil
+	}
+	if len(disks) == 0 {
+		return out, nil
+	}
+	conf := vma.GenerateConfig(vmid, "", vdevs)
+	out = append([]format.Config{{Name: vma.ConfigName, Data: conf}}, out...)
+	var keys []string
+	for _, m := range vma.ParseMapLines(conf) {
+		keys = append(keys, m.VirtDev)
+	}
+	e.note("no %s given: wrote a minimal one for VM %d (%s); pass -c %s=FILE to give yours", vma.ConfigName, vmid, strings.Join(keys, ", "), vma.ConfigName)
+	return out, nil
+}
+
+// archiveDest returns where an archive goes: dst, or, when dst is a
+// directory, a file in it named as vzdump names backups. It notes a name
+// Proxmox would not restore from.
+func archiveDest(e *env, dst string, vmid int, ctime time.Time, comp string) (string, error) {
+	if dst == "-" {
+		return dst, nil
+	}
+	fi, err := os.Stat(dst)
+	if err == nil && fi.IsDir() || err != nil && errors.Is(err, fs.ErrNotExist) && strings.HasSuffix(dst, string(filepath.Separator)) {
+		if err != nil {
+			return "", fmt.Errorf("%s: no such directory", dst)
+		}
+		if !vma.ValidVMID(vmid) {
+			return "", usageError{fmt.Errorf("--vmid %d: Proxmox names backups of VMIDs 100 to 999999999", vmid)}
+		}
+		if ctime.IsZero() {
+			ctime = time.Now()
+		}
+		ext := map[string]string{"zstd": ".zst", "gzip": ".gz"}[comp]
+		return filepath.Join(dst, vma.ArchiveName(vmid, ctime.Local(), ext)), nil
+	}
+	switch ok, std := vma.CheckArchiveName(dst); {
+	case !ok:
+		e.note("Proxmox restores only archives named vzdump-qemu-<VMID>-YYYY_MM_DD-HH_MM_SS.vma[.zst|.gz|.lzo]; give a directory as DST to get one")
+	case !std:
+		e.note("Proxmox restores %s, but its VMID and time, for the GUI and pruning, come from the name vzdump-qemu-<VMID>-YYYY_MM_DD-HH_MM_SS.vma[.zst|.gz|.lzo]", filepath.Base(dst))
+	}
+	return dst, nil
+}
+
+// deviceName turns a name given for an image into a Proxmox device name
+// (scsi0 is drive-scsi0).
+func deviceName(s string) (string, error) {
+	n, err := vma.NormalizeDeviceName(s)
+	if err != nil {
+		return "", usageError{fmt.Errorf("device name %v", err)}
+	}
+	return n, nil
+}
