@@ -30,57 +30,72 @@ func (a archiveArg) name() string {
 // open opens the archive, compressed or not, and reads its header. The
 // returned function closes the file.
 func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
+	rd, done, _, err := a.openCounted(e)
+	return rd, done, err
+}
+
+// openCounted is open, and also returns how many bytes of the file have
+// been read so far (compressed ones, for a compressed archive).
+func (a archiveArg) openCounted(e *env) (*vma.Reader, func(), func(int64) int64, error) {
 	var r io.Reader = e.stdin
 	closeFn := func() {}
 	if a.Archive != "-" {
 		f, err := os.Open(a.Archive)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if fi, err := f.Stat(); err == nil && fi.IsDir() {
 			f.Close()
-			return nil, nil, fmt.Errorf("%s: is a directory, not an archive", a.Archive)
+			return nil, nil, nil, fmt.Errorf("%s: is a directory, not an archive", a.Archive)
 		}
 		r, closeFn = f, func() { f.Close() }
 	}
-	rd, stop, _, err := openArchiveStream(e, r, a.name())
+	rd, stop, counted, err := openArchiveStreamCounted(e, r, a.name())
 	if err != nil {
 		closeFn()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return rd, func() { stop(); closeFn() }, nil
+	return rd, func() { stop(); closeFn() }, counted, nil
 }
 
 // openArchiveStream reads an archive from r, through a decompression layer
 // if r starts with the magic of zstd, gzip or lzop. stop ends the
 // decompressing goroutine; it does not close r.
-func openArchiveStream(e *env, r io.Reader, name string) (*vma.Reader, func(), string, error) {
+// counted turns the archive bytes read into the input's bytes read: the
+// same for a plain archive, the compressed bytes consumed for a compressed
+// one (for progress against the file's size).
+func openArchiveStreamCounted(e *env, r io.Reader, name string) (rd *vma.Reader, stop func(), counted func(int64) int64, err error) {
+	plain := func(n int64) int64 { return n }
 	// A plain archive file is read directly, so that the reader can seek
 	// over data it is not asked for (vma.Reader.Want).
 	if f, ok := r.(*os.File); ok {
 		if head, err := format.ReadHead(f); err == nil && compress.Detect(head) == "" {
 			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-				rd, err := vma.NewReader(f)
+				rd, err = vma.NewReader(f)
 				if err != nil {
-					return nil, nil, "", fmt.Errorf("%s: %w", name, err)
+					return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
 				}
-				return rd, func() {}, "", nil
+				return rd, func() {}, plain, nil
 			}
 		}
 	}
 	dr, comp, err := compress.NewReader(r, compress.ReaderOptions{MaxWindow: e.zstdMemory << 20})
 	if err != nil {
-		return nil, nil, comp, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	rd, err := vma.NewReader(dr)
+	rd, err = vma.NewReader(dr)
 	if err != nil {
 		dr.Close()
 		if comp != "" && errors.Is(err, vma.ErrNotVMA) {
-			return nil, nil, comp, fmt.Errorf("%s: %s-compressed, but not a VMA archive inside: %w", name, comp, err)
+			return nil, nil, nil, fmt.Errorf("%s: %s-compressed, but not a VMA archive inside: %w", name, comp, err)
 		}
-		return nil, nil, comp, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return rd, func() { dr.Close() }, comp, nil
+	counted = plain
+	if c, ok := dr.(interface{ Consumed() int64 }); ok && comp != "" {
+		counted = func(int64) int64 { return c.Consumed() }
+	}
+	return rd, func() { dr.Close() }, counted, nil
 }
 
 // size returns the archive's file size, or -1 for standard input.

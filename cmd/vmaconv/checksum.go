@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -10,7 +13,8 @@ import (
 )
 
 type checksumCmd struct {
-	Src string `arg:"" help:"A disk image, ARCHIVE:DEVICE, or an archive (all its devices); - for an archive on stdin."`
+	Srcs  []string `arg:"" name:"src" help:"Disk images, ARCHIVE:DEVICE, or archives (all their devices); - for an archive on stdin. With -c: files of checksum lines to check."`
+	Check bool     `short:"c" help:"Read checksum lines (as this command or sha256sum prints them) from the files given and check each: NAME: OK or FAILED."`
 	readFlags
 }
 
@@ -22,15 +26,49 @@ func (c *checksumCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	in, err := openInput(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+	if c.Check {
+		return c.check(e, o)
+	}
+	failed := 0
+	for _, src := range c.Srcs {
+		sums, err := c.sums(e, src, o)
+		if err != nil {
+			if e.ctx.Err() != nil || len(c.Srcs) == 1 {
+				return err
+			}
+			fmt.Fprintf(e.stderr, "vmaconv: %s\n", oneLine(err))
+			failed++
+			continue
+		}
+		for _, s := range sums {
+			fmt.Fprintln(e.stdout, sumLine(s.sum, s.name))
+		}
+	}
+	if failed > 0 {
+		return quietError{fmt.Errorf("%d of %d could not be read", failed, len(c.Srcs))}
+	}
+	return nil
+}
+
+type namedSum struct{ sum, name string }
+
+// sums returns the checksums of a source: one for an image or a device,
+// one per device for an archive.
+func (c *checksumCmd) sums(e *env, src string, o pipeline.Options) ([]namedSum, error) {
+	in, err := openInput(e, format.ParseRef(src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer in.Close()
 	if err := in.check(in.sel); err != nil {
-		return err
+		return nil, err
 	}
-	p := newProgress(e, c.Progress, "hashing", in.progressTotal(in.sel))
+	if !in.archive() {
+		if n := in.devices[0].Size; n%512 != 0 {
+			e.note("%s is %d bytes: in an archive or a qcow2 image it becomes a disk of whole 512-byte sectors (%d bytes, zeros added), whose checksum differs", src, n, (n+511)&^511)
+		}
+	}
+	p := newProgress(e, c.Progress, "hashing "+in.name(), in.progressTotal(in.sel))
 	sums := make([][]byte, len(in.devices))
 	if in.ar == nil {
 		done := int64(0)
@@ -38,28 +76,31 @@ func (c *checksumCmd) Run(e *env) error {
 			base := done
 			o.Progress = func(n int64) { p.update(base + n) }
 			if sums[i], err = pipeline.Hash(e.ctx, in.source(i), o); err != nil {
-				return fmt.Errorf("%s: %w", in.refOf(i), err)
+				p.abort()
+				return nil, fmt.Errorf("%s: %w", in.refOf(i), err)
 			}
 			done += in.devices[i].Size
 		}
 	} else {
-		res, err := pipeline.Unpack(e.ctx, in.ar, nil, pipeline.UnpackOptions{Digest: true, Progress: p.update})
+		res, err := pipeline.Unpack(e.ctx, in.ar, nil, pipeline.UnpackOptions{Digest: true, Progress: in.progressFunc(p)})
 		if err != nil {
-			return fmt.Errorf("%s: %w", in.name(), err)
+			p.abort()
+			return nil, fmt.Errorf("%s: %w", in.name(), err)
 		}
 		for i := range in.devices {
 			sums[i] = res.Devices[i].SHA256
 		}
 	}
 	p.finish()
+	var out []namedSum
 	for _, i := range in.sel {
-		name := c.Src
+		name := src
 		if in.archive() {
 			name = in.refOf(i)
 		}
-		fmt.Fprintln(e.stdout, sumLine(hex.EncodeToString(sums[i]), name))
+		out = append(out, namedSum{hex.EncodeToString(sums[i]), name})
 	}
-	return nil
+	return out, nil
 }
 
 // sumLine formats a line as sha256sum does; a name with a backslash or a
@@ -67,8 +108,93 @@ func (c *checksumCmd) Run(e *env) error {
 // coreutils marks escaped names.
 func sumLine(sum, name string) string {
 	esc := escapeControls(name)
-	if esc == name && !strings.Contains(name, `\`) {
+	if esc == name && !strings.Contains(name, `\`) && !strings.Contains(name, "\n") {
 		return sum + "  " + name
 	}
 	return `\` + sum + "  " + escapeControls(strings.ReplaceAll(name, `\`, `\\`))
+}
+
+// check verifies the lines of the sums files, as sha256sum -c does.
+func (c *checksumCmd) check(e *env, o pipeline.Options) error {
+	bad, unreadable, lines := 0, 0, 0
+	for _, file := range c.Srcs {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for n := 1; sc.Scan(); n++ {
+			want, name, ok := parseSumLine(sc.Text())
+			if !ok {
+				f.Close()
+				return fmt.Errorf("%s:%d: not a checksum line (HEX  NAME)", file, n)
+			}
+			lines++
+			sums, err := c.sums(e, name, o)
+			switch {
+			case err != nil && e.ctx.Err() != nil:
+				f.Close()
+				return err
+			case err != nil:
+				fmt.Fprintf(e.stderr, "vmaconv: %s\n", oneLine(err))
+				fmt.Fprintf(e.stdout, "%s: FAILED open or read\n", escapeControls(name))
+				unreadable++
+			case len(sums) != 1:
+				fmt.Fprintf(e.stdout, "%s: FAILED: an archive of %d devices; name one as ARCHIVE:DEVICE\n", escapeControls(name), len(sums))
+				bad++
+			case sums[0].sum != strings.ToLower(want):
+				fmt.Fprintf(e.stdout, "%s: FAILED\n", escapeControls(name))
+				bad++
+			default:
+				fmt.Fprintf(e.stdout, "%s: OK\n", escapeControls(name))
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	switch {
+	case lines == 0:
+		return errors.New("no checksum lines found")
+	case bad+unreadable > 0:
+		return fmt.Errorf("%d of %d checksums did not match or could not be computed", bad+unreadable, lines)
+	}
+	return nil
+}
+
+// parseSumLine reads "HEX  NAME" (or "HEX *NAME"), and the escaped form
+// "\HEX  NAME" that sumLine and sha256sum write for odd names.
+func parseSumLine(line string) (sum, name string, ok bool) {
+	escaped := strings.HasPrefix(line, `\`)
+	line = strings.TrimPrefix(line, `\`)
+	if len(line) < 66 || (line[64] != ' ') || (line[65] != ' ' && line[65] != '*') {
+		return "", "", false
+	}
+	sum, name = line[:64], line[66:]
+	if _, err := hex.DecodeString(sum); err != nil || name == "" {
+		return "", "", false
+	}
+	if escaped {
+		var b strings.Builder
+		for i := 0; i < len(name); i++ {
+			if name[i] == '\\' && i+1 < len(name) {
+				i++
+				switch name[i] {
+				case 'n':
+					b.WriteByte('\n')
+				case 'r':
+					b.WriteByte('\r')
+				default:
+					b.WriteByte(name[i])
+				}
+				continue
+			}
+			b.WriteByte(name[i])
+		}
+		name = b.String()
+	}
+	return sum, name, true
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,14 +21,26 @@ import (
 type readFlags struct {
 	Format       string `short:"f" placeholder:"FMT" help:"Source format (qcow2, raw, vma); default: detected from the file's magic bytes, raw if none."`
 	AllowBacking bool   `help:"Let a qcow2 image read its backing files (their format must be recorded in the image); each one read is named in a note. Nothing else, -f qcow2 included, allows it."`
-	Workers      int    `short:"m" placeholder:"N" help:"Parallel readers (default: the number of CPUs)."`
+	Workers      *int   `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
 	Progress     bool   `short:"p" help:"Show progress on stderr."`
 }
 
 // pipelineOptions checks -m; like every usage error, before a file is
 // touched.
 func (r *readFlags) pipelineOptions() (pipeline.Options, error) {
-	o := pipeline.Options{Workers: r.Workers}
+	return workerOptions(r.Workers)
+}
+
+// workerOptions turns -m into pipeline options: unset means the number
+// of CPUs; 0 and negative numbers are refused, not taken as the default.
+func workerOptions(m *int) (pipeline.Options, error) {
+	var o pipeline.Options
+	if m != nil {
+		if *m < 1 || *m > 1024 {
+			return o, usageError{fmt.Errorf("-m %d: want 1 to 1024 parallel readers", *m)}
+		}
+		o.Workers = *m
+	}
 	if err := o.Validate(); err != nil {
 		return o, usageError{err}
 	}
@@ -41,7 +54,7 @@ type writeFlags struct {
 	Compress  string   `placeholder:"zstd|gzip|zlib|none" help:"Compress the output: an archive with zstd or gzip (default: from DST's extension, .vma.zst or .vma.gz), a qcow2 image's clusters with zlib or zstd (like qemu-img convert -c)."`
 	Level     int      `placeholder:"N" help:"Compression level (zstd 1-22, default 3; gzip 1-9, default 6; qcow2 zlib has one level)."`
 	UUID      string   `placeholder:"UUID" help:"Archive UUID (default: random), for reproducible archives."`
-	CTime     int64    `name:"ctime" placeholder:"UNIX-SECONDS" help:"Archive creation time (default: now), for reproducible archives."`
+	CTime     string   `name:"ctime" placeholder:"TIME" help:"Archive creation time, as Unix seconds or RFC 3339 (2024-06-10T06:13:20Z) (default: now), for reproducible archives."`
 }
 
 type convertCmd struct {
@@ -97,10 +110,29 @@ func (w *writeFlags) createOptions(configs []format.Config) (format.CreateOption
 		}
 		o.UUID = id
 	}
-	if w.CTime != 0 {
-		o.CTime = time.Unix(w.CTime, 0)
+	if w.CTime != "" {
+		t, err := parseCTime(w.CTime)
+		if err != nil {
+			return o, usageError{err}
+		}
+		o.CTime = t
 	}
 	return o, nil
+}
+
+// parseCTime reads --ctime: Unix seconds, or RFC 3339.
+func parseCTime(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n == 0 {
+			return time.Time{}, fmt.Errorf("--ctime 0: want a time after 1970-01-01T00:00:00Z")
+		}
+		return time.Unix(n, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--ctime %q: want Unix seconds or RFC 3339 (2024-06-10T06:13:20Z)", s)
+	}
+	return t, nil
 }
 
 // readConfigs reads the -c files, stored under NAME for NAME=FILE (a path
@@ -143,6 +175,9 @@ func createSink(e *env, fm format.Format, dst string, inPlace, overwrite bool, d
 // directory) that messages call name.
 func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite bool, devs []format.Device, o format.CreateOptions) (format.Sink, error) {
 	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp}
+	if dst == "-" && e.stdoutTTY {
+		return nil, usageError{fmt.Errorf("refusing to write %s data to a terminal: redirect it to a file (> out) or pipe it (| ssh host …)", fm.Name)}
+	}
 	if dst == "-" {
 		d.Stream = e.stdout
 		if inPlace {

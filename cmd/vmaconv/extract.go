@@ -26,7 +26,7 @@ type extractCmd struct {
 	Compress    string   `placeholder:"zlib|zstd" help:"Compress qcow2 disk files' clusters."`
 	Level       int      `placeholder:"N" help:"zstd compression level for qcow2 clusters."`
 	ClusterSize int      `name:"cluster-size" placeholder:"BYTES" help:"qcow2 cluster size (default 65536)."`
-	Workers     int      `short:"m" placeholder:"N" help:"Parallel readers (default: the number of CPUs)."`
+	Workers     *int     `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
 	Progress    bool     `short:"p" help:"Show progress on stderr."`
 	Verbose     bool     `short:"v" help:"List the files written and per-device statistics."`
 	Salvage     bool     `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
@@ -42,9 +42,9 @@ type output struct {
 }
 
 func (c *extractCmd) Run(e *env) (err error) {
-	po := pipeline.Options{Workers: c.Workers}
-	if err := po.Validate(); err != nil {
-		return usageError{err}
+	po, err := workerOptions(c.Workers)
+	if err != nil {
+		return err
 	}
 	dfm := raw.Format
 	if c.OFmt != "" {

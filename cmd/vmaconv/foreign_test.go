@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -83,5 +86,35 @@ func TestForeignFormats(t *testing.T) {
 	vmaconv(t, "-f", "raw", "-O", "raw", disk, at("raw.vmdk"))
 	if _, err := os.Stat(at("out.vmdk")); err == nil {
 		t.Error("a refused destination was written")
+	}
+}
+
+// TestInfoImages: info of an image reports what qemu-img info reports,
+// key for key of its JSON: plain, compressed, with a backing file, with
+// lazy refcounts, of version 2, raw of an odd size.
+func TestInfoImages(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	qimg := func(args ...string) { t.Helper(); testutil.Run(t, "qemu-img", args...) }
+	os.WriteFile(at("odd.raw"), testutil.GenDisk(1, 1000000, "data"), 0o644)
+	qimg("create", "-q", "-f", "qcow2", at("plain.qcow2"), "3M")
+	qimg("create", "-q", "-f", "qcow2", "-o", "compression_type=zstd,cluster_size=4096,lazy_refcounts=on", at("zstd.qcow2"), "1G")
+	qimg("create", "-q", "-f", "qcow2", "-o", "compat=0.10", at("v2.qcow2"), "5M")
+	qimg("create", "-q", "-f", "qcow2", "-b", "plain.qcow2", "-F", "qcow2", at("top.qcow2"))
+	for _, name := range []string{"odd.raw", "plain.qcow2", "zstd.qcow2", "v2.qcow2", "top.qcow2"} {
+		out, err := exec.Command("qemu-img", "info", "--output", "json", at(name)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want map[string]any
+		json.Unmarshal(out, &want)
+		var got map[string]any
+		json.Unmarshal([]byte(vmaconv(t, "info", "--output", "json", at(name))), &got)
+		for _, k := range []string{"filename", "format", "virtual-size", "actual-size", "cluster-size", "backing-filename", "backing-filename-format", "dirty-flag", "format-specific"} {
+			if !reflect.DeepEqual(got[k], want[k]) {
+				t.Errorf("%s: %s = %v, qemu-img says %v", name, k, got[k], want[k])
+			}
+		}
 	}
 }

@@ -20,12 +20,16 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
+	kongcompletion "github.com/jotaen/kong-completion"
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"golang.org/x/term"
 )
@@ -43,14 +47,17 @@ const (
 )
 
 type cli struct {
-	Convert  convertCmd       `cmd:"" default:"withargs" help:"Convert SRC to DST: an image to an archive (.vma), an archive device or an image to raw. The default command: vmaconv SRC DST."`
-	Create   createCmd        `cmd:"" help:"Write an archive of several disks: vmaconv create vm.vma drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw -c qemu-server.conf."`
-	Checksum checksumCmd      `cmd:"" help:"Print the sha256 of a disk's content (an image, or archive devices), to prove a conversion kept every byte."`
-	Info     infoCmd          `cmd:"" help:"Show an archive's header: UUID, creation time, configs and devices."`
-	Config   configCmd        `cmd:"" help:"Write one config file of an archive to standard output."`
-	Verify   verifyCmd        `cmd:"" help:"Read a whole archive and check it, completeness included."`
-	Extract  extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
-	Version  kong.VersionFlag `help:"Print the version and exit."`
+	Convert    convertCmd       `cmd:"" default:"withargs" help:"Convert SRC to DST: images (raw, qcow2) and archives (VMA) to each other. The default command: vmaconv SRC DST."`
+	Create     createCmd        `cmd:"" help:"Write an archive of several disks: vmaconv create vm.vma drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw -c qemu-server.conf."`
+	Checksum   checksumCmd      `cmd:"" help:"Print the sha256 of disks' content (images, or archive devices), to prove a conversion kept every byte; -c checks a list."`
+	Info       infoCmd          `cmd:"" aliases:"list" help:"Show what images and archives hold: format, sizes; an archive's UUID, creation time, configs and devices."`
+	Config     configCmd        `cmd:"" help:"Write one config file of an archive to standard output."`
+	Verify     verifyCmd        `cmd:"" help:"Read whole archives and check them, completeness included, and whether Proxmox would restore them."`
+	Extract    extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
+	Help       helpCmd          `cmd:"" help:"Show the commands, or one command's options: vmaconv help convert."`
+	Completion completionCmd    `cmd:"" help:"Print shell code for tab completion: source <(vmaconv completion bash) (or zsh, fish)."`
+	Man        manCmd           `cmd:"" help:"Print the manual page (roff): vmaconv man > vmaconv.1."`
+	Version    kong.VersionFlag `help:"Print the version and exit."`
 
 	ZstdMemory int64 `name:"zstd-memory" placeholder:"MiB" default:"128" help:"Largest zstd window to decompress, in MiB (as zstd --memory): a .vma.zst needing more is refused rather than allowed to take that much memory."`
 }
@@ -65,6 +72,7 @@ type env struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	stderrTTY  bool // progress is drawn in place only on a terminal
+	stdoutTTY  bool // binary output is not written to a terminal
 }
 
 // note records an informational line for stderr, control characters
@@ -92,6 +100,88 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// commands lists the command words, for telling an unknown command from a
+// source file.
+var commands = []string{"convert", "create", "checksum", "info", "list", "config", "verify", "extract", "help", "completion", "man"}
+
+// bareWord reports whether s looks like a command (lower-case letters and
+// dashes) rather than a path.
+func bareWord(s string) bool {
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && r != '-' {
+			return false
+		}
+	}
+	return s != "" && s[0] != '-'
+}
+
+// suggest returns the command closest to s, if it is close.
+func suggest(s string) string {
+	best, dist := "", 3
+	for _, c := range commands {
+		if d := editDistance(s, c); d < dist {
+			best, dist = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// versionString is the version set at link time, or the module version
+// and VCS revision recorded in the build.
+func versionString() string {
+	if version != "dev" {
+		return "vmaconv " + version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "vmaconv dev"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, when, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		v += fmt.Sprintf(" (%s %s%s)", rev, when, dirty)
+	}
+	return "vmaconv " + v + " " + bi.GoVersion
+}
+
 // kongExit carries kong's exit status (after --help or --version) out of
 // kong to run, which returns it instead of exiting the process.
 type kongExit int
@@ -103,7 +193,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.Description("Convert disk images to and from Proxmox VMA backup archives (vzdump-qemu-*.vma); read, check and restore archives."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(kongExit(code)) }),
-		kong.Vars{"version": "vmaconv " + version},
+		kong.Vars{"version": versionString()},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	if err != nil {
@@ -119,6 +209,27 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			status = int(code)
 		}
 	}()
+	// Tab completion requests (COMP_LINE set by the shell) are answered
+	// here and end the process.
+	kongcompletion.Register(parser)
+	// Bare vmaconv shows the commands; a first word that is neither a
+	// command nor an existing file is an unknown command.
+	if len(args) == 0 {
+		parser.Stdout = stderr
+		parser.Exit = func(int) { panic(kongExit(exitUsage)) }
+		parser.Parse([]string{"--help"})
+		return exitUsage
+	}
+	if w := args[0]; bareWord(w) && !slices.Contains(commands, w) {
+		if _, err := os.Stat(format.ParseRef(w).Path); err != nil {
+			msg := fmt.Sprintf("vmaconv: unknown command %q", w)
+			if s := suggest(w); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			fmt.Fprintf(stderr, "%s\nRun 'vmaconv help' for the commands.\n", msg)
+			return exitUsage
+		}
+	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmaconv: %s\n", oneLine(err))
@@ -141,6 +252,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
+	if f, ok := stdout.(*os.File); ok {
+		e.stdoutTTY = term.IsTerminal(int(f.Fd()))
+	}
 	err = kctx.Run(e)
 	if err == nil && out.err != nil {
 		err = fmt.Errorf("writing to standard output: %w", out.err)
@@ -152,6 +266,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 	if err != nil {
+		endLine(stderr)
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			fmt.Fprintln(stderr, "vmaconv: interrupted")
 			return exitInterrupted
@@ -249,6 +364,7 @@ func main() {
 		case status = <-done:
 		case <-time.After(interruptGrace):
 			runCleanups()
+			endLine(os.Stderr)
 			fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
 			status = exitInterrupted
 		}

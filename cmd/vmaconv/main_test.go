@@ -43,8 +43,8 @@ func TestScripts(t *testing.T) {
 			switch cond {
 			case "golden":
 				return golden != "", nil
-			case "qemu", "lzop": // tools CI installs; a test fails under CI without them
-				tool := map[string]string{"qemu": "qemu-img", "lzop": "lzop"}[cond]
+			case "qemu", "lzop", "zsh", "fish", "script": // tools CI installs; a test fails under CI without them
+				tool := map[string]string{"qemu": "qemu-img", "lzop": "lzop", "zsh": "zsh", "fish": "fish", "script": "script"}[cond]
 				_, err := exec.LookPath(tool)
 				if err != nil && os.Getenv("CI") == "true" {
 					return false, fmt.Errorf("%s not found under CI (.ci/run installs it): %v", tool, err)
@@ -180,7 +180,8 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"frobnicate"}, 2},
 		{[]string{"info", "--output", "xml", example}, 2},
 		{[]string{"info", filepath.Join(dir, "missing.vma")}, 1},
-		{[]string{"info", notVMA}, 1},
+		{[]string{"info", notVMA}, 0}, // a raw image, as qemu-img info says
+		{[]string{"info", "-f", "vma", notVMA}, 1},
 		{[]string{"info", dir}, 1},
 		{[]string{"config", example, "nope.conf"}, 1},
 		{[]string{"verify", notVMA}, 1},

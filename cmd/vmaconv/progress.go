@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,7 +55,18 @@ func (p *progress) abort() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fmt.Fprintln(p.w)
+	endLine(p.w)
+}
+
+// lineOpen is set while a progress line drawn in place has no newline yet.
+var lineOpen atomic.Bool
+
+// endLine ends a progress line left open on w, so that a message (an
+// error, "interrupted") starts its own line.
+func endLine(w io.Writer) {
+	if lineOpen.Swap(false) {
+		fmt.Fprintln(w)
+	}
 }
 
 // finish prints the final state.
@@ -83,6 +95,7 @@ func (p *progress) print(final bool) {
 	}
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
+		lineOpen.Store(!final)
 		if final {
 			fmt.Fprintln(p.w)
 		}

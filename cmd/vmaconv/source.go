@@ -21,12 +21,13 @@ var registry = all.Registry()
 // archive file through its index), or an archive read as a stream
 // (standard input, a pipe, a compressed archive, or --salvage).
 type input struct {
-	ref    format.Ref
-	format format.Format
-	img    format.Image // random access
-	ar     *vma.Reader  // stream
-	size   int64        // the file's size, for a stream's progress; -1 unknown
-	close  func()
+	ref     format.Ref
+	format  format.Format
+	img     format.Image      // random access
+	ar      *vma.Reader       // stream
+	size    int64             // the file's size, for a stream's progress; -1 unknown
+	counted func(int64) int64 // stream: archive bytes read -> file bytes read
+	close   func()
 
 	devices []format.Device // all of them
 	ids     []int           // stream: the archive id of each device
@@ -86,11 +87,11 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 		if o.format != "" && o.format != vma.Name {
 			return nil, usageError{fmt.Errorf("standard input can only be a VMA archive (random access is needed for %s)", o.format)}
 		}
-		ar, stop, _, err := openArchiveStream(e, e.stdin, "<stdin>")
+		ar, stop, counted, err := openArchiveStreamCounted(e, e.stdin, "<stdin>")
 		if err != nil {
 			return nil, err
 		}
-		return newStreamInput(ref, ar, -1, stop)
+		return newStreamInput(ref, ar, -1, counted, stop)
 	}
 	f, err := os.Open(ref.Path)
 	if err != nil {
@@ -190,20 +191,20 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 
 // openStreamFile reads the archive file f as a stream.
 func openStreamFile(e *env, ref format.Ref, f *os.File, fi os.FileInfo) (*input, error) {
-	ar, stop, comp, err := openArchiveStream(e, f, ref.Path)
+	ar, stop, counted, err := openArchiveStreamCounted(e, f, ref.Path)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	size := int64(-1)
-	if comp == "" && fi.Mode().IsRegular() {
-		size = fi.Size() // progress counts archive bytes, not compressed ones
+	if fi.Mode().IsRegular() {
+		size = fi.Size() // progress counts the file's bytes, compressed or not
 	}
-	return newStreamInput(ref, ar, size, func() { stop(); f.Close() })
+	return newStreamInput(ref, ar, size, counted, func() { stop(); f.Close() })
 }
 
-func newStreamInput(ref format.Ref, ar *vma.Reader, size int64, stop func()) (*input, error) {
-	in := &input{ref: ref, format: vma.Format, ar: ar, size: size, close: stop}
+func newStreamInput(ref format.Ref, ar *vma.Reader, size int64, counted func(int64) int64, stop func()) (*input, error) {
+	in := &input{ref: ref, format: vma.Format, ar: ar, size: size, counted: counted, close: stop}
 	h := ar.Header()
 	for _, d := range h.Devices {
 		in.devices = append(in.devices, format.Device{Name: d.Name, Size: d.Size})
@@ -318,7 +319,7 @@ func transfer(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options
 		}
 	}
 	in.ar.Want(ids...) // skip the other devices' data where the input allows
-	res, err := pipeline.Unpack(e.ctx, in.ar, targets, pipeline.UnpackOptions{Streams: streams, Progress: p.update, Workers: o.Workers})
+	res, err := pipeline.Unpack(e.ctx, in.ar, targets, pipeline.UnpackOptions{Streams: streams, Progress: in.progressFunc(p), Workers: o.Workers})
 	if errors.Is(err, pipeline.ErrReorder) {
 		err = fmt.Errorf("%w; a pipe needs them in order: write a file instead, or read the archive from a file", err)
 	}
@@ -338,6 +339,13 @@ func (s *seqWriter) Write(p []byte) (int, error) {
 	n, err := s.w.WriteAt(p, s.pos)
 	s.pos += int64(n)
 	return n, err
+}
+
+// progressFunc returns the Progress callback of a stream's Unpack: it
+// reports the file's bytes read (the compressed ones for a compressed
+// archive), against progressTotal.
+func (in *input) progressFunc(p *progress) func(int64) {
+	return func(n int64) { p.update(in.counted(n)) }
 }
 
 // totalSize returns the bytes of the selected devices.

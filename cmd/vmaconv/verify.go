@@ -108,13 +108,13 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 		}
 		return j, err
 	}
-	rd, done, err := a.open(e)
+	rd, done, counted, err := a.openCounted(e)
 	if err != nil {
 		return fail(err)
 	}
 	defer done()
 	p := newProgress(e, c.Progress, "verifying "+a.name(), a.size())
-	res, err := pipeline.Unpack(e.ctx, rd, nil, pipeline.UnpackOptions{Digest: c.Digest, Progress: p.update})
+	res, err := pipeline.Unpack(e.ctx, rd, nil, pipeline.UnpackOptions{Digest: c.Digest, Progress: func(n int64) { p.update(counted(n)) }})
 	if res != nil {
 		j.Extents, j.BytesRead = res.Extents, res.Bytes
 	}

@@ -275,6 +275,7 @@ func (c *countingReader) ReadByte() (byte, error) {
 // readahead runs a decompressor in its own goroutine, a few buffers ahead
 // of the consumer.
 type readahead struct {
+	cr     *countingReader
 	full   chan *chunk
 	free   chan *chunk
 	done   chan struct{}
@@ -296,7 +297,7 @@ const (
 )
 
 func newReadahead(dec io.Reader, name string, cr *countingReader, closeDec func()) *readahead {
-	ra := &readahead{full: make(chan *chunk, readaheadDepth), free: make(chan *chunk, readaheadDepth), done: make(chan struct{})}
+	ra := &readahead{cr: cr, full: make(chan *chunk, readaheadDepth), free: make(chan *chunk, readaheadDepth), done: make(chan struct{})}
 	for range readaheadDepth {
 		ra.free <- &chunk{b: make([]byte, readaheadChunk)}
 	}
@@ -358,6 +359,10 @@ func (ra *readahead) Read(p []byte) (int, error) {
 	ra.cur.pos += n
 	return n, nil
 }
+
+// Consumed returns the bytes of compressed input read so far (for
+// progress against a compressed file's size).
+func (ra *readahead) Consumed() int64 { return ra.cr.n.Load() }
 
 // Close stops the decompressing goroutine.
 func (ra *readahead) Close() error {

@@ -474,3 +474,74 @@ func zstdDecompressor(r io.Reader) (io.ReadCloser, error) {
 	}
 	return &fullReader{r: d, close: func() error { d.Reset(nil); zstdPool.Put(d); return nil }}, nil
 }
+
+// Info is what a qcow2 header says of an image, as qemu-img info reports
+// it.
+type Info struct {
+	Version       int    // 2 or 3 (qemu-img's compat 0.10 or 1.1)
+	ClusterSize   int64  // bytes
+	Size          int64  // virtual size, as qemu reads it (whole sectors)
+	Compression   string // Zlib or Zstd
+	RefcountBits  int
+	Backing       string // backing file name, as recorded
+	BackingFormat string // its format, if recorded
+	Dirty         bool   // incompatible feature bit 0: refcounts may be stale
+	Corrupt       bool   // incompatible feature bit 1
+	LazyRefcounts bool   // compatible feature bit 0
+	ExtendedL2    bool   // incompatible feature bit 4: subclusters
+}
+
+// ReadInfo reads an image's header, checked as Open checks it, without
+// opening the image (nor its backing file).
+func ReadInfo(ra io.ReaderAt, fileSize int64) (*Info, error) {
+	h, err := readHeader(ra, fileSize)
+	if err != nil {
+		return nil, err
+	}
+	var b [112]byte
+	n, _ := ra.ReadAt(b[:], 0)
+	be := binary.BigEndian
+	in := &Info{Version: int(h.version), ClusterSize: 1 << h.clusterBits, Size: int64(h.size) &^ 511,
+		Compression: Zlib, RefcountBits: 16}
+	headerLen := uint64(72)
+	if h.version == 3 && n >= 104 {
+		incompat, compat := be.Uint64(b[72:]), be.Uint64(b[80:])
+		in.Dirty, in.Corrupt, in.ExtendedL2 = incompat&1 != 0, incompat&2 != 0, incompat&16 != 0
+		in.LazyRefcounts = compat&1 != 0
+		in.RefcountBits = 1 << be.Uint32(b[96:])
+		headerLen = uint64(be.Uint32(b[100:]))
+		if headerLen > 104 && n > 104 && b[104] == 1 {
+			in.Compression = Zstd
+		}
+	}
+	if h.backingOffset != 0 && h.backingSize <= 1023 {
+		name := make([]byte, h.backingSize)
+		if _, err := ra.ReadAt(name, int64(h.backingOffset)); err == nil {
+			in.Backing = string(name)
+		}
+	}
+	// The backing format is a header extension (0xe2792aca).
+	csize := uint64(1) << h.clusterBits
+	end := min(csize, uint64(max(fileSize, 0)))
+	if h.backingOffset != 0 && h.backingOffset < end {
+		end = h.backingOffset
+	}
+	var e [8]byte
+	for off := headerLen; off+8 <= end; {
+		if _, err := ra.ReadAt(e[:], int64(off)); err != nil {
+			break
+		}
+		typ, l := be.Uint32(e[:]), uint64(be.Uint32(e[4:]))
+		if typ == 0 || l > end-off-8 {
+			break
+		}
+		if typ == 0xe2792aca && l <= 64 {
+			f := make([]byte, l)
+			if _, err := ra.ReadAt(f, int64(off+8)); err == nil {
+				in.BackingFormat = string(f)
+			}
+		}
+		off += 8 + (l+7)&^7
+	}
+	return in, nil
+}
