@@ -346,3 +346,15 @@ func salvagedCmd(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Logf("%d clusters restored", kept)
 }
+
+// TestExampleName: the example archive is named as vzdump names a backup
+// made at its ctime, and Proxmox would restore it.
+func TestExampleName(t *testing.T) {
+	if want := vma.ArchiveName(100, testutil.TestCTime.UTC(), ""); testutil.ExampleName != want {
+		t.Errorf("example named %s, its ctime makes it %s", testutil.ExampleName, want)
+	}
+	std, unattached, err := qmrestore(t, filepath.Join(testutil.ModuleRoot(t), "examples", testutil.ExampleName))
+	if err != nil || !std || len(unattached) > 0 {
+		t.Errorf("Proxmox's rules on the example: %v (standard name %v, unattached %v)", err, std, unattached)
+	}
+}

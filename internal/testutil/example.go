@@ -4,8 +4,9 @@ import (
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
-// ExampleName is the shipped example archive, under examples/.
-const ExampleName = "vzdump-qemu-100-2026_01_01-00_00_00.vma"
+// ExampleName is the shipped example archive, under examples/: named as
+// vzdump names a backup of VM 100 made at its ctime (TestCTime, in UTC).
+const ExampleName = "vzdump-qemu-100-2024_06_10-06_13_20.vma"
 
 // ExampleConfig is the example VM's qemu-server.conf, with the
 // #qmdump#map lines vzdump appends and qmrestore needs.
