@@ -3,8 +3,10 @@ package vma
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -191,17 +193,17 @@ func GenerateConfig(vmid int, name string, devs []Device) []byte {
 			break
 		}
 	}
+	// Settings in sorted key order, as Proxmox writes a config.
+	settings := map[string]string{"cores": "1", "memory": "2048", "ostype": "other"}
 	if _, ok := byKey["efidisk0"]; ok {
-		b.WriteString("bios: ovmf\n")
+		settings["bios"] = "ovmf"
 	}
 	if boot != "" {
-		fmt.Fprintf(&b, "boot: order=%s\n", boot)
+		settings["boot"] = "order=" + boot
 	}
-	b.WriteString("cores: 1\nmemory: 2048\n")
 	if name != "" {
-		fmt.Fprintf(&b, "name: %s\n", name)
+		settings["name"] = name
 	}
-	b.WriteString("ostype: other\n")
 	for i, k := range keys {
 		opts := ""
 		switch k {
@@ -210,10 +212,13 @@ func GenerateConfig(vmid int, name string, devs []Device) []byte {
 		case "tpmstate0":
 			opts = ",version=v2.0"
 		}
-		fmt.Fprintf(&b, "%s: local:vm-%d-disk-%d%s,size=%s\n", k, vmid, i, opts, FormatSize(byKey[k].Size))
-		if strings.HasPrefix(k, "scsi") && !strings.Contains(b.String(), "scsihw:") {
-			b.WriteString("scsihw: virtio-scsi-single\n")
+		settings[k] = fmt.Sprintf("local:vm-%d-disk-%d%s,size=%s", vmid, i, opts, FormatSize(byKey[k].Size))
+		if strings.HasPrefix(k, "scsi") {
+			settings["scsihw"] = "virtio-scsi-single"
 		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
+		fmt.Fprintf(&b, "%s: %s\n", k, settings[k])
 	}
 	for _, k := range keys {
 		b.WriteString(MapLine{VirtDev: k, DevName: byKey[k].Name}.String() + "\n")
