@@ -78,6 +78,13 @@ func restorable(e *env, configs []format.Config, devs []format.Device, vmid int,
 		keys = append(keys, m.VirtDev)
 	}
 	e.note("no %s given: wrote a minimal one for VM %d (%s); pass -c %s=FILE to give yours", vma.ConfigName, vmid, strings.Join(keys, ", "), vma.ConfigName)
+	for _, c := range configs {
+		// A VM's config as Proxmox keeps it (/etc/pve/qemu-server/100.conf)
+		// given under its own name: Proxmox's restore would ignore it.
+		if strings.HasSuffix(c.Name, ".conf") && len(vma.ConfigDiskKeys(c.Data)) > 0 {
+			e.note("%s looks like a VM's config but Proxmox restores only one named %s: pass -c %s=%s", printable(c.Name), vma.ConfigName, vma.ConfigName, printable(c.Name))
+		}
+	}
 	return out, nil
 }
 

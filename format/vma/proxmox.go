@@ -249,13 +249,8 @@ var diskLineRE = regexp.MustCompile(`^((ide|scsi|virtio|sata|efidisk|tpmstate)\d
 // restores those disks but does not attach them to the VM.
 func UnattachedKeys(conf []byte) []string {
 	lines := map[string]bool{}
-	for _, line := range strings.Split(string(conf), "\n") {
-		if strings.HasPrefix(line, "[") {
-			break
-		}
-		if m := diskLineRE.FindStringSubmatch(line); m != nil {
-			lines[m[1]] = true
-		}
+	for _, k := range ConfigDiskKeys(conf) {
+		lines[k] = true
 	}
 	var out []string
 	for _, m := range ParseMapLines(conf) {
@@ -264,6 +259,22 @@ func UnattachedKeys(conf []byte) []string {
 		}
 	}
 	return out
+}
+
+// ConfigDiskKeys returns the disk keys (scsi0, efidisk0, …) that a VM
+// config's own settings (before any snapshot or pending section) give a
+// volume, in the order they appear.
+func ConfigDiskKeys(conf []byte) []string {
+	var keys []string
+	for _, line := range strings.Split(string(conf), "\n") {
+		if strings.HasPrefix(line, "[") {
+			break
+		}
+		if m := diskLineRE.FindStringSubmatch(line); m != nil {
+			keys = append(keys, m[1])
+		}
+	}
+	return keys
 }
 
 // RestoreProblems lists why Proxmox's restore would refuse an archive
