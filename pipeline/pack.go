@@ -21,10 +21,9 @@ func Copy(ctx context.Context, dst format.DiskWriter, src format.Source, o Optio
 		return err
 	}
 	_, free := dst.(format.OrderIndependent)
-	size := src.Size()
-	return scan(ctx, src, o, !free || o.Workers == 1, func(off int64, data []byte) error {
+	return scan(ctx, src, o, !free || o.Workers == 1, func(off, n int64, data []byte) error {
 		if data == nil {
-			return dst.ZeroAt(off, min(int64(o.ChunkSize), size-off))
+			return dst.ZeroAt(off, n)
 		}
 		_, err := dst.WriteAt(data, off)
 		return err
@@ -37,12 +36,19 @@ func Stream(ctx context.Context, w io.Writer, src format.Source, o Options) erro
 		return err
 	}
 	zeros := make([]byte, o.ChunkSize)
-	return Scan(ctx, src, o, func(off int64, data []byte) error {
-		if data == nil {
-			data = zeros[:min(int64(o.ChunkSize), src.Size()-off)]
+	return Scan(ctx, src, o, func(off, n int64, data []byte) error {
+		if data != nil {
+			_, err := w.Write(data)
+			return err
 		}
-		_, err := w.Write(data)
-		return err
+		for n > 0 {
+			k := min(n, int64(len(zeros)))
+			if _, err := w.Write(zeros[:k]); err != nil {
+				return err
+			}
+			n -= k
+		}
+		return nil
 	})
 }
 

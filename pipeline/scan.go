@@ -52,27 +52,31 @@ func (o *Options) Validate() error {
 const MaxInFlight = 48 << 20
 
 type chunk struct {
-	off  int64
-	n    int
-	buf  []byte
-	zero bool // known to be all zero; buf not filled
-	err  error
-	done chan struct{}
+	off   int64
+	n     int64
+	buf   []byte // nil for a run the dispatcher found zero
+	zero  bool   // all zero; buf not filled
+	err   error
+	done  chan struct{}
+	known bool // zero by the source's map, before any worker saw it
 }
 
 // Scan reads src from start to end with o.Workers parallel readers and calls
-// fn for every chunk in ascending order, from the calling goroutine. data
-// is nil for a chunk the source reports as all zero (it was not read);
-// otherwise it holds the chunk (the last one may be short), valid only
-// during the call. Ranges the source reports as zero inside a chunk are
-// zero-filled, not read. The first error stops everything and is returned.
-func Scan(parent context.Context, src format.Source, o Options, fn func(off int64, data []byte) error) error {
+// fn for every range [off, off+n) in ascending order, from the calling
+// goroutine. data is nil for a range the source reports as all zero (it
+// was not read): a chunk, or a run of whole chunks as long as the source's
+// zero extent, so that a source's holes cost one call however large they
+// are. Otherwise data holds the chunk (the last one may be short), valid
+// only during the call. Ranges the source reports as zero inside a chunk
+// are zero-filled, not read. The first error stops everything and is
+// returned.
+func Scan(parent context.Context, src format.Source, o Options, fn func(off, n int64, data []byte) error) error {
 	return scan(parent, src, o, true, fn)
 }
 
 // scan is Scan; with ordered false, the readers call fn themselves, in
 // parallel and in any order, and o.Progress is called under a lock.
-func scan(parent context.Context, src format.Source, o Options, ordered bool, fn func(off int64, data []byte) error) error {
+func scan(parent context.Context, src format.Source, o Options, ordered bool, fn func(off, n int64, data []byte) error) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -105,14 +109,23 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 		if ordered {
 			defer close(ordq)
 		}
-		for off := int64(0); off < size; off += int64(o.ChunkSize) {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-gctx.Done():
-				return nil
+		cs := int64(o.ChunkSize)
+		var mapped int64 // the source's map is known up to here
+		for off := int64(0); off < size; {
+			var c *chunk
+			if ext != nil && off >= mapped {
+				c, mapped = zeroRun(ext, off, size, cs)
 			}
-			c := &chunk{off: off, n: int(min(int64(o.ChunkSize), size-off)), buf: buf, done: make(chan struct{})}
+			if c == nil {
+				var buf []byte
+				select {
+				case buf = <-free:
+				case <-gctx.Done():
+					return nil
+				}
+				c = &chunk{off: off, n: min(cs, size-off), buf: buf, done: make(chan struct{})}
+			}
+			off += c.n
 			if ordered {
 				select {
 				case ordq <- c:
@@ -120,7 +133,16 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 					return nil
 				}
 			}
-			work <- c // never blocks for long: work has room for every buffer
+			switch {
+			case !c.known:
+				work <- c // never blocks for long: work has room for every buffer
+			case !ordered: // the workers call fn
+				select {
+				case work <- c:
+				case <-gctx.Done():
+					return nil
+				}
+			}
 		}
 		return nil
 	})
@@ -129,7 +151,9 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 	for range o.Workers {
 		g.Go(func() error {
 			for c := range work {
-				c.zero, c.err = readChunk(src, ext, c.buf[:c.n], c.off)
+				if !c.known {
+					c.zero, c.err = readChunk(src, ext, c.buf[:c.n], c.off)
+				}
 				if ordered {
 					close(c.done)
 					if c.err != nil {
@@ -141,22 +165,24 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 					if err := gctx.Err(); err != nil {
 						return err
 					}
-					data := c.buf[:c.n]
-					if c.zero {
-						data = nil
+					var data []byte
+					if !c.zero {
+						data = c.buf[:c.n]
 					}
-					c.err = fn(c.off, data)
+					c.err = fn(c.off, c.n, data)
 				}
 				if c.err != nil {
 					return c.err
 				}
 				if o.Progress != nil {
 					mu.Lock()
-					done += int64(c.n)
+					done += c.n
 					o.Progress(done)
 					mu.Unlock()
 				}
-				free <- c.buf
+				if c.buf != nil {
+					free <- c.buf
+				}
 			}
 			return nil
 		})
@@ -174,12 +200,12 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 			err = c.err
 		}
 		if err == nil {
-			data := c.buf[:c.n]
-			if c.zero {
-				data = nil
+			var data []byte
+			if !c.zero {
+				data = c.buf[:c.n]
 			}
-			err = fn(c.off, data)
-			done += int64(c.n)
+			err = fn(c.off, c.n, data)
+			done += c.n
 			if err == nil && o.Progress != nil {
 				o.Progress(done)
 			}
@@ -188,7 +214,9 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 			cancel()
 			continue // drain ordq so the dispatcher can finish
 		}
-		free <- c.buf
+		if c.buf != nil {
+			free <- c.buf
+		}
 	}
 	gerr := g.Wait()
 	if err == nil {
@@ -200,13 +228,40 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 	return err
 }
 
+// zeroRun returns a chunk for the zero run the source's map reports at
+// off, if it spans at least one whole chunk (it is cut to whole chunks, or
+// to the end), and how far the map is known: a data extent need not be
+// asked about again until its end. Errors are left for the chunk's reader
+// to meet, where they are reported with their place.
+func zeroRun(ext format.Extenter, off, size, cs int64) (*chunk, int64) {
+	e, err := ext.Extent(off, size-off)
+	if err != nil || e.Length <= 0 {
+		return nil, off + cs
+	}
+	if !e.Zero {
+		return nil, off + e.Length
+	}
+	n := e.Length
+	if off+n < size {
+		n -= n % cs
+	}
+	if n == 0 {
+		return nil, off + cs
+	}
+	done := make(chan struct{})
+	close(done)
+	return &chunk{off: off, n: min(n, size-off), zero: true, known: true, done: done}, off + n
+}
+
 // readChunk fills p with the source's bytes at off, reading only what the
-// source does not report as zero. It reports whether everything was zero.
+// source does not report as zero. It reports whether everything was zero;
+// then p is left as it was (nobody reads it).
 func readChunk(src format.Source, ext format.Extenter, p []byte, off int64) (allZero bool, err error) {
 	if ext == nil {
 		return false, readFull(src, p, off)
 	}
 	allZero = true
+	var zeros [][2]int // zero ranges met before the first data: cleared only if data follows
 	for pos := 0; pos < len(p); {
 		e, err := ext.Extent(off+int64(pos), int64(len(p)-pos))
 		if err != nil {
@@ -216,10 +271,18 @@ func readChunk(src format.Source, ext format.Extenter, p []byte, off int64) (all
 		if n <= 0 {
 			return false, fmt.Errorf("source reported an empty extent at %d", off+int64(pos))
 		}
-		if e.Zero {
+		switch {
+		case e.Zero && allZero:
+			zeros = append(zeros, [2]int{pos, pos + n})
+		case e.Zero:
 			clear(p[pos : pos+n])
-		} else {
-			allZero = false
+		default:
+			if allZero {
+				for _, z := range zeros {
+					clear(p[z[0]:z[1]])
+				}
+				allZero = false
+			}
 			if err := readFull(src, p[pos:pos+n], off+int64(pos)); err != nil {
 				return false, err
 			}
