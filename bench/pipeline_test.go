@@ -53,8 +53,10 @@ func e2eFiles(b *testing.B) (diskPath, archivePath, qcow2Path string) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if e2eDir != "" {
-		os.RemoveAll(e2eDir)
+	for _, d := range []string{e2eDir, sparseDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/lima-vm/go-qcow2reader/log"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/raw"
 )
 
 // Format is the qcow2 driver, for a format.Registry.
@@ -64,6 +65,7 @@ type chain struct {
 // Source is an open qcow2 image. It is safe for concurrent use.
 type Source struct {
 	img  *libqcow2.Qcow2
+	m    *clusterMap
 	name string
 }
 
@@ -79,11 +81,39 @@ func Open(f *os.File, o format.OpenOptions) (*Source, error) {
 		libqcow2.SetDecompressor(libqcow2.CompressionTypeZstd, zstdDecompressor)
 		log.SetWarnFunc(nil)
 	})
-	img, err := open(f, f.Name(), o, &chain{})
+	ch := &chain{}
+	img, err := open(f, f.Name(), o, ch)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
-	return &Source{img: img, name: f.Name()}, nil
+	m, err := mapImage(f, img, ch)
+	if err != nil {
+		img.Close()
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return &Source{img: img, m: m, name: f.Name()}, nil
+}
+
+// mapImage builds the cluster map of the image the user named (the
+// library has opened and checked it).
+func mapImage(f *os.File, img *libqcow2.Qcow2, ch *chain) (*clusterMap, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	h, err := readHeader(f, fi.Size())
+	if err != nil {
+		return nil, err
+	}
+	if ch.l1+int64(h.l1Size)*8 > maxChainL1 {
+		return nil, fmt.Errorf("%w: the backing chain's L1 tables need more than %d MiB", ErrBacking, maxChainL1>>20)
+	}
+	ext := h.version >= 3 && img.Header.IncompatibleFeatures&(1<<4) != 0
+	var host format.Extenter
+	if fi.Mode().IsRegular() {
+		host = raw.Map(f, fi.Size())
+	}
+	return newClusterMap(f, img, fi.Size(), h, ext, host)
 }
 
 // header is what open checks before handing the file to the library.
@@ -388,14 +418,13 @@ func (s *Source) ReadAt(p []byte, off int64) (n int, err error) {
 	if int64(len(p)) > size-off {
 		p, short = p[:size-off], true
 	}
-	n, err = s.img.ReadAt(p, off)
-	if err != nil && err != io.EOF {
-		err = fmt.Errorf("qcow2: %s: reading at %#x: %w", s.name, off, err)
+	if err := s.m.readAt(p, off); err != nil {
+		return 0, err
 	}
-	if err == nil && short {
-		err = io.EOF
+	if short {
+		return len(p), io.EOF
 	}
-	return n, err
+	return len(p), nil
 }
 
 // Extent implements format.Extenter from the image's cluster map:
@@ -408,16 +437,19 @@ func (s *Source) Extent(start, length int64) (e format.Extent, err error) {
 		}
 	}()
 	length = min(length, s.Size()-start)
-	x, err := s.img.Extent(start, length)
+	if start < 0 || length <= 0 {
+		return format.Extent{}, fmt.Errorf("qcow2: %s: extent at %#x outside the disk (%d bytes)", s.name, start, s.Size())
+	}
+	x, err := s.m.extent(start, length)
 	if err != nil {
-		return format.Extent{}, fmt.Errorf("qcow2: %s: cluster map at %#x: %w", s.name, start, err)
+		return format.Extent{}, err
 	}
 	if x.Length <= 0 {
 		return format.Extent{}, fmt.Errorf("%w: %s: empty extent at %#x", ErrCorrupt, s.name, start)
 	}
 	// Clusters that fall through to a backing file carry the backing
 	// image's status, so Zero is right for the whole chain.
-	return format.Extent{Start: start, Length: x.Length, Zero: x.Zero}, nil
+	return x, nil
 }
 
 // Size returns the virtual size, cut to whole 512-byte sectors as qemu

@@ -76,6 +76,39 @@ func TestConformance(t *testing.T) {
 	top := filepath.Join(dir, "top.qcow2")
 	testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", changedRaw, top)
 	cases["backing"] = top
+	// Extended L2 entries (subclusters), from a conversion and from
+	// writes that leave subclusters allocated, zero and unallocated, over
+	// nothing and over a backing file.
+	cases["extended-l2"] = image(t, dir, "ext", mixed, "-o", "extended_l2=on")
+	cases["extended-l2-zstd"] = image(t, dir, "extz", mixed, "-c", "-o", "extended_l2=on,compression_type=zstd")
+	qemuIO := func(name, size string, create []string, cmds ...string) string {
+		t.Helper()
+		p := filepath.Join(dir, name+".qcow2")
+		args := append(append([]string{"create", "-q", "-f", "qcow2"}, create...), p)
+		if size != "" {
+			args = append(args, size)
+		}
+		testutil.Run(t, "qemu-img", args...)
+		args = []string{"-f", "qcow2"}
+		for _, c := range cmds {
+			args = append(args, "-c", c)
+		}
+		testutil.Run(t, "qemu-io", append(args, p)...)
+		return p
+	}
+	subWrites := []string{"write -P 0x11 4k 2k", "write -P 0x22 70k 5000", "write -z 72k 6k", "write -P 0x33 1M 200k",
+		"write -z 1100k 4k", "discard 1040k 8k", "write -P 0x44 3M 64k", "write -z 3M 2k"}
+	cases["extended-l2-writes"] = qemuIO("extw", "8M", []string{"-o", "extended_l2=on"}, subWrites...)
+	cases["extended-l2-backing"] = qemuIO("extb", "", []string{"-o", "extended_l2=on", "-b", "base.qcow2", "-F", "qcow2"}, subWrites...)
+	cases["extended-l2-32k"] = qemuIO("ext32k", "5M", []string{"-o", "extended_l2=on,cluster_size=32k"}, subWrites...)
+	// Zero clusters over allocated ones, discards, a version 2 image, the
+	// smallest clusters, and preallocation (clusters allocated in the
+	// file's holes, or in allocated but unwritten space).
+	cases["zero-clusters"] = qemuIO("zc", "8M", nil, "write -P 0x55 0 8M", "write -z 1M 2M", "discard 5M 1M", "write -z 7M 4k")
+	cases["version2"] = qemuIO("v2", "8M", []string{"-o", "compat=0.10"}, "write -P 0x66 100k 3M", "write -z 2M 64k")
+	cases["cluster512"] = image(t, dir, "c512", odd, "-o", "cluster_size=512")
+	cases["prealloc-metadata"] = qemuIO("pm", "64M", []string{"-o", "preallocation=metadata"}, "write -P 0x77 10M 1M", "write -z 20M 64k", "write -P 0x78 63M 4k")
+	cases["prealloc-falloc"] = qemuIO("pf", "16M", []string{"-o", "preallocation=falloc"}, "write -P 0x79 1M 100k")
 	for name, path := range cases {
 		t.Run(name, func(t *testing.T) {
 			want := oracle(t, path)

@@ -36,9 +36,10 @@ var Format = format.Format{
 // come slowly (tmpfs walks its pages for every SEEK_HOLE) and cover little,
 // the rest of the file is read instead.
 type Source struct {
-	f     *os.File
-	size  int64
-	holes atomic.Bool // ask about holes
+	f        *os.File
+	size     int64
+	holes    atomic.Bool // ask about holes
+	borrowed bool        // f belongs to somebody else (Map)
 
 	mu      sync.Mutex
 	runs    [8]run // recent answers
@@ -73,14 +74,29 @@ func Open(f *os.File) (*Source, error) {
 	return s, nil
 }
 
+// Map returns f's hole map as a Source that does not own f (its Close does
+// nothing), for drivers whose images keep data in a file that may have
+// holes: a qcow2 image's preallocated clusters read as zeros where the
+// file has a hole, and the map says where without reading them.
+func Map(f *os.File, size int64) *Source {
+	s := &Source{f: f, size: size, borrowed: true}
+	s.holes.Store(!fullyAllocated(f, size))
+	return s
+}
+
 // ReadAt implements io.ReaderAt.
 func (s *Source) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
 
 // Size returns the image size in bytes.
 func (s *Source) Size() int64 { return s.size }
 
-// Close closes the file.
-func (s *Source) Close() error { return s.f.Close() }
+// Close closes the file (not one given to Map).
+func (s *Source) Close() error {
+	if s.borrowed {
+		return nil
+	}
+	return s.f.Close()
+}
 
 // Extent implements format.Extenter: it returns the hole or data run that
 // starts at start, clipped to length bytes.

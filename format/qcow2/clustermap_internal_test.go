@@ -1,0 +1,216 @@
+package qcow2
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+// countingReaderAt records the reads the cluster map makes of the file.
+type countingReaderAt struct {
+	ra    io.ReaderAt
+	mu    sync.Mutex
+	reads map[int64]int // offset -> times read
+	bytes int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	c.reads[off]++
+	c.bytes += int64(len(p))
+	c.mu.Unlock()
+	return c.ra.ReadAt(p, off)
+}
+
+func qemuImage(t *testing.T, dir, name, size string, create []string, io ...string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	testutil.Run(t, "qemu-img", append(append([]string{"create", "-q", "-f", "qcow2"}, create...), p, size)...)
+	if len(io) > 0 {
+		args := []string{"-f", "qcow2"}
+		for _, c := range io {
+			args = append(args, "-c", c)
+		}
+		testutil.Run(t, "qemu-io", append(args, p)...)
+	}
+	return p
+}
+
+// openCounting opens path with the cluster map's reads counted.
+func openCounting(t *testing.T, path string) (*Source, *countingReaderAt) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(f, format.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c := &countingReaderAt{ra: s.m.ra, reads: map[int64]int{}}
+	s.m.ra = c
+	return s, c
+}
+
+// walk reads the disk as the pipeline does: extents, and the data ones.
+func walk(t *testing.T, s *Source) (zero, data int64) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for pos := int64(0); pos < s.Size(); {
+		e, err := s.Extent(pos, s.Size()-pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Zero {
+			zero += e.Length
+		} else {
+			for at := pos; at < pos+e.Length; {
+				n := min(int64(len(buf)), pos+e.Length-at)
+				if _, err := s.ReadAt(buf[:n], at); err != nil && err != io.EOF {
+					t.Fatal(err)
+				}
+				at += n
+			}
+			data += e.Length
+		}
+		pos += e.Length
+	}
+	return zero, data
+}
+
+// TestMapCost: what the cluster map reads is the metadata, each table
+// once, plus the data: an empty 8 TiB disk is one zero extent read from
+// the L1 table alone; an image with extended L2 entries reads each L2
+// table once; clusters preallocated in the file's holes are zeros that are
+// never read.
+func TestMapCost(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	testutil.RequireTool(t, "qemu-io")
+	dir := t.TempDir()
+
+	s, c := openCounting(t, qemuImage(t, dir, "empty.qcow2", "8T", nil))
+	if e, err := s.Extent(0, s.Size()); err != nil || !e.Zero || e.Length != s.Size() {
+		t.Errorf("empty 8 TiB image: first extent %+v, %v; want all of it, zero", e, err)
+	}
+	if c.bytes != 0 {
+		t.Errorf("empty 8 TiB image: read %d bytes to map it", c.bytes)
+	}
+
+	// 6 KiB written every 96 KiB over 96 MiB: subclusters of clusters
+	// mapped by one L2 table (4096 entries of 16 bytes: 256 MiB).
+	var cmds []string
+	for off := 0; off < 96<<20; off += 96 << 10 {
+		cmds = append(cmds, "write -P 0x5a "+strconv.Itoa(off)+" 6k")
+	}
+	path := qemuImage(t, dir, "ext.qcow2", "600M", []string{"-o", "extended_l2=on"}, cmds...)
+	s, c = openCounting(t, path)
+	zero, data := walk(t, s)
+	l2 := 0
+	for off, n := range c.reads {
+		if n > 1 {
+			t.Errorf("extended L2: read at %#x %d times", off, n)
+		}
+		for _, table := range s.m.l1 {
+			if int64(table&offsetMask) == off {
+				l2++
+			}
+		}
+	}
+	if l2 != 1 {
+		t.Errorf("extended L2: %d L2 tables read, want 1", l2)
+	}
+	if data > 70<<20 || zero < 500<<20 {
+		t.Errorf("extended L2: %d bytes mapped as data, %d as zero, for 6 MiB written over 96 MiB", data, zero)
+	}
+
+	// Preallocated metadata: every cluster allocated, the file a hole
+	// where nothing was written.
+	s, c = openCounting(t, qemuImage(t, dir, "prealloc.qcow2", "256M", []string{"-o", "preallocation=metadata"},
+		"write -P 0x77 10M 1M"))
+	zero, data = walk(t, s)
+	if s.m.host == nil {
+		t.Fatal("no hole map for a regular file")
+	}
+	if data > 2<<20 || c.bytes > 2<<20+256<<10 {
+		t.Errorf("preallocated: %d bytes mapped as data and %d read, for 1 MiB written (a file system without SEEK_HOLE?)", data, c.bytes)
+	}
+}
+
+// TestHostileTables: corrupt L1 and L2 entries give one error that says
+// what and where. qemu refuses the same images (an oracle where it is
+// installed); only for tables and data past the end of the file does it
+// read zeros, where vmaconv stops: a truncated image is not a disk of
+// zeros.
+func TestHostileTables(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "d.raw")
+	os.WriteFile(raw, testutil.GenDisk(7, 4<<20, "data"), 0o644)
+	mk := func(name string, opts ...string) []byte {
+		p := filepath.Join(dir, name)
+		testutil.Run(t, "qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, opts...), raw, p)...)
+		b, _ := os.ReadFile(p)
+		return b
+	}
+	be := binary.BigEndian
+	plain, v2, ext := mk("plain.qcow2"), mk("v2.qcow2", "-o", "compat=0.10"), mk("ext.qcow2", "-o", "extended_l2=on")
+	l2At := func(b []byte) int { return int(be.Uint64(b[be.Uint64(b[40:]):]) & offsetMask) }
+	tests := []struct {
+		name      string
+		base      []byte
+		patch     func(b []byte)
+		match     string
+		qemuFails bool
+	}{
+		{"l1-unaligned", plain, func(b []byte) { l1 := be.Uint64(b[40:]); be.PutUint64(b[l1:], be.Uint64(b[l1:])+512) },
+			"L2 table offset 0x40200 (L1 entry 0) is not aligned to a cluster", true},
+		{"l1-past-eof", plain, func(b []byte) { l1 := be.Uint64(b[40:]); be.PutUint64(b[l1:], 1<<40) },
+			"L2 table at 0x10000000000 (L1 entry 0) runs past the end of the file", false},
+		{"l2-unaligned", plain, func(b []byte) { l2 := l2At(b); be.PutUint64(b[l2:], be.Uint64(b[l2:])+512) },
+			"cluster at virtual offset 0x0 has an unaligned host offset", true},
+		{"data-past-eof", plain, func(b []byte) { l2 := l2At(b); be.PutUint64(b[l2+8:], 1<<63|1<<40) },
+			"data for virtual offset 0x10000 at host offset 0x10000000000 runs past the end of the file", false},
+		{"v2-zero-flag", v2, func(b []byte) { l2 := l2At(b); be.PutUint64(b[l2:], be.Uint64(b[l2:])|1) },
+			"zero cluster entry at virtual offset 0x0 in a version 2 image", true},
+		{"subcluster-alloc-and-zero", ext, func(b []byte) { l2 := l2At(b); be.PutUint64(b[l2+8:], be.Uint64(b[l2+8:])|1<<32|1) },
+			"invalid subcluster 0 at virtual offset 0x0", true},
+		{"subcluster-alloc-no-host", ext, func(b []byte) { l2 := l2At(b); be.PutUint64(b[l2:], 0); be.PutUint64(b[l2+8:], 1) },
+			"invalid subcluster 0 at virtual offset 0x0 (subcluster bitmap 0x0000000000000001, host offset 0x0)", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := bytes.Clone(tc.base)
+			tc.patch(b)
+			p := filepath.Join(dir, tc.name+".qcow2")
+			os.WriteFile(p, b, 0o644)
+			if out, err := exec.Command("qemu-img", "convert", "-O", "raw", p, p+".raw").CombinedOutput(); (err != nil) != tc.qemuFails {
+				t.Errorf("qemu-img convert: %v %s (want failure: %v)", err, out, tc.qemuFails)
+			}
+			f, _ := os.Open(p)
+			s, err := Open(f, format.OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			buf := make([]byte, s.Size())
+			_, rerr := s.ReadAt(buf, 0)
+			_, eerr := s.Extent(0, s.Size())
+			err = errors.Join(rerr, eerr)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.match) {
+				t.Errorf("got %v, want ErrCorrupt: …%s…", err, tc.match)
+			}
+		})
+	}
+}
