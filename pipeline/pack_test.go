@@ -336,8 +336,8 @@ func TestScanZeroRuns(t *testing.T) {
 	const size = 1<<40 + 3<<16 // not a whole number of chunks
 	for _, w := range []int{1, 4} {
 		src := &sparseSource{size: size, data: map[int64][]byte{
-			0:               bytes.Repeat([]byte{1}, 100),
-			700 << 30:       testutil.GenDisk(5, 2<<20+4096, "data"),
+			0:                bytes.Repeat([]byte{1}, 100),
+			700 << 30:        testutil.GenDisk(5, 2<<20+4096, "data"),
 			size - 3<<16 - 5: {9, 9, 9, 9, 9}, // a data run straddling the last, short chunk
 		}}
 		dst := &coverDisk{data: map[int64][]byte{}}
