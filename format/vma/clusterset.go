@@ -11,6 +11,12 @@ import "math/bits"
 type clusterSet struct {
 	pages map[uint32]*clusterPage
 	count int64 // clusters seen
+	// The page last added to, by its index+1 (0: none): clusters mostly
+	// come in order, and a map lookup per cluster is most of the cost of
+	// a sparse disk. It may be a page since filled (and replaced by
+	// fullPage in pages), whose bits are then all set: still right.
+	lastIdx  uint32
+	lastPage *clusterPage
 }
 
 const pageBits = 4096
@@ -29,7 +35,12 @@ func (s *clusterSet) add(c uint32) (dup bool, partialDelta int) {
 		s.pages = map[uint32]*clusterPage{}
 	}
 	pi, bit := c/pageBits, c%pageBits
-	p := s.pages[pi]
+	var p *clusterPage
+	if s.lastIdx == pi+1 {
+		p = s.lastPage
+	} else {
+		p = s.pages[pi]
+	}
 	if p == fullPage {
 		return true, 0
 	}
@@ -38,6 +49,7 @@ func (s *clusterSet) add(c uint32) (dup bool, partialDelta int) {
 		s.pages[pi] = p
 		partialDelta++
 	}
+	s.lastIdx, s.lastPage = pi+1, p
 	w, m := bit/64, uint64(1)<<(bit%64)
 	if p.bits[w]&m != 0 {
 		return true, partialDelta
@@ -54,7 +66,12 @@ func (s *clusterSet) add(c uint32) (dup bool, partialDelta int) {
 
 // has reports whether c has been seen.
 func (s *clusterSet) has(c uint32) bool {
-	p := s.pages[c/pageBits]
+	var p *clusterPage
+	if s.lastIdx == c/pageBits+1 {
+		p = s.lastPage
+	} else {
+		p = s.pages[c/pageBits]
+	}
 	if p == nil {
 		return false
 	}
@@ -115,6 +132,7 @@ func (s *clusterSet) missing(n int64, limit int) (ranges []Range, total int64) {
 // remove unmarks c, which must have been added. It returns the change in
 // partially filled pages, like add.
 func (s *clusterSet) remove(c uint32) (partialDelta int) {
+	s.lastIdx, s.lastPage = 0, nil
 	pi, bit := c/pageBits, c%pageBits
 	p := s.pages[pi]
 	if p == nil {
