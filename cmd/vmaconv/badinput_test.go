@@ -105,6 +105,7 @@ func scattered(t *testing.T) []byte {
 	for c := range int64(59) {
 		w.WriteCluster(d, c, nil)
 	}
+	w.Flush()
 	var b bytes.Buffer
 	b.Write(hb.Bytes()[:12800])
 	var slots []uint64

@@ -252,7 +252,8 @@ func TestReaderBoundsTracking(t *testing.T) {
 		for c := range int64(vma.WriterClustersPerExtent) {
 			w2.WriteCluster(id, c, nil)
 		}
-		w2.WriteCluster(id, 58, nil) // forces the first flush: header + one extent
+		w2.WriteCluster(id, 58, nil) // completes the first extent
+		w2.Flush()
 		return hb.Bytes()[:12800]
 	}()
 	var raw bytes.Buffer

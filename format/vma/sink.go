@@ -150,17 +150,16 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 		s.disks = append(s.disks, &diskWriter{s: s, id: id, name: dev.Name, size: dev.Size, partial: map[int64]*partial{}})
 	}
 
-	// Buffered: a sparse disk is a long run of 512-byte extents that
-	// would otherwise be a system call each. Larger writes go through.
+	var out io.Writer
 	if d.Stream != nil {
 		s.buf = bufio.NewWriterSize(d.Stream, 1<<20)
+		out = s.buf
 	} else {
 		if s.file, err = format.CreateOutput(d); err != nil {
 			return nil, err
 		}
-		s.buf = bufio.NewWriterSize(s.file, 1<<20)
+		out = s.file
 	}
-	var out io.Writer = s.buf
 	s.finish = func() error { return nil }
 	if comp != "" {
 		cw, err := compress.NewWriter(out, comp, o.Level)
@@ -186,7 +185,7 @@ type sink struct {
 	w      *Writer
 	disks  []*diskWriter
 	file   *format.OutputFile // nil for a stream
-	buf    *bufio.Writer      // over file or the stream
+	buf    *bufio.Writer      // stream
 	finish func() error       // flushes the compression layer
 	done   bool
 	err    error
@@ -221,13 +220,10 @@ func (s *sink) commit() error {
 	if err := s.finish(); err != nil {
 		return err
 	}
-	if err := s.buf.Flush(); err != nil {
-		return fmt.Errorf("vma: writing archive: %w", err)
-	}
 	if s.file != nil {
 		return s.file.Commit()
 	}
-	return nil
+	return s.buf.Flush()
 }
 
 // Abort removes the output file; a stream keeps what it was sent.

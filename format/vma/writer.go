@@ -36,9 +36,10 @@ type Writer struct {
 	hdrDone bool    // header written
 	buf     []byte  // current extent: header and data
 	slots   [SlotsPerExtent]uint64
-	n       int // clusters queued in buf
-	off     int64
-	err     error // sticky
+	n       int    // clusters queued in buf
+	off     int64  // bytes written to w
+	pend    []byte // small writes not yet written to w
+	err     error  // sticky
 	closed  bool
 	cerr    error // Close's result
 }
@@ -265,7 +266,49 @@ func (w *Writer) flush() error {
 	return nil
 }
 
+// Small writes (a hole's extents are headers of 512 bytes) are gathered
+// into one of up to pendSize bytes: a sparse disk would otherwise cost a
+// system call per extent. Larger ones are written as they are.
+const (
+	pendSize  = 256 << 10
+	pendSmall = 128 << 10
+)
+
 func (w *Writer) write(b []byte) error {
+	if len(b) < pendSmall {
+		if len(w.pend)+len(b) > pendSize {
+			if err := w.drain(); err != nil {
+				return err
+			}
+		}
+		if w.pend == nil {
+			w.pend = make([]byte, 0, pendSize)
+		}
+		w.pend = append(w.pend, b...)
+		return nil
+	}
+	if err := w.drain(); err != nil {
+		return err
+	}
+	return w.writeNow(b)
+}
+
+// Flush writes the extents the Writer has completed but holds back to
+// gather small writes; the extent being filled is not among them (its
+// layout depends on what comes next). Close flushes.
+func (w *Writer) Flush() error { return w.drain() }
+
+// drain writes the gathered small writes.
+func (w *Writer) drain() error {
+	if len(w.pend) == 0 {
+		return w.err
+	}
+	err := w.writeNow(w.pend)
+	w.pend = w.pend[:0]
+	return err
+}
+
+func (w *Writer) writeNow(b []byte) error {
 	n, err := w.w.Write(b)
 	w.off += int64(n)
 	if err == nil && n < len(b) {
@@ -299,8 +342,11 @@ func (w *Writer) Close() error {
 	}
 	if len(parts) > 0 {
 		w.cerr = fmt.Errorf("%w: %s", ErrIncomplete, strings.Join(parts, "; "))
+		w.drain() // the extents completed are written, as without gathering
 		return w.cerr
 	}
-	w.cerr = w.flush()
+	if w.cerr = w.flush(); w.cerr == nil {
+		w.cerr = w.drain()
+	}
 	return w.cerr
 }

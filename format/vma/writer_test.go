@@ -329,3 +329,50 @@ func TestVMStateRoundTrip(t *testing.T) {
 		t.Fatal("vmstate differs")
 	}
 }
+
+// callWriter counts the Write calls it gets.
+type callWriter struct {
+	bytes.Buffer
+	calls int
+}
+
+func (c *callWriter) Write(p []byte) (int, error) { c.calls++; return c.Buffer.Write(p) }
+
+// TestWriterGathersSmallWrites: a hole's extents (512-byte headers) reach
+// the underlying writer in a few large writes, not one each; data extents
+// go through as they are; the archive keeps Proxmox's layout, and Flush
+// hands over every completed extent. (The golden tests pin its bytes.)
+func TestWriterGathersSmallWrites(t *testing.T) {
+	const size = 4 << 30 // 65 536 clusters: 1111 zero extents
+	write := func(w io.Writer) *vma.Writer {
+		vw := vma.NewWriter(w, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
+		id, _ := vw.AddDevice("drive-scsi0", size)
+		data := bytes.Repeat([]byte{7}, vma.ClusterSize)
+		for c := range int64(size / vma.ClusterSize) {
+			var p []byte
+			if c%10000 == 0 {
+				p = data
+			}
+			if err := vw.WriteCluster(id, c, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return vw
+	}
+	var cw callWriter
+	vw := write(&cw)
+	if err := vw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	flushed := cw.Len()
+	if err := vw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cw.calls > 40 {
+		t.Errorf("%d writes for an archive of %d bytes, mostly 512-byte extent headers", cw.calls, cw.Len())
+	}
+	if flushed < cw.Len()-vma.MaxExtentSize {
+		t.Errorf("Flush handed over %d of %d bytes", flushed, cw.Len())
+	}
+	checkProxmoxRules(t, cw.Bytes())
+}
