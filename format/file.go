@@ -31,6 +31,7 @@ type OutputFile struct {
 	mode    fs.FileMode
 	keep    bool // chmod to mode: an existing file is replaced
 	over    bool
+	nosync  bool
 	untrack func()
 
 	mu   sync.Mutex
@@ -60,9 +61,9 @@ func CreateOutput(d Dest) (*OutputFile, error) {
 		if err != nil {
 			return nil, fmt.Errorf("writing in place needs an existing destination: %w", err)
 		}
-		return &OutputFile{f: f, path: d.Path, name: name}, nil
+		return &OutputFile{f: f, path: d.Path, name: name, nosync: d.NoSync}, nil
 	}
-	o := &OutputFile{path: d.Path, name: name, over: d.Overwrite}
+	o := &OutputFile{path: d.Path, name: name, over: d.Overwrite, nosync: d.NoSync}
 	fi, err := os.Lstat(d.Path)
 	switch {
 	case err == nil && fi.IsDir():
@@ -144,7 +145,8 @@ func (o *OutputFile) Err(what string, err error) error {
 	return fmt.Errorf("%s %s: %w", what, o.name, err)
 }
 
-// Commit syncs the file and, for a new output, renames it into place.
+// Commit syncs the file (unless the Dest said NoSync) and, for a new
+// output, renames it into place.
 func (o *OutputFile) Commit() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -160,9 +162,11 @@ func (o *OutputFile) Commit() error {
 }
 
 func (o *OutputFile) commit() error {
-	if err := o.f.Sync(); err != nil {
-		o.f.Close()
-		return o.Err("writing", err)
+	if !o.nosync {
+		if err := fsync(o.f); err != nil {
+			o.f.Close()
+			return o.Err("writing", err)
+		}
 	}
 	if err := o.f.Close(); err != nil {
 		return o.Err("writing", err)
@@ -191,7 +195,9 @@ func (o *OutputFile) commit() error {
 		o.untrack()
 	}
 	o.tmp = ""
-	syncDir(filepath.Dir(o.path))
+	if !o.nosync {
+		syncDir(filepath.Dir(o.path))
+	}
 	return nil
 }
 
@@ -220,11 +226,14 @@ func (o *OutputFile) remove() {
 	o.tmp = ""
 }
 
+// fsync is (*os.File).Sync; tests count the calls.
+var fsync = (*os.File).Sync
+
 // syncDir makes a rename in dir durable; failures (file systems that
 // cannot sync a directory) are ignored, as the rename itself succeeded.
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
-		d.Sync()
+		fsync(d)
 		d.Close()
 	}
 }

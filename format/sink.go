@@ -88,6 +88,11 @@ type Dest struct {
 	InPlace bool
 	// Overwrite lets Commit replace an existing Path.
 	Overwrite bool
+	// NoSync skips syncing the output (and its directory) before it is
+	// renamed into place: qemu-img's cache mode unsafe, for scratch
+	// outputs. A crash soon after may leave the final name on a file whose
+	// data never reached the disk.
+	NoSync bool
 	// TrackTemp, if set, is called with the name of every temporary file
 	// the sink creates; the returned function is called once the file is
 	// renamed or removed. The CLI uses it to remove leftovers when it is

@@ -47,8 +47,30 @@ func workerOptions(m *int) (pipeline.Options, error) {
 	return o, nil
 }
 
+// cacheFlags is qemu-img's -t: whether outputs are synced before they
+// are renamed into place.
+type cacheFlags struct {
+	Cache string `short:"t" name:"cache" placeholder:"MODE" default:"writeback" help:"Output cache mode, as qemu-img's -t: writeback (the default) syncs every output before it gets its name, so that a finished run survives a crash; unsafe skips that (faster, for scratch restores; qemu-img convert's default)."`
+}
+
+// apply checks -t and tells the outputs.
+func (c cacheFlags) apply(e *env) error {
+	switch c.Cache {
+	case "writeback", "":
+		e.noSync = false
+	case "unsafe":
+		e.noSync = true
+	case "none", "directsync", "writethrough":
+		return usageError{fmt.Errorf("-t %s: vmaconv does not write with O_DIRECT or sync every write; use writeback (the default: synced once, before the output gets its name) or unsafe (not synced)", c.Cache)}
+	default:
+		return usageError{fmt.Errorf("-t %q: want writeback or unsafe", c.Cache)}
+	}
+	return nil
+}
+
 // writeFlags are the options of commands that write a file.
 type writeFlags struct {
+	cacheFlags
 	Overwrite bool     `help:"Replace DST if it exists."`
 	Config    []string `short:"c" placeholder:"[NAME=]FILE" help:"Add a config file to an archive (repeatable), under NAME or FILE's base name: -c qemu-server.conf=100.conf. A qemu-server.conf gets the #qmdump#map lines Proxmox's restore needs; without one, vmaconv writes a minimal one."`
 	Compress  string   `placeholder:"zstd|gzip|zlib|none" help:"Compress the output: an archive with zstd or gzip (default: from DST's extension, .vma.zst or .vma.gz), a qcow2 image's clusters with zlib or zstd (like qemu-img convert -c)."`
@@ -174,7 +196,7 @@ func createSink(e *env, fm format.Format, dst string, inPlace, overwrite bool, d
 // createSinkAs is createSink for an output written at dst (in a temporary
 // directory) that messages call name.
 func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite bool, devs []format.Device, o format.CreateOptions) (format.Sink, error) {
-	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp}
+	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp, NoSync: e.noSync}
 	if dst == "-" && e.stdoutTTY {
 		return nil, usageError{fmt.Errorf("refusing to write %s data to a terminal: redirect it to a file (> out) or pipe it (| ssh host …)", fm.Name)}
 	}
@@ -197,6 +219,9 @@ func trackTemp(path string) func() { return atInterrupt(func() { os.Remove(path)
 func (c *convertCmd) Run(e *env) error {
 	o, err := c.pipelineOptions()
 	if err != nil {
+		return err
+	}
+	if err := c.cacheFlags.apply(e); err != nil {
 		return err
 	}
 	configs, err := c.readConfigs()

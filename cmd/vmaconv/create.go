@@ -22,6 +22,9 @@ func (c *createCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	if err := c.cacheFlags.apply(e); err != nil {
+		return err
+	}
 	configs, err := c.readConfigs()
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ type extractCmd struct {
 	Progress    bool     `short:"p" help:"Show progress on stderr."`
 	Verbose     bool     `short:"v" help:"List the files written and per-device statistics."`
 	Salvage     bool     `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
+	cacheFlags
 }
 
 // output is one file extract writes.
@@ -44,6 +45,9 @@ type output struct {
 func (c *extractCmd) Run(e *env) (err error) {
 	po, err := workerOptions(c.Workers)
 	if err != nil {
+		return err
+	}
+	if err := c.cacheFlags.apply(e); err != nil {
 		return err
 	}
 	dfm := raw.Format
@@ -114,7 +118,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 	for _, o := range outs {
 		path := filepath.Join(tmpDir, o.name)
 		if o.config != nil {
-			if err := writeConfig(path, o.config.Data); err != nil {
+			if err := writeConfig(path, o.config.Data, !e.noSync); err != nil {
 				return err
 			}
 			continue
@@ -175,14 +179,14 @@ func (c *extractCmd) Run(e *env) (err error) {
 	return nil
 }
 
-// writeConfig writes a config file, synced.
-func writeConfig(path string, data []byte) error {
+// writeConfig writes a config file, synced unless told not to.
+func writeConfig(path string, data []byte, sync bool) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -73,6 +73,7 @@ type env struct {
 	stderr     io.Writer
 	stderrTTY  bool // progress is drawn in place only on a terminal
 	stdoutTTY  bool // binary output is not written to a terminal
+	noSync     bool // -t unsafe: outputs are not synced
 }
 
 // note records an informational line for stderr, control characters
