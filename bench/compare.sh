@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Times vmaconv against floors (cat, cp --sparse=always, zstd -d) and peers
-# (qemu-img convert) on the same generated data, in the same run,
+# Times vmaconv against floors (cat, cp --sparse=always with and without
+# sync, zstd) and peers (qemu-img convert, Proxmox's vma where installed)
+# on the same generated data, in the same run,
 # alternating the commands round by round, and prints medians, ratios and
 # peak RSS: one table per data directory (by default the disk and, where it
 # is a tmpfs, /dev/shm, since users have both). Every output is checked
@@ -10,17 +11,20 @@
 #   bench/compare.sh [-s SIZE] [-S SPARSE_SIZE] [-n RUNS] [-d DIR]...
 #
 # SIZE (default 1G) is the dense test disk: half its 4 KiB blocks zero, the
-# rest random (not compressible). SPARSE_SIZE (default 20G) is a sparse disk
-# holding 4 MiB. RUNS (default 5) rounds. Each DIR holds a copy of the data
-# (needs about 5×SIZE free; default $TMPDIR/vmaconv-compare and
-# /dev/shm/vmaconv-compare). Peers missing from the machine (qemu-img,
-# zstd) are left out, and the script says so.
+# rest random (not compressible); it is also converted to qcow2 with plain
+# and with extended L2 entries, and into a qcow2 of 4×SIZE with
+# preallocated metadata (Proxmox's default). SPARSE_SIZE (default 20G) is a sparse disk
+# holding 4 MiB; an empty 1 TiB qcow2 is the extreme. vmaconv runs with its
+# default (outputs synced) and with -t unsafe. RUNS (default 5) rounds.
+# Each DIR holds a copy of the data (needs about 8×SIZE free; default
+# $TMPDIR/vmaconv-compare and /dev/shm/vmaconv-compare). Peers missing
+# from the machine (qemu-img, zstd, vma) are left out, and it says so.
 set -euo pipefail
 size=1G sparse=20G runs=5 dirs=()
 while getopts s:S:n:d:h opt; do
   case $opt in
     s) size=$OPTARG ;; S) sparse=$OPTARG ;; n) runs=$OPTARG ;; d) dirs+=("$OPTARG") ;;
-    *) sed -n '2,17p' "$0"; exit 2 ;;
+    *) sed -n '2,22p' "$0"; exit 2 ;;
   esac
 done
 if ((${#dirs[@]} == 0)); then
@@ -51,9 +55,16 @@ bench() {
   echo "generating data in $dir: $size dense disk, $sparse sparse disk" >&2
   [[ -f disk.raw && $(cat disk.size 2>/dev/null) == "$size" ]] || { "$bin/gendisk" -size "$size" -out disk.raw; echo "$size" > disk.size; }
   [[ -f sparse.raw && $(cat sparse.size 2>/dev/null) == "$sparse" ]] || { "$bin/gendisk" -size "$sparse" -sparse 4M -out sparse.raw; echo "$sparse" > sparse.size; }
-  rm -f disk.vma disk.qcow2 disk.vma.zst out.*
+  rm -f disk.vma disk.qcow2 disk.vma.zst extl2.qcow2 prealloc.qcow2 empty1t.qcow2 out.*
+  rm -rf out.d
   "$V" -f raw disk.raw disk.vma --uuid 6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b --ctime 1718000000
-  have qemu-img && qemu-img convert -f raw -O qcow2 disk.raw disk.qcow2
+  if have qemu-img; then
+    qemu-img convert -f raw -O qcow2 disk.raw disk.qcow2
+    qemu-img convert -f raw -O qcow2 -o extended_l2=on disk.raw extl2.qcow2
+    qemu-img create -q -f qcow2 -o preallocation=metadata prealloc.qcow2 $(($(stat -c %s disk.raw) * 4))
+    qemu-img convert -n -f raw -O qcow2 disk.raw prealloc.qcow2
+    qemu-img create -q -f qcow2 empty1t.qcow2 1T
+  fi
   have zstd && zstd -q -T0 disk.vma -o disk.vma.zst
   local sum sparsesum
   sum=$(sha256sum < disk.raw | cut -d' ' -f1)
@@ -67,8 +78,11 @@ bench() {
   t() {
     local name=$1 check=$2; shift 2
     rm -f out.*; sync
-    /usr/bin/time -f "%e %M" -o time.out "$@" > /dev/null 2> err.out || fail "$name failed: $(tail -2 err.out)"
-    read -r sec kb < time.out
+    local start=$EPOCHREALTIME # microseconds; /usr/bin/time's %e has 10 ms steps
+    /usr/bin/time -f "%M" -o time.out "$@" > /dev/null 2> err.out || fail "$name failed: $(tail -2 err.out)"
+    local sec kb
+    sec=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.4f", b - a}')
+    read -r kb < time.out
     times[$name]+="$sec "
     (( kb > ${rss[$name]:-0} )) && rss[$name]=$kb
     if [[ $round == 1 && -n $check ]]; then
@@ -85,7 +99,14 @@ bench() {
     t cp "" cp --sparse=always disk.raw out.cp
     t cp+sync "" sh -c 'cp --sparse=always disk.raw out.cp && sync out.cp'
     t create "$samevma" "$V" -f raw disk.raw out.vma
+    t create-unsafe "$samevma" "$V" -t unsafe -f raw disk.raw out.vma
     t restore "$same" "$V" disk.vma out.raw
+    t restore-unsafe "$same" "$V" -t unsafe disk.vma out.raw
+    if have vma; then
+      t vma-create "" vma create out.vma drive-scsi0=disk.raw
+      t vma-extract "" sh -c 'rm -rf out.d && vma extract disk.vma out.d'
+      rm -rf out.d
+    fi
     if have qemu-img; then
       t vma-qcow2 "$sameq" "$V" disk.vma out.qcow2
       t two-step "$sameq" sh -c "$V disk.vma out.raw && qemu-img convert -f raw -O qcow2 out.raw out.qcow2"
@@ -94,9 +115,17 @@ bench() {
       t qemu-img-raw "$same" qemu-img convert -O raw disk.qcow2 out.raw
       t qcow2-raw "$same" "$V" disk.qcow2 out.raw
       t qcow2-vma "$samevma" "$V" disk.qcow2 out.vma
+      t extl2-raw "$same" "$V" extl2.qcow2 out.raw
+      t qemu-img-extl2 "$same" qemu-img convert -O raw extl2.qcow2 out.raw
+      t prealloc-raw "qemu-img compare -q -f qcow2 -F raw prealloc.qcow2 out.raw" "$V" prealloc.qcow2 out.raw
+      t qemu-img-prealloc "" qemu-img convert -O raw prealloc.qcow2 out.raw
+      t empty-raw "qemu-img compare -q -f qcow2 -F raw empty1t.qcow2 out.raw" "$V" empty1t.qcow2 out.raw
+      t qemu-img-empty "" qemu-img convert -O raw empty1t.qcow2 out.raw
     fi
     if have zstd; then
       t zstd-d "" sh -c 'zstd -q -d -c disk.vma.zst > /dev/null'
+      t zstd-T2 "" zstd -q -T2 disk.vma -o out.zst
+      t create-zst "$V checksum out.vma.zst | grep -q ^$sum" "$V" -f raw disk.raw out.vma.zst
       t restore-zst "$same" "$V" disk.vma.zst out.raw
       have qemu-img && t zst-qcow2 "$sameq" "$V" disk.vma.zst:drive-scsi0 out.qcow2
     fi
@@ -105,12 +134,12 @@ bench() {
   done
   rm -f out.* time.out err.out check.out
 
-  median() { tr ' ' '\n' <<< "${times[$1]:-}" | grep . | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.3f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+  median() { tr ' ' '\n' <<< "${times[$1]:-}" | { grep . || true; } | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.3f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b > 0) printf "%.2f×", a/b; else printf "–"}'; }
   row() { # row CASE VMACONV-NAME FLOOR-NAME [FLOOR2-NAME]
     local m f f2 extra=""
     m=$(median "$2") f=$(median "$3")
-    [[ -n $m ]] || return 0
+    [[ -n $m && -n $f ]] || return 0 # a case or its peer not run here
     if [[ -n ${4:-} ]]; then f2=$(median "$4"); extra=" / $(ratio "$m" "$f2") of $4 ($f2 s)"; fi
     printf "| %s | %s s | %s (%s s) | %s%s | %s MiB |\n" "$1" "$m" "$3" "$f" "$(ratio "$m" "$f")" "$extra" "$(( ${rss[$2]:-0} / 1024 ))"
   }
@@ -127,9 +156,18 @@ bench() {
   row "raw → qcow2" raw-qcow2 qemu-img-qcow2 cp+sync
   row "qcow2 → raw" qcow2-raw qemu-img-raw cp+sync
   row "qcow2 → VMA" qcow2-vma cp cp+sync
+  row "create, -t unsafe" create-unsafe cp
+  row "restore, -t unsafe" restore-unsafe cp
+  row "create vs Proxmox vma create" create vma-create
+  row "restore vs Proxmox vma extract" restore vma-extract
+  row "extended-L2 qcow2 → raw" extl2-raw qcow2-raw qemu-img-extl2
+  row "preallocated qcow2 (4× the disk) → raw" prealloc-raw qemu-img-prealloc
+  row "empty 1 TiB qcow2 → raw" empty-raw qemu-img-empty
   if [[ -n ${times[restore-zst]:-} ]]; then
     times[zstd-or-restore]=$(slower zstd-d restore)
     row "restore from .vma.zst" restore-zst zstd-or-restore zstd-d
+    times[create+zstd]=$(awk -v a="$(median create)" -v b="$(median zstd-T2)" 'BEGIN {print a + b}')
+    row "create .vma.zst" create-zst create+zstd zstd-T2
     row ".vma.zst → qcow2 (stream)" zst-qcow2 vma-qcow2
   fi
   row "$sparse sparse raw (4 MiB data) → VMA" sparse-vma sparse-cp
@@ -142,5 +180,6 @@ echo "vmaconv $("$V" --version 2>&1 | awk '{print $2}') on $(nproc) cores, $(awk
 cat "$bin/tables"
 echo
 echo "cp = cp --sparse=always; cp+sync adds 'sync FILE' (vmaconv fsyncs its output before renaming it);"
-echo "two-step = vmaconv restore to raw, then qemu-img convert -O qcow2; zstd-or-restore = the slower of 'zstd -d' and the plain restore."
+echo "two-step = vmaconv restore to raw, then qemu-img convert -O qcow2; zstd-or-restore = the slower of 'zstd -d' and the plain restore;"
+echo "create+zstd = the plain create plus 'zstd -T2' of the archive; qemu-img-* = qemu-img convert -O raw of the same image (cache mode unsafe, its default)."
 for m in "${missing[@]}"; do echo "not compared: $m"; done
