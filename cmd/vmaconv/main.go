@@ -54,6 +54,7 @@ type cli struct {
 	Config     configCmd        `cmd:"" help:"Write one config file of an archive to standard output."`
 	Verify     verifyCmd        `cmd:"" help:"Read whole archives and check them, completeness included, and whether Proxmox would restore them."`
 	Extract    extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
+	Serve      serveCmd         `cmd:"" help:"Serve an archive's disks read-only over NBD (qemu-img, qemu-nbd, nbd-client, guestfish) without restoring them."`
 	Help       helpCmd          `cmd:"" help:"Show the commands, or one command's options: vmaconv help convert."`
 	Completion completionCmd    `cmd:"" help:"Print shell code for tab completion: source <(vmaconv completion bash) (or zsh, fish)."`
 	Man        manCmd           `cmd:"" help:"Print the manual page (roff): vmaconv man > vmaconv.1."`
@@ -83,6 +84,15 @@ func (e *env) note(format string, args ...any) {
 	e.notes = append(e.notes, "vmaconv: note: "+escapeControls(fmt.Sprintf(format, args...)))
 }
 
+// flushNotes prints the notes so far, for commands that run until they
+// are stopped (serve, mount).
+func (e *env) flushNotes() {
+	for _, n := range e.notes {
+		fmt.Fprintln(e.stderr, n)
+	}
+	e.notes = nil
+}
+
 // checkedWriter remembers the first error writing to standard output
 // (/dev/full, a closed descriptor), which fails the command at its end.
 type checkedWriter struct {
@@ -103,7 +113,7 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 
 // commands lists the command words, for telling an unknown command from a
 // source file.
-var commands = []string{"convert", "create", "checksum", "info", "list", "config", "verify", "extract", "help", "completion", "man"}
+var commands = []string{"convert", "create", "checksum", "info", "list", "config", "verify", "extract", "serve", "mount", "help", "completion", "man"}
 
 // bareWord reports whether s looks like a command (lower-case letters and
 // dashes) rather than a path.

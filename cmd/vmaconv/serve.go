@@ -1,0 +1,195 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/nbd"
+)
+
+type serveCmd struct {
+	Archive string   `arg:"" help:"VMA archive file (.vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache)."`
+	Socket  string   `placeholder:"PATH" help:"Unix socket to serve on (default: vmaconv-<pid>.sock in $XDG_RUNTIME_DIR, else the temporary directory), created for the owner only and removed at the end."`
+	Listen  string   `placeholder:"HOST:PORT" help:"Serve on TCP instead (NBD has no authentication: a trusted network only)."`
+	Device  []string `short:"d" placeholder:"NAME" help:"Export only this device (repeatable; default: every disk)."`
+	cacheOpts
+}
+
+// Run serves until SIGINT or SIGTERM, which end it with status 0.
+func (c *serveCmd) Run(e *env) error {
+	exports, closeAll, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	l, where, err := c.listen()
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if c.Listen == "" {
+		defer os.Remove(where)
+	}
+	fmt.Fprintf(e.stdout, "serving %s read-only over NBD; stop with Ctrl-C\n", printable(c.Archive))
+	w := 0
+	for _, x := range exports {
+		w = max(w, len(printable(x.Name)))
+	}
+	for _, x := range exports {
+		fmt.Fprintf(e.stdout, "  %-*s  %10s  %s\n", w, printable(x.Name), humanSize(x.Size), c.uri(where, x.Name))
+	}
+	e.flushNotes() // a server runs until stopped: its notes come now
+	srv := &nbd.Server{Exports: exports, Log: func(msg string) {
+		fmt.Fprintf(e.stderr, "vmaconv: %s\n", oneLine(errors.New(msg)))
+	}}
+	return srv.Serve(e.ctx, l)
+}
+
+// listen opens the socket: a Unix one, for the owner only, unless
+// --listen names a TCP address.
+func (c *serveCmd) listen() (net.Listener, string, error) {
+	if c.Listen != "" {
+		if c.Socket != "" {
+			return nil, "", usageError{errors.New("--socket and --listen: choose one")}
+		}
+		l, err := net.Listen("tcp", c.Listen)
+		if err != nil {
+			return nil, "", err
+		}
+		return l, l.Addr().String(), nil
+	}
+	path := c.Socket
+	if path == "" {
+		dir := os.Getenv("XDG_RUNTIME_DIR")
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		path = filepath.Join(dir, "vmaconv-"+strconv.Itoa(os.Getpid())+".sock")
+	}
+	old := syscall.Umask(0o077)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, "", err
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false) // removed by Run, once
+	return l, path, nil
+}
+
+// uri is how qemu and libnbd name an export.
+func (c *serveCmd) uri(where, name string) string {
+	if c.Listen != "" {
+		return "nbd://" + where + "/" + url.PathEscape(name)
+	}
+	return "nbd+unix:///" + url.PathEscape(name) + "?socket=" + where
+}
+
+// openExports opens an archive's disks (all, or those named) for reading
+// at random: a plain archive file through its index, a compressed one
+// through a cache of its stored clusters.
+func openExports(e *env, path string, names []string, co cacheOpts) ([]nbd.Export, func(), error) {
+	if path == "-" {
+		return nil, nil, usageError{errors.New("serving needs an archive file, not standard input")}
+	}
+	ar, closeAr, err := openRandom(e, path, co)
+	if err != nil {
+		return nil, nil, err
+	}
+	var want []string
+	for _, n := range names {
+		d, err := deviceName(n)
+		if err != nil {
+			closeAr()
+			return nil, nil, err
+		}
+		want = append(want, d)
+	}
+	var exports []nbd.Export
+	var have []string
+	for _, dr := range ar.devs {
+		d := dr.Device()
+		if d.Name == vma.VMStateName {
+			continue
+		}
+		have = append(have, d.Name)
+		if len(want) > 0 && !slices.Contains(want, d.Name) {
+			continue
+		}
+		exports = append(exports, nbd.Export{Name: d.Name, Size: d.Size, Data: dr, Map: dr,
+			Description: fmt.Sprintf("%s of %s", d.Name, filepath.Base(path))})
+	}
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			closeAr()
+			return nil, nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", path, printable(w), strings.Join(have, ", "))
+		}
+	}
+	if len(exports) == 0 {
+		closeAr()
+		return nil, nil, fmt.Errorf("%s: no disk devices to serve", path)
+	}
+	return exports, closeAr, nil
+}
+
+// deviceReader is one device of an archive read at random.
+type deviceReader interface {
+	io.ReaderAt
+	format.Extenter
+	Device() vma.Device
+}
+
+// randomArchive is an archive opened for reading at random.
+type randomArchive struct {
+	hdr  *vma.Header
+	devs []deviceReader
+}
+
+// openRandom opens an archive file for reading at random: a plain one
+// through its index; a compressed one through a cache of it,
+// decompressed once (see cache.go).
+func openRandom(e *env, path string, co cacheOpts) (*randomArchive, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is not a regular file: reading at random needs one", path)
+	}
+	head, err := format.ReadHead(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if compress.Detect(head) != "" {
+		f.Close()
+		return openCached(e, path, fi, co)
+	}
+	ar, err := vma.Open(f, fi.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ra := &randomArchive{hdr: ar.Header()}
+	for _, d := range ar.Devices() {
+		ra.devs = append(ra.devs, d)
+	}
+	return ra, func() { f.Close() }, nil
+}
