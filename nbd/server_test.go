@@ -357,7 +357,7 @@ func TestHostileClients(t *testing.T) {
 			{optInfo, []byte{0, 0, 0}, repErrInvalid},
 			{optInfo, nameData("nope"), repErrUnknown},
 			{optInfo, append(binary.BigEndian.AppendUint32(nil, 1<<31), 0, 0), repErrInvalid},
-			{optGo, nameData(""), repErrUnknown}, // two exports: no default
+			{optGo, nameData(""), repErrUnknown},                                 // two exports: no default
 			{optSetMeta, metaData("drive-scsi0", baseAllocation), repErrInvalid}, // before structured replies
 			{optStructured, []byte("x"), repErrInvalid},
 		} {
