@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
@@ -56,10 +55,7 @@ func openCached(e *env, path string, fi os.FileInfo, co cacheOpts) (*randomArchi
 	}
 	ph := sha256.Sum256([]byte(abs))
 	stem := hex.EncodeToString(ph[:8])
-	var ino, dev uint64
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino, dev = uint64(st.Ino), uint64(st.Dev)
-	}
+	ino, dev := fileID(fi)
 	fp := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00%d\x00%d", abs, fi.Size(), fi.ModTime().UnixNano(), ino, dev))
 	cachePath := filepath.Join(dir, stem+"-"+hex.EncodeToString(fp[:8])+".vma")
 	if _, err := os.Stat(cachePath); err != nil {

@@ -55,6 +55,7 @@ type cli struct {
 	Verify     verifyCmd        `cmd:"" help:"Read whole archives and check them, completeness included, and whether Proxmox would restore them."`
 	Extract    extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
 	Serve      serveCmd         `cmd:"" help:"Serve an archive's disks read-only over NBD (qemu-img, qemu-nbd, nbd-client, guestfish) without restoring them."`
+	Mount      mountCmd         `cmd:"" help:"Mount an archive's disks and configs as read-only files (FUSE, Linux): DIR/drive-scsi0.raw, …, for losetup -r -P and mount -o ro."`
 	Help       helpCmd          `cmd:"" help:"Show the commands, or one command's options: vmaconv help convert."`
 	Completion completionCmd    `cmd:"" help:"Print shell code for tab completion: source <(vmaconv completion bash) (or zsh, fish)."`
 	Man        manCmd           `cmd:"" help:"Print the manual page (roff): vmaconv man > vmaconv.1."`

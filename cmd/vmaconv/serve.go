@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
@@ -29,7 +28,7 @@ type serveCmd struct {
 
 // Run serves until SIGINT or SIGTERM, which end it with status 0.
 func (c *serveCmd) Run(e *env) error {
-	exports, closeAll, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
+	_, exports, closeAll, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
 	if err != nil {
 		return err
 	}
@@ -78,9 +77,11 @@ func (c *serveCmd) listen() (net.Listener, string, error) {
 		}
 		path = filepath.Join(dir, "vmaconv-"+strconv.Itoa(os.Getpid())+".sock")
 	}
-	old := syscall.Umask(0o077)
-	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	var l net.Listener
+	err := ownerOnly(func() (err error) {
+		l, err = net.Listen("unix", path)
+		return err
+	})
 	if err != nil {
 		return nil, "", err
 	}
@@ -99,20 +100,20 @@ func (c *serveCmd) uri(where, name string) string {
 // openExports opens an archive's disks (all, or those named) for reading
 // at random: a plain archive file through its index, a compressed one
 // through a cache of its stored clusters.
-func openExports(e *env, path string, names []string, co cacheOpts) ([]nbd.Export, func(), error) {
+func openExports(e *env, path string, names []string, co cacheOpts) (*randomArchive, []nbd.Export, func(), error) {
 	if path == "-" {
-		return nil, nil, usageError{errors.New("serving needs an archive file, not standard input")}
+		return nil, nil, nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
 	}
 	ar, closeAr, err := openRandom(e, path, co)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var want []string
 	for _, n := range names {
 		d, err := deviceName(n)
 		if err != nil {
 			closeAr()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		want = append(want, d)
 	}
@@ -133,14 +134,14 @@ func openExports(e *env, path string, names []string, co cacheOpts) ([]nbd.Expor
 	for _, w := range want {
 		if !slices.Contains(have, w) {
 			closeAr()
-			return nil, nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", path, printable(w), strings.Join(have, ", "))
+			return nil, nil, nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", path, printable(w), strings.Join(have, ", "))
 		}
 	}
 	if len(exports) == 0 {
 		closeAr()
-		return nil, nil, fmt.Errorf("%s: no disk devices to serve", path)
+		return nil, nil, nil, fmt.Errorf("%s: no disk devices in the archive", path)
 	}
-	return exports, closeAr, nil
+	return ar, exports, closeAr, nil
 }
 
 // deviceReader is one device of an archive read at random.

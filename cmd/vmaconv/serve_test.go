@@ -170,7 +170,7 @@ func TestServeCLI(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-", "--socket", filepath.Join(dir, "x")}, "serving needs an archive file, not standard input"},
+		{[]string{"-", "--socket", filepath.Join(dir, "x")}, "reading at random needs an archive file, not standard input"},
 		{[]string{arc, "-d", "drive-virtio7", "--socket", filepath.Join(dir, "y")}, `no device "drive-virtio7" in the archive (devices: drive-efidisk0, drive-scsi0)`},
 		{[]string{arc, "--socket", filepath.Join(dir, "s")}, "address already in use"},
 	} {

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/vmaconv/vmaconv/fusefs"
+)
+
+type mountCmd struct {
+	Archive string   `arg:"" help:"VMA archive file (.vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache)."`
+	Dir     string   `arg:"" help:"An existing directory to mount on."`
+	Device  []string `short:"d" placeholder:"NAME" help:"Show only this device (repeatable; default: every disk)."`
+	cacheOpts
+}
+
+// Run mounts the archive's disks (DIR/drive-scsi0.raw, …) and configs
+// read-only until SIGINT or SIGTERM (status 0), or until DIR is unmounted
+// from outside.
+func (c *mountCmd) Run(e *env) error {
+	fi, err := os.Stat(c.Dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", c.Dir)
+	}
+	ar, exports, closeAll, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	var files []fusefs.File
+	seen := map[string]string{}
+	add := func(f fusefs.File, origin string) error {
+		if prev, dup := seen[f.Name]; dup {
+			return fmt.Errorf("%s: %s and %s would both be shown as %s", c.Archive, prev, origin, f.Name)
+		}
+		seen[f.Name] = origin
+		files = append(files, f)
+		return nil
+	}
+	for _, cf := range ar.hdr.Configs {
+		name := safeName(cf.Name)
+		if name != cf.Name {
+			e.note("config %s shown as %s", printable(cf.Name), name)
+		}
+		if err := add(fusefs.File{Name: name, Size: int64(len(cf.Data)), Data: bytesReaderAt(cf.Data), MTime: ar.hdr.CTime}, "config "+printable(cf.Name)); err != nil {
+			return err
+		}
+	}
+	for _, x := range exports {
+		f := fusefs.File{Name: safeName(x.Name) + ".raw", Size: x.Size, Data: x.Data, Map: x.Map, MTime: ar.hdr.CTime}
+		if s, ok := x.Data.(interface{ Stored() int64 }); ok {
+			f.Stored = s.Stored()
+		}
+		if err := add(f, "device "+printable(x.Name)); err != nil {
+			return err
+		}
+	}
+	m, err := fusefs.New(c.Dir, files, "vmaconv:"+filepath.Base(c.Archive))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "mounted %s read-only on %s; stop with Ctrl-C or umount %s\n", printable(c.Archive), c.Dir, c.Dir)
+	for _, f := range files {
+		fmt.Fprintf(e.stdout, "  %-*s  %10s\n", 20, printable(f.Name), humanSize(f.Size))
+	}
+	e.flushNotes()
+	gone := make(chan struct{})
+	go func() { m.Wait(); close(gone) }()
+	select {
+	case <-e.ctx.Done():
+		return m.Unmount()
+	case <-gone: // unmounted from outside
+		return nil
+	}
+}
+
+// bytesReaderAt reads a config's bytes.
+type bytesReaderAt []byte
+
+func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}

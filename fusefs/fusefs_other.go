@@ -1,0 +1,40 @@
+//go:build !linux
+
+// Package fusefs mounts read-only files as a FUSE file system; it is
+// built for Linux only.
+package fusefs
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/vmaconv/vmaconv/format"
+)
+
+// File is one file of the mount.
+type File struct {
+	Name   string
+	Size   int64
+	Data   io.ReaderAt
+	Map    format.Extenter
+	Stored int64
+	MTime  time.Time
+}
+
+// ErrUnavailable means FUSE cannot be used here.
+var ErrUnavailable = errors.New("FUSE is not available")
+
+// Mount is a mounted file system.
+type Mount struct{}
+
+// New fails: vmaconv mounts on Linux only.
+func New(dir string, files []File, name string) (*Mount, error) {
+	return nil, errors.Join(ErrUnavailable, errors.New("vmaconv mount works on Linux only; vmaconv serve works everywhere"))
+}
+
+// Unmount does nothing.
+func (m *Mount) Unmount() error { return nil }
+
+// Wait returns at once.
+func (m *Mount) Wait() {}
