@@ -111,6 +111,10 @@ type CreateOptions struct {
 	Compress string
 	// Level is the compression level; 0 means the codec's default.
 	Level int
+	// Seekable writes a zstd-compressed archive in the zstd seekable
+	// format (frames of an extent's header or data, and a seek table), so
+	// that it can be read at random without decompressing it whole.
+	Seekable bool
 	// UUID and CTime make archives reproducible; zero values mean random
 	// and now.
 	UUID  [16]byte

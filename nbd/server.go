@@ -689,28 +689,8 @@ func (cn *conn) read(ctx context.Context, e *Export, rq request) error {
 		}
 		return cn.chunk(rq.handle, replyFlagDone, replyTypeOffsetData, binary.BigEndian.AppendUint64(nil, uint64(off)), buf)
 	}
-	// Chunks of data and holes, the last one marked done.
-	type piece struct {
-		off, n int64
-		zero   bool
-	}
-	var pieces []piece
-	for pos := off; pos < off+n; {
-		x, err := e.Map.Extent(pos, off+n-pos)
-		if err != nil {
-			return cn.readFailed(rq, pos, err)
-		}
-		l := min(x.Length, off+n-pos)
-		if l <= 0 {
-			return cn.readFailed(rq, pos, errors.New("empty extent"))
-		}
-		if k := len(pieces); k > 0 && pieces[k-1].zero == x.Zero {
-			pieces[k-1].n += l
-		} else {
-			pieces = append(pieces, piece{pos, l, x.Zero})
-		}
-		pos += l
-	}
+	// Chunks of data and holes, written together, the last one done.
+	pieces, perr := runs(e, off, n, -1)
 	buf := make([]byte, n)
 	for _, p := range pieces {
 		if !p.zero {
@@ -719,23 +699,89 @@ func (cn *conn) read(ctx context.Context, e *Export, rq request) error {
 			}
 		}
 	}
+	if perr != nil {
+		return cn.readFailed(rq, off, perr)
+	}
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
 	for i, p := range pieces {
 		flags := uint16(0)
 		if i == len(pieces)-1 {
 			flags = replyFlagDone
 		}
 		hdr := binary.BigEndian.AppendUint64(nil, uint64(p.off))
-		var err error
 		if p.zero {
-			err = cn.chunk(rq.handle, flags, replyTypeOffsetHole, binary.BigEndian.AppendUint32(hdr, uint32(p.n)))
+			cn.writeChunk(rq.handle, flags, replyTypeOffsetHole, binary.BigEndian.AppendUint32(hdr, uint32(p.n)))
 		} else {
-			err = cn.chunk(rq.handle, flags, replyTypeOffsetData, hdr, buf[p.off-off:p.off-off+p.n])
-		}
-		if err != nil {
-			return err
+			cn.writeChunk(rq.handle, flags, replyTypeOffsetData, hdr, buf[p.off-off:p.off-off+p.n])
 		}
 	}
-	return nil
+	return cn.w.Flush()
+}
+
+// minHole is the smallest zero run sent as a hole or reported as one by
+// block status: smaller ones go as data, so that a disk whose zero 4 KiB
+// blocks alternate with data is not answered in thousands of tiny chunks
+// (status 0, "data", is always right).
+const minHole = 64 << 10
+
+// piece is a run of a reply: data, or zeros.
+type piece struct {
+	off, n int64
+	zero   bool
+}
+
+// runs maps off..off+n into data and zero runs, zero runs under minHole
+// counted as data, at most max pieces (max < 0: no limit; the last piece
+// then ends where the map was left). Holes are never merged past the end
+// of what was asked.
+func runs(e *Export, off, n int64, max int) ([]piece, error) {
+	var out []piece
+	add := func(p piece) {
+		if k := len(out); k > 0 && out[k-1].zero == p.zero && out[k-1].off+out[k-1].n == p.off {
+			out[k-1].n += p.n
+			return
+		}
+		out = append(out, p)
+	}
+	for pos := off; pos < off+n; {
+		if max > 0 && len(out) > max {
+			break
+		}
+		x, err := e.Map.Extent(pos, off+n-pos)
+		if err != nil {
+			return nil, err
+		}
+		l := min(x.Length, off+n-pos)
+		if l <= 0 {
+			return nil, errors.New("empty extent")
+		}
+		add(piece{pos, l, x.Zero && l >= minHole})
+		pos += l
+	}
+	if max > 0 && len(out) > max {
+		out = out[:max]
+	}
+	return out, nil
+}
+
+// writeChunk buffers one structured reply chunk; the caller holds wmu and
+// flushes.
+func (cn *conn) writeChunk(handle uint64, flags, typ uint16, payload ...[]byte) {
+	n := 0
+	for _, p := range payload {
+		n += len(p)
+	}
+	var h [20]byte
+	binary.BigEndian.PutUint32(h[0:], structReplyMagic)
+	binary.BigEndian.PutUint16(h[4:], flags)
+	binary.BigEndian.PutUint16(h[6:], typ)
+	binary.BigEndian.PutUint64(h[8:], handle)
+	binary.BigEndian.PutUint32(h[16:], uint32(n))
+	cn.w.Write(h[:])
+	for _, p := range payload {
+		cn.w.Write(p)
+	}
 }
 
 func readFull(e *Export, p []byte, off int64) error {
@@ -775,25 +821,24 @@ func (cn *conn) blockStatus(e *Export, rq request) error {
 		b = binary.BigEndian.AppendUint32(b, 0)
 		return cn.chunk(rq.handle, replyFlagDone, replyTypeBlockStatus, b)
 	}
-	count := 0
-	for pos := off; pos < off+n && count < maxDescriptors; count++ {
-		x, err := e.Map.Extent(pos, off+n-pos)
-		if err != nil {
-			return cn.readFailed(rq, pos, err)
-		}
-		l := min(x.Length, off+n-pos, 1<<32-512)
-		if l <= 0 {
-			return cn.readFailed(rq, pos, errors.New("empty extent"))
-		}
+	max := maxDescriptors
+	if rq.flags&cmdFlagReqOne != 0 {
+		max = 1
+	}
+	pieces, err := runs(e, off, n, max)
+	if err != nil {
+		return cn.readFailed(rq, off, err)
+	}
+	for _, p := range pieces {
 		var st uint32
-		if x.Zero {
+		if p.zero {
 			st = stateHole | stateZero
 		}
-		b = binary.BigEndian.AppendUint32(b, uint32(l))
-		b = binary.BigEndian.AppendUint32(b, st)
-		pos += l
-		if rq.flags&cmdFlagReqOne != 0 {
-			break
+		for l := p.n; l > 0; { // descriptors hold 32-bit lengths
+			k := min(l, 1<<32-minHole)
+			b = binary.BigEndian.AppendUint32(b, uint32(k))
+			b = binary.BigEndian.AppendUint32(b, st)
+			l -= k
 		}
 	}
 	return cn.chunk(rq.handle, replyFlagDone, replyTypeBlockStatus, b)

@@ -75,6 +75,7 @@ type writeFlags struct {
 	Config    []string `short:"c" placeholder:"[NAME=]FILE" help:"Add a config file to an archive (repeatable), under NAME or FILE's base name: -c qemu-server.conf=100.conf. A qemu-server.conf gets the #qmdump#map lines Proxmox's restore needs; without one, vmaconv writes a minimal one."`
 	Compress  string   `placeholder:"zstd|gzip|zlib|none" help:"Compress the output: an archive with zstd or gzip (default: from DST's extension, .vma.zst or .vma.gz), a qcow2 image's clusters with zlib or zstd (like qemu-img convert -c)."`
 	Level     int      `placeholder:"N" help:"Compression level (zstd 1-22, default 3; gzip 1-9, default 6; qcow2 zlib has one level)."`
+	Seekable  bool     `help:"Write a .vma.zst in the zstd seekable format (a frame per extent header and per extent's data, and a seek table): zstd -d and Proxmox restore it as they are, and vmaconv reads it at random (serve, mount, one device) without decompressing it whole."`
 	UUID      string   `placeholder:"UUID" help:"Archive UUID (default: random), for reproducible archives."`
 	CTime     string   `name:"ctime" placeholder:"TIME" help:"Archive creation time, as Unix seconds or RFC 3339 (2024-06-10T06:13:20Z) (default: now), for reproducible archives."`
 }
@@ -124,7 +125,7 @@ func outputFormat(dst, forced string, in *input) (format.Format, error) {
 
 // createOptions gathers what every sink may be told.
 func (w *writeFlags) createOptions(configs []format.Config) (format.CreateOptions, error) {
-	o := format.CreateOptions{Configs: configs, Compress: w.Compress, Level: w.Level}
+	o := format.CreateOptions{Configs: configs, Compress: w.Compress, Level: w.Level, Seekable: w.Seekable}
 	if w.UUID != "" {
 		id, err := uuid.Parse(w.UUID)
 		if err != nil {

@@ -179,7 +179,28 @@ func openRandom(e *env, path string, co cacheOpts) (*randomArchive, func(), erro
 		f.Close()
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if compress.Detect(head) != "" {
+	if c := compress.Detect(head); c != "" {
+		if c == compress.Zstd {
+			// The seekable format is read at random as it is.
+			sk, err := compress.OpenSeekable(f, fi.Size())
+			switch {
+			case err == nil:
+				ar, err := vma.Open(sk, sk.Size())
+				if err != nil {
+					sk.Close()
+					f.Close()
+					return nil, nil, fmt.Errorf("%s: %w", path, err)
+				}
+				ra := &randomArchive{hdr: ar.Header()}
+				for _, d := range ar.Devices() {
+					ra.devs = append(ra.devs, d)
+				}
+				return ra, func() { sk.Close(); f.Close() }, nil
+			case !errors.Is(err, compress.ErrNotSeekable):
+				f.Close()
+				return nil, nil, fmt.Errorf("%s: %w", path, err)
+			}
+		}
 		f.Close()
 		return openCached(e, path, fi, co)
 	}

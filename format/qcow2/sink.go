@@ -21,6 +21,8 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 		return nil, format.Unsupported("qcow2 cannot be written to a pipe (its tables are written after the data, at the start of the file); write a file")
 	case d.InPlace:
 		return nil, format.Unsupported("-n writes raw output in place; a qcow2 image is always new")
+	case o.Seekable:
+		return nil, format.Unsupported("--seekable applies to zstd-compressed archives")
 	}
 	comp := o.Compress
 	if comp == "none" {

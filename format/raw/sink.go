@@ -23,6 +23,8 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 		return nil, format.Unsupported("--uuid and --ctime apply to archives")
 	case o.ClusterSize != 0:
 		return nil, format.Unsupported("raw images have no clusters")
+	case o.Seekable:
+		return nil, format.Unsupported("--seekable applies to zstd-compressed archives")
 	}
 	size := disks[0].Size
 	if d.Stream != nil {

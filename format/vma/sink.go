@@ -127,6 +127,9 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	if err != nil {
 		return nil, err
 	}
+	if o.Seekable && comp != compress.Zstd {
+		return nil, format.Unsupported("--seekable needs a zstd-compressed archive (.vma.zst or --compress zstd)")
+	}
 	var opts []WriterOption
 	if o.UUID != [16]byte{} {
 		opts = append(opts, WithUUID(uuid.UUID(o.UUID)))
@@ -162,7 +165,12 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	}
 	s.finish = func() error { return nil }
 	if comp != "" {
-		cw, err := compress.NewWriter(out, comp, o.Level)
+		var cw io.WriteCloser
+		if o.Seekable {
+			cw, err = compress.NewSeekableWriter(out, o.Level)
+		} else {
+			cw, err = compress.NewWriter(out, comp, o.Level)
+		}
 		if err != nil {
 			s.Abort()
 			return nil, format.Unsupported("%v", err)

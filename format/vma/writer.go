@@ -257,7 +257,13 @@ func (w *Writer) flush() error {
 	}
 	sum := md5.Sum(e)
 	copy(e[extOffMD5:], sum[:])
-	if err := w.write(w.buf); err != nil {
+	// Header and data are written apart: a compressor that makes a frame
+	// of each write (the zstd seekable format) then lets a reader get the
+	// headers without the data.
+	if err := w.write(w.buf[:ExtentHeaderSize]); err != nil {
+		return err
+	}
+	if err := w.write(w.buf[ExtentHeaderSize:]); err != nil {
 		return err
 	}
 	w.buf = w.buf[:ExtentHeaderSize]
