@@ -184,3 +184,49 @@ func TestServeCLI(t *testing.T) {
 		t.Error("serve is not among the commands")
 	}
 }
+
+// TestServeSeekable: a seekable .vma.zst is served at random with no
+// cache, is what zstd -d and vmaconv read as a stream, and --seekable is
+// refused where it means nothing.
+func TestServeSeekable(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	disk := testutil.GenDisk(3, 9<<20+4096, "mixed")
+	os.WriteFile(at("d.raw"), disk, 0o644)
+	arc := at("vzdump-qemu-100-2024_06_10-06_13_20.vma.zst")
+	vmaconv(t, "-f", "raw", at("d.raw"), arc, "--seekable", "--uuid", "6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "--ctime", "1718000000")
+	plain := at("plain.vma")
+	vmaconv(t, "-f", "raw", at("d.raw"), plain, "--uuid", "6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "--ctime", "1718000000")
+	if zstd, err := exec.LookPath("zstd"); err == nil {
+		out, err := exec.Command(zstd, "-q", "-d", "-c", arc).Output()
+		want, _ := os.ReadFile(plain)
+		if err != nil || !bytes.Equal(out, want) {
+			t.Errorf("zstd -d of the seekable archive is not the plain archive (%v)", err)
+		}
+	} else {
+		testutil.RequireTool(t, "zstd")
+	}
+	cache := at("cache")
+	uris := serving(t, arc, "--socket", at("s"), "--cache-dir", cache)
+	out := at("nbd.raw")
+	testutil.Run(t, "qemu-img", "convert", "-O", "raw", uris["drive-scsi0"], out)
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, disk) {
+		t.Error("the seekable archive served over NBD differs from the disk")
+	}
+	if es, _ := os.ReadDir(cache); len(es) > 0 {
+		t.Errorf("a seekable archive was cached: %v", es)
+	}
+	var stderr bytes.Buffer
+	for _, args := range [][]string{
+		{"-f", "raw", at("d.raw"), at("x.vma.gz"), "--seekable"},
+		{"-f", "raw", at("d.raw"), at("x.qcow2"), "--seekable"},
+		{"-f", "raw", at("d.raw"), at("x.vma"), "--seekable"},
+	} {
+		stderr.Reset()
+		if st := run(context.Background(), args, nil, &bytes.Buffer{}, &stderr); st != 2 || !strings.Contains(stderr.String(), "--seekable") {
+			t.Errorf("vmaconv %v: status %d, %q", args, st, stderr.String())
+		}
+	}
+}
