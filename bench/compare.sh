@@ -69,7 +69,7 @@ bench() {
   local sum sparsesum
   sum=$(sha256sum < disk.raw | cut -d' ' -f1)
   sparsesum=$(sha256sum < sparse.raw | cut -d' ' -f1)
-  cat disk.* sparse.raw > /dev/null # into the page cache
+  cat disk.* sparse.raw $(ls extl2.qcow2 prealloc.qcow2 empty1t.qcow2 2>/dev/null) > /dev/null # into the page cache
 
   declare -gA times rss
   times=() rss=()

@@ -180,6 +180,25 @@ func TestServeCLI(t *testing.T) {
 			t.Errorf("serve %v: status %d, %q; want one line with %q", tc.args, st, stderr.String(), tc.want)
 		}
 	}
+	// TCP, on a port the system picks.
+	tcp := serving(t, arc, "--listen", "127.0.0.1:0")
+	if u := tcp["drive-efidisk0"]; !strings.HasPrefix(u, "nbd://127.0.0.1:") {
+		t.Errorf("--listen: URI %q", u)
+	} else {
+		out := filepath.Join(dir, "efi.raw")
+		testutil.Run(t, "qemu-img", "convert", "-O", "raw", u, out)
+		vmaconv(t, arc+":efidisk0", filepath.Join(dir, "efi-restored.raw"))
+		testutil.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", out, filepath.Join(dir, "efi-restored.raw"))
+	}
+	// A damaged archive is refused at open, in one line.
+	bad := bytes.Clone(ex)
+	bad[12800+100] ^= 0xff // inside the first extent's header
+	badPath := filepath.Join(dir, "vzdump-qemu-101-2024_06_10-06_13_20.vma")
+	os.WriteFile(badPath, bad, 0o644)
+	var stderr bytes.Buffer
+	if st := run(context.Background(), []string{"serve", badPath, "--socket", filepath.Join(dir, "z")}, nil, &bytes.Buffer{}, &stderr); st != 1 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), badPath+": vma: ") {
+		t.Errorf("damaged archive: status %d, %q", st, stderr.String())
+	}
 	if !slices.Contains(commands, "serve") {
 		t.Error("serve is not among the commands")
 	}
