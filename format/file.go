@@ -112,15 +112,28 @@ func (o *OutputFile) File() *os.File { return o.f }
 
 // WriteAt implements io.WriterAt.
 func (o *OutputFile) WriteAt(p []byte, off int64) (int, error) {
-	n, err := o.f.WriteAt(p, off)
+	n, err := writeAt(o.f, p, off)
 	return n, o.Err("writing", err)
 }
 
 // Write writes at the current offset.
 func (o *OutputFile) Write(p []byte) (int, error) {
-	n, err := o.f.Write(p)
+	n, err := write(o.f, p)
 	return n, o.Err("writing", err)
 }
+
+// The file operations an output depends on; tests make them fail (a disk
+// that fills midway, a failing sync or rename).
+var (
+	writeAt = (*os.File).WriteAt
+	write   = (*os.File).Write
+	rename  = func(oldpath, newpath string, replace bool) error {
+		if replace {
+			return os.Rename(oldpath, newpath)
+		}
+		return renameNoReplace(oldpath, newpath)
+	}
+)
 
 // Truncate sets the file's size.
 func (o *OutputFile) Truncate(size int64) error { return o.Err("sizing", o.f.Truncate(size)) }
@@ -179,14 +192,9 @@ func (o *OutputFile) commit() error {
 			return o.Err("writing", err)
 		}
 	}
-	var err error
-	if o.over {
-		err = os.Rename(o.tmp, o.path)
-	} else {
-		err = renameNoReplace(o.tmp, o.path)
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s appeared while it was written (another run?); pass --overwrite to replace it", o.name)
-		}
+	err := rename(o.tmp, o.path, o.over)
+	if !o.over && errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s appeared while it was written (another run?); pass --overwrite to replace it", o.name)
 	}
 	if err != nil {
 		return o.Err("renaming into", err)
