@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -34,6 +35,11 @@ func fixChecksums(b []byte) {
 	}
 }
 
+// fuzzAllocBound is what reading any archive may allocate besides a few
+// times its own size: the header (at most 64 MiB) and the duplicate
+// tracking pages (at most 2^16 partial pages of 512 bytes).
+const fuzzAllocBound = 160 << 20
+
 func FuzzReader(f *testing.F) {
 	f.Add(writeArchive(f, []testDev{{Name: "drive-scsi0", Data: genDisk(1, 200000, "mixed")}}, []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "shuffle", 1), false)
 	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(2, 5000, "data")}, {Name: vma.VMStateName, Data: genDisk(3, 70000, "mixed")}}, nil, "interleave", 1), true)
@@ -52,6 +58,15 @@ func FuzzReader(f *testing.F) {
 		if fix {
 			data = bytes.Clone(data)
 			fixChecksums(data)
+		}
+		// Memory: parsing the whole input allocates a bounded amount,
+		// whatever the input declares (sizes, cluster numbers, headers).
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		readErr := readToEnd(data)
+		runtime.ReadMemStats(&after)
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > fuzzAllocBound+8*uint64(len(data)) {
+			t.Fatalf("reading %d bytes allocated %d MiB (%v)", len(data), alloc>>20, readErr)
 		}
 		rd, err := vma.NewReader(bytes.NewReader(data))
 		if err != nil {

@@ -164,11 +164,49 @@ func TestReaderRejects(t *testing.T) {
 	}
 }
 
+// restoreAll reads raw to its end and returns every device's content as
+// the clusters give it, cut at the device's size.
+func restoreAll(raw []byte) (map[string][]byte, error) {
+	rd, err := vma.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, d := range rd.Header().Devices {
+		out[d.Name] = make([]byte, d.Size)
+	}
+	for {
+		c, err := rd.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, vma.ClusterSize)
+		c.Expand(buf)
+		dev := out[c.Device.Name]
+		if at := c.Index * vma.ClusterSize; at < int64(len(dev)) {
+			copy(dev[at:], buf)
+		}
+	}
+}
+
+// TestReaderAccepts: archives Proxmox's reader accepts are read, and give
+// the devices their stored bytes: stored blocks as stored (0xab here),
+// the rest zeros, and nothing past a device's end (the junk of a pre-2020
+// archive's last cluster is cut).
 func TestReaderAccepts(t *testing.T) {
 	hdr := testHeader(t)
+	zeros := func(n int) []byte { return make([]byte, n) }
+	ab := func(n int) []byte { return bytes.Repeat([]byte{0xab}, n) }
+	const scsi = 2*vma.ClusterSize + 8192
+	allZero := map[string][]byte{"drive-scsi0": zeros(scsi), "drive-efidisk0": zeros(vma.ClusterSize)}
+	lastStored := map[string][]byte{"drive-scsi0": cat(zeros(2*vma.ClusterSize), ab(8192)), "drive-efidisk0": zeros(vma.ClusterSize)}
 	tests := []struct {
 		name string
 		raw  []byte
+		want map[string][]byte
 	}{
 		{"59 clusters in one extent", func() []byte {
 			var out bytes.Buffer
@@ -181,20 +219,29 @@ func TestReaderAccepts(t *testing.T) {
 			}
 			w.Close()
 			return cat(out.Bytes()[:12800], extent(slots...))
-		}()},
-		{"empty extents between", cat(hdr, extent(), extent(complete[:2]...), extent(), extent(complete[2:]...), extent())},
-		{"out of order", cat(hdr, extent(complete[3], complete[2], complete[0]), extent(complete[1]))},
-		{"unused slot with junk", cat(hdr, extent(append([]uint64{slot(0xffff, 0, 77)}, complete...)...))},
-		{"reserved blockinfo byte", cat(hdr, extent(slot(0, 1, 0)|1<<40, complete[1], complete[2], complete[3]))},
+		}(), map[string][]byte{"d": ab(59 * vma.ClusterSize)}},
+		{"empty extents between", cat(hdr, extent(), extent(complete[:2]...), extent(), extent(complete[2:]...), extent()), allZero},
+		{"out of order", cat(hdr, extent(complete[3], complete[2], complete[0]), extent(complete[1])), allZero},
+		{"unused slot with junk", cat(hdr, extent(append([]uint64{slot(0xffff, 0, 77)}, complete...)...)), allZero},
+		{"reserved blockinfo byte", cat(hdr, extent(slot(0, 1, 0)|1<<40, complete[1], complete[2], complete[3])), allZero},
 		// Before mid-2020 Proxmox stored the whole last cluster, junk past
 		// the device end included; its reader accepts a full mask there.
-		{"pre-2020 full last cluster", cat(hdr, extent(complete[0], complete[1], slot(0xffff, 1, 2), complete[3]))},
-		{"straddling stored blocks", cat(hdr, extent(complete[0], complete[1], slot(0b11, 1, 2), complete[3]))},
+		{"pre-2020 full last cluster", cat(hdr, extent(complete[0], complete[1], slot(0xffff, 1, 2), complete[3])), lastStored},
+		{"straddling stored blocks", cat(hdr, extent(complete[0], complete[1], slot(0b11, 1, 2), complete[3])), lastStored},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := readToEnd(tc.raw); err != nil {
+			got, err := restoreAll(tc.raw)
+			if err != nil {
 				t.Fatal(err)
+			}
+			for name, want := range tc.want {
+				if !bytes.Equal(got[name], want) {
+					t.Errorf("%s: restored content differs (%d bytes, want %d)", name, len(got[name]), len(want))
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("%d devices, want %d", len(got), len(tc.want))
 			}
 		})
 	}
@@ -336,10 +383,30 @@ func TestReaderWant(t *testing.T) {
 	if !errors.Is(err, vma.ErrCorrupt) || !strings.Contains(err.Error(), "truncated") {
 		t.Fatalf("truncated skipped extent: %v", err)
 	}
-	// A pipe cannot seek: Want says so, and everything is read.
+	// A pipe cannot seek: Want says so, and everything is read — both
+	// devices come back whole, no cluster without its data.
 	rd, _ := vma.NewReader(io.MultiReader(bytes.NewReader(raw)))
 	if rd.Want(2) {
 		t.Error("Want succeeded on a reader that cannot seek")
+	}
+	all := map[int][]byte{1: make([]byte, len(d1)), 2: make([]byte, len(d2))}
+	buf := make([]byte, vma.ClusterSize)
+	for {
+		c, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Mask != 0 && c.Data == nil {
+			t.Fatalf("device %d cluster %d skipped on a pipe", c.Device.ID, c.Index)
+		}
+		c.Expand(buf)
+		copy(all[c.Device.ID][c.Index*vma.ClusterSize:], buf)
+	}
+	if !bytes.Equal(all[1], d1) || !bytes.Equal(all[2], d2) {
+		t.Error("read from a pipe, the devices differ from what was written")
 	}
 }
 
