@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -237,9 +239,16 @@ func TestBadImages(t *testing.T) {
 	runFails(t, dir, "cluster_bits 0: unsupported cluster size", "--allow-backing", at("badtop.qcow2"), out)
 	runFails(t, dir, `image has backing file "../ok.qcow2"; pass --allow-backing to read it`, at("sub/outside.qcow2"), out)
 	// With -f raw nothing is probed: the qcow2 file is converted as bytes.
+	// The hash is that of the file's bytes exactly, as sha256sum gives it
+	// (a note says an archive would round the disk up to whole sectors).
 	var stdout, stderr bytes.Buffer
 	if st := run(context.Background(), []string{"checksum", "-f", "raw", at("l1.qcow2")}, nil, &stdout, &stderr); st != 0 {
 		t.Errorf("-f raw on a qcow2 file: %s", stderr.String())
+	}
+	raw, _ := os.ReadFile(at("l1.qcow2"))
+	sum := sha256.Sum256(raw)
+	if want := hex.EncodeToString(sum[:]) + "  " + at("l1.qcow2") + "\n"; stdout.String() != want {
+		t.Errorf("-f raw on a qcow2 file: %q, want %q", stdout.String(), want)
 	}
 }
 
@@ -394,4 +403,34 @@ func TestConcurrentOutputs(t *testing.T) {
 			t.Errorf("left behind: %s", e)
 		}
 	}
+}
+
+// TestShortVMState: a vmstate stream that stores less than it declares
+// (Proxmox has no completeness rule for it), by less than the bound, is
+// restored at its declared size: what is stored as stored, the rest
+// zeros; verify and checksum agree with the file extract writes.
+func TestShortVMState(t *testing.T) {
+	state := testutil.GenDisk(2, 200000, "data")
+	raw := testutil.WriteArchive(t, []testutil.Disk{
+		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 65536, "data")},
+		{Name: vma.VMStateName, Data: state},
+	}, nil, "seq", 0)
+	hs := int(binary.BigEndian.Uint32(raw[56:]))
+	const declared = 3 << 20 // stores 4 clusters (262144 bytes)
+	binary.BigEndian.PutUint64(raw[4096+2*32+8:], declared)
+	testutil.FixHeaderMD5(raw[:hs])
+	dir := t.TempDir()
+	arc := filepath.Join(dir, "short.vma")
+	os.WriteFile(arc, raw, 0o644)
+	vmaconv(t, "extract", arc, filepath.Join(dir, "out"))
+	got, err := os.ReadFile(filepath.Join(dir, "out", "vmstate.bin"))
+	want := append(append([]byte(nil), state...), make([]byte, declared-len(state))...)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("vmstate.bin: %d bytes (%v), want the %d stored then zeros to %d", len(got), err, len(state), declared)
+	}
+	sum := sha256.Sum256(want)
+	if out := vmaconv(t, "checksum", arc+":vmstate"); !strings.HasPrefix(out, hex.EncodeToString(sum[:])) {
+		t.Errorf("checksum of the vmstate stream: %q", out)
+	}
+	vmaconv(t, "verify", arc)
 }

@@ -196,3 +196,47 @@ func TestRepackDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreWorkers: restores give the same bytes with -m 1 and -m 4 (raw,
+// qcow2, extract), and a sparse raw output takes on disk about what the
+// archive stores, not the disk size (st_blocks).
+func TestRestoreWorkers(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	data := testutil.GenDisk(12, 24<<20, "mixed")
+	clear(data[4<<20 : 20<<20]) // 16 MiB of zeros
+	os.WriteFile(at("d.raw"), data, 0o644)
+	arc := at("d.vma")
+	vmaconv(t, "-f", "raw", at("d.raw"), arc)
+	stored := int64(0)
+	for off := 0; off < len(data); off += 4096 {
+		if !testutil.AllZero(data[off : off+4096]) {
+			stored += 4096
+		}
+	}
+	for _, out := range []string{"raw", "qcow2"} {
+		var sums []string
+		for _, m := range []string{"1", "4"} {
+			p := at("m" + m + "." + out)
+			vmaconv(t, arc+":drive-scsi0", p, "-m", m)
+			sums = append(sums, fileSHA(t, p))
+			if out == "raw" {
+				if b := blocks(t, p); b > stored+1<<20 {
+					t.Errorf("-m %s: the sparse restore takes %d bytes on disk; the archive stores %d", m, b, stored)
+				}
+				if fileSHA(t, p) != fileSHA(t, at("d.raw")) {
+					t.Errorf("-m %s: the restore differs from the disk", m)
+				}
+			}
+		}
+		if sums[0] != sums[1] {
+			t.Errorf("%s restores differ between -m 1 and -m 4", out)
+		}
+	}
+	for _, m := range []string{"1", "4"} {
+		vmaconv(t, "extract", arc, at("x"+m), "-m", m)
+	}
+	if fileSHA(t, at("x1/disk-drive-scsi0.raw")) != fileSHA(t, at("x4/disk-drive-scsi0.raw")) {
+		t.Error("extract differs between -m 1 and -m 4")
+	}
+}

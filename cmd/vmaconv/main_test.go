@@ -43,8 +43,8 @@ func TestScripts(t *testing.T) {
 			switch cond {
 			case "golden":
 				return golden != "", nil
-			case "qemu", "lzop", "zsh", "fish", "script": // tools CI installs; a test fails under CI without them
-				tool := map[string]string{"qemu": "qemu-img", "lzop": "lzop", "zsh": "zsh", "fish": "fish", "script": "script"}[cond]
+			case "qemu", "lzop", "zsh", "fish", "script", "sh", "mkfifo": // tools CI has or installs; a test fails under CI without them
+				tool := map[string]string{"qemu": "qemu-img", "lzop": "lzop", "zsh": "zsh", "fish": "fish", "script": "script", "sh": "sh", "mkfifo": "mkfifo"}[cond]
 				_, err := exec.LookPath(tool)
 				if err != nil && os.Getenv("CI") == "true" {
 					return false, fmt.Errorf("%s not found under CI (.ci/run installs it): %v", tool, err)
@@ -59,8 +59,32 @@ func TestScripts(t *testing.T) {
 			"cut":      cutCmd,
 			"salvaged": salvagedCmd,
 			"flip":     flipCmd,
+			"gendisk":  gendiskCmd,
 		},
 	})
+}
+
+// gendisk SEED SIZE KIND FILE [KEEP] writes testutil.GenDisk(SEED, SIZE,
+// KIND) to FILE, with every byte from KEEP on zero: what a salvage of the
+// disk's archive cut at KEEP must give back.
+func gendiskCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 4 || len(args) > 5 {
+		ts.Fatalf("usage: gendisk SEED SIZE KIND FILE [KEEP]")
+	}
+	seed, err1 := strconv.ParseUint(args[0], 10, 64)
+	size, err2 := strconv.ParseInt(args[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		ts.Fatalf("gendisk: bad seed or size")
+	}
+	b := testutil.GenDisk(seed, size, args[2])
+	if len(args) == 5 {
+		keep, err := strconv.ParseInt(args[4], 10, 64)
+		if err != nil || keep > size {
+			ts.Fatalf("gendisk: bad KEEP %q", args[4])
+		}
+		clear(b[keep:])
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[3]), b, 0o644))
 }
 
 // genvma KIND FILE writes a generated archive.

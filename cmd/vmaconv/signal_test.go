@@ -1,0 +1,112 @@
+//go:build unix
+
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+// stalledExtract starts vmaconv extract (this test binary under the name
+// vmaconv, as testscript runs it) on a FIFO that delivers part of an
+// archive and then stays open and silent, and waits until the output
+// directory exists: the command is then blocked in a read.
+func stalledExtract(t *testing.T) (cmd *exec.Cmd, out string, stderr *bytes.Buffer) {
+	t.Helper()
+	dir := t.TempDir()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "vmaconv")
+	if err := os.Symlink(exe, bin); err != nil {
+		t.Fatal(err)
+	}
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}},
+		[]vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "seq", 0)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		w.Write(raw[:300000])
+		time.Sleep(30 * time.Second) // holds the pipe open, silent
+		w.Close()
+	}()
+	out = filepath.Join(dir, "out")
+	stderr = &bytes.Buffer{}
+	cmd = exec.Command(bin, "extract", fifo, out)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(out); err == nil {
+			return cmd, out, stderr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("extract did not start: %s", stderr.String())
+		}
+	}
+}
+
+// TestSignals pins the exit statuses: SIGINT 130 and SIGTERM 143, the
+// partial output removed and "interrupted" said, even when the command is
+// stuck in a read (after the grace period); a second signal during it
+// kills the process at once.
+func TestSignals(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		want int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			cmd, out, stderr := stalledExtract(t)
+			cmd.Process.Signal(tc.sig)
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.want {
+				t.Fatalf("after %v: %v, want exit status %d", tc.sig, err, tc.want)
+			}
+			if !strings.HasSuffix(stderr.String(), "vmaconv: interrupted\n") {
+				t.Errorf("stderr %q", stderr.String())
+			}
+			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("partial output left behind: %v", err)
+			}
+		})
+	}
+	t.Run("second signal", func(t *testing.T) {
+		cmd, _, _ := stalledExtract(t)
+		cmd.Process.Signal(syscall.SIGINT)
+		time.Sleep(200 * time.Millisecond) // within the 2 s grace period
+		start := time.Now()
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("after two signals: %v", err)
+		}
+		ws, ok := ee.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+			t.Errorf("after two signals: %v, want killed by SIGINT", err)
+		}
+		if d := time.Since(start); d > interruptGrace {
+			t.Errorf("the second signal took %v to end the process", d)
+		}
+	})
+}
