@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -448,4 +449,115 @@ func streamContent(data []byte) (map[string][]byte, error) {
 		c.Expand(buf)
 		copy(b[c.Index*vma.ClusterSize:], buf)
 	}
+}
+
+// TestSalvageFullPage: the reader tracks seen clusters in pages of 4096
+// and keeps a full page as one shared marker. When the extent that filled a
+// page turns out damaged (its last slot names a cluster seen before, found
+// only after the others were marked; or the archive is cut inside it),
+// salvage must forget exactly the clusters it has not delivered, full page
+// or not: they are reported missing, everything else comes back intact.
+func TestSalvageFullPage(t *testing.T) {
+	const n = 4096 + 100
+	data := make([]byte, n*vma.ClusterSize)
+	copy(data[4060*vma.ClusterSize:], genDisk(6, 50*vma.ClusterSize, "data"))
+	arc := writeArchive(t, []testDev{{Name: "drive-scsi0", Data: data}}, nil, "seq", 1)
+	strict, err := salvageClusters(arc, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dev int64
+	for k := range strict.clusters {
+		dev = k[0]
+	}
+	filler := strict.clusters[[2]int64{dev, 4095}].extent // the extent that fills page 0
+	ext := strict.extents[filler]
+	var inFiller []int64
+	for k, c := range strict.clusters {
+		if c.extent == filler {
+			inFiller = append(inFiller, k[1])
+		}
+	}
+	if ext[1]-ext[0] < 4*vma.ClusterSize || len(inFiller) < 2 {
+		t.Fatalf("extent %d (%v) holds clusters %v: not the layout this test needs", filler, ext, inFiller)
+	}
+	mid := ext[0] + vma.ExtentHeaderSize + (ext[1]-ext[0]-vma.ExtentHeaderSize)/2
+
+	read := func(b []byte) (*salvaged, []vma.MissingRanges) {
+		rd, err := vma.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd.Salvage()
+		s := &salvaged{clusters: map[[2]int64]salvagedCluster{}}
+		for {
+			e, err := rd.NextExtent()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("salvage: %v", err)
+			}
+			for _, c := range e.Clusters {
+				b := make([]byte, vma.ClusterSize)
+				c.Expand(b)
+				s.clusters[[2]int64{int64(c.Device.ID), c.Index}] = salvagedCluster{data: b}
+			}
+		}
+		return s, rd.MissingClusters()
+	}
+	check := func(name string, got *salvaged, miss []vma.MissingRanges, lost func(c int64) bool) {
+		t.Helper()
+		var want []vma.Range
+		total := int64(0)
+		for c := int64(0); c < n; c++ {
+			if !lost(c) {
+				g, ok := got.clusters[[2]int64{dev, c}]
+				if !ok {
+					t.Errorf("%s: cluster %d of an intact extent not returned", name, c)
+				} else if !bytes.Equal(g.data, data[c*vma.ClusterSize:(c+1)*vma.ClusterSize]) {
+					t.Errorf("%s: cluster %d of an intact extent differs", name, c)
+				}
+				continue
+			}
+			total++
+			if len(want) > 0 && want[len(want)-1].Last == c-1 {
+				want[len(want)-1].Last = c
+			} else {
+				want = append(want, vma.Range{First: c, Last: c})
+			}
+		}
+		if len(miss) != 1 || miss[0].Total != total || !slices.Equal(miss[0].Ranges, want) {
+			t.Errorf("%s: missing %+v, want %v (%d clusters)", name, miss, want, total)
+		}
+	}
+
+	// The filler's last slot made a duplicate of cluster 0: the extent
+	// fails after marking the others, and is undone as a whole.
+	dup := bytes.Clone(arc)
+	last := -1
+	for i := range 59 {
+		if dup[ext[0]+40+int64(i)*8+3] != 0 { // dev_id
+			last = i
+		}
+	}
+	binary.BigEndian.PutUint32(dup[ext[0]+40+int64(last)*8+4:], 0)
+	fixChecksums(dup)
+	got, miss := read(dup)
+	check("duplicate slot", got, miss, func(c int64) bool { return slices.Contains(inFiller, c) })
+
+	// Cut mid-extent: the clusters whose data is wholly before the cut are
+	// kept, the rest of the archive is missing.
+	got, miss = read(arc[:mid])
+	first := int64(n)
+	for c := range int64(n) {
+		if _, ok := got.clusters[[2]int64{dev, c}]; !ok {
+			first = c
+			break
+		}
+	}
+	if first > 4095 || !slices.Contains(inFiller, first) {
+		t.Fatalf("cut at %d: first cluster lost is %d, want one of the filler's (%v) before 4096", mid, first, inFiller)
+	}
+	check("cut", got, miss, func(c int64) bool { return c >= first })
 }
