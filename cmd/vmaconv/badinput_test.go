@@ -433,4 +433,9 @@ func TestShortVMState(t *testing.T) {
 		t.Errorf("checksum of the vmstate stream: %q", out)
 	}
 	vmaconv(t, "verify", arc)
+	// Streamed (the archive on stdin, the stream to stdout) it is the same.
+	var stdout, stderr bytes.Buffer
+	if st := run(context.Background(), []string{"--", "-:vmstate", "-"}, bytes.NewReader(raw), &stdout, &stderr); st != 0 || !bytes.Equal(stdout.Bytes(), want) {
+		t.Errorf("vmstate streamed: status %d, %d bytes (%s), want %d", st, stdout.Len(), stderr.String(), len(want))
+	}
 }
