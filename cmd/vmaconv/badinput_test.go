@@ -439,3 +439,29 @@ func TestShortVMState(t *testing.T) {
 		t.Errorf("vmstate streamed: status %d, %d bytes (%s), want %d", st, stdout.Len(), stderr.String(), len(want))
 	}
 }
+
+// TestSalvageShiftCLI: bytes inserted into an extent's data are reported:
+// the skipped range, and a warning naming the clusters that may be shifted.
+func TestSalvageShiftCLI(t *testing.T) {
+	data := testutil.GenDisk(5, 150*vma.ClusterSize, "data")
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: data}}, []vma.Config{{Name: "qemu-server.conf", Data: []byte("x\n")}}, "seq", 0)
+	ext1 := 12800 + 512 + 58*vma.ClusterSize // second extent: clusters 58-115
+	at := ext1 + 512 + 1000
+	raw = slices.Concat(raw[:at], []byte("xyz"), raw[at:])
+	dir := t.TempDir()
+	arc := filepath.Join(dir, "shifted.vma")
+	os.WriteFile(arc, raw, 0o644)
+	var stderr bytes.Buffer
+	if st := run(context.Background(), []string{"extract", "--salvage", arc, filepath.Join(dir, "out")}, nil, &bytes.Buffer{}, &stderr); st != exitIncomplete {
+		t.Fatalf("status %d, want %d: %s", st, exitIncomplete, stderr.String())
+	}
+	next := ext1 + 512 + 58*vma.ClusterSize
+	for _, want := range []string{
+		fmt.Sprintf("vmaconv: damaged: bytes %d-%d (3 bytes) skipped: vma: extent 2: ", next, next+2),
+		fmt.Sprintf("vmaconv: warning: the extent at byte %d is followed by 3 unexpected bytes: if they were inserted into its data, drive-scsi0 clusters 58-115 (bytes 3801088-7602175) hold shifted data", ext1),
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}

@@ -253,17 +253,15 @@ func salvageReport(e *env, rd *vma.Reader) error {
 			fmt.Fprintf(e.stderr, "vmaconv: warning: the %s layer's checksum failed only at its end: clusters restored before it may hold damaged data; compare them with another copy\n", ce.Format)
 		}
 	}
+	for _, x := range rd.Suspect() {
+		for _, m := range x.Clusters {
+			fmt.Fprintf(e.stderr, "vmaconv: warning: the extent at byte %d is followed by %d unexpected bytes: if they were inserted into its data, %s clusters %s hold shifted data (VMA has no data checksums); compare them with another copy\n",
+				x.Offset, x.Gap, printable(m.Device.Name), clusterRanges(m))
+		}
+	}
 	lost := 0
 	for _, m := range rd.MissingClusters() {
-		var rs []string
-		for _, r := range m.Ranges {
-			rs = append(rs, fmt.Sprintf("%d-%d (bytes %d-%d)", r.First, r.Last, r.First*vma.ClusterSize, min((r.Last+1)*vma.ClusterSize, m.Device.Size)-1))
-		}
-		more := ""
-		if n := len(m.Ranges); n > 0 && int64(n) < m.Total && rangesLen(m.Ranges) < m.Total {
-			more = ", …"
-		}
-		fmt.Fprintf(e.stderr, "vmaconv: lost: %s: %d of %d clusters, written as zeros: %s%s\n", printable(m.Device.Name), m.Total, m.Device.Clusters(), strings.Join(rs, ", "), more)
+		fmt.Fprintf(e.stderr, "vmaconv: lost: %s: %d of %d clusters, written as zeros: %s\n", printable(m.Device.Name), m.Total, m.Device.Clusters(), clusterRanges(m))
 		lost++
 	}
 	damaged := len(rd.Damaged()) + int(rd.DamagedDropped())
@@ -280,6 +278,20 @@ func oneLine(err error) string {
 		return ""
 	}
 	return escapeControls(err.Error())
+}
+
+// clusterRanges lists m's ranges with their device byte ranges, and "…" when
+// there are more than listed.
+func clusterRanges(m vma.MissingRanges) string {
+	var rs []string
+	for _, r := range m.Ranges {
+		rs = append(rs, fmt.Sprintf("%d-%d (bytes %d-%d)", r.First, r.Last, r.First*vma.ClusterSize, min((r.Last+1)*vma.ClusterSize, m.Device.Size)-1))
+	}
+	more := ""
+	if n := len(m.Ranges); n > 0 && int64(n) < m.Total && rangesLen(m.Ranges) < m.Total {
+		more = ", …"
+	}
+	return strings.Join(rs, ", ") + more
 }
 
 func rangesLen(rs []vma.Range) int64 {

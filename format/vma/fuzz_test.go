@@ -569,3 +569,138 @@ func TestSalvageFullPage(t *testing.T) {
 	}
 	check("cut", got, miss, func(c int64) bool { return c >= first })
 }
+
+// TestSalvageShift: bytes inserted into or lost from an extent's data are
+// invisible to its MD5 (which covers the header only) and show as the next
+// header out of place. Lost bytes: the extent is reported lost, not
+// delivered shifted, and the next extent (whose header then starts inside
+// it) comes back. Inserted bytes (or garbage after an extent: the same to
+// a reader): the extent is delivered and listed by Suspect. A damaged next
+// header is neither: nothing is suspect.
+func TestSalvageShift(t *testing.T) {
+	data := genDisk(6, 300*vma.ClusterSize, "data")
+	arc := writeArchive(t, []testDev{{Name: "drive-scsi0", Data: data}}, nil, "seq", 1)
+	strict, err := salvageClusters(arc, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := strict.extents[2]
+	var in2 []int64
+	for k, c := range strict.clusters {
+		if c.extent == 2 {
+			in2 = append(in2, k[1])
+		}
+	}
+	slices.Sort(in2)
+	mid := int(ext[0]) + vma.ExtentHeaderSize + 1000
+	for _, tc := range []struct {
+		name    string
+		raw     []byte
+		lost    bool // extent 2 lost, else delivered
+		suspect int64
+	}{
+		{"1 byte lost", slices.Concat(arc[:mid], arc[mid+1:]), true, 0},
+		{"600 bytes lost", slices.Concat(arc[:mid], arc[mid+600:]), true, 0},
+		{"1 byte inserted", slices.Concat(arc[:mid], []byte{0}, arc[mid:]), false, 1},
+		{"600 bytes inserted", slices.Concat(arc[:mid], make([]byte, 600), arc[mid:]), false, 600},
+		{"garbage after the extent", slices.Concat(arc[:ext[1]], []byte("junk"), arc[ext[1]:]), false, 4},
+		{"next header damaged", func() []byte {
+			b := bytes.Clone(arc)
+			b[ext[1]+100] ^= 1
+			return b
+		}(), false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rd, err := vma.NewReader(bytes.NewReader(tc.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd.Salvage()
+			got := map[int64][]byte{}
+			for {
+				c, err := rd.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := make([]byte, vma.ClusterSize)
+				c.Expand(b)
+				got[c.Index] = b
+			}
+			for k, c := range strict.clusters {
+				g, ok := got[k[1]]
+				switch {
+				case c.extent == 2 && tc.lost:
+					if ok {
+						t.Errorf("cluster %d of the shortened extent delivered", k[1])
+					}
+				case c.extent == 2 && tc.suspect > 0 && tc.name != "garbage after the extent":
+					// shifted: delivered, and listed below
+				case c.extent == 3 && tc.name == "next header damaged":
+					// its header is the damaged one
+				case !ok:
+					t.Errorf("cluster %d of extent %d lost", k[1], c.extent)
+				case !bytes.Equal(g, c.data):
+					t.Errorf("cluster %d of extent %d differs", k[1], c.extent)
+				}
+			}
+			var miss []vma.Range
+			if m := rd.MissingClusters(); len(m) == 1 {
+				miss = m[0].Ranges
+			}
+			if tc.lost && !slices.Equal(miss, []vma.Range{{First: in2[0], Last: in2[len(in2)-1]}}) {
+				t.Errorf("missing %v, want extent 2's clusters %d-%d", miss, in2[0], in2[len(in2)-1])
+			}
+			sus := rd.Suspect()
+			if tc.suspect == 0 {
+				if len(sus) != 0 {
+					t.Errorf("suspect %+v, want none", sus)
+				}
+				return
+			}
+			if len(sus) != 1 || sus[0].Offset != ext[0] || sus[0].Gap != tc.suspect || len(sus[0].Clusters) != 1 ||
+				!slices.Equal(sus[0].Clusters[0].Ranges, []vma.Range{{First: in2[0], Last: in2[len(in2)-1]}}) {
+				t.Errorf("suspect %+v, want extent 2 at %d (clusters %d-%d), gap %d", sus, ext[0], in2[0], in2[len(in2)-1], tc.suspect)
+			}
+		})
+	}
+
+	// Extents of zero clusters are headers alone, 512 bytes apart: with one
+	// of them damaged the next valid header is on the grid, 512 bytes on,
+	// and the extent before is not suspect.
+	clear(data[120*vma.ClusterSize : 260*vma.ClusterSize])
+	arc = writeArchive(t, []testDev{{Name: "drive-scsi0", Data: data}}, nil, "seq", 1)
+	strict, err = salvageClusters(arc, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bare [2]int64 // an extent of zero clusters after one that stores data
+	for i := 1; i+1 < len(strict.extents); i++ {
+		if e := strict.extents[i]; e[1]-e[0] == vma.ExtentHeaderSize && strict.extents[i-1][1]-strict.extents[i-1][0] > vma.ExtentHeaderSize {
+			bare = e
+			break
+		}
+	}
+	if bare[1] == 0 {
+		t.Fatal("no extent of zero clusters after a stored one: not the layout this test needs")
+	}
+	b := bytes.Clone(arc)
+	b[bare[0]+100] ^= 1
+	rd, err := vma.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd.Salvage()
+	for {
+		if _, err := rd.Next(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sus := rd.Suspect(); len(sus) != 0 {
+		t.Errorf("a damaged header of zero clusters: suspect %+v, want none", sus)
+	}
+}

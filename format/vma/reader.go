@@ -102,8 +102,10 @@ type Reader struct {
 
 	salvage bool
 	damage  []Damage
+	suspect []SuspectExtent
+	window  []byte   // salvage: resync's scan buffer
 	dropped int64    // damaged ranges not kept (beyond maxDamage)
-	back    []byte   // pushed back: read before r.r (salvage)
+	back    [][]byte // pushed back, first chunk first: read before r.r (salvage)
 	ended   bool     // salvage: the input ended inside an extent
 	marked  []marked // clusters the current extent marked as seen
 }
@@ -296,10 +298,24 @@ func (r *Reader) undo() {
 	r.marked = r.marked[:0]
 }
 
+// pushBack makes b the next bytes read (b is kept, not copied).
+func (r *Reader) pushBack(b []byte) {
+	pushedBack += len(b)
+	if len(b) > 0 {
+		r.back = slices.Insert(r.back, 0, b)
+	}
+}
+
 // read reads len(p) bytes, from the pushed-back bytes first.
 func (r *Reader) read(p []byte) (int, error) {
-	n := copy(p, r.back)
-	r.back = r.back[n:]
+	n := 0
+	for n < len(p) && len(r.back) > 0 {
+		k := copy(p[n:], r.back[0])
+		n += k
+		if r.back[0] = r.back[0][k:]; len(r.back[0]) == 0 {
+			r.back = r.back[1:]
+		}
+	}
 	if n == len(p) {
 		return n, nil
 	}
@@ -322,11 +338,15 @@ func (r *Reader) resync(start int64, cause *FormatError) (found bool, err error)
 	// again: push it back.
 	consumed := int(r.off - start)
 	if consumed > 1 && consumed <= len(r.buf) {
-		r.back = append(bytes.Clone(r.buf[1:consumed]), r.back...)
+		r.pushBack(bytes.Clone(r.buf[1:consumed]))
 		r.off = start + 1
 	}
-	window := make([]byte, 0, 1<<20+ExtentHeaderSize)
-	winOff := r.off // input offset of window[0]
+	if r.window == nil {
+		r.window = make([]byte, 0, resyncStep+ExtentHeaderSize)
+	}
+	window := r.window[:0]
+	winOff := r.off
+	step := 2 * ExtentHeaderSize // input offset of window[0]
 	for {
 		for i := 0; ; {
 			k := bytes.Index(window[i:], ExtentMagic[:])
@@ -340,7 +360,7 @@ func (r *Reader) resync(start int64, cause *FormatError) (found bool, err error)
 			if r.plausibleHeader(window[i : i+ExtentHeaderSize]) {
 				at := winOff + int64(i)
 				r.addDamage(Damage{Offset: start, Length: at - start, Err: cause})
-				r.back = append(bytes.Clone(window[i:]), r.back...)
+				r.pushBack(bytes.Clone(window[i:]))
 				r.off = at
 				return true, nil
 			}
@@ -351,7 +371,10 @@ func (r *Reader) resync(start int64, cause *FormatError) (found bool, err error)
 			winOff += int64(len(window) - keep)
 			window = append(window[:0], window[len(window)-keep:]...)
 		}
-		n, rerr := r.read(window[len(window):cap(window)][:min(256<<10, cap(window)-len(window))])
+		// Small reads: what follows a header found is pushed back, and
+		// should not be much more than the header.
+		n, rerr := r.read(window[len(window):cap(window)][:min(step, cap(window)-len(window))])
+		step = min(2*step, resyncStep)
 		r.off += int64(n)
 		window = window[:len(window)+n]
 		if rerr != nil && rerr != io.ErrUnexpectedEOF || rerr != nil && n == 0 {
@@ -427,6 +450,10 @@ func (r *Reader) plausibleHeader(hdr []byte) bool {
 	copy(hdr[extOffMD5:], stored[:])
 	return sum == stored
 }
+
+// pushedBack counts the bytes pushed back to be read again, for tests (as
+// md5Checks).
+var pushedBack int
 
 // md5Checks counts the candidate headers whose MD5 was computed, for
 // tests (not synchronised: tests read it from the goroutine that reads).
@@ -560,10 +587,129 @@ func (r *Reader) readExtentOnce() error {
 			}
 			return err
 		}
+		if r.salvage {
+			if err := r.checkNextHeader(off, n); err != nil {
+				return err
+			}
+		}
 	}
 	r.extOff = off
 	r.nExt++
 	return nil
+}
+
+// resyncStep is how much resync reads at a time.
+const resyncStep = 16 << 10
+
+// shiftWindow is how far around an extent's end salvage looks for the next
+// header when it is not where the extent's length puts it.
+const shiftWindow = 64 << 10
+
+// checkNextHeader, in salvage mode, looks past the extent just read (at
+// off, n data bytes) before it is delivered. The extent MD5 covers only the
+// header, so bytes inserted into or lost from an extent's data go unnoticed
+// there, and show only as the next header being out of place. If the next
+// 512 bytes are not a valid header, it looks for one nearby at a distance
+// that is not a multiple of 512 (a damaged next header would leave the ones
+// after it on the grid):
+//   - found before the extent's end: bytes were lost from its data, which
+//     then holds part of the next header. The extent fails, so that its
+//     clusters are reported lost rather than delivered wrong, and the
+//     resynchronisation that follows finds the header inside it.
+//   - found after it: bytes were inserted, into its data or after it; which
+//     cannot be told. The extent is delivered, and its stored clusters are
+//     listed by Suspect.
+//
+// It reads ahead without consuming.
+func (r *Reader) checkNextHeader(off int64, n int) error {
+	// Look no further than the extent is long, so that input made of tiny
+	// extents followed by junk costs time linear in its size.
+	reach := min(shiftWindow, max(n, ExtentHeaderSize))
+	hdr := make([]byte, ExtentHeaderSize, ExtentHeaderSize+reach)
+	m, err := r.read(hdr)
+	if err == nil && r.plausibleHeader(hdr) {
+		r.pushBack(hdr)
+		return nil
+	}
+	ahead := hdr[:m]
+	if err == nil { // not a header: read what a displaced one could need
+		k, _ := r.read(hdr[m : m+reach])
+		ahead = hdr[:m+k]
+	}
+	r.pushBack(ahead)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF || len(ahead) == 0 {
+		return nil // the end, or an input that failed: the next read reports it
+	}
+	tail := r.buf[ExtentHeaderSize+n-min(n, shiftWindow) : ExtentHeaderSize+n]
+	window := slices.Concat(tail, ahead)
+	for i := 0; ; {
+		k := bytes.Index(window[i:], ExtentMagic[:])
+		if k < 0 || i+k+ExtentHeaderSize > len(window) {
+			return nil
+		}
+		i += k
+		d := i - len(tail)
+		if d%ExtentHeaderSize == 0 || !r.plausibleHeader(window[i:i+ExtentHeaderSize]) {
+			i++
+			continue
+		}
+		if d < 0 {
+			return errAt(ErrCorrupt, off, "extent %d: the next extent header starts %d bytes before its end: bytes were lost from its data", r.nExt, -d)
+		}
+		r.addSuspect(off, int64(d))
+		return nil
+	}
+}
+
+// maxSuspect bounds the extents Suspect reports.
+const maxSuspect = 1000
+
+// SuspectExtent is an extent salvage delivered whose data may be shifted:
+// the next header was found Gap bytes after its end, and whether those
+// bytes were inserted into its data or after it cannot be told (VMA has no
+// data checksums).
+type SuspectExtent struct {
+	Offset   int64           // archive byte offset of the extent
+	Gap      int64           // bytes between its end and the next header
+	Clusters []MissingRanges // its stored clusters, by device (Total: how many)
+}
+
+// Suspect returns the extents salvage delivered that may hold shifted data
+// (at most 1000).
+func (r *Reader) Suspect() []SuspectExtent { return r.suspect }
+
+func (r *Reader) addSuspect(off, gap int64) {
+	if len(r.suspect) >= maxSuspect {
+		return
+	}
+	byDev := map[*devState][]int64{}
+	var order []*devState
+	for _, s := range r.slots {
+		if s.mask == 0 {
+			continue // nothing stored, nothing to shift
+		}
+		if byDev[s.dev] == nil {
+			order = append(order, s.dev)
+		}
+		byDev[s.dev] = append(byDev[s.dev], s.cluster)
+	}
+	se := SuspectExtent{Offset: off, Gap: gap}
+	for _, d := range order {
+		cs := byDev[d]
+		slices.Sort(cs)
+		m := MissingRanges{Device: d.dev, Total: int64(len(cs))}
+		for _, c := range cs {
+			if k := len(m.Ranges) - 1; k >= 0 && m.Ranges[k].Last == c-1 {
+				m.Ranges[k].Last = c
+			} else {
+				m.Ranges = append(m.Ranges, Range{First: c, Last: c})
+			}
+		}
+		se.Clusters = append(se.Clusters, m)
+	}
+	if len(se.Clusters) > 0 {
+		r.suspect = append(r.suspect, se)
+	}
 }
 
 // partialExtent ends salvage at an extent whose data stops after got
