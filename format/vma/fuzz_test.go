@@ -781,3 +781,61 @@ func FuzzSalvageShift(f *testing.F) {
 		}
 	})
 }
+
+// failingReader returns r's bytes up to n, then err once, then io.EOF (as
+// a reader whose errors are not sticky).
+type failingReader struct {
+	r   io.Reader
+	n   int
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		err := f.err
+		f.err = io.EOF
+		return 0, err
+	}
+	k, err := f.r.Read(p[:min(len(p), f.n)])
+	f.n -= k
+	return k, err
+}
+
+// TestSalvageInputFailsAhead: an input that fails just after an extent,
+// where salvage reads ahead to check the next header, is reported as
+// the input failing there, not taken for the end of the archive.
+func TestSalvageInputFailsAhead(t *testing.T) {
+	arc := writeArchive(t, []testDev{{Name: "drive-scsi0", Data: genDisk(3, 150*vma.ClusterSize, "data")}}, nil, "seq", 1)
+	strict, err := salvageClusters(arc, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := int(strict.extents[0][1]) + 100
+	boom := errors.New("the disk under the archive failed")
+	rd, err := vma.NewReader(&failingReader{bytes.NewReader(arc), cut, boom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd.Salvage()
+	n := 0
+	for {
+		c, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strict.clusters[[2]int64{int64(c.Device.ID), c.Index}].extent != 0 {
+			t.Fatalf("cluster %d delivered from past the failure", c.Index)
+		}
+		n++
+	}
+	failed := false
+	for _, d := range rd.Damaged() {
+		failed = failed || errors.Is(d.Err, boom)
+	}
+	if !failed || n == 0 {
+		t.Errorf("%d clusters, damage %+v: want extent 0's clusters, then the input's failure recorded", n, rd.Damaged())
+	}
+}

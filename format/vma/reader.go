@@ -106,6 +106,7 @@ type Reader struct {
 	window  []byte   // salvage: resync's scan buffer
 	dropped int64    // damaged ranges not kept (beyond maxDamage)
 	back    [][]byte // pushed back, first chunk first: read before r.r (salvage)
+	readErr error    // salvage: an input error met reading ahead, for after back
 	ended   bool     // salvage: the input ended inside an extent
 	marked  []marked // clusters the current extent marked as seen
 }
@@ -319,6 +320,10 @@ func (r *Reader) read(p []byte) (int, error) {
 	if n == len(p) {
 		return n, nil
 	}
+	if err := r.readErr; err != nil {
+		r.readErr = nil
+		return n, err
+	}
 	m, err := io.ReadFull(r.r, p[n:])
 	if err == io.EOF && n > 0 {
 		err = io.ErrUnexpectedEOF
@@ -345,8 +350,8 @@ func (r *Reader) resync(start int64, cause *FormatError) (found bool, err error)
 		r.window = make([]byte, 0, resyncStep+ExtentHeaderSize)
 	}
 	window := r.window[:0]
-	winOff := r.off
-	step := 2 * ExtentHeaderSize // input offset of window[0]
+	winOff := r.off // input offset of window[0]
+	step := 2 * ExtentHeaderSize
 	for {
 		for i := 0; ; {
 			k := bytes.Index(window[i:], ExtentMagic[:])
@@ -633,12 +638,17 @@ func (r *Reader) checkNextHeader(off int64, n int) error {
 	}
 	ahead := hdr[:m]
 	if err == nil { // not a header: read what a displaced one could need
-		k, _ := r.read(hdr[m : m+reach])
+		var k int
+		k, err = r.read(hdr[m : m+reach])
 		ahead = hdr[:m+k]
 	}
 	r.pushBack(ahead)
-	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF || len(ahead) == 0 {
-		return nil // the end, or an input that failed: the next read reports it
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		r.readErr = err // the input failed: reported after what was read
+		return nil
+	}
+	if len(ahead) == 0 {
+		return nil // the end
 	}
 	tail := r.buf[ExtentHeaderSize+n-min(n, shiftWindow) : ExtentHeaderSize+n]
 	window := slices.Concat(tail, ahead)
