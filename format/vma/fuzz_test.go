@@ -263,6 +263,30 @@ type salvagedCluster struct {
 	extent int
 }
 
+// salvageRead reads raw in salvage mode to its end and returns every
+// cluster expanded, by (device id, cluster), and the reader for its reports.
+func salvageRead(t testing.TB, raw []byte) (map[[2]int64][]byte, *vma.Reader) {
+	t.Helper()
+	rd, err := vma.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd.Salvage()
+	out := map[[2]int64][]byte{}
+	for {
+		c, err := rd.Next()
+		if err == io.EOF {
+			return out, rd
+		}
+		if err != nil {
+			t.Fatalf("salvage failed: %v", err)
+		}
+		b := make([]byte, vma.ClusterSize)
+		c.Expand(b)
+		out[[2]int64{int64(c.Device.ID), c.Index}] = b
+	}
+}
+
 // salvageClusters reads an archive in salvage mode (unless damaged < 0:
 // then strictly) and returns every cluster expanded.
 func salvageClusters(data []byte, damaged int) (*salvaged, error) {
@@ -485,39 +509,20 @@ func TestSalvageFullPage(t *testing.T) {
 	}
 	mid := ext[0] + vma.ExtentHeaderSize + (ext[1]-ext[0]-vma.ExtentHeaderSize)/2
 
-	read := func(b []byte) (*salvaged, []vma.MissingRanges) {
-		rd, err := vma.NewReader(bytes.NewReader(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd.Salvage()
-		s := &salvaged{clusters: map[[2]int64]salvagedCluster{}}
-		for {
-			e, err := rd.NextExtent()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("salvage: %v", err)
-			}
-			for _, c := range e.Clusters {
-				b := make([]byte, vma.ClusterSize)
-				c.Expand(b)
-				s.clusters[[2]int64{int64(c.Device.ID), c.Index}] = salvagedCluster{data: b}
-			}
-		}
-		return s, rd.MissingClusters()
+	read := func(b []byte) (map[[2]int64][]byte, []vma.MissingRanges) {
+		got, rd := salvageRead(t, b)
+		return got, rd.MissingClusters()
 	}
-	check := func(name string, got *salvaged, miss []vma.MissingRanges, lost func(c int64) bool) {
+	check := func(name string, got map[[2]int64][]byte, miss []vma.MissingRanges, lost func(c int64) bool) {
 		t.Helper()
 		var want []vma.Range
 		total := int64(0)
 		for c := int64(0); c < n; c++ {
 			if !lost(c) {
-				g, ok := got.clusters[[2]int64{dev, c}]
+				g, ok := got[[2]int64{dev, c}]
 				if !ok {
 					t.Errorf("%s: cluster %d of an intact extent not returned", name, c)
-				} else if !bytes.Equal(g.data, data[c*vma.ClusterSize:(c+1)*vma.ClusterSize]) {
+				} else if !bytes.Equal(g, data[c*vma.ClusterSize:(c+1)*vma.ClusterSize]) {
 					t.Errorf("%s: cluster %d of an intact extent differs", name, c)
 				}
 				continue
@@ -611,26 +616,9 @@ func TestSalvageShift(t *testing.T) {
 		}(), false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rd, err := vma.NewReader(bytes.NewReader(tc.raw))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rd.Salvage()
-			got := map[int64][]byte{}
-			for {
-				c, err := rd.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				b := make([]byte, vma.ClusterSize)
-				c.Expand(b)
-				got[c.Index] = b
-			}
+			got, rd := salvageRead(t, tc.raw)
 			for k, c := range strict.clusters {
-				g, ok := got[k[1]]
+				g, ok := got[k]
 				switch {
 				case c.extent == 2 && tc.lost:
 					if ok {
@@ -688,20 +676,8 @@ func TestSalvageShift(t *testing.T) {
 	}
 	b := bytes.Clone(arc)
 	b[bare[0]+100] ^= 1
-	rd, err := vma.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd.Salvage()
-	for {
-		if _, err := rd.Next(); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if sus := rd.Suspect(); len(sus) != 0 {
-		t.Errorf("a damaged header of zero clusters: suspect %+v, want none", sus)
+	if _, rd := salvageRead(t, b); len(rd.Suspect()) != 0 {
+		t.Errorf("a damaged header of zero clusters: suspect %+v, want none", rd.Suspect())
 	}
 }
 
@@ -729,24 +705,7 @@ func FuzzSalvageShift(f *testing.F) {
 			hi = min(int64(at)-int64(shift), int64(len(data)))
 			damaged = slices.Concat(data[:lo], data[hi:])
 		}
-		rd, err := vma.NewReader(bytes.NewReader(damaged))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd.Salvage()
-		got := map[[2]int64][]byte{}
-		for {
-			c, err := rd.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("salvage failed: %v", err)
-			}
-			b := make([]byte, vma.ClusterSize)
-			c.Expand(b)
-			got[[2]int64{int64(c.Device.ID), c.Index}] = b
-		}
+		got, rd := salvageRead(t, damaged)
 		touched := func(e int) bool {
 			x := orig.extents[e]
 			// An insertion at an extent's first byte lands after the one
