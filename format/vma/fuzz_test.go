@@ -611,7 +611,7 @@ func TestSalvageShift(t *testing.T) {
 		{"garbage after the extent", slices.Concat(arc[:ext[1]], []byte("junk"), arc[ext[1]:]), false, 4},
 		{"next header damaged", func() []byte {
 			b := bytes.Clone(arc)
-			b[ext[1]+100] ^= 1
+			b[ext[1]+10] ^= 1 // in its UUID: it no longer starts like a header
 			return b
 		}(), false, 0},
 	} {
@@ -675,7 +675,7 @@ func TestSalvageShift(t *testing.T) {
 		t.Fatal("no extent of zero clusters after a stored one: not the layout this test needs")
 	}
 	b := bytes.Clone(arc)
-	b[bare[0]+100] ^= 1
+	b[bare[0]+10] ^= 1 // in its UUID
 	if _, rd := salvageRead(t, b); len(rd.Suspect()) != 0 {
 		t.Errorf("a damaged header of zero clusters: suspect %+v, want none", rd.Suspect())
 	}

@@ -407,14 +407,20 @@ func (r *Reader) addDamage(d Damage) {
 	r.damage = append(r.damage, d)
 }
 
+// headerStarts reports whether hdr starts like an extent header of this
+// archive: magic, reserved field and UUID, nothing more.
+func (r *Reader) headerStarts(hdr []byte) bool {
+	return bytes.Equal(hdr[:4], ExtentMagic[:]) && hdr[extOffReserved] == 0 && hdr[extOffReserved+1] == 0 &&
+		bytes.Equal(hdr[extOffUUID:extOffUUID+16], r.hdr.UUID[:])
+}
+
 // plausibleHeader reports whether hdr is an extent header of this archive:
 // the cheap checks first (magic, reserved field, block count, UUID, block
 // accounting, device ids and cluster ranges, no cluster twice), then the
 // MD5, so that input crafted to be full of candidates costs no more than
 // reading it.
 func (r *Reader) plausibleHeader(hdr []byte) bool {
-	if !bytes.Equal(hdr[:4], ExtentMagic[:]) || hdr[extOffReserved] != 0 || hdr[extOffReserved+1] != 0 ||
-		!bytes.Equal(hdr[extOffUUID:extOffUUID+16], r.hdr.UUID[:]) {
+	if !r.headerStarts(hdr) {
 		return false
 	}
 	count := int(binary.BigEndian.Uint16(hdr[extOffBlockCount:]))
@@ -627,12 +633,21 @@ const shiftWindow = 64 << 10
 //
 // It reads ahead without consuming.
 func (r *Reader) checkNextHeader(off int64, n int) error {
+	// A header starts where it should (its MD5 is checked when it is read):
+	// nothing moved. Most often seen in the read buffer, without a copy
+	// (only bytes already buffered: a Peek that reads could swallow an
+	// input error).
+	if br, ok := r.r.(*bufio.Reader); ok && len(r.back) == 0 && br.Buffered() >= ExtentHeaderSize {
+		if p, _ := br.Peek(ExtentHeaderSize); r.headerStarts(p) {
+			return nil
+		}
+	}
 	// Look no further than the extent is long, so that input made of tiny
 	// extents followed by junk costs time linear in its size.
 	reach := min(shiftWindow, max(n, ExtentHeaderSize))
 	hdr := make([]byte, ExtentHeaderSize, ExtentHeaderSize+reach)
 	m, err := r.read(hdr)
-	if err == nil && r.plausibleHeader(hdr) {
+	if err == nil && r.headerStarts(hdr) {
 		r.pushBack(hdr)
 		return nil
 	}
