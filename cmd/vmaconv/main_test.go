@@ -306,10 +306,11 @@ func extractGolden(t *testing.T, archive string, viaStdin bool, configs []testut
 	}
 }
 
-// cut FILE N keeps the first N bytes of FILE (N < 0: all but the last -N).
-func cutCmd(ts *testscript.TestScript, neg bool, args []string) {
+// fileAndOffset reads the file named by args[0] and parses args[1] as an
+// offset into it (negative: from the end), for cut and flip.
+func fileAndOffset(ts *testscript.TestScript, neg bool, args []string, usage string) ([]byte, int) {
 	if neg || len(args) != 2 {
-		ts.Fatalf("usage: cut FILE N")
+		ts.Fatalf("usage: %s", usage)
 	}
 	b, err := os.ReadFile(ts.MkAbs(args[0]))
 	ts.Check(err)
@@ -318,21 +319,18 @@ func cutCmd(ts *testscript.TestScript, neg bool, args []string) {
 	if n < 0 {
 		n += len(b)
 	}
+	return b, n
+}
+
+// cut FILE N keeps the first N bytes of FILE (N < 0: all but the last -N).
+func cutCmd(ts *testscript.TestScript, neg bool, args []string) {
+	b, n := fileAndOffset(ts, neg, args, "cut FILE N")
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), b[:n], 0o666))
 }
 
 // flip FILE OFFSET inverts the byte at OFFSET (negative: from the end).
 func flipCmd(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: flip FILE OFFSET")
-	}
-	b, err := os.ReadFile(ts.MkAbs(args[0]))
-	ts.Check(err)
-	n, err := strconv.Atoi(args[1])
-	ts.Check(err)
-	if n < 0 {
-		n += len(b)
-	}
+	b, n := fileAndOffset(ts, neg, args, "flip FILE OFFSET")
 	b[n] ^= 0xff
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), b, 0o666))
 }
