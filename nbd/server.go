@@ -689,12 +689,15 @@ func (cn *conn) read(ctx context.Context, e *Export, rq request) error {
 		}
 		return cn.chunk(rq.handle, replyFlagDone, replyTypeOffsetData, binary.BigEndian.AppendUint64(nil, uint64(off)), buf)
 	}
-	// Chunks of data and holes, written together, the last one done.
+	// Chunks of data and holes, written together, the last one done. Only
+	// the data is read, into buffers of its own size: a hole costs no
+	// memory.
 	pieces, perr := runs(e, off, n, -1)
-	buf := make([]byte, n)
-	for _, p := range pieces {
+	data := make([][]byte, len(pieces))
+	for i, p := range pieces {
 		if !p.zero {
-			if err := readFull(e, buf[p.off-off:p.off-off+p.n], p.off); err != nil {
+			data[i] = make([]byte, p.n)
+			if err := readFull(e, data[i], p.off); err != nil {
 				return cn.readFailed(rq, p.off, err)
 			}
 		}
@@ -713,7 +716,7 @@ func (cn *conn) read(ctx context.Context, e *Export, rq request) error {
 		if p.zero {
 			cn.writeChunk(rq.handle, flags, replyTypeOffsetHole, binary.BigEndian.AppendUint32(hdr, uint32(p.n)))
 		} else {
-			cn.writeChunk(rq.handle, flags, replyTypeOffsetData, hdr, buf[p.off-off:p.off-off+p.n])
+			cn.writeChunk(rq.handle, flags, replyTypeOffsetData, hdr, data[i])
 		}
 	}
 	return cn.w.Flush()

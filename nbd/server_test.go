@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -549,5 +550,32 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	for _, c := range conns {
 		c.Close()
+	}
+}
+
+// holes is a map of nothing but zeros.
+type holes struct{}
+
+func (holes) Extent(start, length int64) (format.Extent, error) {
+	return format.Extent{Start: start, Length: length, Zero: true}, nil
+}
+
+// TestHoleReadsCostNoMemory: a structured read of a hole is answered
+// without a buffer for it (a 32 MiB read of one allocates far less).
+func TestHoleReadsCostNoMemory(t *testing.T) {
+	const size = 32 << 20
+	s := &Server{Exports: []Export{{Name: "empty", Size: size, Data: zeros{}, Map: holes{}}}}
+	c := dial(t, s)
+	c.negotiate("empty", true)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	c.request(cmdRead, 0, 1, 0, size)
+	ch := c.chunk()
+	runtime.ReadMemStats(&after)
+	if ch.typ != replyTypeOffsetHole || ch.flags&replyFlagDone == 0 || binary.BigEndian.Uint32(ch.payload[8:]) != size {
+		t.Fatalf("reply %+v, want one hole of %d bytes", ch, size)
+	}
+	if a := after.TotalAlloc - before.TotalAlloc; a > 4<<20 {
+		t.Errorf("a %d MiB hole read allocated %d MiB", size>>20, a>>20)
 	}
 }
