@@ -81,12 +81,12 @@ type writeFlags struct {
 }
 
 type convertCmd struct {
-	Src         string `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
-	Dst         string `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups; its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
-	OFmt        string `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: raw, qcow2 or vma."`
-	NoCreate    bool   `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
-	Name        string `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
-	ClusterSize int    `name:"cluster-size" placeholder:"BYTES" help:"qcow2 cluster size (default 65536)."`
+	Src         string   `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
+	Dst         string   `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups; its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
+	OFmt        string   `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: raw, qcow2 or vma."`
+	NoCreate    bool     `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
+	Name        string   `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
+	ClusterSize byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
 	readFlags
 	writeFlags
 	archiveFlags
@@ -233,7 +233,7 @@ func (c *convertCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	copts.ClusterSize = c.ClusterSize
+	copts.ClusterSize = int(min(c.ClusterSize, 1<<40))
 	// The destination's format is known before the source is opened,
 	// except for stdout, whose default depends on the source.
 	var ofm format.Format

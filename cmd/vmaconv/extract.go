@@ -25,7 +25,7 @@ type extractCmd struct {
 	OFmt        string   `short:"O" name:"output-format" placeholder:"FMT" help:"Format of the disk files: raw (disk-NAME.raw, the default) or qcow2 (disk-NAME.qcow2)."`
 	Compress    string   `placeholder:"zlib|zstd" help:"Compress qcow2 disk files' clusters."`
 	Level       int      `placeholder:"N" help:"zstd compression level for qcow2 clusters."`
-	ClusterSize int      `name:"cluster-size" placeholder:"BYTES" help:"qcow2 cluster size (default 65536)."`
+	ClusterSize byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
 	Workers     *int     `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
 	Progress    bool     `short:"p" help:"Show progress on stderr."`
 	Verbose     bool     `short:"v" help:"List the files written and per-device statistics."`
@@ -114,7 +114,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 	}()
 
 	var sel []int
-	copts := format.CreateOptions{Compress: c.Compress, Level: c.Level, ClusterSize: c.ClusterSize}
+	copts := format.CreateOptions{Compress: c.Compress, Level: c.Level, ClusterSize: int(min(c.ClusterSize, 1<<40))}
 	for _, o := range outs {
 		path := filepath.Join(tmpDir, o.name)
 		if o.config != nil {
