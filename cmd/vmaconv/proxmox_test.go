@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
@@ -593,5 +594,137 @@ scsi3: mydir:100/vm-100-disk-7.qcow2,size=70000
 		t.Errorf("repack --storage: %v", err)
 	} else if unattached, empty := r.check(); len(unattached)+len(empty) > 0 {
 		t.Errorf("repack --storage: unattached %v, empty %v", unattached, empty)
+	}
+}
+
+// TestNameRules: for each way names clash once an archive is extracted
+// (raw, qcow2) or mounted, an archive made elsewhere with that clash gets
+// verify's warning, and the command that uses those names refuses it
+// with the same file name, while the others accept it; and vmaconv
+// refuses to write such an archive. This also pins mountFileName to what
+// mount shows (mount.go names its files itself).
+func TestNameRules(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	disk := testutil.GenDisk(4, 8192, "data")
+	os.WriteFile(at("d.raw"), disk, 0o644)
+	os.WriteFile(at("c.conf"), []byte("memory: 512\n"), 0o644)
+	conf := vma.Config{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}
+	os.Mkdir(at("mnt"), 0o755)
+	for _, tc := range []struct {
+		name    string
+		configs []string // besides qemu-server.conf
+		devices []string
+		clash   string   // verify's warning
+		uses    []string // of extract, extract-qcow2 and mount: those that refuse
+		file    string   // the file name the first refuses
+	}{
+		{"extract", []string{"disk-drive-scsi0.raw"}, []string{"drive-scsi0"},
+			"config disk-drive-scsi0.raw and device drive-scsi0 would both be extracted as disk-drive-scsi0.raw", []string{"extract"}, "disk-drive-scsi0.raw"},
+		{"extract qcow2", []string{"disk-drive-scsi0.qcow2"}, []string{"drive-scsi0"},
+			"config disk-drive-scsi0.qcow2 and device drive-scsi0 would both be extracted (-O qcow2) as disk-drive-scsi0.qcow2", []string{"extract-qcow2"}, "disk-drive-scsi0.qcow2"},
+		{"mount", []string{"drive-scsi0.raw"}, []string{"drive-scsi0"},
+			"config drive-scsi0.raw and device drive-scsi0 would both be mounted as drive-scsi0.raw", []string{"mount"}, "drive-scsi0.raw"},
+		{"vmstate", []string{"vmstate.bin"}, []string{"drive-scsi0", vma.VMStateName},
+			"config vmstate.bin and device vmstate would both be extracted as vmstate.bin", []string{"extract", "extract-qcow2"}, "vmstate.bin"},
+		{"sanitised configs", []string{"a b.conf", "a_b.conf"}, []string{"drive-scsi0"},
+			`config "a b.conf" and config a_b.conf would both be extracted as a_b.conf`, []string{"extract", "extract-qcow2", "mount"}, "a_b.conf"},
+		{"sanitised devices", nil, []string{"drive-scsi0", "x y", "x_y"},
+			`device "x y" and device x_y would both be extracted as disk-x_y.raw`, []string{"extract", "extract-qcow2", "mount"}, "disk-x_y.raw"},
+	} {
+		var cs []vma.Config
+		cs = append(cs, conf)
+		for _, c := range tc.configs {
+			cs = append(cs, vma.Config{Name: c, Data: []byte("x\n")})
+		}
+		var ds []testutil.Disk
+		for _, d := range tc.devices {
+			ds = append(ds, testutil.Disk{Name: d, Data: disk})
+		}
+		archive := at(strings.ReplaceAll(tc.name, " ", "-") + ".vma")
+		os.WriteFile(archive, testutil.WriteArchive(t, ds, cs, "seq", 0), 0o644)
+
+		_, _, stderr := runVmaconv("verify", archive)
+		if want := fmt.Sprintf("vmaconv: warning: %s: %s\n", archive, tc.clash); !strings.Contains(stderr, want) {
+			t.Errorf("%s: verify says\n%s\nwant %q", tc.name, stderr, want)
+		}
+		for _, use := range []string{"extract", "extract-qcow2", "mount"} {
+			var args []string
+			switch use {
+			case "extract":
+				args = []string{"extract", archive, at("out-" + tc.name)}
+			case "extract-qcow2":
+				args = []string{"extract", "-O", "qcow2", archive, at("outq-" + tc.name)}
+			case "mount":
+				if !slices.Contains(tc.uses, use) {
+					continue // it would mount
+				}
+				args = []string{"mount", archive, at("mnt")}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			var stdout, errb bytes.Buffer
+			st := run(ctx, args, strings.NewReader(""), &stdout, &errb)
+			cancel()
+			refused := st != 0 && strings.Contains(errb.String(), " would both be ")
+			if refused != slices.Contains(tc.uses, use) || use == tc.uses[0] && !strings.HasSuffix(errb.String(), " as "+tc.file+"\n") {
+				t.Errorf("%s: %s: status %d: %s", tc.name, use, st, errb.String())
+			}
+		}
+
+		// And vmaconv writes no such archive: -c names the configs,
+		// and a repack keeps the source's names.
+		args := []string{"create", "-f", "raw", at("w.vma"), "scsi0=" + at("d.raw")}
+		for _, c := range tc.configs {
+			args = append(args, "-c", c+"="+at("c.conf"))
+		}
+		if !slices.Contains(tc.devices, vma.VMStateName) && len(tc.configs) > 0 {
+			if st, _, stderr := runVmaconv(args...); st != 2 || !strings.Contains(stderr, "vmaconv: "+tc.clash+": store the config under another name (-c NAME=FILE)\n") {
+				t.Errorf("%s: create: status %d: %s", tc.name, st, stderr)
+			}
+		}
+		if st, _, stderr := runVmaconv(archive, at("w.vma")); st != 2 || !strings.Contains(stderr, "vmaconv: "+tc.clash) {
+			t.Errorf("%s: repack: status %d: %s", tc.name, st, stderr)
+		}
+		if _, err := os.Stat(at("w.vma")); err == nil {
+			t.Fatalf("%s: w.vma written", tc.name)
+		}
+	}
+}
+
+// TestVMIDRange: --vmid out of 100-999999999, or a --storage that is not
+// a storage ID, is a usage error (status 2) for every command and
+// destination, before any file is read or written.
+func TestVMIDRange(t *testing.T) {
+	dir := t.TempDir()
+	at := func(n string) string { return filepath.Join(dir, n) }
+	os.WriteFile(at("d.raw"), testutil.GenDisk(5, 4096, "data"), 0o644)
+	os.Mkdir(at("bk"), 0o755)
+	for _, vmid := range []string{"-1", "0", "99", "1000000000"} {
+		want := "vmaconv: --vmid " + vmid + ": Proxmox VMIDs are 100 to 999999999\n"
+		for _, args := range [][]string{
+			{"-f", "raw", at("d.raw"), at("x.vma")},
+			{"-f", "raw", at("d.raw"), at("bk") + "/"},
+			{"-f", "raw", at("d.raw"), at("x.raw")},
+			{"-f", "raw", at("missing.raw"), at("x.vma")}, // before the source is opened
+			{"create", at("x.vma"), "scsi0=" + at("d.raw")},
+			{"create", at("bk"), "scsi0=" + at("missing.raw")},
+		} {
+			args = append(args, "--vmid="+vmid)
+			if st, _, stderr := runVmaconv(args...); st != 2 || stderr != want {
+				t.Errorf("vmaconv %q: status %d: %q, want %q", args, st, stderr, want)
+			}
+		}
+	}
+	for _, s := range []string{"a:b", "x", "1st", "with space", "trailing-"} {
+		want := "vmaconv: --storage " + printable(s) + ": not a Proxmox storage ID (a letter, then letters, digits, '-', '_' or '.', ending with a letter or digit)\n"
+		if st, _, stderr := runVmaconv("-f", "raw", at("d.raw"), at("x.vma"), "--storage", s); st != 2 || stderr != want {
+			t.Errorf("--storage %q: status %d: %q", s, st, stderr)
+		}
+	}
+	if es, _ := os.ReadDir(dir); len(es) != 2 {
+		t.Errorf("files written: %v", es)
+	}
+	for _, vmid := range []string{"100", "999999999"} {
+		vmaconv(t, "-f", "raw", at("d.raw"), at("bk")+"/", "--vmid", vmid)
 	}
 }
