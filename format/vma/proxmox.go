@@ -189,7 +189,7 @@ func CompleteConfig(conf []byte, devs []Device, storage string) (Completion, err
 			continue
 		}
 		m := MapLine{VirtDev: key, DevName: d.Name}
-		if l, ok := disks[key]; ok && !l.CDROM {
+		if l, ok := disks[key]; ok { // a CD-ROM line gives none
 			m.StoreID, m.Format = l.StoreID, l.Format
 		}
 		if storage != "" {
