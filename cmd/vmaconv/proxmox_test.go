@@ -26,11 +26,11 @@ var (
 	// src/PVE/Storage.pm archive_info, with $BACKUP_EXT_RE_2.
 	pveArchiveRE = regexp.MustCompile(`^(vzdump-(lxc|openvz|qemu)-.+\.(tgz|(?:tar|vma)(?:\.(?:gz|lzo|zst|bz2))?))$`)
 	pveStdNameRE = regexp.MustCompile(`^(vzdump-qemu-([1-9][0-9]{2,8})-(\d{4})_(\d{2})_(\d{2})-(\d{2})_(\d{2})_(\d{2}))\.vma(?:\.(?:gz|lzo|zst|bz2))?$`)
-	// src/PVE/QemuServer.pm:7701, the DEV lines of vma extract -v.
+	// src/PVE/QemuServer.pm:7705, the DEV lines of vma extract -v.
 	pveDevRE = regexp.MustCompile(`^DEV:\sdev_id=(\d+)\ssize:\s(\d+)\sdevname:\s(\S+)$`)
 	// src/PVE/QemuServer.pm:6612, $parse_backup_hints.
 	pveMapRE = regexp.MustCompile(`^\#qmdump\#map:(\S+):(\S+):(\S*):(\S*):$`)
-	// src/PVE/QemuServer.pm:6631, the drives it checks for cloud-init.
+	// src/PVE/QemuServer.pm:6632, the drives it checks for cloud-init.
 	pveHintDriveRE = regexp.MustCompile(`^((?:ide|sata|scsi)\d+):\s*(.*)\s*$`)
 	// src/PVE/QemuServer/Drive.pm:758 and 33, drive_is_cloudinit.
 	pveCloudinitRE = regexp.MustCompile(`[:/](?:vm-\d+-)?cloudinit(?:\.(?:raw|qcow|qcow2|qed|vmdk|cloop))?$`)
@@ -48,7 +48,7 @@ type pveStorage struct {
 
 // stockStorages is storage.cfg as Proxmox's installer writes it: local, a
 // directory for ISOs, templates and backups (no images), and local-lvm,
-// an LVM-thin pool for disks (pve-storage src/PVE/Storage/DirPlugin.pm:41,
+// an LVM-thin pool for disks (pve-storage src/PVE/Storage/DirPlugin.pm:40,
 // LvmThinPlugin.pm), and storages of the kinds the tests' configs name.
 func stockStorages(more ...string) map[string]pveStorage {
 	dir := []string{"raw", "qcow2", "vmdk", "subvol"}
@@ -118,9 +118,9 @@ func qmrestore(t *testing.T, path string) (std bool, unattached []string, err er
 // restoreVMA runs what Proxmox's restore of an archive file does before and
 // around vma extract, from restore_vma_archive (src/PVE/QemuServer.pm:7541):
 // the file name, the DEV lines, qemu-server.conf, $parse_backup_hints
-// (6599), the check that every device is mapped (7632), the volumes'
-// allocation ($restore_allocate_devices, 6666), the map handed to vma
-// extract (7647; vma extract keeps the last line per device and dies on a
+// (6599), the check that every device is mapped (7638), the volumes'
+// allocation ($restore_allocate_devices, 6663), the map handed to vma
+// extract (7671; vma extract keeps the last line per device and dies on a
 // device without one) and restore_update_config_line (6700). It returns
 // the first error Proxmox would die with.
 func restoreVMA(t *testing.T, path string, o pveOpts) (*pveRestore, error) {

@@ -109,7 +109,7 @@ func DropMapLines(conf []byte, keep []Device) ([]byte, []MapLine) {
 
 // mappingProblems checks that map lines pair devices and disk keys one
 // to one: qemu-server keeps one volume per disk key and one disk key per
-// device (src/PVE/QemuServer.pm:6623-6631), and vma extract one path per
+// device (src/PVE/QemuServer.pm:6613-6631), and vma extract one path per
 // device (the last map line wins). A device mapped to two keys is
 // written into one of the two volumes allocated for it, the other is
 // attached empty; a key mapped from two devices gets the last one, and
@@ -375,8 +375,8 @@ type DiskLine struct {
 	Volume   string // the drive's file: a volume ID, a path, "none" or "cdrom"
 	StoreID  string // the volume ID's storage; empty for anything else
 	Format   string // raw, qcow2 or vmdk; empty for "none" and "cdrom"
-	CDROM    bool   // media=cdrom: vzdump never backs it up (QemuConfig.pm:188)
-	NoBackup bool   // backup=0: a restore comments the line out (QemuServer.pm:6738)
+	CDROM    bool   // media=cdrom: vzdump never backs it up (QemuConfig.pm:189)
+	NoBackup bool   // backup=0: a restore comments the line out (QemuServer.pm:6738-6739)
 }
 
 // ConfigDisks returns the disk lines of a VM config's own settings
