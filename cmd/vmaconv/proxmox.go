@@ -91,6 +91,9 @@ func completeConfigs(e *env, configs []format.Config, devs []format.Device, a ar
 			}
 		}
 		done, err := vma.CompleteConfig(data, vdevs, a.Storage)
+		if err != nil && inherited {
+			err = fmt.Errorf("%w; it comes from the source archive: correct a copy (vmaconv config SRC > FILE) and pass -c %s=FILE", err, vma.ConfigName)
+		}
 		if err != nil {
 			return nil, usageError{err}
 		}
