@@ -213,8 +213,8 @@ func TestBadWrites(t *testing.T) {
 	// the CLI's reach (format/vma tests it); a name past them is refused.
 	runFails(t, dir, `device name "drive-scsi31" is not a Proxmox disk`, args...)
 	args = []string{"-f", "raw", img, filepath.Join(dir, "cfg.vma")}
-	for range vma.MaxConfigs + 1 {
-		args = append(args, "-c", conf)
+	for i := range vma.MaxConfigs + 1 {
+		args = append(args, "-c", fmt.Sprintf("c%d.conf=%s", i, conf)) // distinct names: one given twice is refused first
 	}
 	runFails(t, dir, "too many configs (at most 256)", args...)
 	big := filepath.Join(dir, "big.conf")

@@ -218,6 +218,9 @@ func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite
 func trackTemp(path string) func() { return atInterrupt(func() { os.Remove(path) }) }
 
 func (c *convertCmd) Run(e *env) error {
+	if err := c.archiveFlags.check(); err != nil {
+		return err
+	}
 	o, err := c.pipelineOptions()
 	if err != nil {
 		return err
@@ -290,7 +293,7 @@ func (c *convertCmd) Run(e *env) error {
 	}
 	dst := c.Dst
 	if ofm.Multi {
-		if copts.Configs, err = restorable(e, copts.Configs, devs, c.VMID, len(configs) == 0); err != nil {
+		if copts.Configs, err = restorable(e, copts.Configs, devs, c.archiveFlags, len(configs) == 0); err != nil {
 			return err
 		}
 		comp := c.Compress

@@ -18,6 +18,9 @@ type createCmd struct {
 }
 
 func (c *createCmd) Run(e *env) error {
+	if err := c.archiveFlags.check(); err != nil {
+		return err
+	}
 	o, err := c.pipelineOptions()
 	if err != nil {
 		return err
@@ -79,7 +82,7 @@ func (c *createCmd) Run(e *env) error {
 		devs = append(devs, format.Device{Name: names[i], Size: in.devices[0].Size})
 		total += in.devices[0].Size
 	}
-	if copts.Configs, err = restorable(e, copts.Configs, devs, c.VMID, false); err != nil {
+	if copts.Configs, err = restorable(e, copts.Configs, devs, c.archiveFlags, false); err != nil {
 		return err
 	}
 	dst, err := archiveDest(e, c.Archive, c.VMID, copts.CTime, c.Compress)

@@ -348,26 +348,26 @@ func (c *extractCmd) plan(e *env, in *input, dfm format.Format) ([]*output, erro
 	}
 	ext := dfm.Extensions[0]
 	var outs []*output
+	var files []namedFile
 	for i := range in.configs {
 		cf := &in.configs[i]
-		outs = append(outs, &output{origin: "config " + printable(cf.Name), name: safeName(cf.Name), config: cf})
+		outs = append(outs, &output{origin: "config " + printable(cf.Name), name: configFileName(cf.Name), config: cf})
 	}
 	for i, d := range in.devices {
 		if len(c.Device) > 0 && !slices.Contains(c.Device, d.Name) {
 			continue
 		}
-		o := &output{origin: "device " + printable(d.Name), name: "disk-" + safeName(d.Name) + ext, dev: i, format: dfm}
+		o := &output{origin: "device " + printable(d.Name), name: extractFileName(d.Name, ext), dev: i, format: dfm}
 		if d.Name == vma.VMStateName {
-			o.name, o.format = "vmstate.bin", raw.Format
+			o.format = raw.Format
 		}
 		outs = append(outs, o)
 	}
-	seen := map[string]string{}
 	for _, o := range outs {
-		if prev, dup := seen[o.name]; dup {
-			return nil, fmt.Errorf("%s: %s and %s would both be written as %s", in.name(), prev, o.origin, o.name)
-		}
-		seen[o.name] = o.origin
+		files = append(files, namedFile{o.origin, o.name})
+	}
+	if cs := clashes(files); len(cs) > 0 {
+		return nil, fmt.Errorf("%s: %s and %s would both be written as %s", in.name(), cs[0].first.origin, cs[0].second.origin, cs[0].first.name)
 	}
 	for _, o := range outs {
 		if o.config != nil && o.name != o.config.Name {

@@ -138,6 +138,15 @@ func genvma(ts *testscript.TestScript, neg bool, args []string) {
 	case "collide": // two configs that sanitise to the same file name
 		raw = testutil.WriteArchive(t, nil, []vma.Config{{Name: "aXb", Data: []byte("1")}, {Name: "a_b", Data: []byte("2")}}, "seq", 0)
 		raw = testutil.PatchName(t, raw, "aXb", "a/b")
+	case "clashes": // made elsewhere: map lines and file names that clash
+		raw = testutil.WriteArchive(t, []testutil.Disk{
+			{Name: "drive-scsi0", Data: testutil.GenDisk(10, 8192, "data")},
+			{Name: "drive-scsi1", Data: testutil.GenDisk(11, 8192, "data")},
+		}, []vma.Config{
+			{Name: "qemu-server.conf", Data: []byte("scsi0: local-lvm:vm-100-disk-0,size=8K\n#qmdump#map:scsi0:drive-scsi0:local-lvm:raw:\n#qmdump#map:scsi1:drive-scsi0:local-lvm:raw:\n#qmdump#map:scsi1:drive-scsi1:::\n")},
+			{Name: "disk-drive-scsi1.raw", Data: []byte("1\n")},
+			{Name: "drive-scsi0.raw", Data: []byte("2\n")},
+		}, "seq", 0)
 	default:
 		ts.Fatalf("genvma: unknown kind %q", args[0])
 	}

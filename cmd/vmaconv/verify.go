@@ -29,9 +29,12 @@ type verifyJSON struct {
 	Extents   int64              `json:"extents"`
 	BytesRead int64              `json:"bytes-read"`
 	Devices   []verifyDeviceJSON `json:"devices"`
-	// Why Proxmox's restore would refuse the archive; empty if it would
-	// restore it.
+	// Why Proxmox's restore, with its defaults, would refuse the archive
+	// or restore it wrong; empty if it would restore it.
 	Proxmox []string `json:"proxmox-problems"`
+	// Configs and devices that extract or mount would give one file
+	// name.
+	NameClashes []string `json:"name-clashes"`
 }
 
 type verifyDeviceJSON struct {
@@ -93,7 +96,7 @@ func (c *verifyCmd) Run(e *env) error {
 // verify reads one archive through and reports it.
 func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 	a := archiveArg{Archive: name}
-	j := verifyJSON{Filename: a.name(), Devices: []verifyDeviceJSON{}, Proxmox: []string{}}
+	j := verifyJSON{Filename: a.name(), Devices: []verifyDeviceJSON{}, Proxmox: []string{}, NameClashes: []string{}}
 	fail := func(err error) (verifyJSON, error) {
 		j.Error = oneLine(err)
 		var fe *vma.FormatError
@@ -135,6 +138,17 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 	}
 	for _, pr := range j.Proxmox {
 		fmt.Fprintf(e.stderr, "vmaconv: warning: %s: Proxmox would not restore it: %s\n", printable(a.name()), escapeControls(pr))
+	}
+	var cnames, dnames []string
+	for _, c := range rd.Header().Configs {
+		cnames = append(cnames, c.Name)
+	}
+	for _, d := range rd.Header().Devices {
+		dnames = append(dnames, d.Name)
+	}
+	j.NameClashes = append(j.NameClashes, nameClashes(cnames, dnames)...)
+	for _, c := range j.NameClashes {
+		fmt.Fprintf(e.stderr, "vmaconv: warning: %s: %s\n", printable(a.name()), escapeControls(c))
 	}
 	if c.Output == "json" {
 		return j, nil

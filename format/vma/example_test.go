@@ -120,24 +120,24 @@ func ExampleOpen() {
 
 // GenerateConfig writes the qemu-server.conf vmaconv stores when it is given
 // none: settings in sorted key order, as Proxmox writes them, then one map
-// line per disk so that qmrestore finds every device.
+// line per disk so that qmrestore finds every device, on the storage given.
 func ExampleGenerateConfig() {
 	devs := []vma.Device{
 		{Name: "drive-scsi0", Size: 32 << 30},
 		{Name: "drive-efidisk0", Size: 528 << 10},
 	}
-	os.Stdout.Write(vma.GenerateConfig(120, "web", devs))
+	os.Stdout.Write(vma.GenerateConfig(120, "web", "local-lvm", devs))
 	// Output:
 	// # written by vmaconv: a minimal configuration; adjust it after the restore
 	// bios: ovmf
 	// boot: order=scsi0
 	// cores: 1
-	// efidisk0: local:vm-120-disk-1,efitype=4m,size=528K
+	// efidisk0: local-lvm:vm-120-disk-1,efitype=4m,size=528K
 	// memory: 2048
 	// name: web
 	// ostype: other
-	// scsi0: local:vm-120-disk-0,size=32G
+	// scsi0: local-lvm:vm-120-disk-0,size=32G
 	// scsihw: virtio-scsi-single
-	// #qmdump#map:scsi0:drive-scsi0:::
-	// #qmdump#map:efidisk0:drive-efidisk0:::
+	// #qmdump#map:scsi0:drive-scsi0:local-lvm::
+	// #qmdump#map:efidisk0:drive-efidisk0:local-lvm::
 }
