@@ -398,15 +398,32 @@ func TestNotFollowed(t *testing.T) {
 		if err := plant(); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		done := make(chan *Entry)
-		go func() { done <- f.get(c, f.arc) }()
+		type result struct {
+			e   *Entry
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			src, err := os.Open(f.arc)
+			if err != nil {
+				done <- result{nil, err}
+				return
+			}
+			defer src.Close()
+			e, err := c.Get(context.Background(), src, f.arc, copyBuild(&f.builds, 0))
+			done <- result{e, err}
+		}()
 		var e *Entry
 		select {
-		case e = <-done:
+		case r := <-done:
+			if r.err != nil {
+				t.Fatalf("%s: %v", what, r.err)
+			}
+			e = r.e
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: Get hangs", what)
 		}
-		if !e.Built() {
+		if !e.Built() || !checkData(e, f.arc) {
 			t.Errorf("%s: followed or used", what)
 		}
 		e.Close()
