@@ -405,8 +405,8 @@ func (c *Cache) build(ctx context.Context, src *os.File, id Identity, key string
 			}
 		}
 	}
-	if lim, total := c.limit(); size > lim {
-		c.note("the cache entry of %s (%d bytes) is larger than the cache's limit (%d bytes, %d in all): it is removed once no run uses it", id.Path, size, lim, total)
+	if lim, _ := c.limit(); size > lim {
+		c.note("the cache entry of %s (%s) is larger than the cache's limit (%s): it is removed once no run uses it", id.Path, human(size), human(lim))
 	}
 	c.Evict()
 	return e, nil
@@ -469,8 +469,10 @@ func (c *Cache) lockKey(ctx context.Context, key string, wait bool) (*keyLock, e
 			return nil, fmt.Errorf("cache lock %s: %w", c.path(name), err)
 		}
 		ok, err := tryLock(f, true)
-		for err == nil && !ok && wait {
-			if !waited {
+		for tries := 0; err == nil && !ok && wait; tries++ {
+			// Said once the lock has been held a while: a sweep or a
+			// lookup holds it only for a moment.
+			if tries == 2 && !waited {
 				waited = true
 				if c.opts.Waiting != nil {
 					c.opts.Waiting()
@@ -561,7 +563,7 @@ func (c *Cache) sweep() {
 		for _, t := range ts {
 			if fi, err := c.root.Lstat(t); err == nil {
 				c.root.Remove(t)
-				c.note("removed %s (%d bytes), left by a build that did not finish", c.path(t), fi.Size())
+				c.note("removed %s (%s), left by a build that did not finish", c.path(t), human(fi.Size()))
 			}
 		}
 		lk.unlock()
@@ -582,4 +584,17 @@ func (c *Cache) names() ([]string, error) {
 	}
 	defer d.Close()
 	return d.Readdirnames(-1)
+}
+
+// human formats a size for notes: "389.2 MiB".
+func human(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n)/1024, 0
+	for v >= 1024 && u < 5 {
+		v /= 1024
+		u++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[u])
 }

@@ -125,7 +125,7 @@ func (c *Cache) Evict() {
 			} else if in.Legacy {
 				what = "an entry of an earlier vmaconv"
 			}
-			c.note("cache over its limit (%d bytes): removed %s (%d bytes, last used %s)", limit, what, in.Size, in.LastUse.Format(time.DateTime))
+			c.note("cache over its limit (%s): removed %s (%s, last used %s)", human(limit), what, human(in.Size), in.LastUse.Format(time.DateTime))
 		}
 	}
 }
