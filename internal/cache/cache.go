@@ -307,13 +307,13 @@ func (c *Cache) lookup(ctx context.Context, key string, id Identity) (*Entry, st
 		}
 		if !rec.Archive.Same(id) {
 			f.Close()
-			return nil, "it records another archive", nil
+			return nil, "records another archive", nil
 		}
 		now := time.Now()
 		c.root.Chtimes(name, now, now) // last use
 		return &Entry{c: c, f: f, name: name, rec: rec, data: io.NewSectionReader(f, 0, rec.DataSize)}, "", nil
 	}
-	return nil, "it kept changing", nil
+	return nil, "kept changing", nil
 }
 
 // untrusted says why a file in the cache is not used as an entry, or "".
