@@ -56,6 +56,7 @@ type cli struct {
 	Extract    extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
 	Serve      serveCmd         `cmd:"" help:"Serve an archive's disks read-only over NBD (qemu-img, qemu-nbd, nbd-client, guestfish) without restoring them."`
 	Mount      mountCmd         `cmd:"" help:"Mount an archive's disks and configs as read-only files (FUSE, Linux): DIR/drive-scsi0.raw, …, for losetup -r -P and mount -o ro."`
+	Cache      cacheCmd         `cmd:"" help:"List or clear the cache where serve and mount keep compressed archives decompressed ($XDG_CACHE_HOME/vmaconv, else ~/.cache/vmaconv): vmaconv cache list, vmaconv cache clear [ARCHIVE…]."`
 	Help       helpCmd          `cmd:"" help:"Show the commands, or one command's options: vmaconv help convert."`
 	Completion completionCmd    `cmd:"" help:"Print shell code for tab completion: source <(vmaconv completion bash) (or zsh, fish)."`
 	Man        manCmd           `cmd:"" help:"Print the manual page (roff): vmaconv man > vmaconv.1."`
@@ -114,7 +115,7 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 
 // commands lists the command words, for telling an unknown command from a
 // source file.
-var commands = []string{"convert", "create", "checksum", "info", "list", "config", "verify", "extract", "serve", "mount", "help", "completion", "man"}
+var commands = []string{"convert", "create", "checksum", "info", "list", "config", "verify", "extract", "serve", "mount", "cache", "help", "completion", "man"}
 
 // bareWord reports whether s looks like a command (lower-case letters and
 // dashes) rather than a path.
