@@ -38,3 +38,12 @@ func (m *Mount) Unmount() error { return nil }
 
 // Wait returns at once.
 func (m *Mount) Wait() {}
+
+// OpenFiles returns 0.
+func (m *Mount) OpenFiles() int { return 0 }
+
+// Abort does nothing.
+func (m *Mount) Abort() error { return nil }
+
+// Abort fails: vmaconv mounts on Linux only.
+func Abort(dir string) error { return ErrUnavailable }
