@@ -18,6 +18,32 @@ import (
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
+// graceEnv sets interruptGrace in vmaconv run as a process by the tests
+// (this test binary under the name vmaconv), so that a test can wait past
+// it cheaply.
+const graceEnv = "VMACONV_TEST_GRACE"
+
+func init() {
+	if d, err := time.ParseDuration(os.Getenv(graceEnv)); err == nil {
+		interruptGrace = d
+	}
+}
+
+// vmaconvBinary returns this test binary under the name vmaconv, which
+// runs main (TestMain).
+func vmaconvBinary(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "vmaconv")
+	if err := os.Symlink(exe, bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 // stalledExtract starts vmaconv extract (this test binary under the name
 // vmaconv, as testscript runs it) on a FIFO that delivers part of an
 // archive and then stays open and silent, and waits until the output
@@ -25,14 +51,7 @@ import (
 func stalledExtract(t *testing.T) (cmd *exec.Cmd, out string, stderr *bytes.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "vmaconv")
-	if err := os.Symlink(exe, bin); err != nil {
-		t.Fatal(err)
-	}
+	bin := vmaconvBinary(t)
 	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}},
 		[]vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "seq", 0)
 	fifo := filepath.Join(dir, "fifo")
