@@ -163,22 +163,18 @@ func (m *Mount) detach() error {
 // umount from outside), or detached and its last file closed, or aborted.
 func (m *Mount) Wait() { <-m.gone }
 
-// Abort aborts the FUSE file system mounted at dir, whatever serves it
-// (a server that hangs, or one that is gone), and detaches it: what
-// waits on it fails with ENOTCONN. It reads /proc/self/mountinfo, never
-// the file system itself, so it cannot hang on it. It needs root (or the
-// mount's owner) and the fusectl file system at /sys/fs/fuse/connections.
-func Abort(dir string) error {
-	id, err := connection(dir)
-	if err != nil {
-		return err
-	}
-	err = abortConnection(id)
-	if derr := detach(dir); derr != nil {
-		err = errors.Join(err, derr)
-	}
-	return err
-}
+// Connection returns the id of the FUSE connection of the file system
+// mounted at dir (the last mount there): its directory in
+// /sys/fs/fuse/connections. It reads /proc/self/mountinfo, never the file
+// system, so it cannot hang on one.
+func Connection(dir string) (uint64, error) { return connection(dir) }
+
+// AbortConnection aborts FUSE connection id, whatever serves it (a server
+// that hangs, or one in this very process that is gone): every request
+// waiting on it, and every one to come, fails with ENOTCONN, and its
+// server's loop ends. It needs the fusectl file system at
+// /sys/fs/fuse/connections, and root or the mount's owner.
+func AbortConnection(id uint64) error { return abortConnection(id) }
 
 // detach unmounts dir lazily: directly as root, else through
 // fusermount3 -u -z (or fusermount).

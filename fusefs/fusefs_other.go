@@ -45,5 +45,8 @@ func (m *Mount) OpenFiles() int { return 0 }
 // Abort does nothing.
 func (m *Mount) Abort() error { return nil }
 
-// Abort fails: vmaconv mounts on Linux only.
-func Abort(dir string) error { return ErrUnavailable }
+// Connection fails: vmaconv mounts on Linux only.
+func Connection(dir string) (uint64, error) { return 0, ErrUnavailable }
+
+// AbortConnection fails: vmaconv mounts on Linux only.
+func AbortConnection(id uint64) error { return ErrUnavailable }

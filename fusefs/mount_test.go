@@ -69,8 +69,24 @@ func mounted(t *testing.T, name string, files ...File) (*Mount, string) {
 			t.Errorf("unmounting %s hangs: aborted", dir)
 			abort(t, m)
 		}
+		if isMounted(t, dir) { // aborted, not unmounted
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
 	})
 	return m, dir
+}
+
+// open opens a file of a mount, closed when the test ends, even if it
+// fails: a process that exits with a file of its own FUSE mount open
+// hangs in the kernel.
+func open(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // abort aborts m, mounting fusectl first if the system has not.
@@ -134,10 +150,7 @@ func TestMountFiles(t *testing.T) {
 		if !errors.Is(err, syscall.EIO) {
 			t.Errorf("%s (its data fails at %d): read %d bytes, %v; want EIO", n, failAt, len(b), err)
 		}
-		f, err := os.Open(at(n))
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := open(t, at(n))
 		// What comes before the failure reads; the file keeps its size.
 		head := make([]byte, 4096)
 		if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, disk[:4096]) {
@@ -151,10 +164,7 @@ func TestMountFiles(t *testing.T) {
 
 	// SEEK_HOLE then SEEK_DATA, each moving forward, cover the file; the
 	// holes hold zeros, and there are some.
-	f, err := os.Open(at("good.raw"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := open(t, at("good.raw"))
 	var holes int64
 	for pos := int64(0); pos < size; {
 		h, err := f.Seek(pos, seekHole)
@@ -184,10 +194,7 @@ func TestMountFiles(t *testing.T) {
 		t.Errorf("good.raw: %v, want 8 blocks stored", err)
 	}
 
-	f, err = os.Open(at("badmap.raw"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f = open(t, at("badmap.raw"))
 	if _, err := f.Seek(0, seekData); !errors.Is(err, syscall.EIO) || empty.calls.Load() != 1 {
 		t.Errorf("SEEK_DATA on a map of empty extents: %v after %d calls; want EIO after 1", err, empty.calls.Load())
 	}
@@ -211,15 +218,7 @@ func TestUnmountBusy(t *testing.T) {
 	requireFUSE(t)
 	m, dir := mounted(t, "mnt", File{Name: "d.raw", Size: int64(len(disk)), Data: &source{data: disk, failAt: -1}})
 	p := filepath.Join(dir, "d.raw")
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	g, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, g := open(t, p), open(t, p)
 	if n := m.OpenFiles(); n != 2 {
 		t.Errorf("2 files open, %d counted", n)
 	}
@@ -256,19 +255,20 @@ func TestUnmountBusy(t *testing.T) {
 }
 
 // TestAbort: Abort ends a mount with a file open at once: its reads fail
-// (ENOTCONN) and Wait returns. So does the package's Abort on a mount
-// found by its directory, a space in its name.
+// (ENOTCONN) and Wait returns. So does AbortConnection on the connection
+// found by the mount's directory, a space in its name.
 func TestAbort(t *testing.T) {
 	requireFUSE(t)
 	withFusectl(t)
 	for _, byDir := range []bool{false, true} {
 		m, dir := mounted(t, "a mount", File{Name: "d.raw", Size: int64(len(disk)), Data: &source{data: disk, failAt: -1}})
-		f, err := os.Open(filepath.Join(dir, "d.raw"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := open(t, filepath.Join(dir, "d.raw"))
+		var err error
 		if byDir {
-			err = Abort(dir)
+			var id uint64
+			if id, err = Connection(dir); err == nil {
+				err = AbortConnection(id)
+			}
 		} else {
 			err = m.Abort()
 		}
@@ -285,13 +285,12 @@ func TestAbort(t *testing.T) {
 		if _, err := f.ReadAt(make([]byte, 4096), 300000); !errors.Is(err, syscall.ENOTCONN) {
 			t.Errorf("reading an open file after Abort: %v, want ENOTCONN", err)
 		}
-		f.Close()
-		if isMounted(t, dir) {
+		if !byDir && isMounted(t, dir) {
 			t.Errorf("%s still mounted after Abort", dir)
 		}
 	}
-	if err := Abort(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no FUSE file system mounted") {
-		t.Errorf("Abort of a plain directory: %v", err)
+	if _, err := Connection(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no FUSE file system mounted") {
+		t.Errorf("the FUSE connection of a plain directory: %v", err)
 	}
 }
 

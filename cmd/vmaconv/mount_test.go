@@ -69,11 +69,18 @@ func mounted(t *testing.T, archive, dir string, args ...string) (stop func()) {
 			t.Fatalf("mount did not start: %s", stderr.String())
 		}
 	}
+	// Known now, while mounted: a detached mount is not in mountinfo.
+	conn, err := fusefs.Connection(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	abort := func(why string) {
 		t.Errorf("%s: aborting the mount", why)
-		if err := fusefs.Abort(dir); err != nil {
+		withFusectl(t)
+		if err := fusefs.AbortConnection(conn); err != nil {
 			t.Errorf("aborting: %v", err)
 		}
+		syscall.Unmount(dir, syscall.MNT_DETACH)
 	}
 	watchdog := time.AfterFunc(mountDeadline, func() { abort(fmt.Sprintf("%s still mounted after %v", dir, mountDeadline)) })
 	stopped := false
@@ -96,6 +103,22 @@ func mounted(t *testing.T, archive, dir string, args ...string) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// withFusectl mounts the fusectl file system (/sys/fs/fuse/connections)
+// for the test if the system has not (systemd does at boot), so that
+// FUSE connections can be aborted.
+func withFusectl(t *testing.T) {
+	const ctl, magic = "/sys/fs/fuse/connections", 0x65735543 // FUSECTL_SUPER_MAGIC
+	var st syscall.Statfs_t
+	if syscall.Statfs(ctl, &st) == nil && st.Type == magic {
+		return
+	}
+	if err := syscall.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
+		t.Errorf("mounting fusectl on %s: %v", ctl, err)
+		return
+	}
+	t.Cleanup(func() { syscall.Unmount(ctl, syscall.MNT_DETACH) })
 }
 
 func isMounted(t *testing.T, dir string) bool {
@@ -165,6 +188,9 @@ func TestMount(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// Closed even if the test fails: a process that exits with
+				// a file of its own FUSE mount open hangs in the kernel.
+				t.Cleanup(func() { f.Close() })
 				// Each seek must move forward: a walk that does not
 				// would never end.
 				var holes int64
