@@ -126,8 +126,17 @@ func (m *Mount) Unmount() error {
 }
 
 // OpenFiles returns how many files of the mount are open now; a loop
-// device attached to a file holds it open until it is detached.
-func (m *Mount) OpenFiles() int { return int(m.open.Load()) }
+// device attached to a file holds it open until it is detached. Once the
+// file system is gone (Wait returns) it is 0, whatever releases were still
+// on their way.
+func (m *Mount) OpenFiles() int {
+	select {
+	case <-m.gone:
+		return 0
+	default:
+		return int(m.open.Load())
+	}
+}
 
 // Abort ends the file system at once, open files or not: the FUSE
 // connection is aborted, so that reads of files still open fail
