@@ -93,7 +93,7 @@ func (c *mountCmd) Run(e *env) error {
 		return nil
 	}
 	if n := m.OpenFiles(); n > 0 {
-		e.note("%s detached with %s open (a loop device holds its file open): served until closed; a second Ctrl-C or SIGTERM ends it now",
+		e.note("%s detached with %s open (a loop device on one counts): served until closed; a second Ctrl-C or SIGTERM ends it now",
 			c.Dir, plural(n, "file"))
 		e.flushNotes()
 	}
