@@ -38,3 +38,15 @@ func (m *Mount) Unmount() error { return nil }
 
 // Wait returns at once.
 func (m *Mount) Wait() {}
+
+// OpenFiles returns 0.
+func (m *Mount) OpenFiles() int { return 0 }
+
+// Abort does nothing.
+func (m *Mount) Abort() error { return nil }
+
+// Connection fails: vmaconv mounts on Linux only.
+func Connection(dir string) (uint64, error) { return 0, ErrUnavailable }
+
+// AbortConnection fails: vmaconv mounts on Linux only.
+func AbortConnection(id uint64) error { return ErrUnavailable }

@@ -308,8 +308,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return exitOK
 }
 
-// interruptGrace is how long an interrupted command may take to stop.
-const interruptGrace = 2 * time.Second
+// interruptGrace is how long an interrupted command may take to stop
+// (a var only for tests).
+var interruptGrace = 2 * time.Second
 
 // cleanups are run when the process exits on a signal before the command
 // has returned; commands register the removal of their partial outputs.
@@ -343,6 +344,56 @@ func runCleanups() {
 	}
 }
 
+// holds are registered by commands that others use while they run
+// (mount): interrupted, such a command may run on past the grace period
+// while draining says its users are not done, and a second signal calls
+// force, which must make it return at once.
+var holds struct {
+	sync.Mutex
+	m map[*int]hold
+}
+
+type hold struct {
+	draining func() bool
+	force    func()
+}
+
+// holdOnInterrupt registers a hold; the returned function unregisters it.
+func holdOnInterrupt(draining func() bool, force func()) (release func()) {
+	key := new(int)
+	holds.Lock()
+	defer holds.Unlock()
+	if holds.m == nil {
+		holds.m = map[*int]hold{}
+	}
+	holds.m[key] = hold{draining, force}
+	return func() {
+		holds.Lock()
+		defer holds.Unlock()
+		delete(holds.m, key)
+	}
+}
+
+// holding reports whether a command holds on, and whether one is
+// draining.
+func holding() (held, draining bool) {
+	holds.Lock()
+	defer holds.Unlock()
+	for _, h := range holds.m {
+		held = true
+		draining = draining || h.draining()
+	}
+	return held, draining
+}
+
+func forceHolds() {
+	holds.Lock()
+	defer holds.Unlock()
+	for _, h := range holds.m {
+		h.force()
+	}
+}
+
 // incompleteError reports a result written in part (exit status 3).
 type incompleteError struct{ error }
 
@@ -359,7 +410,9 @@ func main() {
 	// status 128+signal (130, 143). A command blocked in a read that never
 	// returns (a silent pipe, a terminal) gets a grace period, then the
 	// registered cleanups run and the process exits all the same. A second
-	// signal kills at once.
+	// signal kills at once. A command that holds on (a mount with files
+	// open) is not ended by the grace period while it drains; a second
+	// signal forces it to end, a third kills.
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -372,14 +425,34 @@ func main() {
 	case status = <-done:
 	case got = <-sigs:
 		cancel()
-		stop()
-		select {
-		case status = <-done:
-		case <-time.After(interruptGrace):
-			runCleanups()
-			endLine(os.Stderr)
-			fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
-			status = exitInterrupted
+		var again <-chan os.Signal // a second signal, while a command holds on
+		if held, _ := holding(); held {
+			again = sigs
+		} else {
+			stop()
+		}
+		grace := time.NewTimer(interruptGrace)
+	wait:
+		for {
+			select {
+			case status = <-done:
+				break wait
+			case got = <-again: // forced; the grace period starts again, and a third signal kills
+				stop()
+				again = nil
+				forceHolds()
+				grace.Reset(interruptGrace)
+			case <-grace.C:
+				if _, draining := holding(); draining && again != nil {
+					grace.Reset(interruptGrace)
+					continue
+				}
+				runCleanups()
+				endLine(os.Stderr)
+				fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
+				status = exitInterrupted
+				break wait
+			}
 		}
 		if sig, ok := got.(syscall.Signal); ok && status == exitInterrupted {
 			status = 128 + int(sig)

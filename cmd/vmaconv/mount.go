@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/vmaconv/vmaconv/fusefs"
 )
@@ -17,8 +19,10 @@ type mountCmd struct {
 }
 
 // Run mounts the archive's disks (DIR/drive-scsi0.raw, …) and configs
-// read-only until SIGINT or SIGTERM (status 0), or until DIR is unmounted
-// from outside.
+// read-only until DIR is unmounted from outside (status 0), or until
+// SIGINT or SIGTERM (status 130, 143). Interrupted with files open (a
+// loop device on one counts), it detaches DIR and serves them until they
+// are closed; a second signal ends it at once.
 func (c *mountCmd) Run(e *env) error {
 	fi, err := os.Stat(c.Dir)
 	if err != nil {
@@ -64,6 +68,18 @@ func (c *mountCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	// A second signal aborts the mount; what it found is said here once
+	// forced is closed.
+	forced := make(chan struct{})
+	var force sync.Once
+	var forcedOpen int
+	var abortErr error
+	defer holdOnInterrupt(func() bool { return m.OpenFiles() > 0 }, func() {
+		force.Do(func() {
+			forcedOpen, abortErr = m.OpenFiles(), m.Abort()
+			close(forced)
+		})
+	})()
 	fmt.Fprintf(e.stdout, "mounted %s read-only on %s; stop with Ctrl-C or umount %s\n", printable(c.Archive), c.Dir, c.Dir)
 	for _, f := range files {
 		fmt.Fprintf(e.stdout, "  %-*s  %10s\n", 20, printable(f.Name), humanSize(f.Size))
@@ -73,10 +89,29 @@ func (c *mountCmd) Run(e *env) error {
 	go func() { m.Wait(); close(gone) }()
 	select {
 	case <-e.ctx.Done():
-		return m.Unmount()
 	case <-gone: // unmounted from outside
 		return nil
 	}
+	if n := m.OpenFiles(); n > 0 {
+		e.note("%s detached with %s open (a loop device on one counts): served until closed; a second Ctrl-C or SIGTERM ends it now",
+			c.Dir, plural(n, "file"))
+		e.flushNotes()
+	}
+	unmounted := make(chan error, 1)
+	go func() { unmounted <- m.Unmount() }()
+	select {
+	case err := <-unmounted:
+		if err != nil {
+			return err
+		}
+	case <-forced:
+		if abortErr != nil && !errors.Is(abortErr, os.ErrNotExist) { // no fusectl: the exit ends it
+			e.note("%v; its files are cut off when vmaconv exits", abortErr)
+		}
+		e.note("%s: ended by force with %s open", c.Dir, plural(forcedOpen, "file"))
+		e.flushNotes()
+	}
+	return e.ctx.Err()
 }
 
 // bytesReaderAt reads a config's bytes.

@@ -18,6 +18,36 @@ import (
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
+// graceEnv sets interruptGrace in vmaconv run as a process by the tests
+// (this test binary under the name vmaconv), so that a test can wait past
+// it cheaply.
+const graceEnv = "VMACONV_TEST_GRACE"
+
+func init() {
+	if d, err := time.ParseDuration(os.Getenv(graceEnv)); err == nil {
+		interruptGrace = d
+	}
+}
+
+// vmaconvBinary returns this test binary under the name vmaconv, which
+// runs main (TestMain).
+func vmaconvBinary(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "vmaconv")
+	if err := os.Symlink(exe, bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// extractGrace is the grace period of the stalled extracts: shorter than
+// vmaconv's, so that waiting it out is cheap.
+const extractGrace = time.Second
+
 // stalledExtract starts vmaconv extract (this test binary under the name
 // vmaconv, as testscript runs it) on a FIFO that delivers part of an
 // archive and then stays open and silent, and waits until the output
@@ -25,14 +55,7 @@ import (
 func stalledExtract(t *testing.T) (cmd *exec.Cmd, out string, stderr *bytes.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "vmaconv")
-	if err := os.Symlink(exe, bin); err != nil {
-		t.Fatal(err)
-	}
+	bin := vmaconvBinary(t)
 	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}},
 		[]vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "seq", 0)
 	fifo := filepath.Join(dir, "fifo")
@@ -51,6 +74,7 @@ func stalledExtract(t *testing.T) (cmd *exec.Cmd, out string, stderr *bytes.Buff
 	out = filepath.Join(dir, "out")
 	stderr = &bytes.Buffer{}
 	cmd = exec.Command(bin, "extract", fifo, out)
+	cmd.Env = append(os.Environ(), graceEnv+"="+extractGrace.String())
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -99,7 +123,7 @@ func TestSignals(t *testing.T) {
 			cmd, _, _ := stalledExtract(t)
 			time.Sleep(300 * time.Millisecond) // into the read that never returns
 			cmd.Process.Signal(syscall.SIGINT)
-			time.Sleep(200 * time.Millisecond) // within the 2 s grace period
+			time.Sleep(200 * time.Millisecond) // within the grace period
 			if exited(cmd.Process.Pid) {
 				cmd.Wait()
 				if attempt == 5 {
@@ -119,7 +143,7 @@ func TestSignals(t *testing.T) {
 			if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
 				t.Errorf("after two signals: %v, want killed by SIGINT", err)
 			}
-			if d := time.Since(start); d > interruptGrace {
+			if d := time.Since(start); d > extractGrace/2 {
 				t.Errorf("the second signal took %v to end the process", d)
 			}
 			return
