@@ -73,7 +73,7 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 	whole = whole && len(ids) == len(devs)
 	if o.Data != nil && !r.Want() { // walk the headers only, if r can seek
 		o.Data = nil
-	} else if o.Data == nil && !whole {
+	} else if o.Data == nil {
 		r.Want(ids...) // skip the others' data where the input allows
 	}
 	if o.Workers <= 0 {

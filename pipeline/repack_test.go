@@ -370,6 +370,7 @@ func TestRepackErrors(t *testing.T) {
 type barrierReader struct {
 	r        io.ReaderAt
 	mu       sync.Mutex
+	calls    int
 	active   int
 	peak     int
 	second   chan struct{}
@@ -379,9 +380,10 @@ type barrierReader struct {
 
 func (b *barrierReader) ReadAt(p []byte, off int64) (int, error) {
 	b.mu.Lock()
+	b.calls++
 	b.active++
 	b.peak = max(b.peak, b.active)
-	first := b.peak == 1 && b.active == 1
+	first := b.calls == 1
 	if b.active >= 2 {
 		b.once.Do(func() { close(b.second) })
 	}
