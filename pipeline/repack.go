@@ -49,7 +49,7 @@ const repackData = vma.SlotsPerExtent * vma.ClusterSize
 //
 // A vmstate stream's clusters past its size are dropped and its unstored
 // tail is written as zeros (within vma.CheckVMStateTail). Memory is
-// bounded: at most 2·Workers+1 extents' data (and never more than
+// bounded: at most Workers+2 extents' data (and never more than
 // MaxInFlight) are in flight. Repack returns the Reader's error, if any.
 func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o RepackOptions) error {
 	devs := r.Header().Devices
@@ -79,9 +79,9 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 	if o.Workers <= 0 {
 		o.Workers = runtime.NumCPU()
 	}
-	// Buffers: one being filled per reader, as many waiting to be written,
-	// one being written; from a stream, which the walker copies, one of each.
-	inFlight := max(min(2*o.Workers+1, MaxInFlight/repackData), 2)
+	// Buffers: one being filled per reader, one waiting to be written, one
+	// being written; from a stream, which the walker copies, one of each.
+	inFlight := max(min(o.Workers+2, MaxInFlight/repackData), 3)
 	workers := min(o.Workers, inFlight-1)
 	if o.Data == nil {
 		inFlight, workers = 3, 0
@@ -138,8 +138,8 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 				case <-cctx.Done():
 					return cctx.Err()
 				}
-				if cap(x.buf) < n {
-					x.buf = make([]byte, n) // at most repackData
+				if x.buf == nil {
+					x.buf = make([]byte, repackData)
 				}
 				x.buf = x.buf[:n]
 				if e.Data != nil {
