@@ -80,11 +80,12 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 		o.Workers = runtime.NumCPU()
 	}
 	// Buffers: one being filled per reader, one waiting to be written, one
-	// being written; from a stream, which the walker copies, one of each.
+	// being written; from a stream, one the walker copies an extent into
+	// while the other is written.
 	inFlight := max(min(o.Workers+2, MaxInFlight/repackData), 3)
 	workers := min(o.Workers, inFlight-1)
 	if o.Data == nil {
-		inFlight, workers = 3, 0
+		inFlight, workers = 2, 0
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
