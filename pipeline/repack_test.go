@@ -98,23 +98,25 @@ func allIDs(t *testing.T, raw []byte) []int {
 	return ids
 }
 
+// repackDisks fill two extents, one of which they share.
 var repackDisks = []testutil.Disk{
-	{Name: "drive-scsi0", Data: testutil.GenDisk(1, 3<<20+4096, "mixed")},
+	{Name: "drive-scsi0", Data: testutil.GenDisk(1, 2<<20+4096, "mixed")},
 	{Name: "drive-efidisk0", Data: testutil.GenDisk(2, 540672, "data")},
-	{Name: "drive-tpmstate0-backup", Data: testutil.GenDisk(3, 1<<20, "zero")},
+	{Name: "drive-tpmstate0-backup", Data: testutil.GenDisk(3, 2<<20, "zero")},
 }
 
 // TestRepackKeepsArchives: an archive repacked whole comes back byte for
 // byte, read as a stream or as a file with any number of readers,
 // whatever its order: devices interleaved as Proxmox interleaves them,
-// clusters locally out of order, shuffled, a vmstate stream among them.
+// clusters locally out of order, shuffled, a vmstate stream among them,
+// no devices.
 func TestRepackKeepsArchives(t *testing.T) {
 	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
 	archives := map[string][]byte{
 		"vmstate": testutil.WriteArchive(t, []testutil.Disk{repackDisks[1], {Name: vma.VMStateName, Data: testutil.GenDisk(4, 200000, "mixed")}}, nil, "interleave", 0),
 		"none":    testutil.WriteArchive(t, nil, conf, "seq", 0),
 	}
-	for _, order := range []string{"seq", "interleave", "runs", "local", "shuffle"} {
+	for _, order := range []string{"interleave", "runs", "local", "shuffle"} {
 		archives[order] = testutil.WriteArchive(t, repackDisks, conf, order, 3)
 	}
 	for name, raw := range archives {
@@ -207,7 +209,7 @@ func TestRepackForeign(t *testing.T) {
 // archive's order, 58 to an extent as vma.Writer groups them, however the
 // archive is read.
 func TestRepackOneDevice(t *testing.T) {
-	for _, order := range []string{"interleave", "runs", "shuffle"} {
+	for _, order := range []string{"runs", "shuffle"} {
 		raw := testutil.WriteArchive(t, repackDisks, nil, order, 7)
 		// What it must be: the device's clusters in archive order, written
 		// one by one.
