@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/google/uuid"
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/raw"
@@ -82,7 +83,7 @@ type writeFlags struct {
 
 type convertCmd struct {
 	Src         string   `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
-	Dst         string   `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups; its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
+	Dst         string   `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups (a repacked archive after its source: its VMID, ctime and compression); its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
 	OFmt        string   `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: raw, qcow2 or vma."`
 	NoCreate    bool     `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
 	Name        string   `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
@@ -217,7 +218,7 @@ func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite
 // trackTemp makes an interrupted run remove a temporary output.
 func trackTemp(path string) func() { return atInterrupt(func() { os.Remove(path) }) }
 
-func (c *convertCmd) Run(e *env) error {
+func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	if err := c.archiveFlags.check(); err != nil {
 		return err
 	}
@@ -293,13 +294,29 @@ func (c *convertCmd) Run(e *env) error {
 	}
 	dst := c.Dst
 	if ofm.Multi {
-		if copts.Configs, err = restorable(e, copts.Configs, devs, c.archiveFlags, len(configs) == 0); err != nil {
+		// An archive repacked into a directory, a backup for Proxmox, is
+		// named after the source and made restorable; one repacked whole
+		// into a file keeps its configs as they are, so that it can come
+		// back byte for byte.
+		name := repackName{vmid: c.VMID, time: copts.CTime, comp: c.Compress, given: true}
+		backup := isDir(c.Dst)
+		if in.archive() && backup {
+			name = nameFromSource(in, copts.Configs, c.VMID, flagGiven(kctx, "vmid"), copts.CTime, c.Compress)
+			// The header says the time the name says.
+			copts.CTime = name.time
+		}
+		if asIs := in.archive() && !backup && len(configs) == 0 && len(sel) == len(in.devices) && c.Name == "" && c.Storage == ""; asIs {
+			if err := checkNames(copts.Configs, devs); err != nil {
+				return err
+			}
+			noteKeptConfigs(e, copts.Configs, devs)
+		} else if copts.Configs, err = restorable(e, copts.Configs, devs, archiveFlags{VMID: name.vmid, Storage: c.Storage}, len(configs) == 0); err != nil {
 			return err
 		}
-		comp := c.Compress
-		if dst, err = archiveDest(e, c.Dst, c.VMID, copts.CTime, comp); err != nil {
+		if dst, err = archiveDest(e, c.Dst, name.vmid, name.time, name.comp); err != nil {
 			return err
 		}
+		name.note(e, dst)
 	}
 	sink, err := createSink(e, ofm, dst, c.NoCreate, c.Overwrite, devs, copts)
 	if err != nil {
@@ -309,6 +326,20 @@ func (c *convertCmd) Run(e *env) error {
 	what := "converting"
 	if len(sel) == 1 {
 		what = "converting " + in.refOf(sel[0])
+	}
+	if ofm.Multi && in.archive() {
+		// Repacked in the source's order, whether it is read at random
+		// or as a stream.
+		p := newProgress(e, c.Progress, what, in.size)
+		err = repack(e, in, sel, sink, o, p)
+		if err == nil {
+			err = sink.Commit()
+		}
+		if err != nil {
+			return err
+		}
+		p.finish()
+		return nil
 	}
 	p := newProgress(e, c.Progress, what, in.progressTotal(sel))
 	_, err = transfer(e, in, sel, sink, o, p)

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
@@ -139,61 +138,6 @@ func TestWorkersIdentical(t *testing.T) {
 	}
 	if sums[0] != sums[1] || sums[0] != sums[2] {
 		t.Errorf("archives differ by worker count: %v", sums)
-	}
-}
-
-// TestRepackDeterministic: one content stored in different cluster orders
-// (as repeated backups of one VM are) repacks with --uuid and --ctime to
-// the same bytes, whatever -m, so that restic or borg deduplicate the
-// repacked backups: from an archive file in any order, and from a
-// compressed stream when the devices are stored one after another, as
-// Proxmox stores them since 2020 (clusters out of order within a device
-// are put back in order; devices interleaved in a stream keep their
-// interleaving).
-func TestRepackDeterministic(t *testing.T) {
-	zstd := testutil.RequireTool(t, "zstd")
-	dir := t.TempDir()
-	disks := []testutil.Disk{
-		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 3<<20+4096, "mixed")},
-		{Name: "drive-efidisk0", Data: testutil.GenDisk(2, 540672, "data")},
-	}
-	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
-	var want []byte
-	for _, order := range []string{"seq", "local", "interleave", "runs", "shuffle"} {
-		src := filepath.Join(dir, order+".vma")
-		if err := os.WriteFile(src, testutil.WriteArchive(t, disks, conf, order, 4), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		inputs := []string{src}
-		if order == "seq" || order == "local" {
-			testutil.Run(t, zstd, "-q", src, "-o", src+".zst")
-			inputs = append(inputs, src+".zst")
-		}
-		for _, in := range inputs {
-			for _, m := range []string{"1", "3"} {
-				out := filepath.Join(dir, "out.vma")
-				os.Remove(out)
-				vmaconv(t, in, out, "-m", m, "--uuid", "6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "--ctime", "1718000000")
-				got, err := os.ReadFile(out)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want == nil {
-					want = got
-				} else if !bytes.Equal(got, want) {
-					t.Fatalf("%s -m %s: the repacked archive differs from the first one", filepath.Base(in), m)
-				}
-			}
-		}
-	}
-	// And it is the content, not a copy of the input's layout: every
-	// device and config restores.
-	sums := vmaconv(t, "checksum", filepath.Join(dir, "out.vma"))
-	for _, d := range disks {
-		s := sha256.Sum256(d.Data)
-		if !strings.Contains(sums, hex.EncodeToString(s[:])+"  "+filepath.Join(dir, "out.vma")+":"+d.Name) {
-			t.Errorf("checksum of the repacked %s is wrong:\n%s", d.Name, sums)
-		}
 	}
 }
 

@@ -53,17 +53,23 @@ func restorable(e *env, configs []format.Config, devs []format.Device, a archive
 	if err != nil {
 		return nil, err
 	}
+	if err := checkNames(out, devs); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkNames refuses configs and devices that extract or mount could not
+// tell apart (see names.go).
+func checkNames(configs []format.Config, devs []format.Device) error {
 	var cnames, dnames []string
-	for _, c := range out {
+	for _, c := range configs {
 		cnames = append(cnames, c.Name)
 	}
 	for _, d := range devs {
 		dnames = append(dnames, d.Name)
 	}
-	if err := checkArchiveNames(cnames, dnames); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return checkArchiveNames(cnames, dnames)
 }
 
 // completeConfigs is restorable's work on qemu-server.conf.

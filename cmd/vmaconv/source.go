@@ -25,6 +25,8 @@ type input struct {
 	format  format.Format
 	img     format.Image      // random access
 	ar      *vma.Reader       // stream
+	file    *os.File          // an archive file read at random: the file (img closes it)
+	comp    string            // an archive's compression layer (compress.Zstd, …), "" for none
 	size    int64             // the file's size, for a stream's progress; -1 unknown
 	counted func(int64) int64 // stream: archive bytes read -> file bytes read
 	close   func()
@@ -87,11 +89,16 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 		if o.format != "" && o.format != vma.Name {
 			return nil, usageError{fmt.Errorf("standard input can only be a VMA archive (random access is needed for %s)", o.format)}
 		}
-		ar, stop, counted, err := openArchiveStreamCounted(e, e.stdin, "<stdin>")
+		r, comp := sniff(e.stdin)
+		ar, stop, counted, err := openArchiveStreamCounted(e, r, "<stdin>")
 		if err != nil {
 			return nil, err
 		}
-		return newStreamInput(ref, ar, -1, counted, stop)
+		in, err := newStreamInput(ref, ar, -1, counted, stop)
+		if in != nil {
+			in.comp = comp()
+		}
+		return in, err
 	}
 	f, err := os.Open(ref.Path)
 	if err != nil {
@@ -179,6 +186,9 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 		return nil, err
 	}
 	in = &input{ref: ref, format: fm, img: img, size: fi.Size(), close: func() { img.Close() }, configs: img.Configs()}
+	if fm.Multi {
+		in.file = f
+	}
 	for _, d := range img.Disks() {
 		in.devices = append(in.devices, format.Device{Name: d.Name, Size: d.Source.Size()})
 	}
@@ -191,7 +201,8 @@ func openInput(e *env, ref format.Ref, o sourceOpts) (in *input, err error) {
 
 // openStreamFile reads the archive file f as a stream.
 func openStreamFile(e *env, ref format.Ref, f *os.File, fi os.FileInfo) (*input, error) {
-	ar, stop, counted, err := openArchiveStreamCounted(e, f, ref.Path)
+	r, comp := sniff(f)
+	ar, stop, counted, err := openArchiveStreamCounted(e, r, ref.Path)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -200,7 +211,50 @@ func openStreamFile(e *env, ref format.Ref, f *os.File, fi os.FileInfo) (*input,
 	if fi.Mode().IsRegular() {
 		size = fi.Size() // progress counts the file's bytes, compressed or not
 	}
-	return newStreamInput(ref, ar, size, counted, func() { stop(); f.Close() })
+	in, err := newStreamInput(ref, ar, size, counted, func() { stop(); f.Close() })
+	if in != nil {
+		in.comp = comp()
+	}
+	return in, err
+}
+
+// sniff returns what to read an archive stream from, r or a reader
+// through it, and a function that tells its compression layer (by magic,
+// as openArchiveStreamCounted does) once it has been opened. A regular
+// file is read as it is (it may be read directly, seeking), and its head
+// read at offset 0; anything else goes through a reader that keeps the
+// first bytes read.
+func sniff(r io.Reader) (io.Reader, func() string) {
+	if f, ok := r.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			head, _ := format.ReadHead(f)
+			return f, func() string { return compress.Detect(head) }
+		}
+	}
+	s := &sniffer{r: r}
+	return s, func() string { return compress.Detect(s.head) }
+}
+
+// sniffer keeps the first bytes read through it.
+type sniffer struct {
+	r    io.Reader
+	head []byte
+}
+
+func (s *sniffer) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if k := min(n, 16-len(s.head)); k > 0 {
+		s.head = append(s.head, p[:k]...)
+	}
+	return n, err
+}
+
+// header returns an archive input's header.
+func (in *input) header() *vma.Header {
+	if in.ar != nil {
+		return in.ar.Header()
+	}
+	return vma.ArchiveOf(in.img).Header()
 }
 
 func newStreamInput(ref format.Ref, ar *vma.Reader, size int64, counted func(int64) int64, stop func()) (*input, error) {

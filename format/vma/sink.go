@@ -187,6 +187,14 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	return s, nil
 }
 
+// ExtentWriter is implemented by the sinks Create returns: WriteExtent
+// writes clusters as a Reader gives them as one extent of their own (see
+// Writer.WriteExtent), a cluster's Device.ID being i+1 for the sink's
+// Disk(i). An archive is repacked this way with its extents as they were.
+type ExtentWriter interface {
+	WriteExtent(cs []Cluster) error
+}
+
 // sink writes an archive. One mutex serialises its disks.
 type sink struct {
 	mu     sync.Mutex
@@ -246,6 +254,16 @@ func (s *sink) Abort() error {
 		return s.file.Abort()
 	}
 	return nil
+}
+
+// WriteExtent implements ExtentWriter.
+func (s *sink) WriteExtent(cs []Cluster) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return ErrWriteAfterClose
+	}
+	return s.w.WriteExtent(cs)
 }
 
 // diskWriter is one device of the archive being written.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"path"
 	"strings"
 	"time"
@@ -181,51 +182,137 @@ func (w *Writer) WriteCluster(id int, idx int64, data []byte) error {
 	if err := w.checkOpen(); err != nil {
 		return err
 	}
-	if id < 1 || id > len(w.devs) {
-		return fmt.Errorf("vma: WriteCluster: no device with id %d", id)
+	d, err := w.check("WriteCluster", id, idx, 0)
+	if err != nil {
+		return err
 	}
-	d := w.devs[id-1]
 	if len(data) > ClusterSize {
 		return fmt.Errorf("vma: WriteCluster: device %s cluster %d: %d bytes exceed the cluster size", d.Name, idx, len(data))
-	}
-	if n := d.Clusters(); idx < 0 || idx >= n {
-		return fmt.Errorf("vma: WriteCluster: device %s: cluster %d out of range (device has %d)", d.Name, idx, n)
-	}
-	if d.vmstate && idx != d.nextVM {
-		return fmt.Errorf("vma: WriteCluster: vmstate cluster %d out of order, expected %d", idx, d.nextVM)
-	}
-	if d.seen.has(uint32(idx)) {
-		return fmt.Errorf("vma: WriteCluster: device %s cluster %d written twice", d.Name, idx)
 	}
 	if w.n >= WriterClustersPerExtent {
 		if err := w.flush(); err != nil {
 			return err
 		}
 	}
-	w.started = true
-	d.seen.add(uint32(idx))
-	if d.vmstate {
-		d.nextVM++
-	}
-	valid := min(d.Size-idx*ClusterSize, ClusterSize) // bytes of the device in this cluster
+	valid := w.take(d, idx)
 	var mask uint16
 	for i := range BlocksPerCluster {
 		start := i * BlockSize
 		if int64(start) >= valid || start >= len(data) {
 			break
 		}
-		end := min(start+BlockSize, len(data), int(valid))
-		b := data[start:end]
-		if IsZero(b) {
-			continue
+		if w.store(data[start:min(start+BlockSize, len(data), int(valid))]) {
+			mask |= 1 << i
 		}
-		mask |= 1 << i
-		w.buf = append(w.buf, b...)
-		w.buf = append(w.buf, zeroBlock[:BlockSize-len(b)]...)
 	}
 	w.slots[w.n] = uint64(mask)<<48 | uint64(id)<<32 | uint64(uint32(idx))
 	w.n++
 	return nil
+}
+
+// WriteExtent writes cs as one extent of their own, in that order, after
+// the extent WriteCluster is filling: an archive is repacked this way with
+// its extents as they were, the same clusters in each, so that an archive
+// this package or Proxmox wrote comes back byte for byte. A Cluster is as
+// a Reader gives it: Mask and Data its stored blocks, Device.ID the id of
+// a device of this Writer (the Device's other fields are not used). Its
+// blocks are stored as WriteCluster stores them: all-zero blocks and blocks
+// that start at or past the device's end are left out, and the bytes past
+// the end in a block that straddles it are stored as zero. cs holds 1 to
+// SlotsPerExtent clusters; if one of them is refused (as WriteCluster
+// would refuse it), nothing is written. Data is not retained.
+func (w *Writer) WriteExtent(cs []Cluster) error {
+	if err := w.checkOpen(); err != nil {
+		return err
+	}
+	if len(cs) == 0 || len(cs) > SlotsPerExtent {
+		return fmt.Errorf("vma: WriteExtent: %d clusters (want 1 to %d)", len(cs), SlotsPerExtent)
+	}
+	for i, c := range cs {
+		// Clusters before c in cs are taken before it: a vmstate stream's
+		// next one, a duplicate.
+		ahead := int64(0)
+		for _, p := range cs[:i] {
+			if p.Device.ID != c.Device.ID {
+				continue
+			}
+			if p.Index == c.Index {
+				return fmt.Errorf("vma: WriteExtent: device %s cluster %d given twice", w.devs[c.Device.ID-1].Name, c.Index)
+			}
+			ahead++
+		}
+		d, err := w.check("WriteExtent", c.Device.ID, c.Index, ahead)
+		if err != nil {
+			return err
+		}
+		if n := bits.OnesCount16(c.Mask) * BlockSize; len(c.Data) != n {
+			return fmt.Errorf("vma: WriteExtent: device %s cluster %d: %d data bytes for %d stored blocks", d.Name, c.Index, len(c.Data), n/BlockSize)
+		}
+	}
+	if w.n > 0 {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	for _, c := range cs {
+		valid := w.take(w.devs[c.Device.ID-1], c.Index)
+		var mask uint16
+		data := c.Data
+		for m := c.Mask; m != 0; m &= m - 1 {
+			i := bits.TrailingZeros16(m)
+			b := data[:BlockSize]
+			data = data[BlockSize:]
+			if start := int64(i) * BlockSize; start < valid && w.store(b[:min(BlockSize, valid-start)]) {
+				mask |= 1 << i
+			}
+		}
+		w.slots[w.n] = uint64(mask)<<48 | uint64(c.Device.ID)<<32 | uint64(uint32(c.Index))
+		w.n++
+	}
+	return w.flush()
+}
+
+// check returns device id if cluster idx of it may be written after ahead
+// more of its clusters (a vmstate stream's clusters come in order); what
+// names the caller in errors.
+func (w *Writer) check(what string, id int, idx, ahead int64) (*wdev, error) {
+	if id < 1 || id > len(w.devs) {
+		return nil, fmt.Errorf("vma: %s: no device with id %d", what, id)
+	}
+	d := w.devs[id-1]
+	if n := d.Clusters(); idx < 0 || idx >= n {
+		return nil, fmt.Errorf("vma: %s: device %s: cluster %d out of range (device has %d)", what, d.Name, idx, n)
+	}
+	if d.vmstate && idx != d.nextVM+ahead {
+		return nil, fmt.Errorf("vma: %s: vmstate cluster %d out of order, expected %d", what, idx, d.nextVM+ahead)
+	}
+	if d.seen.has(uint32(idx)) {
+		return nil, fmt.Errorf("vma: %s: device %s cluster %d written twice", what, d.Name, idx)
+	}
+	return d, nil
+}
+
+// take marks cluster idx of d written and returns how many of its bytes
+// lie inside the device.
+func (w *Writer) take(d *wdev, idx int64) (valid int64) {
+	w.started = true
+	d.seen.add(uint32(idx))
+	if d.vmstate {
+		d.nextVM++
+	}
+	return min(d.Size-idx*ClusterSize, ClusterSize)
+}
+
+// store appends block b (BlockSize bytes or, at a device's end, fewer: the
+// rest is stored as zero) to the extent being filled, unless it is all
+// zero, and reports whether it did.
+func (w *Writer) store(b []byte) bool {
+	if IsZero(b) {
+		return false
+	}
+	w.buf = append(w.buf, b...)
+	w.buf = append(w.buf, zeroBlock[:BlockSize-len(b)]...)
+	return true
 }
 
 // flush writes the header if not yet written, then the queued extent.
@@ -351,7 +438,13 @@ func (w *Writer) Close() error {
 		w.drain() // the extents completed are written, as without gathering
 		return w.cerr
 	}
-	if w.cerr = w.flush(); w.cerr == nil {
+	// The last extent: the clusters queued, or for an archive that has
+	// none (no devices), an empty one after the header. After WriteExtent
+	// nothing is queued.
+	if w.n > 0 || !w.hdrDone {
+		w.cerr = w.flush()
+	}
+	if w.cerr == nil {
 		w.cerr = w.drain()
 	}
 	return w.cerr

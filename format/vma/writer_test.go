@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -412,4 +415,241 @@ func TestWriterGathersSmallWrites(t *testing.T) {
 		t.Errorf("Flush handed over %d of %d bytes", flushed, cw.Len())
 	}
 	checkProxmoxRules(t, cw.Bytes())
+}
+
+// rewriteExtents writes raw's extents again with WriteExtent, with its
+// UUID, ctime, configs and devices: a repack that keeps the extents.
+func rewriteExtents(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	rd, err := vma.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := rd.Header()
+	var out bytes.Buffer
+	w := vma.NewWriter(&out, vma.WithUUID(h.UUID), vma.WithCTime(h.CTime))
+	for _, c := range h.Configs {
+		if err := w.AddConfig(c.Name, c.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range h.Devices {
+		if id, err := w.AddDevice(d.Name, d.Size); err != nil || id != d.ID {
+			t.Fatalf("AddDevice %s: id %d, %v; the archive has %d", d.Name, id, err, d.ID)
+		}
+	}
+	for {
+		e, err := rd.NextExtent()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteExtent(e.Clusters); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// TestWriteExtentKeepsArchives: an archive this package writes, in any
+// cluster order (several devices interleaved, locally out of order,
+// shuffled, a vmstate stream among them, no devices at all), comes back
+// byte for byte when its extents are written again as they are; so does
+// every golden archive Proxmox wrote (two disks interleaved, none).
+func TestWriteExtentKeepsArchives(t *testing.T) {
+	if dir, err := testutil.FindGolden(t); err == nil {
+		for _, name := range []string{"case1.vma", "case2.vma", "case6-config-only.vma"} {
+			raw, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rewriteExtents(t, raw); !bytes.Equal(got, raw) {
+				t.Errorf("%s: written again extent by extent, it differs from what Proxmox wrote", name)
+			}
+		}
+	}
+	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
+	devs := []testDev{
+		{Name: "drive-scsi0", Data: genDisk(1, 2<<20+4096, "mixed")},
+		{Name: "drive-efidisk0", Data: genDisk(2, 540672, "data")},
+		{Name: "drive-tpmstate0-backup", Data: genDisk(3, 1<<20, "zero")},
+	}
+	for _, order := range []string{"seq", "interleave", "runs", "local", "shuffle"} {
+		raw := writeArchive(t, devs, conf, order, 5)
+		if got := rewriteExtents(t, raw); !bytes.Equal(got, raw) {
+			t.Errorf("%s: the archive written again extent by extent differs", order)
+		}
+	}
+	vm := writeArchive(t, []testDev{devs[1], {Name: vma.VMStateName, Data: genDisk(4, 3*vma.ClusterSize+777, "mixed")}}, nil, "interleave", 0)
+	if got := rewriteExtents(t, vm); !bytes.Equal(got, vm) {
+		t.Error("with a vmstate stream: the archive written again differs")
+	}
+	none := writeArchive(t, nil, conf, "seq", 0)
+	if got := rewriteExtents(t, none); !bytes.Equal(got, none) {
+		t.Errorf("no devices: %d bytes written again for %d", len(got), len(none))
+	}
+}
+
+// foreignArchive is an archive another writer could have written: 59
+// clusters in its first extent, an all-zero block stored, the whole last
+// cluster stored with junk past the device's end (as Proxmox did before
+// 2020), one cluster alone in an extent.
+func foreignArchive(t *testing.T) (raw []byte, size int64) {
+	t.Helper()
+	size = 60*vma.ClusterSize - 60000 // cluster 59 holds 5536 bytes
+	var out bytes.Buffer
+	w := vma.NewWriter(&out, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
+	w.AddDevice("drive-scsi0", size)
+	for c := range int64(60) {
+		w.WriteCluster(1, c, nil)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := vma.NewReader(bytes.NewReader(out.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = bytes.Clone(out.Bytes()[:rd.Header().Size])
+	var slots []uint64
+	for c := range uint32(59) {
+		slots = append(slots, testutil.Slot(0xffff, 1, c))
+	}
+	e1 := testutil.Extent(testutil.TestUUID, slots...)
+	clear(e1[512+5*vma.BlockSize : 512+6*vma.BlockSize]) // cluster 0, block 5: stored, all zero
+	e2 := testutil.Extent(testutil.TestUUID, testutil.Slot(0xffff, 1, 59))
+	return append(append(raw, e1...), e2...), size
+}
+
+// TestWriteExtentNormalizes: extents of another writer keep their clusters
+// (59 in one extent), but their blocks are stored as this package stores
+// them: no all-zero block, nothing past the device's end.
+func TestWriteExtentNormalizes(t *testing.T) {
+	raw, size := foreignArchive(t)
+	_, want, _ := readAll(t, bytes.NewReader(raw))
+	got := rewriteExtents(t, raw)
+	rd, disks, order := readAll(t, bytes.NewReader(got))
+	if !bytes.Equal(disks["drive-scsi0"], want["drive-scsi0"]) || int64(len(disks["drive-scsi0"])) != size {
+		t.Fatal("the content differs")
+	}
+	if rd.Extents() != 2 || len(order) != 60 {
+		t.Fatalf("%d extents, %d clusters; want the source's 2 extents of 59 and 1", rd.Extents(), len(order))
+	}
+	if order[0].mask != 0xffdf || order[59].mask != 0x0003 {
+		t.Errorf("masks %#04x and %#04x: want the zero block 5 of cluster 0, and cluster 59's blocks past the end, left out", order[0].mask, order[59].mask)
+	}
+	if tail := got[len(got)-vma.BlockSize+5536-vma.BlockSize:]; !testutil.AllZero(tail) {
+		t.Error("the bytes past the device's end are stored, not zeros")
+	}
+}
+
+// TestWriteExtentRefuses: what WriteCluster refuses, and extents of no or
+// too many clusters, are refused whole: nothing of the extent is written,
+// and the archive goes on as if the call had not been made.
+func TestWriteExtentRefuses(t *testing.T) {
+	const size = 70 // clusters of drive-scsi0
+	block := bytes.Repeat([]byte{9}, vma.BlockSize)
+	c := func(id int, idx int64, mask uint16) vma.Cluster {
+		return vma.Cluster{Device: vma.Device{ID: id}, Index: idx, Mask: mask, Data: bytes.Repeat(block, bits.OnesCount16(mask))}
+	}
+	write := func(bad []vma.Cluster) ([]byte, error) {
+		var out bytes.Buffer
+		w := vma.NewWriter(&out, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
+		w.AddDevice("drive-scsi0", size*vma.ClusterSize)
+		w.AddDevice(vma.VMStateName, 4*vma.ClusterSize)
+		if err := w.WriteExtent([]vma.Cluster{c(1, 0, 1), c(2, 0, 3)}); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if bad != nil {
+			err = w.WriteExtent(bad)
+		}
+		for _, ok := range [][]vma.Cluster{{c(1, 2, 0), c(2, 1, 0xffff)}, {c(1, 1, 0x8001), c(2, 2, 0), c(2, 3, 1)}} {
+			if err := w.WriteExtent(ok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := int64(3); i < size; i++ {
+			if err := w.WriteCluster(1, i, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if cerr := w.Close(); cerr != nil {
+			t.Fatal(cerr)
+		}
+		return out.Bytes(), err
+	}
+	want, _ := write(nil)
+	var many []vma.Cluster
+	for i := int64(3); i < 3+vma.SlotsPerExtent+1; i++ {
+		many = append(many, c(1, i, 1))
+	}
+	short := c(1, 1, 3)
+	short.Data = short.Data[:vma.BlockSize]
+	for name, bad := range map[string][]vma.Cluster{
+		"none":           {},
+		"too many":       many,
+		"unknown device": {c(3, 0, 1)},
+		"out of range":   {c(1, size, 1)},
+		"twice in one":   {c(1, 1, 1), c(1, 1, 1)},
+		"written before": {c(1, 0, 1)},
+		"vmstate order":  {c(2, 0, 1)},
+		"vmstate gap":    {c(2, 1, 1), c(1, 1, 1), c(2, 3, 1)},
+		"data length":    {short},
+		"good, then bad": {c(1, 1, 1), c(1, size+7, 1)},
+	} {
+		got, err := write(bad)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: the refused extent left a trace in the archive", name)
+		}
+	}
+}
+
+// TestWriteExtentAfterWriteCluster: the clusters WriteCluster queued get
+// their extent before WriteExtent's, and WriteCluster after it starts a
+// new one.
+func TestWriteExtentAfterWriteCluster(t *testing.T) {
+	var out bytes.Buffer
+	w := vma.NewWriter(&out)
+	w.AddDevice("drive-scsi0", 4*vma.ClusterSize)
+	data := bytes.Repeat([]byte{1}, vma.ClusterSize)
+	w.WriteCluster(1, 0, data)
+	w.WriteCluster(1, 1, nil)
+	if err := w.WriteExtent([]vma.Cluster{{Device: vma.Device{ID: 1}, Index: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	w.WriteCluster(1, 3, data)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := vma.NewReader(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]int64
+	for {
+		e, err := rd.NextExtent()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs []int64
+		for _, c := range e.Clusters {
+			cs = append(cs, c.Index)
+		}
+		got = append(got, cs)
+	}
+	if fmt.Sprint(got) != "[[0 1] [2] [3]]" {
+		t.Errorf("extents %v, want [[0 1] [2] [3]]", got)
+	}
 }
