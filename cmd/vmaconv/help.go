@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/alecthomas/kong"
 	mangokong "github.com/alecthomas/mango-kong"
@@ -13,8 +15,19 @@ type helpCmd struct {
 	Command []string `arg:"" optional:"" help:"The command to explain."`
 }
 
-// Run prints the help of the command named, or of vmaconv.
+// Run prints the help of the command named, or of vmaconv. A word that
+// names no command is an error (kong would take it for convert's SRC).
 func (c *helpCmd) Run(kctx *kong.Context) error {
+	if len(c.Command) > 0 {
+		words := commandWords(kctx.Model)
+		if w := c.Command[0]; !slices.Contains(words, w) {
+			msg := fmt.Sprintf("help: unknown command %q", w)
+			if s := suggest(w, words); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			return usageError{errors.New(msg + "; run 'vmaconv help' for the commands")}
+		}
+	}
 	args := append(append([]string(nil), c.Command...), "--help")
 	if _, err := kctx.Kong.Parse(args); err != nil {
 		return usageError{fmt.Errorf("help: %v", err)}
