@@ -73,6 +73,14 @@ func (c *compareCmd) Run(e *env) error {
 	case errors.As(err, &diff):
 		p.abort()
 		at := diff.at
+		// qemu-img reports the start of the first differing sector of
+		// the range it compared; a raw file that ends inside a sector
+		// ends a range there.
+		for _, end := range []int64{a.raw.Size(), b.raw.Size()} {
+			if end%512 != 0 && end&^511 == at && !differ(d, at, end) {
+				at = end
+			}
+		}
 		if at >= common {
 			// qemu-img checks the larger disk's extra part sector by
 			// sector from where the smaller one ends.
@@ -95,6 +103,17 @@ func (c *compareCmd) Run(e *env) error {
 	}
 	say("Images are identical.")
 	return nil
+}
+
+// differ reports whether the disks differ in [from, to), which is
+// within one sector (or cannot be read: then the sector's start is
+// reported).
+func differ(d *diffSource, from, to int64) bool {
+	p := make([]byte, to-from)
+	if _, err := d.ReadAt(p, from); err != nil {
+		return true
+	}
+	return !format.IsZero(p)
 }
 
 // firstNonZeroSector returns the offset in data of the first 512-byte
@@ -210,7 +229,8 @@ func zeroExtent(src format.Source, start, length int64) (format.Extent, error) {
 type disk struct {
 	name    string // FILE, or ARCHIVE:DEVICE
 	file    string // the file that holds it
-	src     format.Source
+	src     format.Source // zero-padded to whole sectors
+	raw     format.Source // as the driver opened it
 	archive bool
 	close   func()
 }
@@ -234,7 +254,11 @@ func openDisk(e *env, arg string, o sourceOpts, cmd string) (*disk, error) {
 			in.Close()
 			return nil, err
 		}
-		return &disk{name: in.refOf(i), file: ref.Path, src: in.img.Disks()[i].Source, archive: in.archive(), close: func() { in.Close() }}, nil
+		// A raw image is a disk of whole 512-byte sectors, as QEMU
+		// presents it (and as qemu-img compares and maps it).
+		in.wholeSectors()
+		raw := in.img.Disks()[i].Source
+		return &disk{name: in.refOf(i), file: ref.Path, src: in.source(i), raw: raw, archive: in.archive(), close: func() { in.Close() }}, nil
 	}
 	in.Close()
 	if fi, err := os.Stat(ref.Path); err != nil || !fi.Mode().IsRegular() {
@@ -265,7 +289,7 @@ func openDisk(e *env, arg string, o sourceOpts, cmd string) (*disk, error) {
 	}
 	dr := ra.devs[pick]
 	name := format.Ref{Path: ref.Path, Device: dr.Device().Name}.String()
-	return &disk{name: name, file: ref.Path, src: deviceSource{dr}, archive: true, close: closeAr}, nil
+	return &disk{name: name, file: ref.Path, src: deviceSource{dr}, raw: deviceSource{dr}, archive: true, close: closeAr}, nil
 }
 
 func joinNames(names []string) string {

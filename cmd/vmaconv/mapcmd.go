@@ -38,7 +38,7 @@ func (c *mapCmd) Run(e *env) error {
 	}
 	w := bufio.NewWriter(e.stdout)
 	defer w.Flush()
-	mp := mapperOf(d.src)
+	mp := mapperOf(d.raw, size)
 	human := c.Output == "human"
 	if human {
 		fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
@@ -130,11 +130,29 @@ func cHex(n int64) string {
 // mapperOf returns src's Mapper: its own (raw and qcow2 images), or one
 // made from its zero map (archive devices: every cluster is the archive's
 // own, stored or zero, at no single place in the file).
-func mapperOf(src format.Source) format.Mapper {
-	if m, ok := src.(format.Mapper); ok {
-		return m
+// A raw image of a size that is not whole sectors is padded to size, as
+// qemu presents it: the padding is zero at its own offset.
+func mapperOf(src format.Source, size int64) format.Mapper {
+	m, ok := src.(format.Mapper)
+	if !ok {
+		m = extentMapper{src}
 	}
-	return extentMapper{src}
+	if src.Size() < size {
+		return paddedMapper{m, src.Size(), size}
+	}
+	return m
+}
+
+type paddedMapper struct {
+	m         format.Mapper
+	end, size int64
+}
+
+func (p paddedMapper) Mapping(start, length int64) (format.Mapping, error) {
+	if start < p.end {
+		return p.m.Mapping(start, min(length, p.end-start))
+	}
+	return format.Mapping{Start: start, Length: min(length, p.size-start), Present: true, Zero: true, Offset: start}, nil
 }
 
 type extentMapper struct{ src format.Source }
