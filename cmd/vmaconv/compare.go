@@ -227,8 +227,8 @@ func zeroExtent(src format.Source, start, length int64) (format.Extent, error) {
 
 // disk is one disk opened for reading at random, for compare and map.
 type disk struct {
-	name    string // FILE, or ARCHIVE:DEVICE
-	file    string // the file that holds it
+	name    string        // FILE, or ARCHIVE:DEVICE
+	file    string        // the file that holds it
 	src     format.Source // zero-padded to whole sectors
 	raw     format.Source // as the driver opened it
 	archive bool
