@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
-	kongcompletion "github.com/jotaen/kong-completion"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"golang.org/x/term"
 )
@@ -246,8 +245,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}()
 	// Tab completion requests (COMP_LINE set by the shell) are answered
-	// here and end the process.
-	kongcompletion.Register(parser)
+	// here. bash runs the program as PROGRAM WORD PREVIOUS.
+	if answerCompletion(parser, stdout, argAt(args, 1), len(args) >= 2) {
+		return exitOK
+	}
 	// Bare vmaconv shows the commands.
 	if len(args) == 0 {
 		parser.Stdout = stderr
@@ -494,4 +495,12 @@ func deviceLike(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// argAt returns args[i], or "".
+func argAt(args []string, i int) string {
+	if i < len(args) {
+		return args[i]
+	}
+	return ""
 }
