@@ -49,6 +49,7 @@ func qemuFixtures(t *testing.T) (at func(string) string) {
 	changed[1234567] ^= 0x40
 	sparse("diff.raw", changed, int64(len(changed)))
 	sparse("longer.raw", disk, 5<<20) // zeros past the end of disk
+	os.WriteFile(at("longer3.raw"), append(bytes.Clone(disk), make([]byte, 1<<20)...), 0o644) // written zeros
 	longer2 := append(bytes.Clone(disk), make([]byte, 1<<20)...)
 	longer2[4<<20+700001] = 1
 	sparse("longer2.raw", longer2, int64(len(longer2)))
@@ -63,6 +64,10 @@ func qemuFixtures(t *testing.T) (at func(string) string) {
 	qimg("convert", "-n", "-f", "raw", "-O", "qcow2", at("sparse.raw"), at("prealloc.qcow2"))
 	qimg("convert", "-f", "raw", "-O", "qcow2", at("full.raw"), at("zero.qcow2"))
 	testutil.Run(t, "qemu-io", "-f", "qcow2", "-c", "write -z 0 64k", "-c", "write -z -u 1M 128k", "-c", "write -P 0 2M 64k", at("zero.qcow2"))
+	// Metadata preallocated, barely written: qemu asks the file where its
+	// holes are under data clusters.
+	qimg("create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", at("meta.qcow2"), "4M")
+	testutil.Run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 4k 4k", "-c", "write -P 9 1M 64k", at("meta.qcow2"))
 	for _, name := range []string{"a.vma", "a.vma.zst"} {
 		var stderr bytes.Buffer
 		if st := run(context.Background(), []string{"-q", at("sparse.raw"), at(name)}, nil, &bytes.Buffer{}, &stderr); st != 0 {
@@ -116,6 +121,7 @@ func TestCompareQemu(t *testing.T) {
 		{"base.qcow2", "diff.raw"},
 		{"diff.raw", "comp.qcow2"},
 		{"prealloc.qcow2", "diff.raw"},
+		{"meta.qcow2", "sparse.raw"},
 		{"zero.qcow2", "base.qcow2"},
 		{"full.raw", "longer.raw"},
 		{"longer.raw", "base.qcow2"},
@@ -130,12 +136,19 @@ func TestCompareQemu(t *testing.T) {
 		{"longer2.raw", "a.vma"},
 		{"a.vma.zst", "diff.raw"},
 		{"a.vma.zst", "a.vma"},
+		{"-m1", "longer2.raw", "full.raw"}, // buffers reused: the shorter disk's end reads as zeros
+		{"-m1", "longer3.raw", "full.raw"},
 		{"full.raw", "missing.raw"},
+		{"missing.raw", "full.raw"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc, "_"), func(t *testing.T) {
 			var qargs, vargs []string
 			for _, a := range tc {
+				if strings.HasPrefix(a, "-m") { // vmaconv's readers
+					vargs = append(vargs, a)
+					continue
+				}
 				if strings.HasPrefix(a, "-") {
 					qargs, vargs = append(qargs, a), append(vargs, a)
 					continue
@@ -189,7 +202,7 @@ func TestMapQemu(t *testing.T) {
 	at := qemuFixtures(t)
 	cases := [][]string{
 		{"sparse.raw"}, {"full.raw"}, {"odd.raw"}, {"longer2.raw"},
-		{"base.qcow2"}, {"comp.qcow2"}, {"prealloc.qcow2"}, {"zero.qcow2"},
+		{"base.qcow2"}, {"comp.qcow2"}, {"prealloc.qcow2"}, {"zero.qcow2"}, {"meta.qcow2"},
 		{"--start-offset", "1M", "--max-length", "2M", "base.qcow2"},
 		{"--start-offset", "65536", "--max-length", "100K", "sparse.raw"},
 	}
