@@ -48,7 +48,7 @@ func qemuFixtures(t *testing.T) (at func(string) string) {
 	changed := bytes.Clone(disk)
 	changed[1234567] ^= 0x40
 	sparse("diff.raw", changed, int64(len(changed)))
-	sparse("longer.raw", disk, 5<<20) // zeros past the end of disk
+	sparse("longer.raw", disk, 5<<20)                                                         // zeros past the end of disk
 	os.WriteFile(at("longer3.raw"), append(bytes.Clone(disk), make([]byte, 1<<20)...), 0o644) // written zeros
 	longer2 := append(bytes.Clone(disk), make([]byte, 1<<20)...)
 	longer2[4<<20+700001] = 1
