@@ -137,6 +137,7 @@ func completeIn(t *testing.T, sh, shell, dir, code string, cases []completionCas
 		for _, tc := range cases {
 			cmd := exec.CommandContext(ctx, shell, "--no-config", "-c", `source `+code+`; complete -C "`+tc.typed+`" | string join "  "; true`)
 			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), raceNoExitSleep())
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("fish: %v\n%s", err, out)
@@ -151,7 +152,7 @@ func completeIn(t *testing.T, sh, shell, dir, code string, cases []completionCas
 	}
 	cmd := exec.CommandContext(ctx, "script", args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TERM=dumb", "HISTFILE=/dev/null")
+	cmd.Env = append(os.Environ(), "TERM=dumb", "HISTFILE=/dev/null", raceNoExitSleep())
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = time.Second
@@ -179,4 +180,11 @@ func completeIn(t *testing.T, sh, shell, dir, code string, cases []completionCas
 	}
 	io.WriteString(stdin, "exit\n")
 	return got
+}
+
+// raceNoExitSleep is the environment setting that spares every run of a
+// -race build of vmaconv (this test binary) the race detector's second of
+// sleep at exit: a completion runs vmaconv for every TAB.
+func raceNoExitSleep() string {
+	return "GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")
 }
