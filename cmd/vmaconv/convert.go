@@ -95,7 +95,10 @@ type convertCmd struct {
 
 // outputFormat decides the destination's format: -O, else the extension;
 // standard output gets raw from an archive and an archive from an image.
-func outputFormat(dst, forced string, in *input) (format.Format, error) {
+// A compressor's suffix vmaconv does not write is refused; any other name
+// it knows no extension of is raw, with a note (.raw and .img are raw's
+// own).
+func outputFormat(e *env, dst, forced string, in *input) (format.Format, error) {
 	if forced != "" {
 		f, err := registry.Lookup(forced)
 		if err != nil {
@@ -121,7 +124,36 @@ func outputFormat(dst, forced string, in *input) (format.Format, error) {
 	if ff, ok := format.ForeignForPath(dst); ok {
 		return format.Format{}, usageError{fmt.Errorf("%s: vmaconv does not write %s images: write qcow2 or raw and convert that (qemu-img convert -O %s disk.qcow2 %s), or pass -O raw to write raw bytes under this name", dst, ff.Name, ff.QEMU, dst)}
 	}
+	if err := compressorSuffix(dst); err != nil {
+		return format.Format{}, err
+	}
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().IsRegular() {
+		e.note("%s: no known extension, writing raw (pass -O raw to say so)", dst)
+	}
 	return raw.Format, nil
+}
+
+// compressors are the suffixes of compressed files vmaconv does not write
+// (.vma.zst and .vma.gz are archive extensions; .vma.lzo is refused by
+// the archive writer with its own way out).
+var compressors = map[string]string{
+	".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bzip2", ".xz": "xz", ".lz4": "lz4",
+	".lzma": "lzma", ".z": "compress", ".lz": "lzip", ".br": "brotli", ".lzo": "lzop", ".sz": "snappy",
+	".7z": "7-Zip", ".zip": "zip", ".tgz": "gzip", ".txz": "xz", ".tbz2": "bzip2",
+}
+
+// compressorSuffix refuses a destination named for a compressor vmaconv
+// does not write, naming those it does.
+func compressorSuffix(dst string) error {
+	ext := strings.ToLower(filepath.Ext(dst))
+	name, ok := compressors[ext]
+	if !ok {
+		return nil
+	}
+	if strings.HasSuffix(strings.ToLower(strings.TrimSuffix(dst, filepath.Ext(dst))), ".vma") {
+		return usageError{fmt.Errorf("%s: vmaconv does not write %s; it compresses archives as .vma.zst (zstd) or .vma.gz (gzip), which Proxmox restores", dst, name)}
+	}
+	return usageError{fmt.Errorf("%s: vmaconv does not write %s-compressed images; it compresses archives (.vma.zst, .vma.gz) and qcow2 clusters (--compress): write %s and compress that, or pass -O raw to write raw bytes under this name", dst, name, strings.TrimSuffix(dst, filepath.Ext(dst)))}
 }
 
 // createOptions gathers what every sink may be told.
@@ -242,7 +274,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	// except for stdout, whose default depends on the source.
 	var ofm format.Format
 	if c.Dst != "-" || c.OFmt != "" {
-		if ofm, err = outputFormat(c.Dst, c.OFmt, nil); err != nil {
+		if ofm, err = outputFormat(e, c.Dst, c.OFmt, nil); err != nil {
 			return err
 		}
 	}
@@ -252,7 +284,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	}
 	defer in.Close()
 	if ofm.Name == "" {
-		if ofm, err = outputFormat(c.Dst, c.OFmt, in); err != nil {
+		if ofm, err = outputFormat(e, c.Dst, c.OFmt, in); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -28,8 +29,6 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
-	kongcompletion "github.com/jotaen/kong-completion"
-	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"golang.org/x/term"
 )
@@ -51,6 +50,8 @@ type cli struct {
 	Create     createCmd        `cmd:"" help:"Write an archive of several disks: vmaconv create vm.vma drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw -c qemu-server.conf."`
 	Checksum   checksumCmd      `cmd:"" help:"Print the sha256 of disks' content (images, or archive devices), to prove a conversion kept every byte; -c checks a list."`
 	Info       infoCmd          `cmd:"" aliases:"list" help:"Show what images and archives hold: format, sizes; an archive's UUID, creation time, configs and devices."`
+	Compare    compareCmd       `cmd:"" help:"Compare the content of two disks, as qemu-img compare: exit 0 if identical, 1 if they differ (the first differing offset is printed), 2 on error."`
+	Map        mapCmd           `cmd:"" help:"Show which ranges of a disk hold data and which read as zeros, as qemu-img map (--output json: the same JSON)."`
 	Config     configCmd        `cmd:"" help:"Write one config file of an archive to standard output."`
 	Verify     verifyCmd        `cmd:"" help:"Read whole archives and check them, completeness included, and whether Proxmox would restore them."`
 	Extract    extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
@@ -61,6 +62,7 @@ type cli struct {
 	Completion completionCmd    `cmd:"" help:"Print shell code for tab completion: source <(vmaconv completion bash) (or zsh, fish)."`
 	Man        manCmd           `cmd:"" help:"Print the manual page (roff): vmaconv man > vmaconv.1."`
 	Version    kong.VersionFlag `help:"Print the version and exit."`
+	Quiet      bool             `short:"q" help:"Quiet: no notes on stderr, and no messages from compare (as qemu-img's -q); errors are still printed."`
 
 	ZstdMemory int64 `name:"zstd-memory" placeholder:"MiB" default:"128" help:"Largest zstd window to decompress, in MiB (as zstd --memory): a .vma.zst needing more is refused rather than allowed to take that much memory."`
 }
@@ -71,6 +73,7 @@ type env struct {
 	ctx        context.Context
 	zstdMemory int64    // MiB
 	notes      []string // said when the command ends
+	quiet      bool     // -q: no notes
 	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
@@ -83,6 +86,9 @@ type env struct {
 // escaped. Notes are printed when the command ends, unless it fails: a
 // failure is one line.
 func (e *env) note(format string, args ...any) {
+	if e.quiet {
+		return
+	}
 	e.notes = append(e.notes, "vmaconv: note: "+escapeControls(fmt.Sprintf(format, args...)))
 }
 
@@ -113,9 +119,26 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// commands lists the command words, for telling an unknown command from a
-// source file.
-var commands = []string{"convert", "create", "checksum", "info", "list", "config", "verify", "extract", "serve", "mount", "cache", "help", "completion", "man"}
+// commands are the command words, from the CLI's definition.
+var commands = func() []string {
+	p, err := kong.New(&cli{}, kong.Name("vmaconv"), kong.Vars{"version": ""})
+	if err != nil {
+		panic(err)
+	}
+	return commandWords(p.Model)
+}()
+
+// commandWords returns the command words (names and aliases) of the CLI's
+// model, for telling an unknown command from a source file.
+func commandWords(app *kong.Application) []string {
+	var words []string
+	for _, n := range app.Children {
+		if n.Type == kong.CommandNode {
+			words = append(append(words, n.Name), n.Aliases...)
+		}
+	}
+	return words
+}
 
 // bareWord reports whether s looks like a command (lower-case letters and
 // dashes) rather than a path.
@@ -129,7 +152,7 @@ func bareWord(s string) bool {
 }
 
 // suggest returns the command closest to s, if it is close.
-func suggest(s string) string {
+func suggest(s string, commands []string) string {
 	best, dist := "", 3
 	for _, c := range commands {
 		if d := editDistance(s, c); d < dist {
@@ -223,25 +246,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}()
 	// Tab completion requests (COMP_LINE set by the shell) are answered
-	// here and end the process.
-	kongcompletion.Register(parser)
-	// Bare vmaconv shows the commands; a first word that is neither a
-	// command nor an existing file is an unknown command.
+	// here. bash runs the program as PROGRAM WORD PREVIOUS.
+	if answerCompletion(parser, stdout, argAt(args, 1), len(args) >= 2) {
+		return exitOK
+	}
+	// Bare vmaconv shows the commands.
 	if len(args) == 0 {
 		parser.Stdout = stderr
 		parser.Exit = func(int) { panic(kongExit(exitUsage)) }
 		parser.Parse([]string{"--help"})
 		return exitUsage
 	}
-	if w := args[0]; bareWord(w) && !slices.Contains(commands, w) {
-		if _, err := os.Stat(format.ParseRef(w).Path); err != nil {
-			msg := fmt.Sprintf("vmaconv: unknown command %q", w)
-			if s := suggest(w); s != "" {
-				msg += fmt.Sprintf(" (did you mean %s?)", s)
-			}
-			fmt.Fprintf(stderr, "%s\nRun 'vmaconv help' for the commands.\n", msg)
-			return exitUsage
-		}
+	if msg := argsMistake(args, commands); msg != "" {
+		fmt.Fprint(stderr, msg)
+		return exitUsage
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
@@ -261,14 +279,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitUsage
 	}
 	out := &checkedWriter{w: stdout}
-	e := &env{ctx: ctx, stdin: stdin, stdout: out, stderr: stderr, zstdMemory: c.ZstdMemory}
+	e := &env{ctx: ctx, stdin: stdin, stdout: out, stderr: stderr, zstdMemory: c.ZstdMemory, quiet: c.Quiet}
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
 	if f, ok := stdout.(*os.File); ok {
 		e.stdoutTTY = term.IsTerminal(int(f.Fd()))
 	}
-	err = kctx.Run(e)
+	err = missingArchive(kctx.Run(e))
 	if err == nil && out.err != nil {
 		err = fmt.Errorf("writing to standard output: %w", out.err)
 	}
@@ -293,8 +311,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			hint = fmt.Sprintf("; to allow it, pass --zstd-memory %d (MiB)", need)
 		}
 		var qe quietError
-		if !errors.As(err, &qe) || len(qe.Error()) > 0 {
+		var se statusError
+		switch {
+		case errors.As(err, &se) && se.err == nil: // said already
+		case !errors.As(err, &qe) || len(qe.Error()) > 0:
 			fmt.Fprintf(stderr, "vmaconv: %s%s\n", oneLine(err), hint)
+		}
+		if errors.As(err, &se) {
+			return se.status
 		}
 		if errors.As(err, &ie) {
 			return exitIncomplete
@@ -461,4 +485,96 @@ func main() {
 	cancel()
 	stop()
 	os.Exit(status)
+}
+
+// argsMistake returns the lines that explain a command line kong would
+// misread, or "": a device of standard input (-:scsi1) before --, which
+// kong takes for a flag; and a first word that is neither a command nor
+// a file. A first word with a dot, a slash or a colon is a path, and
+// opening it says what is missing.
+func argsMistake(args, commands []string) string {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		if strings.HasPrefix(a, "-:") {
+			fixed := append(append(append([]string{}, args[:i]...), "--"), args[i:]...)
+			return fmt.Sprintf("vmaconv: unknown flag %s (device %s of an archive on standard input? put it after --: vmaconv %s)\n",
+				escapeControls(a), escapeControls(a[2:]), shellJoin(fixed))
+		}
+	}
+	w := args[0]
+	if !bareWord(w) || slices.Contains(commands, w) {
+		return ""
+	}
+	if _, err := os.Stat(w); err == nil {
+		return "" // a file, converted
+	}
+	msg := fmt.Sprintf("vmaconv: unknown command %q", w)
+	if s := suggest(w, commands); s != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", s)
+	} else if len(args) > 1 {
+		// vmaconv SRC DST with a SRC that does not exist.
+		msg = fmt.Sprintf("vmaconv: %s: no such file or directory, and no command of that name", w)
+	}
+	return msg + "\nRun 'vmaconv help' for the commands.\n"
+}
+
+// shellJoin joins args as a shell reads them back, quoting where needed.
+func shellJoin(args []string) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,:/=@+%") == "" {
+			b.WriteString(escapeControls(a))
+			continue
+		}
+		b.WriteString("'" + escapeControls(strings.ReplaceAll(a, "'", `'\''`)) + "'")
+	}
+	return b.String()
+}
+
+// missingArchive rewrites "open ARCHIVE:DEVICE: no such file" as the
+// missing archive's error: the device suffix is not part of the file
+// name (format.ParseRef keeps the whole text as a path when the archive
+// does not exist).
+func missingArchive(err error) error {
+	var se statusError
+	if errors.As(err, &se) && se.err != nil {
+		se.err = missingArchive(se.err)
+		return se
+	}
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || err.Error() != pe.Error() || pe.Op != "open" || !errors.Is(pe.Err, fs.ErrNotExist) {
+		return err // not just "open PATH: no such file"
+	}
+	i := strings.LastIndexByte(pe.Path, ':')
+	if i <= 0 || !deviceLike(pe.Path[i+1:]) {
+		return err
+	}
+	if _, serr := os.Stat(pe.Path[:i]); serr == nil {
+		return err
+	}
+	return &fs.PathError{Op: "open", Path: pe.Path[:i], Err: pe.Err}
+}
+
+// deviceLike reports whether s can be an archive's device name or disk
+// key (drive-scsi0, scsi0), not the rest of a file name.
+func deviceLike(s string) bool {
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// argAt returns args[i], or "".
+func argAt(args []string, i int) string {
+	if i < len(args) {
+		return args[i]
+	}
+	return ""
 }

@@ -429,13 +429,6 @@ func TestProxmoxRestorable(t *testing.T) {
 	}
 }
 
-// run runs vmaconv and returns its exit status and output.
-func runVmaconv(args ...string) (status int, stdout, stderr string) {
-	var out, errb bytes.Buffer
-	status = run(context.Background(), args, strings.NewReader(""), &out, &errb)
-	return status, out.String(), errb.String()
-}
-
 // TestProxmoxRestoreRules replays Proxmox's restore (restoreVMA) over
 // archives vmaconv writes with each kind of config: generated, given with
 // storage volumes of every kind, with paths, with CD-ROM and unused
@@ -515,7 +508,7 @@ scsi3: mydir:100/vm-100-disk-7.qcow2,size=70000
 	} {
 		archive := at("vzdump-qemu-100-2024_06_10-06_13_20.vma")
 		os.Remove(archive)
-		st, _, stderr := runVmaconv(append([]string{"create", "-f", "raw", archive}, tc.args...)...)
+		_, stderr, st := runVmaconv(append([]string{"create", "-f", "raw", archive}, tc.args...)...)
 		if st != 0 {
 			t.Fatalf("%s: status %d: %s", tc.name, st, stderr)
 		}
@@ -527,7 +520,7 @@ scsi3: mydir:100/vm-100-disk-7.qcow2,size=70000
 		if tc.plain == "" && strings.Contains(stderr, noStorage) {
 			t.Errorf("%s: says no storage:\n%s", tc.name, stderr)
 		}
-		_, conf, _ := runVmaconv("config", archive)
+		conf, _, _ := runVmaconv("config", archive)
 		var maps []string
 		for _, l := range lines(conf) {
 			if pveMapRE.MatchString(perlLine(l)) {
@@ -586,7 +579,7 @@ scsi3: mydir:100/vm-100-disk-7.qcow2,size=70000
 	// archive's name local-lvm) to that storage, and says so.
 	example := filepath.Join(testutil.ModuleRoot(t), "examples", testutil.ExampleName)
 	repack := at("vzdump-qemu-100-2024_06_10-06_13_21.vma")
-	st, _, stderr := runVmaconv(example, repack, "--storage", "rbdkvm")
+	_, stderr, st := runVmaconv(example, repack, "--storage", "rbdkvm")
 	if st != 0 || !strings.Contains(stderr, "qemu-server.conf: #qmdump#map:efidisk0:drive-efidisk0:rbdkvm:raw: now names storage rbdkvm (--storage)") {
 		t.Errorf("repack --storage: status %d: %s", st, stderr)
 	}
@@ -644,7 +637,7 @@ func TestNameRules(t *testing.T) {
 		archive := at(strings.ReplaceAll(tc.name, " ", "-") + ".vma")
 		os.WriteFile(archive, testutil.WriteArchive(t, ds, cs, "seq", 0), 0o644)
 
-		_, _, stderr := runVmaconv("verify", archive)
+		_, stderr, _ := runVmaconv("verify", archive)
 		if want := fmt.Sprintf("vmaconv: warning: %s: %s\n", archive, tc.clash); !strings.Contains(stderr, want) {
 			t.Errorf("%s: verify says\n%s\nwant %q", tc.name, stderr, want)
 		}
@@ -678,11 +671,11 @@ func TestNameRules(t *testing.T) {
 			args = append(args, "-c", c+"="+at("c.conf"))
 		}
 		if !slices.Contains(tc.devices, vma.VMStateName) && len(tc.configs) > 0 {
-			if st, _, stderr := runVmaconv(args...); st != 2 || !strings.Contains(stderr, "vmaconv: "+tc.clash+": store the config under another name (-c NAME=FILE)\n") {
+			if _, stderr, st := runVmaconv(args...); st != 2 || !strings.Contains(stderr, "vmaconv: "+tc.clash+": store the config under another name (-c NAME=FILE)\n") {
 				t.Errorf("%s: create: status %d: %s", tc.name, st, stderr)
 			}
 		}
-		if st, _, stderr := runVmaconv(archive, at("w.vma")); st != 2 || !strings.Contains(stderr, "vmaconv: "+tc.clash) {
+		if _, stderr, st := runVmaconv(archive, at("w.vma")); st != 2 || !strings.Contains(stderr, "vmaconv: "+tc.clash) {
 			t.Errorf("%s: repack: status %d: %s", tc.name, st, stderr)
 		}
 		if _, err := os.Stat(at("w.vma")); err == nil {
@@ -710,14 +703,14 @@ func TestVMIDRange(t *testing.T) {
 			{"create", at("bk"), "scsi0=" + at("missing.raw")},
 		} {
 			args = append(args, "--vmid="+vmid)
-			if st, _, stderr := runVmaconv(args...); st != 2 || stderr != want {
+			if _, stderr, st := runVmaconv(args...); st != 2 || stderr != want {
 				t.Errorf("vmaconv %q: status %d: %q, want %q", args, st, stderr, want)
 			}
 		}
 	}
 	for _, s := range []string{"a:b", "x", "1st", "with space", "trailing-"} {
 		want := "vmaconv: --storage " + printable(s) + ": not a Proxmox storage ID (a letter, then letters, digits, '-', '_' or '.', ending with a letter or digit)\n"
-		if st, _, stderr := runVmaconv("-f", "raw", at("d.raw"), at("x.vma"), "--storage", s); st != 2 || stderr != want {
+		if _, stderr, st := runVmaconv("-f", "raw", at("d.raw"), at("x.vma"), "--storage", s); st != 2 || stderr != want {
 			t.Errorf("--storage %q: status %d: %q", s, st, stderr)
 		}
 	}

@@ -39,6 +39,9 @@ type clusterMap struct {
 	backing  bool
 	host     format.Extenter // the file's holes; nil: none known
 
+	prealloc     bool // the file is metadata-preallocated, as qemu detects it (mapping.go)
+	preallocOnce sync.Once
+
 	mu        sync.Mutex
 	cache     []cachedL2
 	maxTables int
@@ -143,8 +146,10 @@ func (m *clusterMap) l2(i int64) ([]uint64, error) {
 
 // span describes the run that starts at virtual offset off and stays
 // within its cluster (a run of subclusters, with extended L2 entries): its
-// kind, the host offset of off if it is data, and its length. Outside any
-// L2 table, the run is the rest of the L1 entry's range.
+// kind, the host offset of off (0 if its cluster has none: data always
+// has one; zero and unallocated runs may, as preallocated clusters), and
+// its length. Outside any L2 table, the run is the rest of the L1 entry's
+// range.
 func (m *clusterMap) span(off int64) (k kind, host, n int64, err error) {
 	c := off >> m.bits
 	inner := off - c<<m.bits
@@ -162,6 +167,8 @@ func (m *clusterMap) span(off int64) (k kind, host, n int64, err error) {
 			return compressed, 0, n, nil
 		case e&flagZero != 0 && !m.v3:
 			return 0, 0, 0, fmt.Errorf("%w: zero cluster entry at virtual offset %#x in a version 2 image (qemu refuses it too)", ErrCorrupt, c<<m.bits)
+		case e&flagZero != 0 && h != 0:
+			return zeros, h + inner, n, nil
 		case e&flagZero != 0:
 			return zeros, 0, n, nil
 		case h == 0:
@@ -203,7 +210,7 @@ func (m *clusterMap) span(off int64) (k kind, host, n int64, err error) {
 		}
 	}
 	n = end*sub - inner
-	if k == data {
+	if h != 0 {
 		host = h + inner
 	}
 	return k, host, n, nil
