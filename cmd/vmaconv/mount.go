@@ -36,33 +36,29 @@ func (c *mountCmd) Run(e *env) error {
 		return err
 	}
 	defer closeAll()
+	// Files are named as names.go says (what verify checks and every
+	// archive writer refuses to clash).
 	var files []fusefs.File
-	seen := map[string]string{}
-	add := func(f fusefs.File, origin string) error {
-		if prev, dup := seen[f.Name]; dup {
-			return fmt.Errorf("%s: %s and %s would both be shown as %s", c.Archive, prev, origin, f.Name)
-		}
-		seen[f.Name] = origin
-		files = append(files, f)
-		return nil
-	}
+	var named []namedFile
 	for _, cf := range ar.hdr.Configs {
-		name := safeName(cf.Name)
+		name := configFileName(cf.Name)
 		if name != cf.Name {
 			e.note("config %s shown as %s", printable(cf.Name), name)
 		}
-		if err := add(fusefs.File{Name: name, Size: int64(len(cf.Data)), Data: bytesReaderAt(cf.Data), MTime: ar.hdr.CTime}, "config "+printable(cf.Name)); err != nil {
-			return err
-		}
+		files = append(files, fusefs.File{Name: name, Size: int64(len(cf.Data)), Data: bytesReaderAt(cf.Data), MTime: ar.hdr.CTime})
+		named = append(named, namedFile{"config " + printable(cf.Name), name})
 	}
 	for _, x := range exports {
-		f := fusefs.File{Name: safeName(x.Name) + ".raw", Size: x.Size, Data: x.Data, Map: x.Map, MTime: ar.hdr.CTime}
+		name := mountFileName(x.Name)
+		f := fusefs.File{Name: name, Size: x.Size, Data: x.Data, Map: x.Map, MTime: ar.hdr.CTime}
 		if s, ok := x.Data.(interface{ Stored() int64 }); ok {
 			f.Stored = s.Stored()
 		}
-		if err := add(f, "device "+printable(x.Name)); err != nil {
-			return err
-		}
+		files = append(files, f)
+		named = append(named, namedFile{"device " + printable(x.Name), name})
+	}
+	if cl := clashes(named); len(cl) > 0 {
+		return fmt.Errorf("%s: %s and %s would both be mounted as %s", c.Archive, cl[0].first.origin, cl[0].second.origin, cl[0].first.name)
 	}
 	m, err := fusefs.New(c.Dir, files, "vmaconv:"+filepath.Base(c.Archive))
 	if err != nil {

@@ -21,8 +21,10 @@ type progress struct {
 	done  int64
 }
 
+// newProgress starts a progress line on stderr for -p (nil, which does
+// nothing, without it or with -q).
 func newProgress(e *env, enabled bool, what string, total int64) *progress {
-	if !enabled {
+	if !enabled || e.quiet { // -q wins over -p, as in qemu-img
 		return nil
 	}
 	now := time.Now()
