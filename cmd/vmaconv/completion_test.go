@@ -182,9 +182,10 @@ func completeIn(t *testing.T, sh, shell, dir, code string, cases []completionCas
 	return got
 }
 
-// raceNoExitSleep is the environment setting that spares every run of a
-// -race build of vmaconv (this test binary) the race detector's second of
-// sleep at exit: a completion runs vmaconv for every TAB.
+// raceNoExitSleep is the environment setting (made by TestMain) that
+// spares every run of a -race build of vmaconv (this test binary) the race
+// detector's second of sleep at exit: a completion runs vmaconv for every
+// TAB.
 func raceNoExitSleep() string {
-	return "GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")
+	return "GORACE=" + os.Getenv("GORACE")
 }

@@ -24,6 +24,11 @@ import (
 var updateExample = flag.Bool("update-example", false, "rewrite the shipped example archive")
 
 func TestMain(m *testing.M) {
+	// A binary built with -race sleeps a second when it exits
+	// (atexit_sleep_ms), for reports from goroutines still running: the
+	// vmaconv commands these tests start would pay it hundreds of times.
+	// Races are reported all the same.
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	testscript.Main(m, map[string]func(){"vmaconv": main})
 }
 
@@ -37,6 +42,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("GOLDEN", golden)
 			env.Setenv("EXAMPLES", filepath.Join(root, "examples"))
 			env.Setenv("TZ", "UTC")
+			env.Setenv("GORACE", os.Getenv("GORACE")) // see TestMain
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
