@@ -182,13 +182,16 @@ func (c *client) negotiate(name string, structured bool) (int64, uint16) {
 }
 
 func (c *client) request(typ, flags uint16, handle, off uint64, length uint32) {
+	c.write(requestBytes(typ, flags, handle, off, length))
+}
+
+func requestBytes(typ, flags uint16, handle, off uint64, length uint32) []byte {
 	b := binary.BigEndian.AppendUint32(nil, requestMagic)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, handle)
 	b = binary.BigEndian.AppendUint64(b, off)
-	b = binary.BigEndian.AppendUint32(b, length)
-	c.write(b)
+	return binary.BigEndian.AppendUint32(b, length)
 }
 
 // chunk is one structured reply chunk.
@@ -231,8 +234,10 @@ func (c *client) readStructured(off int64, n int) (buf []byte, holes int, errno 
 		ch := c.chunk()
 		switch ch.typ {
 		case replyTypeOffsetData:
-			o := int64(binary.BigEndian.Uint64(ch.payload)) - off
-			copy(buf[o:], ch.payload[8:])
+			if n > 0 {
+				o := int64(binary.BigEndian.Uint64(ch.payload)) - off
+				copy(buf[o:], ch.payload[8:])
+			}
 		case replyTypeOffsetHole:
 			holes += int(binary.BigEndian.Uint32(ch.payload[8:]))
 		case replyTypeError, replyTypeErrorOffset:
@@ -436,35 +441,43 @@ func TestHostileClients(t *testing.T) {
 			t.Logf("after garbage: %v", err)
 		}
 	})
-	t.Run("large reads within the memory bound", func(t *testing.T) {
+	t.Run("large reads within each connection's share", func(t *testing.T) {
 		src := &slowZeros{}
 		big := &Server{Exports: []Export{{Name: "big", Size: 1 << 40, Data: src}}}
-		c := dial(t, big)
-		c.c.SetDeadline(time.Now().Add(2 * time.Minute))
-		c.negotiate("big", false)
-		// 32 requests of 32 MiB sent at once (the most one connection
-		// serves at a time): the buffers of at most 64 MiB of them are
-		// held at once, the rest wait.
-		const n = 32
-		go func() {
-			for i := range n {
-				b := binary.BigEndian.AppendUint32(nil, requestMagic)
-				b = binary.BigEndian.AppendUint32(b, cmdRead)
-				b = binary.BigEndian.AppendUint64(b, uint64(i))
-				b = binary.BigEndian.AppendUint64(b, uint64(i)<<25)
-				b = binary.BigEndian.AppendUint32(b, MaxPayload)
-				if _, err := c.c.Write(b); err != nil {
-					return
+		// Two connections, one with simple replies (streamed through one
+		// buffer each) and one with structured ones (in chunks), each
+		// sending 16 reads of 4 MiB at once: at most each connection's
+		// share of buffers is being read at once, the other requests
+		// wait.
+		const n, size = 16, 4 << 20
+		var wg sync.WaitGroup
+		for _, structured := range []bool{false, true} {
+			c := dial(t, big)
+			c.negotiate("big", structured)
+			go func() {
+				for i := range n {
+					if _, err := c.c.Write(requestBytes(cmdRead, 0, uint64(i), uint64(i)*size, size)); err != nil {
+						return
+					}
 				}
-			}
-		}()
-		for range n {
-			if errno, _, _ := c.simple(MaxPayload); errno != 0 {
-				t.Fatalf("read: error %d", errno)
-			}
+			}()
+			wg.Go(func() {
+				for range n {
+					if structured {
+						if _, _, errno := c.readStructured(-1, 0); errno != 0 {
+							t.Errorf("read: error %d", errno)
+							return
+						}
+					} else if errno, _, _ := c.simple(size); errno != 0 {
+						t.Errorf("read: error %d", errno)
+						return
+					}
+				}
+			})
 		}
-		if m := src.max.Load(); m > maxInFlight || m < MaxPayload {
-			t.Errorf("%d bytes of reads at once, want at most %d", m, maxInFlight)
+		wg.Wait()
+		if m := src.max.Load(); m > 2*connBuffers || m < chunkSize {
+			t.Errorf("%d bytes of reads at once on two connections, want at most %d", m, 2*connBuffers)
 		}
 	})
 }
@@ -483,7 +496,7 @@ func (z *slowZeros) ReadAt(p []byte, off int64) (int, error) {
 			break
 		}
 	}
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(2 * time.Millisecond)
 	clear(p)
 	z.now.Add(-int64(len(p)))
 	return len(p), nil
