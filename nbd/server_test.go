@@ -61,17 +61,77 @@ func testDisk() []byte {
 // client is a minimal NBD client for tests: it speaks the protocol
 // directly, so that it can also break it.
 type client struct {
-	t *testing.T
-	c net.Conn
+	t    *testing.T
+	c    net.Conn
+	done chan error // ServeConn's result, for dial's clients
 }
 
+// dial serves one session of s over a pipe and returns its client. The
+// session must end once the test does (its client is closed then).
 func dial(t *testing.T, s *Server) *client {
 	t.Helper()
 	a, b := net.Pipe()
-	go s.ServeConn(context.Background(), b)
-	t.Cleanup(func() { a.Close() })
+	done, ended := make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- s.ServeConn(context.Background(), b)
+		close(ended)
+	}()
+	t.Cleanup(func() {
+		a.Close()
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Error("the session did not end after its client left")
+		}
+	})
 	a.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{t: t, c: a}
+	return &client{t: t, c: a, done: done}
+}
+
+// serveUnix runs s.Serve on a Unix socket until the test ends and
+// returns the socket's path and a stop function: it cancels Serve and
+// waits, at most 5 s, for it to return.
+func serveUnix(t *testing.T, s *Server) (sock string, stop func() error) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	var once sync.Once
+	var serr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case serr = <-done:
+			case <-time.After(5 * time.Second):
+				serr = errors.New("Serve did not return within 5 s of its context's end")
+			}
+		})
+		return serr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return sock, stop
+}
+
+// dialUnix connects a client to a served socket, with a deadline of 10 s.
+func dialUnix(t *testing.T, sock string) *client {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &client{t: t, c: c}
 }
 
 func (c *client) read(n int) []byte {
@@ -512,20 +572,14 @@ func TestConnectionLimits(t *testing.T) {
 	s := newServer(testDisk())
 	s.MaxConns = 3
 	s.HandshakeTimeout = 300 * time.Millisecond
-	sock := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Serve(ctx, l) }()
+	sock, stop := serveUnix(t, s)
 	var conns []net.Conn
 	for range 10 {
 		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
 		conns = append(conns, c)
 	}
 	// Three get a greeting; the others are closed.
@@ -549,20 +603,12 @@ func TestConnectionLimits(t *testing.T) {
 	// The silent ones are dropped after the handshake timeout, and their
 	// places are free again.
 	time.Sleep(500 * time.Millisecond)
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(c, make([]byte, 18)); err != nil {
+	c := dialUnix(t, sock)
+	if _, err := io.ReadFull(c.c, make([]byte, 18)); err != nil {
 		t.Errorf("after the silent clients timed out: %v", err)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Serve: %v", err)
-	}
-	for _, c := range conns {
-		c.Close()
 	}
 }
 
