@@ -119,7 +119,7 @@ func TestStalledClient(t *testing.T) {
 // ESHUTDOWN, then the connection closes; a client that takes nothing is
 // closed when ShutdownGrace is over, and Serve returns.
 func TestShutdown(t *testing.T) {
-	s := &Server{Exports: []Export{{Name: "p", Size: 1 << 30, Data: pattern{}}}, ShutdownGrace: time.Second}
+	s := &Server{Exports: []Export{{Name: "p", Size: 1 << 30, Data: pattern{}}}, ShutdownGrace: 600 * time.Millisecond}
 	sock, stop := serveUnix(t, s)
 	const size = 4 << 20
 	busy := dialUnix(t, sock)
@@ -154,6 +154,7 @@ func TestShutdown(t *testing.T) {
 			t.Fatal("connections still accepted after the shutdown")
 		}
 	}
+	time.Sleep(50 * time.Millisecond) // the connections' shutdown has begun too
 	// The busy one: a new request is refused, the reply in flight comes
 	// whole, then the connection closes.
 	busy.request(cmdRead, 0, 2, 0, 4096)
