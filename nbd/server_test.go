@@ -539,6 +539,9 @@ func TestHostileClients(t *testing.T) {
 		if m := src.max.Load(); m > 2*connBuffers || m < chunkSize {
 			t.Errorf("%d bytes of reads at once on two connections, want at most %d", m, 2*connBuffers)
 		}
+		if connBuffers*defaultMaxConns > 64<<20 {
+			t.Errorf("%d connections may hold %d MiB of buffers, more than the 64 MiB documented", defaultMaxConns, connBuffers*defaultMaxConns>>20)
+		}
 	})
 }
 

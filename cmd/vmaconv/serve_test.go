@@ -194,7 +194,7 @@ func TestServeCLI(t *testing.T) {
 		{[]string{arc, "--socket", filepath.Join(dir, "s")}, filepath.Join(dir, "s") + ": a server is listening on it"},
 	} {
 		var stderr bytes.Buffer
-		st := run(context.Background(), append([]string{"serve"}, tc.args...), nil, &bytes.Buffer{}, &stderr)
+		st := run(refusing(t), append([]string{"serve"}, tc.args...), nil, &bytes.Buffer{}, &stderr)
 		if st == 0 || !strings.Contains(stderr.String(), tc.want) || strings.Count(stderr.String(), "\n") != 1 {
 			t.Errorf("serve %v: status %d, %q; want one line with %q", tc.args, st, stderr.String(), tc.want)
 		}
@@ -215,7 +215,7 @@ func TestServeCLI(t *testing.T) {
 	badPath := filepath.Join(dir, "vzdump-qemu-101-2024_06_10-06_13_20.vma")
 	os.WriteFile(badPath, bad, 0o644)
 	var stderr bytes.Buffer
-	if st := run(context.Background(), []string{"serve", badPath, "--socket", filepath.Join(dir, "z")}, nil, &bytes.Buffer{}, &stderr); st != 1 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), badPath+": vma: ") {
+	if st := run(refusing(t), []string{"serve", badPath, "--socket", filepath.Join(dir, "z")}, nil, &bytes.Buffer{}, &stderr); st != 1 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), badPath+": vma: ") {
 		t.Errorf("damaged archive: status %d, %q", st, stderr.String())
 	}
 	if !slices.Contains(commands, "serve") {
@@ -267,6 +267,15 @@ func TestServeSeekable(t *testing.T) {
 			t.Errorf("vmaconv %v: status %d, %q", args, st, stderr.String())
 		}
 	}
+}
+
+// refusing is the context of a serve that must fail at once: if it
+// serves instead, it is interrupted after 10 s (and fails the test: an
+// interrupted serve exits 130).
+func refusing(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // qemuImg runs qemu-img with a deadline of 30 s and returns its output.
@@ -322,14 +331,14 @@ func TestServeSocket(t *testing.T) {
 		}
 		who = fmt.Sprintf(" (pid %d, %s)", os.Getpid(), strings.TrimSpace(string(comm)))
 	}
-	if st := run(context.Background(), []string{"serve", arc, "--socket", sock}, nil, &bytes.Buffer{}, &stderr); st != 1 ||
+	if st := run(refusing(t), []string{"serve", arc, "--socket", sock}, nil, &bytes.Buffer{}, &stderr); st != 1 ||
 		stderr.String() != fmt.Sprintf("vmaconv: %s: a server is listening on it%s; stop it, or choose another --socket\n", sock, who) {
 		t.Errorf("serve on a live socket: status %d, %q", st, stderr.String())
 	}
 	// A file that is not a socket is left alone.
 	os.WriteFile(at("file"), []byte("keep"), 0o600)
 	stderr.Reset()
-	if st := run(context.Background(), []string{"serve", arc, "--socket", at("file")}, nil, &bytes.Buffer{}, &stderr); st != 1 || !strings.Contains(stderr.String(), "exists and is not a socket") {
+	if st := run(refusing(t), []string{"serve", arc, "--socket", at("file")}, nil, &bytes.Buffer{}, &stderr); st != 1 || !strings.Contains(stderr.String(), "exists and is not a socket") {
 		t.Errorf("serve on a regular file: status %d, %q", st, stderr.String())
 	}
 	if b, err := os.ReadFile(at("file")); err != nil || string(b) != "keep" {
