@@ -238,6 +238,7 @@ func TestReadErrors(t *testing.T) {
 		if typ := binary.BigEndian.Uint16(h[6:]); typ != replyTypeOffsetData || binary.BigEndian.Uint32(h[16:]) != 8+2<<20 {
 			t.Fatalf("DF reply header %x", h)
 		}
+		c.c.SetDeadline(time.Now().Add(3 * time.Second))
 		if n, err := io.Copy(io.Discard, c.c); err != nil || n >= 8+2<<20 {
 			t.Errorf("DF read past an error: %d bytes then %v, want the connection closed before the end", n, err)
 		}
@@ -256,6 +257,7 @@ func TestReadErrors(t *testing.T) {
 		if errno, hh, _ := c.simple(0); errno != 0 || hh != 2 {
 			t.Fatalf("reply header: error %d, handle %d", errno, hh)
 		}
+		c.c.SetDeadline(time.Now().Add(3 * time.Second))
 		got, err := io.ReadAll(c.c)
 		if err != nil || len(got) >= 2<<20 || !bytes.Equal(got, want[:len(got)]) {
 			t.Errorf("simple read past an error: %d bytes then %v, want fewer than %d right bytes, then the connection closed", len(got), err, 2<<20)

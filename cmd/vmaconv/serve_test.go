@@ -278,10 +278,10 @@ func refusing(t *testing.T) context.Context {
 	return ctx
 }
 
-// qemuImg runs qemu-img with a deadline of 30 s and returns its output.
+// qemuImg runs qemu-img with a deadline of 15 s and returns its output.
 func qemuImg(t *testing.T, args ...string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, testutil.RequireTool(t, "qemu-img"), args...).CombinedOutput()
 	if err != nil {
