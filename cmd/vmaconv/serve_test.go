@@ -312,7 +312,7 @@ func TestServeSocket(t *testing.T) {
 	uri := uris[printable(name)]
 	esc := strings.NewReplacer(" ", "%20", "#", "%23", "?", "%3F", "&", "%26", "=", "%3D", "+", "%2B", "%", "%25")
 	if want := "nbd+unix:///drive-x%20y%231%3F%25%26%3D%2B%3B%C3%A9?socket=" + esc.Replace(sock); uri != want {
-		t.Errorf("URI %q, want %q", uri, want)
+		t.Fatalf("URI %q, want %q", uri, want)
 	}
 	var info struct {
 		VirtualSize int64 `json:"virtual-size"`
