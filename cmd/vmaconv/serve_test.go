@@ -76,11 +76,14 @@ func servingErr(t *testing.T, args ...string) (map[string]string, *syncBuffer) {
 			t.Fatalf("serve exited with status %d: %s", st, stderr.String())
 		default:
 		}
-		if m := uri.FindAllStringSubmatch(stdout.String(), -1); len(m) > 0 && strings.Contains(stdout.String(), "\n") {
+		if strings.Contains(stdout.String(), "  nbd") { // the table has begun
 			time.Sleep(50 * time.Millisecond) // every line printed
 			out := map[string]string{}
 			for _, x := range uri.FindAllStringSubmatch(stdout.String(), -1) {
 				out[x[1]] = x[2]
+			}
+			if len(out) == 0 {
+				t.Fatalf("serve printed no URI: %s", stdout.String())
 			}
 			return out, &stderr
 		}
