@@ -466,7 +466,7 @@ func (f *fuzzClient) requests(e *fuzzExport) []*fuzzRequest {
 	var out []*fuzzRequest
 	for i := range int(f.p.u8() % 12) {
 		k := int(f.p.u8())
-		typ := uint16(9 + f.p.u8()) // unknown
+		typ := 9 + uint16(f.p.u8()) // unknown: 9 to 264, never NBD_CMD_DISC
 		if k%16 < len(types) {
 			typ = types[k%16]
 		}
