@@ -118,20 +118,17 @@ func TestServeGolden(t *testing.T) {
 						t.Fatalf("%s not served: %v", d.Name, uris)
 					}
 					out := filepath.Join(tmp, a+"."+d.Name+".raw")
-					testutil.Run(t, "qemu-img", "convert", "-O", "raw", uri, out)
+					qemuImg(t, "convert", "-O", "raw", uri, out)
 					if got := fileSHA(t, out); got != d.SHA256 {
 						t.Errorf("%s: sha256 %s over NBD, manifest %s", d.Name, got, d.SHA256)
 					}
 					restored := filepath.Join(tmp, a+"."+d.Name+".restored.raw")
 					vmaconv(t, path+":"+d.Name, restored)
-					testutil.Run(t, "qemu-img", "compare", "-f", "raw", restored, uri)
+					qemuImg(t, "compare", "-f", "raw", restored, uri)
 					// The zero ranges qemu-img map sees are zero, and the
 					// copy made through NBD is no larger on disk than the
 					// restore.
-					js, err := exec.Command("qemu-img", "map", "--output=json", uri).Output()
-					if err != nil {
-						t.Fatal(err)
-					}
+					js := qemuImg(t, "map", "--output=json", uri)
 					var m []struct {
 						Start, Length int64
 						Zero, Data    bool
@@ -208,9 +205,9 @@ func TestServeCLI(t *testing.T) {
 		t.Errorf("--listen: URI %q", u)
 	} else {
 		out := filepath.Join(dir, "efi.raw")
-		testutil.Run(t, "qemu-img", "convert", "-O", "raw", u, out)
+		qemuImg(t, "convert", "-O", "raw", u, out)
 		vmaconv(t, arc+":efidisk0", filepath.Join(dir, "efi-restored.raw"))
-		testutil.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", out, filepath.Join(dir, "efi-restored.raw"))
+		qemuImg(t, "compare", "-f", "raw", "-F", "raw", out, filepath.Join(dir, "efi-restored.raw"))
 	}
 	// A damaged archive is refused at open, in one line.
 	bad := bytes.Clone(ex)
@@ -251,7 +248,7 @@ func TestServeSeekable(t *testing.T) {
 	cache := at("cache")
 	uris := serving(t, arc, "--socket", at("s"), "--cache-dir", cache)
 	out := at("nbd.raw")
-	testutil.Run(t, "qemu-img", "convert", "-O", "raw", uris["drive-scsi0"], out)
+	qemuImg(t, "convert", "-O", "raw", uris["drive-scsi0"], out)
 	got, _ := os.ReadFile(out)
 	if !bytes.Equal(got, disk) {
 		t.Error("the seekable archive served over NBD differs from the disk")
@@ -281,14 +278,19 @@ func refusing(t *testing.T) context.Context {
 	return ctx
 }
 
-// qemuImg runs qemu-img with a deadline of 15 s and returns its output.
+// qemuImg runs qemu-img against a served export, with a deadline of 60 s
+// (a server that stops answering fails the test instead of hanging it),
+// and returns its standard output.
 func qemuImg(t *testing.T, args ...string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, testutil.RequireTool(t, "qemu-img"), args...).CombinedOutput()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, testutil.RequireTool(t, "qemu-img"), args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		t.Fatalf("qemu-img %v: %v\n%s", args, err, stderr.String())
 	}
 	return out
 }
