@@ -1096,6 +1096,9 @@ func (cn *conn) readFailed(rq request, off int64, err error) error {
 	return cn.chunk(rq.handle, replyFlagDone, replyTypeErrorOffset, b)
 }
 
+// errFull ends a walk of the map when a block status reply is full.
+var errFull = errors.New("descriptors full")
+
 // blockStatus answers NBD_CMD_BLOCK_STATUS for base:allocation: holes
 // (zeros) as NBD_STATE_HOLE|NBD_STATE_ZERO, data as 0. The descriptors
 // start at the offset and cover at most the length asked: all of it
@@ -1112,7 +1115,6 @@ func (cn *conn) blockStatus(e *Export, rq request) error {
 	}
 	defer cn.bufs.Release(size)
 	b := binary.BigEndian.AppendUint32(make([]byte, 0, size), baseAllocationID)
-	full := errors.New("descriptors full")
 	err := runs(e, int64(rq.off), int64(rq.length), func(p piece, _ bool) error {
 		var st uint32
 		if p.zero {
@@ -1121,7 +1123,7 @@ func (cn *conn) blockStatus(e *Export, rq request) error {
 		b = binary.BigEndian.AppendUint32(b, uint32(p.n)) // p.n <= rq.length
 		b = binary.BigEndian.AppendUint32(b, st)
 		if len(b) == cap(b) {
-			return full
+			return errFull
 		}
 		return nil
 	})
@@ -1131,7 +1133,7 @@ func (cn *conn) blockStatus(e *Export, rq request) error {
 			return cn.readFailed(rq, me.off, me.err)
 		}
 		// What was mapped before the error is a good answer.
-	} else if err != nil && err != full {
+	} else if err != nil && err != errFull {
 		return err
 	}
 	return cn.chunk(rq.handle, replyFlagDone, replyTypeBlockStatus, b)
