@@ -14,6 +14,11 @@
 // NetworkBlockDevice project.
 //
 // Hostile clients get protocol errors, not a crashed or bloated server:
-// option data, request lengths, requests in flight (by bytes, across
-// connections), connections and the handshake's duration are bounded.
+// option data, request lengths, requests in flight, connections and the
+// handshake's duration are bounded. Each connection has a share of read
+// buffers of its own, and a write deadline: a client that does not take
+// its replies holds its share only, until its connection is dropped.
+// When Serve's context ends, the requests in flight are answered (new
+// ones get ESHUTDOWN) before the connections close. UnixURI and TCPURI
+// name an export as clients expect (doc/uri.md).
 package nbd

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,8 @@ type Export struct {
 }
 
 // Server serves Exports, read-only. Its zero value needs Exports only.
+// Serve and ServeConn may be called from several goroutines at once; the
+// fields must not change once one of them has been called.
 type Server struct {
 	Exports []Export
 	// Default is the export a client gets when it asks for the empty
@@ -45,12 +48,25 @@ type Server struct {
 	// HandshakeTimeout bounds the negotiation (default 30 s): a client
 	// that connects and says nothing does not hold a connection.
 	HandshakeTimeout time.Duration
-	// Log, if set, is told of connections that end with an error.
+	// WriteTimeout bounds the time one reply chunk (at most 256 KiB) may
+	// wait for the client to take it (default 30 s). A client that
+	// stops reading its replies loses its connection, and with it the
+	// buffers it held; other connections never wait for it.
+	WriteTimeout time.Duration
+	// ShutdownGrace is how long, once Serve's context is done, the
+	// requests in flight have to be answered before their connections
+	// are closed (default 1 s).
+	ShutdownGrace time.Duration
+	// Log, if set, is told of connections refused and of connections
+	// that end with an error: at most one line a second of each, the
+	// events between two lines counted in the second.
 	Log func(msg string)
 
 	once     sync.Once
+	maxConns int
 	conns    *semaphore.Weighted
-	inFlight *semaphore.Weighted // bytes of read buffers, all connections
+	refused  rateLog
+	failed   rateLog
 }
 
 // Limits.
@@ -58,8 +74,17 @@ const (
 	// MaxPayload is the largest read served at once (qemu's own limit);
 	// clients learn it from NBD_INFO_BLOCK_SIZE.
 	MaxPayload = 32 << 20
-	// maxInFlight bounds the bytes of read buffers of all connections.
-	maxInFlight = 64 << 20
+	// connBuffers bounds the bytes of buffers one connection holds at
+	// once: reads stream their data through buffers of at most
+	// chunkSize, and block status replies are counted too. It is each
+	// connection's own share: a client that does not take its replies
+	// holds this much and no more, and MaxConns connections hold at most
+	// MaxConns × connBuffers (64 MiB at the default 64).
+	connBuffers = 1 << 20
+	// chunkSize is the most data read into one buffer: a structured read
+	// is answered in chunks of at most this size, a simple one streamed
+	// through a buffer of it.
+	chunkSize = 256 << 10
 	// maxOptionData bounds one option's data (names are at most 4096
 	// bytes, a few queries beside).
 	maxOptionData = 64 << 10
@@ -68,6 +93,8 @@ const (
 	maxRequestsPerConn = 32
 	// maxDescriptors bounds the extents of one block status reply.
 	maxDescriptors = 1 << 12
+	// defaultMaxConns is MaxConns when it is not set.
+	defaultMaxConns = 64
 )
 
 // Protocol constants (doc/proto.md).
@@ -142,7 +169,7 @@ const (
 	errIO       = 5
 	errInval    = 22
 	errOverflow = 75
-	errNotSup   = 95
+	errShutdown = 108
 
 	baseAllocation   = "base:allocation"
 	baseAllocationID = 1
@@ -150,30 +177,50 @@ const (
 
 func (s *Server) init() {
 	s.once.Do(func() {
-		n := s.MaxConns
-		if n <= 0 {
-			n = 64
+		s.maxConns = s.MaxConns
+		if s.maxConns <= 0 {
+			s.maxConns = defaultMaxConns
 		}
-		s.conns = semaphore.NewWeighted(int64(n))
-		s.inFlight = semaphore.NewWeighted(maxInFlight)
+		s.conns = semaphore.NewWeighted(int64(s.maxConns))
 		if s.HandshakeTimeout <= 0 {
 			s.HandshakeTimeout = 30 * time.Second
+		}
+		if s.WriteTimeout <= 0 {
+			s.WriteTimeout = 30 * time.Second
+		}
+		if s.ShutdownGrace <= 0 {
+			s.ShutdownGrace = time.Second
+		}
+		s.refused.log, s.failed.log = s.Log, s.Log
+		s.refused.line = func(n int, _ string) string {
+			what := "a connection"
+			if n > 1 {
+				what = fmt.Sprintf("%d connections", n)
+			}
+			return fmt.Sprintf("refused %s: already serving %d, the most at once", what, s.maxConns)
+		}
+		s.failed.line = func(n int, last string) string {
+			if n > 1 {
+				return fmt.Sprintf("%s (and %d more connections ended with errors)", last, n-1)
+			}
+			return last
 		}
 	})
 }
 
-// Serve accepts connections on l and serves them until ctx is done (then
-// it closes l and every connection, and returns nil) or Accept fails.
+// Serve accepts connections on l and serves them until ctx is done or
+// Accept fails. When ctx is done it closes l, lets each connection's
+// requests in flight be answered (new ones get ESHUTDOWN) for up to
+// ShutdownGrace, closes the connections, and returns nil.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.init()
+	defer s.flushLog()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer cancel() // Accept failed: the connections end too
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	go func() {
-		<-ctx.Done()
-		l.Close()
-	}()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -188,44 +235,102 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		if !s.conns.TryAcquire(1) {
 			c.Close() // too many: the client sees the connection closed
-			s.logf("refused a connection: %d already served", s.MaxConns)
+			s.refused.add("")
 			continue
 		}
 		wg.Go(func() {
 			defer s.conns.Release(1)
 			if err := s.ServeConn(ctx, c); err != nil {
-				s.logf("%v", err)
+				s.failed.add(err.Error())
 			}
 		})
 	}
 }
 
-func (s *Server) logf(format string, args ...any) {
-	if s.Log != nil {
-		s.Log(fmt.Sprintf(format, args...))
+// flushLog says what the rate limit held back.
+func (s *Server) flushLog() {
+	s.refused.flush()
+	s.failed.flush()
+}
+
+// rateLog says an event at most once a second: the first at once, those
+// that follow within the second counted and said in one line when it
+// is over.
+type rateLog struct {
+	log  func(string)
+	line func(n int, last string) string // the line for n events
+
+	mu    sync.Mutex
+	n     int       // events not yet said
+	last  string    // the latest of them
+	said  time.Time // when the last line was said
+	timer *time.Timer
+}
+
+func (r *rateLog) add(msg string) {
+	if r.log == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n++
+	r.last = msg
+	wait := time.Second - time.Since(r.said)
+	if wait <= 0 {
+		r.flushLocked()
+	} else if r.timer == nil {
+		r.timer = time.AfterFunc(wait, r.flush)
 	}
 }
 
+func (r *rateLog) flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushLocked()
+}
+
+func (r *rateLog) flushLocked() {
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	if r.n == 0 || r.log == nil {
+		return
+	}
+	r.log(r.line(r.n, r.last))
+	r.n, r.last, r.said = 0, "", time.Now()
+}
+
 // ServeConn serves one connection until the client disconnects or ctx
-// is done, and closes it. It returns the protocol error that ended it,
-// if any (not a client's orderly disconnect).
+// is done, and closes it. When ctx is done the requests in flight are
+// answered first, for up to ShutdownGrace. It returns the error that
+// ended the connection, if any: a protocol error, a client that did not
+// take its replies, a read that failed after its reply had begun (not a
+// client's disconnect).
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	s.init()
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	cctx, cancel := context.WithCancel(context.Background())
+	cn := &conn{s: s, c: c, ctx: cctx, cancel: cancel,
+		r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 64<<10),
+		bufs: semaphore.NewWeighted(connBuffers)}
+	defer cn.close(nil)
+	stop := context.AfterFunc(ctx, cn.drain)
 	defer stop()
-	cn := &conn{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 64<<10)}
 	c.SetDeadline(time.Now().Add(s.HandshakeTimeout))
 	exp, err := cn.handshake()
 	if err != nil || exp == nil {
-		if errors.Is(err, io.EOF) || ctx.Err() != nil {
+		if errors.Is(err, io.EOF) || ctx.Err() != nil || cn.ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
 	c.SetDeadline(time.Time{})
-	err = cn.transmit(ctx, exp)
-	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+	cn.writeTimeout = s.WriteTimeout
+	err = cn.transmit(exp)
+	if err := cn.dropReason(); err != nil {
+		return err
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || ctx.Err() != nil || cn.ctx.Err() != nil {
 		return nil
 	}
 	return err
@@ -233,15 +338,100 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 
 // conn is one client.
 type conn struct {
-	s          *Server
-	c          net.Conn
-	r          *bufio.Reader
-	w          *bufio.Writer
-	wmu        sync.Mutex // replies
+	s      *Server
+	c      net.Conn
+	r      *bufio.Reader
+	ctx    context.Context // done once the connection is closed
+	cancel context.CancelFunc
+	bufs   *semaphore.Weighted // bytes of buffers: this connection's share
+
+	wmu          sync.Mutex // replies
+	w            *bufio.Writer
+	writeTimeout time.Duration // for each reply chunk; 0 in the handshake
+
 	noZeroes   bool
 	structured bool
-	metaExport string // the export base:allocation was selected for
-	metaOn     bool
+	metaOn     bool   // base:allocation selected…
+	metaExport string // …for this export
+
+	mu       sync.Mutex
+	active   int  // requests being answered
+	draining bool // the server is shutting down
+	grace    *time.Timer
+	closed   bool
+	closeErr error // what ended the connection, if a request did
+}
+
+// close ends the connection; err, if it is the first, says why.
+func (cn *conn) close(err error) {
+	cn.mu.Lock()
+	if !cn.closed {
+		cn.closed, cn.closeErr = true, err
+	}
+	if cn.grace != nil {
+		cn.grace.Stop()
+	}
+	cn.mu.Unlock()
+	cn.cancel()
+	cn.c.Close()
+}
+
+// drain starts the shutdown of the connection: closed now if no request
+// is in flight, else when the last is answered or the grace period is
+// over.
+func (cn *conn) drain() {
+	cn.mu.Lock()
+	cn.draining = true
+	idle := cn.active == 0
+	if !idle && !cn.closed {
+		cn.grace = time.AfterFunc(cn.s.ShutdownGrace, func() { cn.close(nil) })
+	}
+	cn.mu.Unlock()
+	if idle {
+		cn.close(nil)
+	}
+}
+
+// begin counts a request in flight; it reports whether the server is
+// shutting down (the request is then refused).
+func (cn *conn) begin() (draining bool) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	cn.active++
+	return cn.draining
+}
+
+// end counts a request answered.
+func (cn *conn) end() {
+	cn.mu.Lock()
+	cn.active--
+	idle := cn.draining && cn.active == 0
+	cn.mu.Unlock()
+	if idle {
+		cn.close(nil)
+	}
+}
+
+// serverError is a failure of the server's own that ends a connection.
+type serverError struct{ error }
+
+// dropReason says why a request ended the connection, when that is worth
+// telling: the client did not take a reply, or a read failed after its
+// reply had begun. A client that went away is not.
+func (cn *conn) dropReason() error {
+	cn.mu.Lock()
+	err := cn.closeErr
+	cn.mu.Unlock()
+	var se serverError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("nbd: dropped a client that did not take a reply for %v", cn.s.WriteTimeout)
+	case errors.As(err, &se):
+		return se.error
+	}
+	return nil
 }
 
 // ProtocolError is a client's breach of the protocol that ends its
@@ -446,10 +636,7 @@ func (cn *conn) infoGo(opt uint32, data []byte) (*Export, bool, error) {
 	if opt == optInfo {
 		return nil, false, nil
 	}
-	if cn.metaOn && cn.metaExport != e.Name {
-		cn.metaOn = false // selected for another export: not usable
-	}
-	return e, true, nil
+	return e, true, nil // a context selected for another export is not usable on it (see serve)
 }
 
 // meta answers NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT:
@@ -527,12 +714,21 @@ func (cn *conn) optReply(opt, typ uint32, data []byte) error {
 func (cn *conn) send(parts ...[]byte) error {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
+	cn.deadline()
 	for _, p := range parts {
 		if _, err := cn.w.Write(p); err != nil {
 			return err
 		}
 	}
 	return cn.w.Flush()
+}
+
+// deadline gives the next write (the caller holds wmu) WriteTimeout to
+// be taken by the client.
+func (cn *conn) deadline() {
+	if cn.writeTimeout > 0 {
+		cn.c.SetWriteDeadline(time.Now().Add(cn.writeTimeout))
+	}
 }
 
 // request is one transmission request.
@@ -545,9 +741,9 @@ type request struct {
 }
 
 // transmit serves requests until the client disconnects: each one on a
-// goroutine of its own, at most maxRequestsPerConn at once, and the read
-// buffers of all connections within maxInFlight bytes.
-func (cn *conn) transmit(ctx context.Context, e *Export) error {
+// goroutine of its own, at most maxRequestsPerConn at once, their
+// buffers within the connection's share.
+func (cn *conn) transmit(e *Export) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, maxRequestsPerConn)
@@ -564,38 +760,64 @@ func (cn *conn) transmit(ctx context.Context, e *Export) error {
 			handle: binary.BigEndian.Uint64(hdr[8:]), off: binary.BigEndian.Uint64(hdr[16:]),
 			length: binary.BigEndian.Uint32(hdr[24:]),
 		}
-		switch rq.typ {
-		case cmdDisc:
-			return nil
-		case cmdWrite:
+		if rq.typ == cmdDisc {
+			return nil // the requests in flight are answered first
+		}
+		if rq.typ == cmdWrite {
 			// The payload follows; it is read and thrown away so that the
-			// stream stays in step, then refused.
+			// stream stays in step, then the write is refused.
 			if _, err := io.CopyN(io.Discard, cn.r, int64(rq.length)); err != nil {
 				return err
 			}
-			if err := cn.fail(rq, errPerm, "read-only export"); err != nil {
-				return err
-			}
-			continue
 		}
+		draining := cn.begin()
 		select {
 		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-cn.ctx.Done():
+			cn.end()
+			return cn.ctx.Err()
 		}
 		wg.Go(func() {
-			defer func() { <-slots }()
-			if err := cn.serve(ctx, e, rq); err != nil {
-				cn.c.Close() // a reply could not be sent: the session is over
+			defer func() { <-slots; cn.end() }()
+			var err error
+			if draining {
+				err = cn.fail(rq, errShutdown, "the server is shutting down")
+			} else {
+				err = cn.serve(e, rq)
+			}
+			if err != nil {
+				cn.close(err) // a reply could not be sent: the session is over
 			}
 		})
 	}
 }
 
+// validFlags reports whether the request's flags are ones its command
+// takes (FUA is taken by all, as qemu-nbd does: clients are known to set
+// it on reads).
+func (cn *conn) validFlags(rq request) bool {
+	ok := uint16(cmdFlagFUA)
+	switch rq.typ {
+	case cmdRead:
+		if cn.structured {
+			ok |= cmdFlagDF
+		}
+	case cmdWriteZeroes:
+		ok |= cmdFlagNoHole | cmdFlagFastZero
+	case cmdBlockStatus:
+		ok |= cmdFlagReqOne
+	}
+	return rq.flags&^ok == 0
+}
+
 // serve answers one request.
-func (cn *conn) serve(ctx context.Context, e *Export, rq request) error {
+func (cn *conn) serve(e *Export, rq request) error {
 	end := rq.off + uint64(rq.length)
 	inside := rq.off <= uint64(e.Size) && end <= uint64(e.Size) && end >= rq.off
+	known := rq.typ <= cmdBlockStatus && rq.typ != cmdDisc
+	if known && !cn.validFlags(rq) {
+		return cn.fail(rq, errInval, fmt.Sprintf("flags %#x are not valid for command %d", rq.flags, rq.typ))
+	}
 	switch rq.typ {
 	case cmdRead:
 		switch {
@@ -605,8 +827,10 @@ func (cn *conn) serve(ctx context.Context, e *Export, rq request) error {
 			return cn.fail(rq, errOverflow, "read larger than the 32 MiB maximum payload")
 		case rq.length == 0:
 			return cn.ok(rq)
+		case cn.structured && rq.flags&cmdFlagDF == 0:
+			return cn.readChunks(e, rq)
 		}
-		return cn.read(ctx, e, rq)
+		return cn.readWhole(e, rq)
 	case cmdFlush:
 		return cn.ok(rq) // nothing is ever written
 	case cmdCache:
@@ -614,12 +838,12 @@ func (cn *conn) serve(ctx context.Context, e *Export, rq request) error {
 			return cn.fail(rq, errInval, "cache request beyond the end of the export")
 		}
 		return cn.ok(rq)
-	case cmdTrim, cmdWriteZeroes:
+	case cmdWrite, cmdTrim, cmdWriteZeroes:
 		return cn.fail(rq, errPerm, "read-only export")
 	case cmdBlockStatus:
 		switch {
-		case !cn.structured || !cn.metaOn:
-			return cn.fail(rq, errInval, "no metadata context selected")
+		case !cn.structured || !cn.metaOn || cn.metaExport != e.Name:
+			return cn.fail(rq, errInval, "no metadata context selected for this export")
 		case !inside || rq.length == 0:
 			return cn.fail(rq, errInval, "block status beyond the end of the export")
 		}
@@ -632,9 +856,9 @@ func (cn *conn) serve(ctx context.Context, e *Export, rq request) error {
 // ok sends an empty successful reply.
 func (cn *conn) ok(rq request) error {
 	if cn.structured {
-		return cn.chunk(rq.handle, replyFlagDone, replyTypeNone, nil)
+		return cn.chunk(rq.handle, replyFlagDone, replyTypeNone)
 	}
-	return cn.simple(rq.handle, 0, nil)
+	return cn.simple(rq.handle, 0)
 }
 
 // fail sends an error reply.
@@ -644,80 +868,143 @@ func (cn *conn) fail(rq request, code uint32, msg string) error {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
 		return cn.chunk(rq.handle, replyFlagDone, replyTypeError, append(b, msg...))
 	}
-	return cn.simple(rq.handle, code, nil)
+	return cn.simple(rq.handle, code)
 }
 
-func (cn *conn) simple(handle uint64, code uint32, data []byte) error {
-	var h [16]byte
-	binary.BigEndian.PutUint32(h[0:], simpleReplyMagic)
-	binary.BigEndian.PutUint32(h[4:], code)
-	binary.BigEndian.PutUint64(h[8:], handle)
-	return cn.send(h[:], data)
+// simple sends a simple reply without data.
+func (cn *conn) simple(handle uint64, code uint32) error {
+	return cn.send(simpleHeader(handle, code))
 }
 
+func simpleHeader(handle uint64, code uint32) []byte {
+	h := binary.BigEndian.AppendUint32(make([]byte, 0, 16), simpleReplyMagic)
+	h = binary.BigEndian.AppendUint32(h, code)
+	return binary.BigEndian.AppendUint64(h, handle)
+}
+
+// chunk sends one structured reply chunk.
 func (cn *conn) chunk(handle uint64, flags, typ uint16, payload ...[]byte) error {
 	n := 0
 	for _, p := range payload {
 		n += len(p)
 	}
-	var h [20]byte
-	binary.BigEndian.PutUint32(h[0:], structReplyMagic)
-	binary.BigEndian.PutUint16(h[4:], flags)
-	binary.BigEndian.PutUint16(h[6:], typ)
-	binary.BigEndian.PutUint64(h[8:], handle)
-	binary.BigEndian.PutUint32(h[16:], uint32(n))
-	return cn.send(append([][]byte{h[:]}, payload...)...)
+	return cn.send(append([][]byte{chunkHeader(handle, flags, typ, n)}, payload...)...)
 }
 
-// read answers NBD_CMD_READ: with structured replies, the ranges the map
-// reports as zeros are sent as holes (unless the client said DF, or asked
-// for no fragmentation), and only the rest is read.
-func (cn *conn) read(ctx context.Context, e *Export, rq request) error {
-	n := int64(rq.length)
-	if err := cn.s.inFlight.Acquire(ctx, n); err != nil {
+func chunkHeader(handle uint64, flags, typ uint16, n int) []byte {
+	h := binary.BigEndian.AppendUint32(make([]byte, 0, 20), structReplyMagic)
+	h = binary.BigEndian.AppendUint16(h, flags)
+	h = binary.BigEndian.AppendUint16(h, typ)
+	h = binary.BigEndian.AppendUint64(h, handle)
+	return binary.BigEndian.AppendUint32(h, uint32(n))
+}
+
+// buffers of chunkSize, shared by the connections; what each holds is
+// counted against its share.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// buffer takes n bytes (at most chunkSize) of the connection's share,
+// waiting while its other requests hold them; release gives them back.
+func (cn *conn) buffer(n int64) (buf []byte, release func(), err error) {
+	if err := cn.bufs.Acquire(cn.ctx, n); err != nil {
+		return nil, nil, err
+	}
+	p := bufPool.Get().(*[]byte)
+	return (*p)[:n], func() { bufPool.Put(p); cn.bufs.Release(n) }, nil
+}
+
+// errReported is a read error already sent to the client as the
+// request's final reply.
+var errReported = errors.New("read error reported")
+
+// readChunks answers NBD_CMD_READ with structured replies that may be
+// fragmented: the ranges the map reports as zeros go as holes, unread;
+// the data is read and sent in chunks of at most chunkSize, each through
+// a buffer of the connection's share held only until it is sent.
+func (cn *conn) readChunks(e *Export, rq request) error {
+	off, n := int64(rq.off), int64(rq.length)
+	err := runs(e, off, n, func(p piece, last bool) error {
+		flags := uint16(0)
+		if last {
+			flags = replyFlagDone
+		}
+		if p.zero {
+			hole := binary.BigEndian.AppendUint64(nil, uint64(p.off))
+			return cn.chunk(rq.handle, flags, replyTypeOffsetHole, binary.BigEndian.AppendUint32(hole, uint32(p.n)))
+		}
+		for pos := p.off; pos < p.off+p.n; {
+			k := min(p.off+p.n-pos, chunkSize)
+			buf, release, err := cn.buffer(k)
+			if err != nil {
+				return err
+			}
+			if err := readFull(e, buf, pos); err != nil {
+				release()
+				if err := cn.readFailed(rq, pos, err); err != nil {
+					return err
+				}
+				return errReported
+			}
+			f := uint16(0)
+			if pos+k == p.off+p.n {
+				f = flags
+			}
+			err = cn.chunk(rq.handle, f, replyTypeOffsetData, binary.BigEndian.AppendUint64(nil, uint64(pos)), buf)
+			release()
+			if err != nil {
+				return err
+			}
+			pos += k
+		}
+		return nil
+	})
+	var me *mapError
+	switch {
+	case errors.Is(err, errReported):
+		return nil
+	case errors.As(err, &me):
+		return cn.readFailed(rq, me.off, me.err)
+	}
+	return err
+}
+
+// readWhole answers NBD_CMD_READ in one piece: a simple reply, or a
+// single data chunk (DF). The data is streamed through one buffer of the
+// connection's share, under the reply lock. A read error before the
+// first byte is sent is an error reply; after it, the reply cannot be
+// taken back and the connection ends (the hard disconnect doc/proto.md
+// asks for).
+func (cn *conn) readWhole(e *Export, rq request) error {
+	off, n := int64(rq.off), int64(rq.length)
+	buf, release, err := cn.buffer(min(n, chunkSize))
+	if err != nil {
 		return err
 	}
-	defer cn.s.inFlight.Release(n)
-	off := int64(rq.off)
-	if !cn.structured || rq.flags&cmdFlagDF != 0 || e.Map == nil {
-		buf := make([]byte, n)
-		if err := readFull(e, buf, off); err != nil {
-			return cn.readFailed(rq, off, err)
-		}
-		if !cn.structured {
-			return cn.simple(rq.handle, 0, buf)
-		}
-		return cn.chunk(rq.handle, replyFlagDone, replyTypeOffsetData, binary.BigEndian.AppendUint64(nil, uint64(off)), buf)
-	}
-	// Chunks of data and holes, written together, the last one done. Only
-	// the data is read, into buffers of its own size: a hole costs no
-	// memory.
-	pieces, perr := runs(e, off, n, -1)
-	data := make([][]byte, len(pieces))
-	for i, p := range pieces {
-		if !p.zero {
-			data[i] = make([]byte, p.n)
-			if err := readFull(e, data[i], p.off); err != nil {
-				return cn.readFailed(rq, p.off, err)
-			}
-		}
-	}
-	if perr != nil {
-		return cn.readFailed(rq, off, perr)
+	defer release()
+	if err := readFull(e, buf, off); err != nil {
+		return cn.readFailed(rq, off, err)
 	}
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
-	for i, p := range pieces {
-		flags := uint16(0)
-		if i == len(pieces)-1 {
-			flags = replyFlagDone
+	cn.deadline()
+	if cn.structured {
+		cn.w.Write(chunkHeader(rq.handle, replyFlagDone, replyTypeOffsetData, 8+int(n)))
+		cn.w.Write(binary.BigEndian.AppendUint64(nil, uint64(off)))
+	} else {
+		cn.w.Write(simpleHeader(rq.handle, 0))
+	}
+	for pos := off; ; {
+		if _, err := cn.w.Write(buf); err != nil {
+			return err
 		}
-		hdr := binary.BigEndian.AppendUint64(nil, uint64(p.off))
-		if p.zero {
-			cn.writeChunk(rq.handle, flags, replyTypeOffsetHole, binary.BigEndian.AppendUint32(hdr, uint32(p.n)))
-		} else {
-			cn.writeChunk(rq.handle, flags, replyTypeOffsetData, hdr, data[i])
+		if pos += int64(len(buf)); pos == off+n {
+			break
 		}
+		buf = buf[:min(off+n-pos, chunkSize)]
+		if err := readFull(e, buf, pos); err != nil {
+			return serverError{fmt.Errorf("nbd: %s: reading %d bytes at %d: %w (a reply had begun: connection closed)", e.Name, len(buf), pos, err)}
+		}
+		cn.deadline()
 	}
 	return cn.w.Flush()
 }
@@ -734,57 +1021,52 @@ type piece struct {
 	zero   bool
 }
 
-// runs maps off..off+n into data and zero runs, zero runs under minHole
-// counted as data, at most max pieces (max < 0: no limit; the last piece
-// then ends where the map was left). Holes are never merged past the end
-// of what was asked.
-func runs(e *Export, off, n int64, max int) ([]piece, error) {
-	var out []piece
-	add := func(p piece) {
-		if k := len(out); k > 0 && out[k-1].zero == p.zero && out[k-1].off+out[k-1].n == p.off {
-			out[k-1].n += p.n
-			return
-		}
-		out = append(out, p)
-	}
-	for pos := off; pos < off+n; {
-		if max > 0 && len(out) > max {
-			break
-		}
-		x, err := e.Map.Extent(pos, off+n-pos)
-		if err != nil {
-			return nil, err
-		}
-		l := min(x.Length, off+n-pos)
-		if l <= 0 {
-			return nil, errors.New("empty extent")
-		}
-		add(piece{pos, l, x.Zero && l >= minHole})
-		pos += l
-	}
-	if max > 0 && len(out) > max {
-		out = out[:max]
-	}
-	return out, nil
+// mapError is an export's map failing at an offset.
+type mapError struct {
+	off int64
+	err error
 }
 
-// writeChunk buffers one structured reply chunk; the caller holds wmu and
-// flushes.
-func (cn *conn) writeChunk(handle uint64, flags, typ uint16, payload ...[]byte) {
-	n := 0
-	for _, p := range payload {
-		n += len(p)
+func (e *mapError) Error() string { return fmt.Sprintf("map at %d: %v", e.off, e.err) }
+
+// runs walks off..off+n as runs of data and of zeros, in order, zero
+// extents under minHole counted as data and neighbours of a kind merged,
+// and calls fn with each (last: it ends the range); an error of fn ends
+// the walk and is returned. Without a map all is data. Memory does not
+// grow with the runs.
+func runs(e *Export, off, n int64, fn func(p piece, last bool) error) error {
+	var pend piece // the run being extended
+	for pos := off; pos < off+n; {
+		p := piece{pos, off + n - pos, false}
+		if e.Map != nil {
+			x, err := e.Map.Extent(pos, off+n-pos)
+			if err == nil && x.Length <= 0 {
+				err = errors.New("empty extent")
+			}
+			if err != nil {
+				if pend.n > 0 {
+					if err := fn(pend, false); err != nil {
+						return err
+					}
+				}
+				return &mapError{pos, err}
+			}
+			p.n = min(x.Length, off+n-pos)
+			p.zero = x.Zero && p.n >= minHole
+		}
+		if pend.n > 0 && pend.zero == p.zero {
+			pend.n += p.n
+		} else {
+			if pend.n > 0 {
+				if err := fn(pend, false); err != nil {
+					return err
+				}
+			}
+			pend = p
+		}
+		pos += p.n
 	}
-	var h [20]byte
-	binary.BigEndian.PutUint32(h[0:], structReplyMagic)
-	binary.BigEndian.PutUint16(h[4:], flags)
-	binary.BigEndian.PutUint16(h[6:], typ)
-	binary.BigEndian.PutUint64(h[8:], handle)
-	binary.BigEndian.PutUint32(h[16:], uint32(n))
-	cn.w.Write(h[:])
-	for _, p := range payload {
-		cn.w.Write(p)
-	}
+	return fn(pend, true)
 }
 
 func readFull(e *Export, p []byte, off int64) error {
@@ -806,7 +1088,7 @@ func (cn *conn) readFailed(rq request, off int64, err error) error {
 		msg = msg[:4096]
 	}
 	if !cn.structured {
-		return cn.simple(rq.handle, errIO, nil)
+		return cn.simple(rq.handle, errIO)
 	}
 	b := binary.BigEndian.AppendUint32(nil, errIO)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
@@ -814,35 +1096,45 @@ func (cn *conn) readFailed(rq request, off int64, err error) error {
 	return cn.chunk(rq.handle, replyFlagDone, replyTypeErrorOffset, b)
 }
 
+// errFull ends a walk of the map when a block status reply is full.
+var errFull = errors.New("descriptors full")
+
 // blockStatus answers NBD_CMD_BLOCK_STATUS for base:allocation: holes
-// (zeros) as NBD_STATE_HOLE|NBD_STATE_ZERO, data as 0.
+// (zeros) as NBD_STATE_HOLE|NBD_STATE_ZERO, data as 0. The descriptors
+// start at the offset and cover at most the length asked: all of it
+// unless there would be more than maxDescriptors, or REQ_ONE asks for
+// one. The reply's buffer is counted in the connection's share.
 func (cn *conn) blockStatus(e *Export, rq request) error {
-	off, n := int64(rq.off), int64(rq.length)
-	b := binary.BigEndian.AppendUint32(nil, baseAllocationID)
-	if e.Map == nil { // all data
-		b = binary.BigEndian.AppendUint32(b, uint32(n))
-		b = binary.BigEndian.AppendUint32(b, 0)
-		return cn.chunk(rq.handle, replyFlagDone, replyTypeBlockStatus, b)
-	}
 	max := maxDescriptors
 	if rq.flags&cmdFlagReqOne != 0 {
 		max = 1
 	}
-	pieces, err := runs(e, off, n, max)
-	if err != nil {
-		return cn.readFailed(rq, off, err)
+	size := int64(4 + 8*max)
+	if err := cn.bufs.Acquire(cn.ctx, size); err != nil {
+		return err
 	}
-	for _, p := range pieces {
+	defer cn.bufs.Release(size)
+	b := binary.BigEndian.AppendUint32(make([]byte, 0, size), baseAllocationID)
+	err := runs(e, int64(rq.off), int64(rq.length), func(p piece, _ bool) error {
 		var st uint32
 		if p.zero {
 			st = stateHole | stateZero
 		}
-		for l := p.n; l > 0; { // descriptors hold 32-bit lengths
-			k := min(l, 1<<32-minHole)
-			b = binary.BigEndian.AppendUint32(b, uint32(k))
-			b = binary.BigEndian.AppendUint32(b, st)
-			l -= k
+		b = binary.BigEndian.AppendUint32(b, uint32(p.n)) // p.n <= rq.length
+		b = binary.BigEndian.AppendUint32(b, st)
+		if len(b) == cap(b) {
+			return errFull
 		}
+		return nil
+	})
+	var me *mapError
+	if errors.As(err, &me) {
+		if len(b) == 4 {
+			return cn.readFailed(rq, me.off, me.err)
+		}
+		// What was mapped before the error is a good answer.
+	} else if err != nil && err != errFull {
+		return err
 	}
 	return cn.chunk(rq.handle, replyFlagDone, replyTypeBlockStatus, b)
 }

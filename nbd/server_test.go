@@ -61,17 +61,77 @@ func testDisk() []byte {
 // client is a minimal NBD client for tests: it speaks the protocol
 // directly, so that it can also break it.
 type client struct {
-	t *testing.T
-	c net.Conn
+	t    *testing.T
+	c    net.Conn
+	done chan error // ServeConn's result, for dial's clients
 }
 
+// dial serves one session of s over a pipe and returns its client. The
+// session must end once the test does (its client is closed then).
 func dial(t *testing.T, s *Server) *client {
 	t.Helper()
 	a, b := net.Pipe()
-	go s.ServeConn(context.Background(), b)
-	t.Cleanup(func() { a.Close() })
+	done, ended := make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- s.ServeConn(context.Background(), b)
+		close(ended)
+	}()
+	t.Cleanup(func() {
+		a.Close()
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Error("the session did not end after its client left")
+		}
+	})
 	a.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{t: t, c: a}
+	return &client{t: t, c: a, done: done}
+}
+
+// serveUnix runs s.Serve on a Unix socket until the test ends and
+// returns the socket's path and a stop function: it cancels Serve and
+// waits, at most 5 s, for it to return.
+func serveUnix(t *testing.T, s *Server) (sock string, stop func() error) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	var once sync.Once
+	var serr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case serr = <-done:
+			case <-time.After(5 * time.Second):
+				serr = errors.New("Serve did not return within 5 s of its context's end")
+			}
+		})
+		return serr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return sock, stop
+}
+
+// dialUnix connects a client to a served socket, with a deadline of 10 s.
+func dialUnix(t *testing.T, sock string) *client {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &client{t: t, c: c}
 }
 
 func (c *client) read(n int) []byte {
@@ -182,13 +242,16 @@ func (c *client) negotiate(name string, structured bool) (int64, uint16) {
 }
 
 func (c *client) request(typ, flags uint16, handle, off uint64, length uint32) {
+	c.write(requestBytes(typ, flags, handle, off, length))
+}
+
+func requestBytes(typ, flags uint16, handle, off uint64, length uint32) []byte {
 	b := binary.BigEndian.AppendUint32(nil, requestMagic)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, handle)
 	b = binary.BigEndian.AppendUint64(b, off)
-	b = binary.BigEndian.AppendUint32(b, length)
-	c.write(b)
+	return binary.BigEndian.AppendUint32(b, length)
 }
 
 // chunk is one structured reply chunk.
@@ -231,8 +294,10 @@ func (c *client) readStructured(off int64, n int) (buf []byte, holes int, errno 
 		ch := c.chunk()
 		switch ch.typ {
 		case replyTypeOffsetData:
-			o := int64(binary.BigEndian.Uint64(ch.payload)) - off
-			copy(buf[o:], ch.payload[8:])
+			if n > 0 {
+				o := int64(binary.BigEndian.Uint64(ch.payload)) - off
+				copy(buf[o:], ch.payload[8:])
+			}
 		case replyTypeOffsetHole:
 			holes += int(binary.BigEndian.Uint32(ch.payload[8:]))
 		case replyTypeError, replyTypeErrorOffset:
@@ -436,35 +501,46 @@ func TestHostileClients(t *testing.T) {
 			t.Logf("after garbage: %v", err)
 		}
 	})
-	t.Run("large reads within the memory bound", func(t *testing.T) {
+	t.Run("large reads within each connection's share", func(t *testing.T) {
 		src := &slowZeros{}
 		big := &Server{Exports: []Export{{Name: "big", Size: 1 << 40, Data: src}}}
-		c := dial(t, big)
-		c.c.SetDeadline(time.Now().Add(2 * time.Minute))
-		c.negotiate("big", false)
-		// 32 requests of 32 MiB sent at once (the most one connection
-		// serves at a time): the buffers of at most 64 MiB of them are
-		// held at once, the rest wait.
-		const n = 32
-		go func() {
-			for i := range n {
-				b := binary.BigEndian.AppendUint32(nil, requestMagic)
-				b = binary.BigEndian.AppendUint32(b, cmdRead)
-				b = binary.BigEndian.AppendUint64(b, uint64(i))
-				b = binary.BigEndian.AppendUint64(b, uint64(i)<<25)
-				b = binary.BigEndian.AppendUint32(b, MaxPayload)
-				if _, err := c.c.Write(b); err != nil {
-					return
+		// Two connections, one with simple replies (streamed through one
+		// buffer each) and one with structured ones (in chunks), each
+		// sending 16 reads of 4 MiB at once: at most each connection's
+		// share of buffers is being read at once, the other requests
+		// wait.
+		const n, size = 16, 4 << 20
+		var wg sync.WaitGroup
+		for _, structured := range []bool{false, true} {
+			c := dial(t, big)
+			c.negotiate("big", structured)
+			go func() {
+				for i := range n {
+					if _, err := c.c.Write(requestBytes(cmdRead, 0, uint64(i), uint64(i)*size, size)); err != nil {
+						return
+					}
 				}
-			}
-		}()
-		for range n {
-			if errno, _, _ := c.simple(MaxPayload); errno != 0 {
-				t.Fatalf("read: error %d", errno)
-			}
+			}()
+			wg.Go(func() {
+				for range n {
+					if structured {
+						if _, _, errno := c.readStructured(-1, 0); errno != 0 {
+							t.Errorf("read: error %d", errno)
+							return
+						}
+					} else if errno, _, _ := c.simple(size); errno != 0 {
+						t.Errorf("read: error %d", errno)
+						return
+					}
+				}
+			})
 		}
-		if m := src.max.Load(); m > maxInFlight || m < MaxPayload {
-			t.Errorf("%d bytes of reads at once, want at most %d", m, maxInFlight)
+		wg.Wait()
+		if m := src.max.Load(); m > 2*connBuffers || m < chunkSize {
+			t.Errorf("%d bytes of reads at once on two connections, want at most %d", m, 2*connBuffers)
+		}
+		if connBuffers*defaultMaxConns > 64<<20 {
+			t.Errorf("%d connections may hold %d MiB of buffers, more than the 64 MiB documented", defaultMaxConns, connBuffers*defaultMaxConns>>20)
 		}
 	})
 }
@@ -483,7 +559,7 @@ func (z *slowZeros) ReadAt(p []byte, off int64) (int, error) {
 			break
 		}
 	}
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(2 * time.Millisecond)
 	clear(p)
 	z.now.Add(-int64(len(p)))
 	return len(p), nil
@@ -499,20 +575,14 @@ func TestConnectionLimits(t *testing.T) {
 	s := newServer(testDisk())
 	s.MaxConns = 3
 	s.HandshakeTimeout = 300 * time.Millisecond
-	sock := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Serve(ctx, l) }()
+	sock, stop := serveUnix(t, s)
 	var conns []net.Conn
 	for range 10 {
 		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
 		conns = append(conns, c)
 	}
 	// Three get a greeting; the others are closed.
@@ -536,20 +606,12 @@ func TestConnectionLimits(t *testing.T) {
 	// The silent ones are dropped after the handshake timeout, and their
 	// places are free again.
 	time.Sleep(500 * time.Millisecond)
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(c, make([]byte, 18)); err != nil {
+	c := dialUnix(t, sock)
+	if _, err := io.ReadFull(c.c, make([]byte, 18)); err != nil {
 		t.Errorf("after the silent clients timed out: %v", err)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Serve: %v", err)
-	}
-	for _, c := range conns {
-		c.Close()
 	}
 }
 

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
@@ -26,19 +29,27 @@ type serveCmd struct {
 	cacheOpts
 }
 
-// Run serves until SIGINT or SIGTERM, which end it with status 0.
+// serveGrace is how long, after SIGINT or SIGTERM, the requests in flight
+// have to be answered: main ends the process interruptGrace after the
+// signal, and a quarter of it is left for closing.
+func serveGrace() time.Duration { return interruptGrace * 3 / 4 }
+
+// Run serves until SIGINT or SIGTERM: then no connection is accepted,
+// the requests in flight are answered (for up to serveGrace), and the
+// command ends as interrupted (exit status 130 or 143).
 func (c *serveCmd) Run(e *env) error {
 	_, exports, closeAll, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	l, where, err := c.listen()
+	l, where, err := c.listen(e)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
 	if c.Listen == "" {
+		defer atInterrupt(func() { os.Remove(where) })()
 		defer os.Remove(where)
 	}
 	fmt.Fprintf(e.stdout, "serving %s read-only over NBD; stop with Ctrl-C\n", printable(c.Archive))
@@ -50,15 +61,20 @@ func (c *serveCmd) Run(e *env) error {
 		fmt.Fprintf(e.stdout, "  %-*s  %10s  %s\n", w, printable(x.Name), humanSize(x.Size), c.uri(where, x.Name))
 	}
 	e.flushNotes() // a server runs until stopped: its notes come now
-	srv := &nbd.Server{Exports: exports, Log: func(msg string) {
+	srv := &nbd.Server{Exports: exports, ShutdownGrace: serveGrace(), Log: func(msg string) {
 		fmt.Fprintf(e.stderr, "vmaconv: %s\n", oneLine(errors.New(msg)))
 	}}
-	return srv.Serve(e.ctx, l)
+	if err := srv.Serve(e.ctx, l); err != nil {
+		return err
+	}
+	return fmt.Errorf("serving: %w", context.Cause(e.ctx)) // Serve returns nil once ctx is done
 }
 
 // listen opens the socket: a Unix one, for the owner only, unless
-// --listen names a TCP address.
-func (c *serveCmd) listen() (net.Listener, string, error) {
+// --listen names a TCP address. A Unix socket left by a server that is
+// gone (killed) is replaced, with a note; one a server listens on is
+// not.
+func (c *serveCmd) listen(e *env) (net.Listener, string, error) {
 	if c.Listen != "" {
 		if c.Socket != "" {
 			return nil, "", usageError{errors.New("--socket and --listen: choose one")}
@@ -80,6 +96,14 @@ func (c *serveCmd) listen() (net.Listener, string, error) {
 	var l net.Listener
 	err := ownerOnly(func() (err error) {
 		l, err = net.Listen("unix", path)
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+		if replaced, err := replaceStale(path); err != nil || !replaced {
+			return cmp.Or(err, fmt.Errorf("%s: address already in use", path))
+		}
+		e.note("%s: replaced a socket no server listened on (left by one that was killed?)", path)
+		l, err = net.Listen("unix", path)
 		return err
 	})
 	if err != nil {
@@ -89,12 +113,12 @@ func (c *serveCmd) listen() (net.Listener, string, error) {
 	return l, path, nil
 }
 
-// uri is how qemu and libnbd name an export.
+// uri is how qemu and libnbd name an export (NBD's doc/uri.md), escaped.
 func (c *serveCmd) uri(where, name string) string {
 	if c.Listen != "" {
-		return "nbd://" + where + "/" + url.PathEscape(name)
+		return nbd.TCPURI(where, name)
 	}
-	return "nbd+unix:///" + url.PathEscape(name) + "?socket=" + where
+	return nbd.UnixURI(where, name)
 }
 
 // openExports opens an archive's disks (all, or those named) for reading

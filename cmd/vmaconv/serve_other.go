@@ -1,0 +1,7 @@
+//go:build !unix
+
+package main
+
+// replaceStale does not replace sockets here: serve --socket on a path in
+// use fails.
+func replaceStale(path string) (bool, error) { return false, nil }
