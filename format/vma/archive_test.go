@@ -2,12 +2,15 @@ package vma_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -182,5 +185,171 @@ func TestOpenIndexSize(t *testing.T) {
 		if perCluster > 2.6 {
 			t.Errorf("%s: %.2f bytes of index a cluster; a 1 TiB disk would need %.0f MiB", style, perCluster, perCluster*(1<<24)/(1<<20))
 		}
+	}
+}
+
+// groupClusters is how many clusters an extent of a synthArchive holds:
+// the first stores one block, the others nothing; one run, 24 bytes, and
+// 59 masks, 118 bytes, of index.
+const groupClusters = vma.SlotsPerExtent
+
+// synthArchive is an archive of one device made on the fly, so that
+// indexes of many MiB cost no memory to test: extent x holds clusters
+// [g*59, g*59+59) of the device, g = x*stride mod extents, and stores
+// block 0 of its first cluster, filled with the byte g%251+1.
+type synthArchive struct {
+	hdr             []byte
+	extents, stride int64
+	mu              sync.Mutex
+	ext             [vma.ExtentHeaderSize]byte // scratch: ReadAt allocates nothing
+}
+
+const synthExtent = vma.ExtentHeaderSize + vma.BlockSize
+
+func newSynthArchive(t testing.TB, extents, stride int64) *synthArchive {
+	t.Helper()
+	var b bytes.Buffer
+	w := vma.NewWriter(&b, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
+	id, err := w.AddDevice("drive-scsi0", extents*groupClusters*vma.ClusterSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := range int64(vma.SlotsPerExtent) { // enough for the header to be written
+		if err := w.WriteCluster(id, c, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hs := int(binary.BigEndian.Uint32(b.Bytes()[56:]))
+	return &synthArchive{hdr: b.Bytes()[:hs], extents: extents, stride: stride}
+}
+
+func (a *synthArchive) Size() int64 { return int64(len(a.hdr)) + a.extents*synthExtent }
+
+// group returns the cluster group extent x holds.
+func (a *synthArchive) group(x int64) int64 { return x * a.stride % a.extents }
+
+func (a *synthArchive) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		switch {
+		case at >= a.Size():
+			return n, io.EOF
+		case at < int64(len(a.hdr)):
+			n += copy(p[n:], a.hdr[at:])
+			continue
+		}
+		x, in := (at-int64(len(a.hdr)))/synthExtent, (at-int64(len(a.hdr)))%synthExtent
+		g := a.group(x)
+		if in >= vma.ExtentHeaderSize {
+			k := min(int64(len(p)-n), synthExtent-in)
+			for i := range k {
+				p[n+int(i)] = byte(g%251 + 1)
+			}
+			n += int(k)
+			continue
+		}
+		a.mu.Lock()
+		e := a.ext[:]
+		clear(e)
+		copy(e, vma.ExtentMagic[:])
+		binary.BigEndian.PutUint16(e[6:], 1) // blocks
+		copy(e[8:], testutil.TestUUID[:])
+		for i := range groupClusters {
+			mask := uint16(0)
+			if i == 0 {
+				mask = 1
+			}
+			binary.BigEndian.PutUint64(e[40+8*i:], testutil.Slot(mask, 1, uint32(g*groupClusters+int64(i))))
+		}
+		testutil.FixExtentMD5(e)
+		n += copy(p[n:], e[in:])
+		a.mu.Unlock()
+	}
+	return n, nil
+}
+
+// TestOpenIndexChunks: an index of several MiB (chunks of runs and of
+// masks, a run's masks moved whole into a new chunk) reads every cluster
+// right, in order and out of order (sorted in place across chunks).
+func TestOpenIndexChunks(t *testing.T) {
+	const extents = 20011 // prime: any stride visits every group
+	for _, stride := range []int64{1, 7919} {
+		a := newSynthArchive(t, extents, stride)
+		ar, err := vma.Open(a, a.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		exact := int64(extents) * (24 + 2*groupClusters)
+		if ar.IndexBytes() < exact || ar.IndexBytes() > exact+exact/50+256<<10 {
+			t.Errorf("stride %d: %d bytes of index for %d of runs and masks", stride, ar.IndexBytes(), exact)
+		}
+		d := ar.Devices()[0]
+		p := make([]byte, 2*vma.ClusterSize)
+		// Every 97th group, and those around the chunks' ends (4096 runs).
+		var groups []int64
+		for g := int64(0); g < extents; g += 97 {
+			groups = append(groups, g)
+		}
+		for g := int64(4095); g < extents; g += 4096 {
+			groups = append(groups, g, g+1)
+		}
+		for _, g := range groups {
+			// The end of the group before (nothing stored), then the
+			// first cluster of g: block 0 stored, the rest zero.
+			off := g*groupClusters*vma.ClusterSize - vma.ClusterSize
+			if g == 0 {
+				off = 0
+			}
+			if n, err := d.ReadAt(p, off); n != len(p) || err != nil {
+				t.Fatalf("stride %d: ReadAt(%d) = %d, %v", stride, off, n, err)
+			}
+			stored := p[g*groupClusters*vma.ClusterSize-off:][:vma.BlockSize]
+			if !bytes.Equal(stored, bytes.Repeat([]byte{byte(g%251 + 1)}, vma.BlockSize)) || !testutil.AllZero(p[:g*groupClusters*vma.ClusterSize-off]) ||
+				!testutil.AllZero(p[g*groupClusters*vma.ClusterSize-off+vma.BlockSize:]) {
+				t.Fatalf("stride %d: group %d reads wrong", stride, g)
+			}
+			e, err := d.Extent(g*groupClusters*vma.ClusterSize, 3*vma.ClusterSize)
+			if err != nil || e.Zero || e.Length != vma.ClusterSize {
+				t.Fatalf("stride %d: group %d: extent %+v, %v", stride, g, e, err)
+			}
+		}
+	}
+}
+
+// TestOpenIndexMemory: building an index allocates what the index takes,
+// not the two or three times that slices growing by doubling and copies
+// of them cost; one that reaches its limit stops there.
+func TestOpenIndexMemory(t *testing.T) {
+	alloc := func(a *synthArchive, opts ...vma.OpenOption) (uint64, *vma.Archive, error) {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		ar, err := vma.Open(a, a.Size(), opts...)
+		runtime.ReadMemStats(&m1)
+		return m1.TotalAlloc - m0.TotalAlloc, ar, err
+	}
+	// What Open allocates whatever the index: the reader's buffers.
+	base, _, err := alloc(newSynthArchive(t, 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 4 << 20
+	fits := newSynthArchive(t, 20011, 1)
+	got, ar, err := alloc(fits, vma.WithIndexLimit(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if over := int64(got-base) - ar.IndexBytes(); over > 1<<20 {
+		t.Errorf("an index of %d KiB allocated %d KiB more", ar.IndexBytes()>>10, over>>10)
+	}
+	got, _, err = alloc(newSynthArchive(t, 2*20011, 1), vma.WithIndexLimit(limit))
+	if !errors.Is(err, vma.ErrIndexLimit) {
+		t.Fatalf("twice the archive under a limit of %d MiB: %v", limit>>20, err)
+	}
+	if over := int64(got-base) - limit; over > 1<<20 {
+		t.Errorf("an index stopped at its limit of %d KiB allocated %d KiB more", limit>>10, over>>10)
 	}
 }
