@@ -221,8 +221,9 @@ const (
 )
 
 // maxCompressed is the most compressed bytes a frame of d bytes may take
-// to be read at random: zstd's worst case (raw blocks, 3 bytes a block of
-// at least 128 KiB, frame header and checksum) with room to spare.
+// to be read at random: zstd's worst case (d bytes stored raw, in blocks
+// of up to 128 KiB with 3 bytes of header each, a frame header and a
+// checksum) with room to spare.
 func maxCompressed(d int64) int64 { return d + d>>7 + 1024 }
 
 // frameWeight is the budget a decode of a frame of c compressed and d

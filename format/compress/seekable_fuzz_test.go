@@ -123,6 +123,10 @@ func FuzzSeekable(f *testing.F) {
 	huge[4] |= 0xc0 // 8 bytes of content size
 	f.Add(withTable(huge, false, uint32(len(huge)), 3000), true, uint32(0), uint16(100))
 	f.Add(withTable(frame[:len(frame)/2], false, uint32(len(frame)/2), 3000), true, uint32(1000), uint16(100))
+	// A frame followed by a skippable frame of padding under one entry.
+	padded := binary.LittleEndian.AppendUint32(bytes.Clone(frame), 0x184D2A50)
+	padded = append(binary.LittleEndian.AppendUint32(padded, 100), make([]byte, 100)...)
+	f.Add(withTable(padded, false, uint32(len(padded)), 3000), false, uint32(5), uint16(200))
 	// A frame that claims the most the reader takes.
 	f.Add(withTable(frame, false, uint32(len(frame)), MaxSeekFrame), false, uint32(MaxSeekFrame-10), uint16(100))
 
@@ -158,10 +162,13 @@ func FuzzSeekable(f *testing.F) {
 			return b
 		}
 		// Every frame read whole (the first 16), then one range.
+		wants := make([][]byte, min(s.Frames(), 16))
+		for i := range wants {
+			wants[i] = ref(i)
+		}
 		weight := uint64(0)
 		runtime.ReadMemStats(&m1)
-		for i := range min(s.Frames(), 16) {
-			want := ref(i)
+		for i, want := range wants {
 			size := s.dec[i+1] - s.dec[i]
 			weight += uint64(frameWeight(s.comp[i+1]-s.comp[i], size)) + 64<<10
 			got := make([]byte, size)
