@@ -357,11 +357,18 @@ func (x *devIndex) sorted() bool {
 // clip gives back what the last chunks do not use.
 func (x *devIndex) clip() {
 	if k := len(x.runs) - 1; k >= 0 && len(x.runs[k]) < cap(x.runs[k]) {
-		x.runs[k] = slices.Clone(x.runs[k])
+		x.runs[k] = exact(x.runs[k])
 	}
 	if k := len(x.masks) - 1; k >= 0 && len(x.masks[k]) < cap(x.masks[k]) {
-		x.masks[k] = slices.Clone(x.masks[k])
+		x.masks[k] = exact(x.masks[k])
 	}
+}
+
+// exact returns a copy of s with no room to spare.
+func exact[T any](s []T) []T {
+	c := make([]T, len(s))
+	copy(c, s)
+	return c
 }
 
 // bytes returns the memory the index takes.
