@@ -51,7 +51,7 @@ func TestSeekableSharedDecode(t *testing.T) {
 		}()
 	}
 	// Every caller is the decoder or waits for it.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		s.mu.Lock()
 		users := 0
 		if c := s.calls[0]; c != nil {
