@@ -1,6 +1,7 @@
 package compress
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/semaphore"
 )
 
 // The zstd seekable format (zstd's contrib/seekable_format): independent
@@ -26,12 +28,14 @@ const (
 	seekReservedBits  = 0x7c
 	maxSeekableFrames = 1 << 22 // 4 M frames: archives of several TiB
 	maxFrameSize      = 1 << 30 // the format's limit on a frame's content
+	seekWriteFrame    = 4 << 20 // SeekableWriter's largest frame: half of MaxSeekFrame
 )
 
 // SeekableWriter writes the zstd seekable format: every Write is one frame
 // (so a writer that writes an archive's extent headers and data apart
-// gets frames a reader can decompress one by one), compressed in parallel
-// and written in order; Close writes the seek table. It does not close the
+// gets frames a reader can decompress one by one), or several of at most
+// 4 MiB if it is larger (an archive header with many configs), compressed
+// in parallel and written in order; Close writes the seek table. It does not close the
 // underlying writer.
 type SeekableWriter struct {
 	w      io.Writer
@@ -80,11 +84,12 @@ func (s *SeekableWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for len(p) > maxFrameSize { // never from the archive writer
-		if _, err := s.Write(p[:maxFrameSize]); err != nil {
+	n := len(p)
+	for len(p) > seekWriteFrame { // an extent's data is at most 3.7 MiB
+		if _, err := s.Write(p[:seekWriteFrame]); err != nil {
 			return 0, err
 		}
-		p = p[maxFrameSize:]
+		p = p[seekWriteFrame:]
 	}
 	s.slots <- struct{}{} // bounds the frames in flight
 	j := &frameJob{src: append([]byte(nil), p...), ready: make(chan struct{})}
@@ -93,7 +98,7 @@ func (s *SeekableWriter) Write(p []byte) (int, error) {
 		close(j.ready)
 	}()
 	s.queue <- j
-	return len(p), nil
+	return n, nil
 }
 
 // writeLoop writes the frames in order as they are compressed.
@@ -155,28 +160,93 @@ func (s *SeekableWriter) Close() error {
 
 // Seekable reads a zstd seekable file at random: ReadAt decompresses the
 // frames it needs, keeping recently used ones. It is safe for concurrent
-// use.
+// use (the io.ReaderAt contract).
+//
+// Its memory is bounded by constants, whatever the file declares: frames
+// of at most MaxSeekFrame bytes are read at random (OpenSeekable refuses
+// larger ones with an error wrapping ErrNotSeekable, so that the file is
+// read as a stream instead), decoded frames kept take at most 32 MiB,
+// frames being decoded (compressed and decompressed) at most 40 MiB in
+// all however many ReadAt calls run in parallel, and the seek table 16
+// bytes a frame (at most 4 Mi frames).
 type Seekable struct {
 	r    io.ReaderAt
 	comp []int64 // start of frame i in the file; comp[n] is the table
 	dec  []int64 // start of frame i's content; dec[n] is the size
 	d    *zstd.Decoder
+	// budget holds the bytes of frames being decoded, from the read of
+	// their compressed bytes until every ReadAt waiting for them has
+	// copied what it needs.
+	budget *semaphore.Weighted
 
 	mu    sync.Mutex
 	cache map[int][]byte
-	order []int
-	bytes int
+	order []int // cached frames, oldest first
+	bytes int   // what cache takes
+	calls map[int]*frameCall
 }
 
-// seekCacheBytes bounds the decompressed frames Seekable keeps.
-const seekCacheBytes = 32 << 20
+// frameCall is one decode of a frame, shared by the ReadAt calls that
+// need the frame meanwhile.
+type frameCall struct {
+	done   chan struct{}
+	b      []byte
+	err    error
+	users  int   // ReadAt calls yet to copy from b (under Seekable.mu)
+	weight int64 // bytes of budget held until users is 0
+}
 
-// ErrNotSeekable means a zstd file has no seek table.
+// MaxSeekFrame is the most a frame may hold for Seekable to read it at
+// random. SeekableWriter writes frames of at most 4 MiB, half of it.
+//
+// Larger frames are refused rather than decoded in pieces: a piece in the
+// middle of a zstd frame can only be reached by decoding the frame from
+// its start, so a read at random into a frame of a GiB would cost up to a
+// GiB of decoding, for every cold 4 KiB read. Read as a stream (vmaconv
+// decompresses such a file once into its cache) the file costs one pass,
+// and reads at random cost a pread.
+const MaxSeekFrame = 8 << 20
+
+const (
+	// seekCacheBytes bounds the decoded frames Seekable keeps.
+	seekCacheBytes = 32 << 20
+	// seekDecodeBytes bounds the frames being decoded: compressed and
+	// decompressed bytes, and the decoder's overshoot past a frame that
+	// holds more than its entry says.
+	seekDecodeBytes = 40 << 20
+	// seekEntryCost is what a cached frame costs besides its bytes.
+	seekEntryCost = 128
+	// seekTableChunk is how much of the seek table is read at a time.
+	seekTableChunk = 64 << 10
+)
+
+// maxCompressed is the most compressed bytes a frame of d bytes may take
+// to be read at random: zstd's worst case (d bytes stored raw, in blocks
+// of up to 128 KiB with 3 bytes of header each, a frame header and a
+// checksum) with room to spare.
+func maxCompressed(d int64) int64 { return d + d>>7 + 1024 }
+
+// frameWeight is the budget a decode of a frame of c compressed and d
+// decompressed bytes holds: both, and as much again as d with a block
+// (what the decoder may allocate before it notices the frame holds more
+// than d).
+func frameWeight(c, d int64) int64 { return c + 2*d + 128<<10 }
+
+// ErrNotSeekable means a zstd file has no seek table, or one whose frames
+// are too large to read at random (see MaxSeekFrame): read it as a stream.
 var ErrNotSeekable = errors.New("zstd: no seek table")
 
+// notSeekable is a seek table that is sound but not used: it names the
+// reason, and is ErrNotSeekable to errors.Is.
+type notSeekable struct{ msg string }
+
+func (e *notSeekable) Error() string        { return e.msg }
+func (e *notSeekable) Is(target error) bool { return target == ErrNotSeekable }
+
 // OpenSeekable reads the seek table at the end of the zstd file r of size
-// bytes. It returns ErrNotSeekable if there is none, and an error naming
-// the problem if the table is inconsistent with the file.
+// bytes. It returns ErrNotSeekable if there is none, an error wrapping it
+// if a frame is too large to read at random, and an error naming the
+// problem if the table is inconsistent with the file.
 func OpenSeekable(r io.ReaderAt, size int64) (*Seekable, error) {
 	if size < seekFooterSize+8 {
 		return nil, ErrNotSeekable
@@ -207,27 +277,44 @@ func OpenSeekable(r io.ReaderAt, size int64) (*Seekable, error) {
 	if tableStart < 0 {
 		return nil, bad("%d frames do not fit in the file", frames)
 	}
-	table := make([]byte, frames*entry+8)
-	if _, err := r.ReadAt(table, tableStart); err != nil {
+	var head [8]byte
+	if _, err := r.ReadAt(head[:], tableStart); err != nil {
 		return nil, err
 	}
-	if binary.LittleEndian.Uint32(table) != seekTableMagic || int64(binary.LittleEndian.Uint32(table[4:])) != frames*entry+seekFooterSize {
+	if binary.LittleEndian.Uint32(head[:]) != seekTableMagic || int64(binary.LittleEndian.Uint32(head[4:])) != frames*entry+seekFooterSize {
 		return nil, bad("skippable frame header does not match the footer")
 	}
-	s := &Seekable{r: r, comp: make([]int64, frames+1), dec: make([]int64, frames+1), cache: map[int][]byte{}}
-	for i := range frames {
-		e := table[8+i*entry:]
-		c, d := int64(binary.LittleEndian.Uint32(e)), int64(binary.LittleEndian.Uint32(e[4:]))
-		if c == 0 || d > maxFrameSize {
-			return nil, bad("frame %d: %d compressed bytes for %d", i, c, d)
+	s := &Seekable{r: r, comp: make([]int64, frames+1), dec: make([]int64, frames+1),
+		budget: semaphore.NewWeighted(seekDecodeBytes), cache: map[int][]byte{}, calls: map[int]*frameCall{}}
+	var large error // the first frame too large to read at random
+	// The table is read in pieces: it is not held whole besides comp and dec.
+	buf := make([]byte, min(frames*entry, seekTableChunk/entry*entry))
+	for i := int64(0); i < frames; {
+		chunk := buf[:min(int64(len(buf)), (frames-i)*entry)]
+		if _, err := r.ReadAt(chunk, tableStart+8+i*entry); err != nil {
+			return nil, err
 		}
-		s.comp[i+1], s.dec[i+1] = s.comp[i]+c, s.dec[i]+d
+		for e := chunk; len(e) > 0; e, i = e[entry:], i+1 {
+			c, d := int64(binary.LittleEndian.Uint32(e)), int64(binary.LittleEndian.Uint32(e[4:]))
+			if c == 0 || d > maxFrameSize {
+				return nil, bad("frame %d: %d compressed bytes for %d", i, c, d)
+			}
+			if large == nil && (d > MaxSeekFrame || c > maxCompressed(d)) {
+				large = &Error{Format: Zstd, Offset: size - seekFooterSize, Err: &notSeekable{fmt.Sprintf(
+					"seek table: frame %d holds %d bytes in %d: more than the %d MiB read at random, so read as a stream", i, d, c, MaxSeekFrame>>20)}}
+			}
+			s.comp[i+1], s.dec[i+1] = s.comp[i]+c, s.dec[i]+d
+		}
 	}
 	if s.comp[frames] != tableStart {
 		return nil, bad("frames take %d bytes, the file has %d before the table", s.comp[frames], tableStart)
 	}
+	if large != nil {
+		return nil, large
+	}
 	var err error
-	s.d, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxFrameSize), zstd.WithDecoderMaxWindow(128<<20))
+	s.d, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(min(runtime.GOMAXPROCS(0), 4)),
+		zstd.WithDecoderMaxMemory(MaxSeekFrame), zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderMaxWindow(128<<20))
 	if err != nil {
 		return nil, err
 	}
@@ -257,48 +344,105 @@ func (s *Seekable) ReadAt(p []byte, off int64) (int, error) {
 		if at >= s.Size() {
 			return n, io.EOF
 		}
+		// The first frame that ends after at (empty frames end before).
 		i := sort.Search(len(s.dec)-1, func(i int) bool { return s.dec[i+1] > at })
-		b, err := s.frame(i)
+		if i >= len(s.dec)-1 || at < s.dec[i] || at >= s.dec[i+1] {
+			return n, fmt.Errorf("zstd: no frame found for offset %d (frame %d of %d)", at, i, len(s.dec)-1)
+		}
+		k, err := s.readFrame(i, p[n:], at-s.dec[i])
 		if err != nil {
 			return n, err
 		}
-		n += copy(p[n:], b[at-s.dec[i]:])
+		if k == 0 {
+			return n, fmt.Errorf("zstd: no progress at offset %d (frame %d)", at, i)
+		}
+		n += k
 	}
 	return n, nil
 }
 
-// frame returns frame i decompressed.
-func (s *Seekable) frame(i int) ([]byte, error) {
+// readFrame copies frame i's content from offset from into p: from the
+// cache, from a decode another ReadAt has started, or from its own.
+func (s *Seekable) readFrame(i int, p []byte, from int64) (int, error) {
 	s.mu.Lock()
 	if b, ok := s.cache[i]; ok {
+		// Copied under the lock: a frame evicted from the cache is
+		// no longer referenced once the lock is released.
+		k := copy(p, b[from:])
 		s.mu.Unlock()
-		return b, nil
+		return k, nil
+	}
+	c, ok := s.calls[i]
+	if ok {
+		c.users++
+		s.mu.Unlock()
+		<-c.done
+		s.mu.Lock()
+	} else {
+		c = &frameCall{done: make(chan struct{}), users: 1}
+		s.calls[i] = c
+		s.mu.Unlock()
+		c.b, c.err = s.decode(i, c)
+		s.mu.Lock()
+		delete(s.calls, i)
+		if c.err == nil {
+			s.keep(i, c.b)
+		}
+		close(c.done)
+	}
+	k := 0
+	if c.err == nil {
+		k = copy(p, c.b[from:])
+	}
+	if c.users--; c.users == 0 && c.weight > 0 {
+		s.budget.Release(c.weight)
 	}
 	s.mu.Unlock()
-	src := make([]byte, s.comp[i+1]-s.comp[i])
+	return k, c.err
+}
+
+// decode reads and decompresses frame i, holding its weight of the budget
+// in c.
+func (s *Seekable) decode(i int, c *frameCall) ([]byte, error) {
+	comp, want := s.comp[i+1]-s.comp[i], s.dec[i+1]-s.dec[i]
+	w := frameWeight(comp, want)
+	if w > seekDecodeBytes { // OpenSeekable refused such frames
+		return nil, fmt.Errorf("zstd: frame %d (%d bytes in %d) is too large to read at random", i, want, comp)
+	}
+	if err := s.budget.Acquire(context.Background(), w); err != nil {
+		return nil, err
+	}
+	c.weight = w
+	src := make([]byte, comp)
 	if _, err := s.r.ReadAt(src, s.comp[i]); err != nil {
 		return nil, fmt.Errorf("zstd: reading frame %d at compressed offset %d: %w", i, s.comp[i], err)
 	}
-	want := s.dec[i+1] - s.dec[i]
 	b, err := s.d.DecodeAll(src, make([]byte, 0, want))
-	if err == nil && int64(len(b)) != want {
+	switch {
+	case errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		err = fmt.Errorf("frame %d holds more than the %d bytes the seek table says", i, want)
+	case err == nil && int64(len(b)) != want:
 		err = fmt.Errorf("frame %d holds %d bytes, the seek table says %d", i, len(b), want)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("zstd: frame %d at compressed offset %d: %w", i, s.comp[i], err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.cache[i]; !ok {
-		s.cache[i] = b
-		s.order = append(s.order, i)
-		s.bytes += len(b)
-		for s.bytes > seekCacheBytes && len(s.order) > 1 {
-			old := s.order[0]
-			s.order = s.order[1:]
-			s.bytes -= len(s.cache[old])
-			delete(s.cache, old)
-		}
-	}
 	return b, nil
+}
+
+// keep caches frame i's content b, evicting the oldest frames beyond
+// seekCacheBytes. Called with s.mu held.
+func (s *Seekable) keep(i int, b []byte) {
+	if _, ok := s.cache[i]; ok {
+		return
+	}
+	s.cache[i] = b
+	s.order = append(s.order, i)
+	s.bytes += len(b) + seekEntryCost
+	for s.bytes > seekCacheBytes && len(s.order) > 1 {
+		old := s.order[0]
+		s.order = s.order[1:]
+		s.bytes -= len(s.cache[old]) + seekEntryCost
+		delete(s.cache, old)
+	}
 }

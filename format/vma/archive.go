@@ -6,18 +6,20 @@ import (
 	"io"
 	"math/bits"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/vmaconv/vmaconv/format"
 )
 
 // DefaultIndexLimit is the memory an Archive's index may take unless
-// WithIndexLimit says otherwise.
+// WithIndexLimit says otherwise: what Open allocates for it while it
+// reads the archive, not only what it keeps.
 const DefaultIndexLimit = 64 << 20
 
 // ErrIndexLimit is returned by Open when the index would exceed its memory
 // limit: the archive is too far out of order (runs of one or two clusters)
-// to index compactly. It wraps format.ErrStreamOnly: read the archive with
+// to index compactly. Open stops as soon as the limit is reached. It wraps format.ErrStreamOnly: read the archive with
 // NewReader instead, which needs no index.
 var ErrIndexLimit = fmt.Errorf("vma: index exceeds its memory limit: %w", format.ErrStreamOnly)
 
@@ -32,7 +34,11 @@ var ErrIndexLimit = fmt.Errorf("vma: index exceeds its memory limit: %w", format
 // written in Proxmox's order), plus 2 bytes per cluster of runs that are
 // not entirely made of full clusters. Runs of zero clusters are not kept.
 // A 1 TiB disk thus needs at most about 40 MiB, and 7 MiB if its clusters
-// are full. The total is bounded by WithIndexLimit (DefaultIndexLimit).
+// are full. The total is bounded by WithIndexLimit (DefaultIndexLimit),
+// which covers all Open allocates for the index as it builds it (chunks of
+// 96 and 64 KiB, never copied whole) and the stream reader's tracking of
+// clusters seen out of order: Open's memory is the limit and the reader's
+// buffer (4 MiB), not a multiple of the limit.
 //
 // An Archive is safe for concurrent use. It does not close the
 // io.ReaderAt it was given.
@@ -52,7 +58,8 @@ type openConfig struct {
 	limit int64
 }
 
-// WithIndexLimit sets the most memory, in bytes, the index may take.
+// WithIndexLimit sets the most memory, in bytes, the index may take
+// (DefaultIndexLimit).
 func WithIndexLimit(n int64) OpenOption { return func(c *openConfig) { c.limit = n } }
 
 // Open reads the header and every extent header of the archive of size
@@ -74,11 +81,12 @@ func Open(r io.ReaderAt, size int64, opts ...OpenOption) (*Archive, error) {
 	ix := make(map[int]*devIndex)
 	for _, d := range a.hdr.Devices {
 		dr := &DeviceReader{a: a, dev: d, tail: -1}
+		dr.ix.used = &a.index
 		a.devs = append(a.devs, dr)
 		ix[d.ID] = &dr.ix
 	}
-	var extent int64 = -1
-	for {
+	last := int64(-1)
+	for extent := int64(0); ; extent++ {
 		e, err := rd.NextExtent()
 		if err == io.EOF {
 			break
@@ -86,7 +94,10 @@ func Open(r io.ReaderAt, size int64, opts ...OpenOption) (*Archive, error) {
 		if err != nil {
 			return nil, err
 		}
-		extent++
+		if e.Offset <= last {
+			return nil, fmt.Errorf("vma: Open: no progress: extent %d at byte offset %d, after one at %d", extent, e.Offset, last)
+		}
+		last = e.Offset
 		data := e.Offset + ExtentHeaderSize // where the next slot's data starts
 		for i := range e.Clusters {
 			c := &e.Clusters[i]
@@ -97,37 +108,39 @@ func Open(r io.ReaderAt, size int64, opts ...OpenOption) (*Archive, error) {
 			x.stored += storedBytes(c)
 			data += int64(bits.OnesCount16(c.Mask)) * BlockSize
 		}
-		if extent%64 != 0 {
-			continue
-		}
-		if a.index = a.indexBytes(); a.index > cfg.limit {
+		// The index and the reader's tracking of clusters out of order
+		// are checked after every extent: an extent adds at most a chunk
+		// of runs and one of masks.
+		if used := a.index + int64(rd.pages)*trackPageBytes; used > cfg.limit {
 			return nil, fmt.Errorf("%w (%d MiB at extent %d, byte offset %d)", ErrIndexLimit, cfg.limit>>20, rd.Extents()-1, e.Offset)
 		}
 	}
 	a.extents = rd.Extents()
-	if a.index = a.indexBytes(); a.index > cfg.limit {
-		return nil, fmt.Errorf("%w (%d MiB)", ErrIndexLimit, cfg.limit>>20)
-	}
 	for _, d := range a.devs {
 		d.ix.close()
-		if !slices.IsSortedFunc(d.ix.runs, cmpRun) {
-			slices.SortFunc(d.ix.runs, cmpRun)
+		if !d.ix.sorted() {
+			sort.Sort(&d.ix) // in place: no second copy of the index
 		}
-		// Give back what appends reserved.
-		d.ix.runs = slices.Clip(slices.Clone(d.ix.runs))
-		d.ix.masks = slices.Clip(slices.Clone(d.ix.masks))
+		d.ix.clip()
 		if err := CheckVMStateTail(d.dev, d.ix.end*ClusterSize); err != nil {
 			d.tail, d.tailErr = d.ix.end*ClusterSize, err
 		}
 	}
 	a.index = a.indexBytes()
+	if a.index > cfg.limit {
+		return nil, fmt.Errorf("%w (%d MiB)", ErrIndexLimit, cfg.limit>>20)
+	}
 	return a, nil
 }
+
+// trackPageBytes is what a page of the reader's tracking of clusters
+// seen takes (a 520-byte clusterPage and its map entry).
+const trackPageBytes = 600
 
 func (a *Archive) indexBytes() int64 {
 	n := int64(0)
 	for _, d := range a.devs {
-		n += int64(cap(d.ix.runs))*runSize + int64(cap(d.ix.masks))*2
+		n += d.ix.bytes()
 	}
 	return n
 }
@@ -179,20 +192,23 @@ type run struct {
 
 const runSize = 24 // bytes a run takes in memory
 
-func cmpRun(a, b run) int {
-	switch {
-	case a.first < b.first:
-		return -1
-	case a.first > b.first:
-		return 1
-	}
-	return 0
-}
+// The index is kept in chunks of fixed size rather than in slices that
+// double: the memory it takes is then the memory it uses, growing by a
+// chunk at a time, with no copy of it while it grows, sorts or shrinks.
+// A device's first chunk grows from a few entries up to a chunk.
+const (
+	runChunk  = 4096  // runs a chunk holds (96 KiB)
+	maskChunk = 32768 // masks a chunk holds (64 KiB)
+	firstCap  = 8     // entries the first chunk starts with
+)
 
 // devIndex is one device's index.
 type devIndex struct {
-	runs   []run
-	masks  []uint16
+	runs  [][]run    // chunks of runChunk runs, sorted once Open returns
+	masks [][]uint16 // chunks of maskChunk masks; a run's masks lie in one
+	nruns int
+	used  *int64 // bytes the index takes, every device's (during Open)
+
 	stored int64 // bytes stored, within the device
 	end    int64 // one past the highest cluster stored (mask 0 included)
 
@@ -201,6 +217,73 @@ type devIndex struct {
 	cur     run
 	curExt  int64
 	curData bool // cur has a stored block
+}
+
+// grow returns chunk with room for one more entry (of size bytes) in
+// place, doubling a device's first chunk up to full entries; ok is false
+// when the chunk is full.
+func grow[T any](chunk []T, full, size int, used *int64) (_ []T, ok bool) {
+	if len(chunk) < cap(chunk) {
+		return chunk, true
+	}
+	if cap(chunk) >= full {
+		return chunk, false
+	}
+	n := min(max(2*cap(chunk), firstCap), full)
+	*used += int64(n-cap(chunk)) * int64(size)
+	return append(make([]T, 0, n), chunk...), true
+}
+
+// appendRun adds r after the last run.
+func (x *devIndex) appendRun(r run) {
+	k := len(x.runs) - 1
+	if k < 0 {
+		x.runs = append(x.runs, nil)
+		k = 0
+	}
+	var ok bool
+	if x.runs[k], ok = grow(x.runs[k], runChunk, runSize, x.used); !ok {
+		*x.used += runChunk * runSize
+		x.runs = append(x.runs, make([]run, 0, runChunk))
+		k++
+	}
+	x.runs[k] = append(x.runs[k], r)
+	x.nruns++
+}
+
+// maskEnd returns the position the next mask goes to (chunk*maskChunk +
+// offset).
+func (x *devIndex) maskEnd() uint32 {
+	k := len(x.masks) - 1
+	if k < 0 {
+		return 0
+	}
+	return uint32(k*maskChunk + len(x.masks[k]))
+}
+
+// appendMask adds m after the last mask, for the run whose masks start at
+// position start; it returns where they start now: a run whose masks
+// would straddle two chunks is moved into the new one.
+func (x *devIndex) appendMask(start uint32, m uint16) uint32 {
+	k := len(x.masks) - 1
+	if k < 0 {
+		x.masks = append(x.masks, nil)
+		k = 0
+	}
+	var ok bool
+	if x.masks[k], ok = grow(x.masks[k], maskChunk, 2, x.used); !ok {
+		*x.used += maskChunk * 2
+		c := make([]uint16, 0, maskChunk)
+		if from := int(start) - k*maskChunk; from < len(x.masks[k]) { // at most a run: 59 masks
+			c = append(c, x.masks[k][from:]...)
+			x.masks[k] = x.masks[k][:from]
+		}
+		x.masks = append(x.masks, c)
+		k++
+		start = uint32(k * maskChunk)
+	}
+	x.masks[k] = append(x.masks[k], m)
+	return start
 }
 
 // add records cluster c, whose data (if any) is at archive offset data in
@@ -214,13 +297,13 @@ func (x *devIndex) add(c *Cluster, data, extent int64, adjacent bool) {
 		case x.cur.full && c.Mask == 0xffff:
 		case x.cur.full: // no longer full: keep masks from here
 			x.cur.full = false
-			x.cur.masks = uint32(len(x.masks))
+			x.cur.masks = x.maskEnd()
 			for range x.cur.n {
-				x.masks = append(x.masks, 0xffff)
+				x.cur.masks = x.appendMask(x.cur.masks, 0xffff)
 			}
-			x.masks = append(x.masks, c.Mask)
+			x.cur.masks = x.appendMask(x.cur.masks, c.Mask)
 		default:
-			x.masks = append(x.masks, c.Mask)
+			x.cur.masks = x.appendMask(x.cur.masks, c.Mask)
 		}
 		x.cur.n++
 		x.curData = x.curData || c.Mask != 0
@@ -230,8 +313,7 @@ func (x *devIndex) add(c *Cluster, data, extent int64, adjacent bool) {
 	x.open, x.curExt, x.curData = true, extent, c.Mask != 0
 	x.cur = run{data: data, first: idx, n: 1, full: c.Mask == 0xffff}
 	if !x.cur.full {
-		x.cur.masks = uint32(len(x.masks))
-		x.masks = append(x.masks, c.Mask)
+		x.cur.masks = x.appendMask(x.maskEnd(), c.Mask)
 	}
 }
 
@@ -242,18 +324,79 @@ func (x *devIndex) close() {
 	}
 	x.open = false
 	if !x.curData {
-		if !x.cur.full {
-			x.masks = x.masks[:x.cur.masks]
+		if !x.cur.full { // its masks are the last ones, in the last chunk
+			k := len(x.masks) - 1
+			x.masks[k] = x.masks[k][:int(x.cur.masks)-k*maskChunk]
 		}
 		return
 	}
-	x.runs = append(x.runs, x.cur)
+	x.appendRun(x.cur)
+}
+
+// run returns the i-th run.
+func (x *devIndex) run(i int) *run { return &x.runs[i/runChunk][i%runChunk] }
+
+// Len, Less and Swap sort the runs in place (sort.Interface).
+func (x *devIndex) Len() int           { return x.nruns }
+func (x *devIndex) Less(i, j int) bool { return x.run(i).first < x.run(j).first }
+func (x *devIndex) Swap(i, j int) {
+	a, b := x.run(i), x.run(j)
+	*a, *b = *b, *a
+}
+
+// sorted reports whether the runs are in cluster order.
+func (x *devIndex) sorted() bool {
+	for i := 1; i < x.nruns; i++ {
+		if x.Less(i, i-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// clip gives back what the last chunks do not use.
+func (x *devIndex) clip() {
+	if k := len(x.runs) - 1; k >= 0 && len(x.runs[k]) < cap(x.runs[k]) {
+		x.runs[k] = exact(x.runs[k])
+	}
+	if k := len(x.masks) - 1; k >= 0 && len(x.masks[k]) < cap(x.masks[k]) {
+		x.masks[k] = exact(x.masks[k])
+	}
+}
+
+// exact returns a copy of s with no room to spare.
+func exact[T any](s []T) []T {
+	c := make([]T, len(s))
+	copy(c, s)
+	return c
+}
+
+// bytes returns the memory the index takes.
+func (x *devIndex) bytes() int64 {
+	n := int64(0)
+	for _, c := range x.runs {
+		n += int64(cap(c)) * runSize
+	}
+	for _, c := range x.masks {
+		n += int64(cap(c)) * 2
+	}
+	return n
 }
 
 // find returns the index of the first run that ends after cluster c, and
 // whether it contains c.
 func (x *devIndex) find(c int64) (int, bool) {
-	i, _ := slices.BinarySearchFunc(x.runs, c, func(r run, c int64) int {
+	// The chunk, then the run in it.
+	k, _ := slices.BinarySearchFunc(x.runs, c, func(chunk []run, c int64) int {
+		if r := chunk[len(chunk)-1]; int64(r.first)+int64(r.n) <= c {
+			return -1
+		}
+		return 1
+	})
+	if k == len(x.runs) {
+		return x.nruns, false
+	}
+	i, _ := slices.BinarySearchFunc(x.runs[k], c, func(r run, c int64) int {
 		if int64(r.first)+int64(r.n) <= c {
 			return -1
 		}
@@ -262,7 +405,14 @@ func (x *devIndex) find(c int64) (int, bool) {
 		}
 		return 0
 	})
-	return i, i < len(x.runs) && int64(x.runs[i].first) <= c
+	r := &x.runs[k][i]
+	return k*runChunk + i, int64(r.first) <= c
+}
+
+// masksOf returns the masks of n clusters of r from its k-th.
+func (x *devIndex) masksOf(r *run, k, n int64) []uint16 {
+	at := int64(r.masks%maskChunk) + k
+	return x.masks[r.masks/maskChunk][at : at+n]
 }
 
 // mask returns the mask of the k-th cluster of r.
@@ -270,7 +420,7 @@ func (x *devIndex) mask(r *run, k int64) uint16 {
 	if r.full {
 		return 0xffff
 	}
-	return x.masks[int64(r.masks)+k]
+	return x.masks[r.masks/maskChunk][int64(r.masks%maskChunk)+k]
 }
 
 // dataOffset returns the archive offset of the data of the k-th cluster
@@ -280,7 +430,7 @@ func (x *devIndex) dataOffset(r *run, k int64) int64 {
 		return r.data + k*ClusterSize
 	}
 	blocks := 0
-	for _, m := range x.masks[r.masks : int64(r.masks)+k] {
+	for _, m := range x.masksOf(r, 0, k) {
 		blocks += bits.OnesCount16(m)
 	}
 	return r.data + int64(blocks)*BlockSize
@@ -335,17 +485,19 @@ func (d *DeviceReader) ReadAt(p []byte, off int64) (int, error) {
 	pos := off
 	for pos < end {
 		c := pos / ClusterSize
-		i, in := d.ix.find(c)
-		if !in { // zeros up to the next run
+		r, next, err := d.lookup(c, pos)
+		if err != nil {
+			return int(pos - off), err
+		}
+		if r == nil { // zeros up to the next run
 			zend := end
-			if i < len(d.ix.runs) {
-				zend = min(zend, int64(d.ix.runs[i].first)*ClusterSize)
+			if next != nil {
+				zend = min(zend, int64(next.first)*ClusterSize)
 			}
 			clear(p[pos-off : zend-off])
 			pos = zend
 			continue
 		}
-		r := &d.ix.runs[i]
 		k := c - int64(r.first)
 		runEnd := min(end, (int64(r.first)+int64(r.n))*ClusterSize)
 		inner := pos - c*ClusterSize
@@ -360,7 +512,7 @@ func (d *DeviceReader) ReadAt(p []byte, off int64) (int, error) {
 			// spread them out.
 			n := (runEnd - pos) / ClusterSize
 			dst := p[pos-off : pos-off+n*ClusterSize]
-			masks := d.ix.masks[int64(r.masks)+k : int64(r.masks)+k+n]
+			masks := d.ix.masksOf(r, k, n)
 			stored := 0
 			for _, m := range masks {
 				stored += bits.OnesCount16(m) * BlockSize
@@ -391,6 +543,28 @@ func (d *DeviceReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// lookup finds the run holding cluster c, which pos (a byte offset, for
+// errors) is in, or else the next run (nil if none). It checks what find
+// returns, so that a broken index fails the read, never loops over it: c
+// is in the run, or between the run before and the next.
+func (d *DeviceReader) lookup(c, pos int64) (r, next *run, err error) {
+	i, in := d.ix.find(c)
+	ok := i >= 0 && i <= d.ix.nruns && (i == 0 || int64(d.ix.run(i-1).first)+int64(d.ix.run(i-1).n) <= c)
+	if ok && i < d.ix.nruns {
+		r = d.ix.run(i)
+		ok = in == (int64(r.first) <= c) && int64(r.first)+int64(r.n) > c
+	} else {
+		ok = ok && !in
+	}
+	if !ok {
+		return nil, nil, fmt.Errorf("vma: %s: index lookup of cluster %d gave run %d of %d: no progress at byte offset %d", d.dev.Name, c, i, d.ix.nruns, pos)
+	}
+	if !in {
+		return nil, r, nil
+	}
+	return r, nil, nil
 }
 
 // expand spreads the stored blocks at the start of dst over the clusters
@@ -439,22 +613,27 @@ func (d *DeviceReader) Extent(start, length int64) (format.Extent, error) {
 		}
 		end = d.tail
 	}
-	zero := d.clusterZero(start / ClusterSize)
+	zero, err := d.clusterZero(start/ClusterSize, start)
+	if err != nil {
+		return format.Extent{}, err
+	}
 	pos := (start/ClusterSize + 1) * ClusterSize
 	for pos < end {
 		c := pos / ClusterSize
-		i, in := d.ix.find(c)
+		r, next, err := d.lookup(c, pos)
+		if err != nil {
+			return format.Extent{}, err
+		}
 		switch {
-		case !in && zero: // a gap: up to the next run
-			if i == len(d.ix.runs) {
+		case r == nil && zero: // a gap: up to the next run
+			if next == nil {
 				pos = end
 			} else {
-				pos = int64(d.ix.runs[i].first) * ClusterSize
+				pos = int64(next.first) * ClusterSize
 			}
 			continue
-		case !in:
+		case r == nil:
 		default:
-			r := &d.ix.runs[i]
 			k := c - int64(r.first)
 			if z := d.ix.mask(r, k) == 0; z == zero {
 				if r.full {
@@ -470,12 +649,11 @@ func (d *DeviceReader) Extent(start, length int64) (format.Extent, error) {
 	return format.Extent{Start: start, Length: min(pos, end) - start, Zero: zero}, nil
 }
 
-// clusterZero reports whether cluster c stores nothing.
-func (d *DeviceReader) clusterZero(c int64) bool {
-	i, in := d.ix.find(c)
-	if !in {
-		return true
+// clusterZero reports whether cluster c, which pos is in, stores nothing.
+func (d *DeviceReader) clusterZero(c, pos int64) (bool, error) {
+	r, _, err := d.lookup(c, pos)
+	if err != nil || r == nil {
+		return true, err
 	}
-	r := &d.ix.runs[i]
-	return d.ix.mask(r, c-int64(r.first)) == 0
+	return d.ix.mask(r, c-int64(r.first)) == 0, nil
 }

@@ -2,12 +2,16 @@ package vma_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -182,5 +186,208 @@ func TestOpenIndexSize(t *testing.T) {
 		if perCluster > 2.6 {
 			t.Errorf("%s: %.2f bytes of index a cluster; a 1 TiB disk would need %.0f MiB", style, perCluster, perCluster*(1<<24)/(1<<20))
 		}
+	}
+}
+
+// synthArchive is an archive made on the fly, so that indexes of many
+// MiB cost no memory to test. Extent x holds cluster group g = x*stride
+// mod extents, in one of two layouts:
+//   - grouped: clusters [59g, 59g+59) of one device, the first storing
+//     block 0 filled with the byte g%251+1, the others nothing: one run
+//     of 59 masks, 142 bytes of index;
+//   - interleaved: clusters [30g, 30g+30) of device 1 and [29g, 29g+29)
+//     of device 2 taking turns, each storing block 0: 59 runs of one mask,
+//     1534 bytes of index.
+type synthArchive struct {
+	hdr             []byte
+	extents, stride int64
+	interleaved     bool
+	mu              sync.Mutex
+	ext             [vma.ExtentHeaderSize]byte // scratch: ReadAt allocates nothing
+}
+
+func newSynthArchive(t testing.TB, extents, stride int64, interleaved bool) *synthArchive {
+	t.Helper()
+	var b bytes.Buffer
+	w := vma.NewWriter(&b, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
+	size := extents * vma.SlotsPerExtent * vma.ClusterSize
+	if interleaved {
+		size = extents * 30 * vma.ClusterSize
+	}
+	sizes := []int64{size}
+	if interleaved {
+		sizes = []int64{size, size - extents*vma.ClusterSize}
+	}
+	for i, size := range sizes {
+		if _, err := w.AddDevice(fmt.Sprintf("drive-scsi%d", i), size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, size := range sizes {
+		for c := range min(size/vma.ClusterSize, vma.SlotsPerExtent) { // enough for the header to be written
+			if err := w.WriteCluster(i+1, c, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hs := int(binary.BigEndian.Uint32(b.Bytes()[56:]))
+	return &synthArchive{hdr: b.Bytes()[:hs], extents: extents, stride: stride, interleaved: interleaved}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// extentSize is the size of every extent.
+func (a *synthArchive) extentSize() int64 {
+	if a.interleaved {
+		return vma.ExtentHeaderSize + vma.SlotsPerExtent*vma.BlockSize
+	}
+	return vma.ExtentHeaderSize + vma.BlockSize
+}
+
+func (a *synthArchive) Size() int64 { return int64(len(a.hdr)) + a.extents*a.extentSize() }
+
+// group returns the cluster group extent x holds.
+func (a *synthArchive) group(x int64) int64 { return x * a.stride % a.extents }
+
+func (a *synthArchive) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		switch {
+		case at >= a.Size():
+			return n, io.EOF
+		case at < int64(len(a.hdr)):
+			n += copy(p[n:], a.hdr[at:])
+			continue
+		}
+		x, in := (at-int64(len(a.hdr)))/a.extentSize(), (at-int64(len(a.hdr)))%a.extentSize()
+		g := a.group(x)
+		if in >= vma.ExtentHeaderSize {
+			k := int(min(int64(len(p)-n), a.extentSize()-in))
+			p[n] = byte(g%251 + 1)
+			for done := 1; done < k; done *= 2 {
+				copy(p[n+done:n+k], p[n:n+done])
+			}
+			n += k
+			continue
+		}
+		a.mu.Lock()
+		e := a.ext[:]
+		clear(e)
+		copy(e, vma.ExtentMagic[:])
+		copy(e[8:], testutil.TestUUID[:])
+		for i := range int64(vma.SlotsPerExtent) {
+			slot := testutil.Slot(0, 1, uint32(g*vma.SlotsPerExtent+i))
+			switch {
+			case a.interleaved:
+				slot = testutil.Slot(1, byte(1+i%2), uint32(g*(30-i%2)+i/2))
+			case i == 0:
+				slot = testutil.Slot(1, 1, uint32(g*vma.SlotsPerExtent))
+			}
+			binary.BigEndian.PutUint64(e[40+8*i:], slot)
+		}
+		binary.BigEndian.PutUint16(e[6:], uint16(1+(vma.SlotsPerExtent-1)*boolInt(a.interleaved))) // blocks
+		testutil.FixExtentMD5(e)
+		n += copy(p[n:], e[in:])
+		a.mu.Unlock()
+	}
+	return n, nil
+}
+
+// TestOpenIndexChunks: an index of several chunks (of runs and of masks,
+// a run's masks moved whole into a new chunk) reads every cluster right,
+// in order and out of order (sorted in place across chunks).
+func TestOpenIndexChunks(t *testing.T) {
+	const extents = 4099 // prime: any stride visits every group; > a chunk of runs
+	const group = vma.SlotsPerExtent
+	for _, stride := range []int64{1, 7919} {
+		a := newSynthArchive(t, extents, stride, false)
+		ar, err := vma.Open(a, a.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		exact := int64(extents) * (24 + 2*group)
+		if ar.IndexBytes() < exact || ar.IndexBytes() > exact+exact/50+256<<10 {
+			t.Errorf("stride %d: %d bytes of index for %d of runs and masks", stride, ar.IndexBytes(), exact)
+		}
+		d := ar.Devices()[0]
+		// Every group's stored block and extent map (a run whose masks
+		// were moved to a new chunk among them).
+		block := make([]byte, vma.BlockSize)
+		for g := range int64(extents) {
+			off := g * group * vma.ClusterSize
+			if n, err := d.ReadAt(block, off); n != len(block) || err != nil || block[0] != byte(g%251+1) || block[len(block)-1] != block[0] {
+				t.Fatalf("stride %d: group %d: ReadAt(%d) = %d, %v", stride, g, off, n, err)
+			}
+			e, err := d.Extent(off, 3*vma.ClusterSize)
+			if err != nil || e.Zero || e.Length != vma.ClusterSize {
+				t.Fatalf("stride %d: group %d: extent %+v, %v", stride, g, e, err)
+			}
+		}
+		// Every 97th group, and those around the chunks' ends (4096
+		// runs), whole: the stored block and the zeros around it.
+		var groups []int64
+		for g := int64(0); g < extents; g += 97 {
+			groups = append(groups, g)
+		}
+		for g := int64(4095); g < extents; g += 4096 {
+			groups = append(groups, g, g+1)
+		}
+		p := make([]byte, 2*vma.ClusterSize)
+		for _, g := range groups {
+			// The end of the group before (nothing stored), then the
+			// first cluster of g: block 0 stored, the rest zero.
+			at := g * group * vma.ClusterSize
+			off := max(at-vma.ClusterSize, 0)
+			if n, err := d.ReadAt(p, off); n != len(p) || err != nil {
+				t.Fatalf("stride %d: ReadAt(%d) = %d, %v", stride, off, n, err)
+			}
+			if !bytes.Equal(p[at-off:][:vma.BlockSize], bytes.Repeat([]byte{byte(g%251 + 1)}, vma.BlockSize)) ||
+				!testutil.AllZero(p[:at-off]) || !testutil.AllZero(p[at-off+vma.BlockSize:]) {
+				t.Fatalf("stride %d: group %d reads wrong", stride, g)
+			}
+		}
+	}
+}
+
+// TestOpenIndexMemory: building an index allocates what the index takes,
+// not the two or three times that slices growing by doubling and copies
+// of them cost; one that reaches its limit stops there.
+func TestOpenIndexMemory(t *testing.T) {
+	alloc := func(a *synthArchive, opts ...vma.OpenOption) (uint64, *vma.Archive, error) {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		ar, err := vma.Open(a, a.Size(), opts...)
+		runtime.ReadMemStats(&m1)
+		return m1.TotalAlloc - m0.TotalAlloc, ar, err
+	}
+	// What Open allocates whatever the index: the reader's buffers.
+	base, _, err := alloc(newSynthArchive(t, 1, 1, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 4 << 20
+	fits := newSynthArchive(t, 1801, 1, true) // 2.6 MiB of index
+	got, ar, err := alloc(fits, vma.WithIndexLimit(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if over := int64(got-base) - ar.IndexBytes(); over > 1<<20 {
+		t.Errorf("an index of %d KiB allocated %d KiB more", ar.IndexBytes()>>10, over>>10)
+	}
+	got, _, err = alloc(newSynthArchive(t, 2*1801, 1, true), vma.WithIndexLimit(limit))
+	if !errors.Is(err, vma.ErrIndexLimit) {
+		t.Fatalf("twice the archive under a limit of %d MiB: %v", limit>>20, err)
+	}
+	if over := int64(got-base) - limit; over > 1<<20 {
+		t.Errorf("an index stopped at its limit of %d KiB allocated %d KiB more", limit>>10, over>>10)
 	}
 }
