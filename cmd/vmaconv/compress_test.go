@@ -95,3 +95,26 @@ func TestZstdMemory(t *testing.T) {
 	}
 	vmaconv(t, "verify", "--zstd-memory", "1024", path)
 }
+
+// TestZstdMemoryFlag: --zstd-memory counts MiB when bare and takes
+// qemu-img's suffixes, within 1 MiB to 1 TiB.
+func TestZstdMemoryFlag(t *testing.T) {
+	for in, want := range map[string]int64{"1": 1 << 20, "128": 128 << 20, "512M": 512 << 20, "2G": 2 << 30, "1.5": 3 << 19, "1048576": 1 << 40} {
+		var m mibSize
+		if err := m.UnmarshalText([]byte(in)); err != nil || int64(m) != want {
+			t.Errorf("--zstd-memory %s = %d, %v; want %d", in, m, err, want)
+		}
+	}
+	for in, msg := range map[string]string{
+		"x":              "vmaconv: --zstd-memory: size \"x\": want a number",
+		"99999999999999": "vmaconv: --zstd-memory: size \"99999999999999M\": too large",
+		"1K":             "vmaconv: --zstd-memory 1 KiB: want 1 MiB to 1 TiB",
+		"0":              "vmaconv: --zstd-memory 0 B: want 1 MiB to 1 TiB",
+		"1048577":        "vmaconv: --zstd-memory 1 TiB: want 1 MiB to 1 TiB", // 1 TiB + 1 MiB, rounded in the message
+	} {
+		_, stderr, st := runVmaconv("--zstd-memory", in, "info", "x.vma")
+		if st != 2 || !strings.HasPrefix(stderr, msg) {
+			t.Errorf("--zstd-memory %s: status %d, %q; want 2, %q…", in, st, stderr, msg)
+		}
+	}
+}

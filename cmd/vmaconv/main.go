@@ -64,7 +64,7 @@ type cli struct {
 	Version    kong.VersionFlag `help:"Print the version and exit."`
 	Quiet      bool             `short:"q" help:"Quiet: no notes on stderr, and no messages from compare (as qemu-img's -q); errors are still printed."`
 
-	ZstdMemory int64 `name:"zstd-memory" placeholder:"MiB" default:"128" help:"Largest zstd window to decompress, in MiB (as zstd --memory): a .vma.zst needing more is refused rather than allowed to take that much memory."`
+	ZstdMemory mibSize `name:"zstd-memory" placeholder:"SIZE" default:"128" help:"Largest zstd window to decompress, in MiB or with a suffix (512M, 2G) (as zstd --memory): a .vma.zst needing more is refused rather than allowed to take that much memory."`
 }
 
 // env is what commands get from the process: streams and a context that is
@@ -274,12 +274,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "Run '%s' for usage.\n", hint)
 		return exitUsage
 	}
-	if c.ZstdMemory < 1 || c.ZstdMemory > 1<<20 {
-		fmt.Fprintf(stderr, "vmaconv: --zstd-memory %d: want 1 to 1048576 MiB\n", c.ZstdMemory)
+	if c.ZstdMemory < 1<<20 || c.ZstdMemory > 1<<40 {
+		fmt.Fprintf(stderr, "vmaconv: --zstd-memory %s: want 1 MiB to 1 TiB\n", humanSize(int64(c.ZstdMemory)))
 		return exitUsage
 	}
 	out := &checkedWriter{w: stdout}
-	e := &env{ctx: ctx, stdin: stdin, stdout: out, stderr: stderr, zstdMemory: c.ZstdMemory, quiet: c.Quiet}
+	e := &env{ctx: ctx, stdin: stdin, stdout: out, stderr: stderr, zstdMemory: int64(c.ZstdMemory) >> 20, quiet: c.Quiet}
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
