@@ -236,16 +236,25 @@ func rawDigest(h *hasher, f *os.File, pad int64) ([32]byte, int64, error) {
 		}
 		total = pad
 	}
+	next := int64(-1) // where data starts at or after off; -1: not asked yet
 	for off := int64(0); off < total; off += chunkSize {
 		sums = append(sums, new([32]byte))
 		n := min(chunkSize, total-off)
 		avail := max(0, min(n, size-off))
 		// A piece wholly in a hole or past the end is zeros: SEEK_DATA
-		// says where the next data starts (ENXIO: nowhere after off).
-		if avail == 0 {
-			continue
+		// says where the next data starts (ENXIO: nowhere after off),
+		// asked again only once off has passed it.
+		if next < off {
+			switch d, err := f.Seek(off, seekData); {
+			case err == nil:
+				next = d
+			case errors.Is(err, syscall.ENXIO):
+				next = total
+			default:
+				next = off // no hole map: read everything
+			}
 		}
-		if data, err := f.Seek(off, seekData); err == nil && data >= off+avail || errors.Is(err, syscall.ENXIO) {
+		if avail == 0 || next >= off+avail {
 			continue
 		}
 		buf := h.get()

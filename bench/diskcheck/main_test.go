@@ -136,3 +136,43 @@ func TestDamage(t *testing.T) {
 		}
 	}
 }
+
+// TestRawHoles: a sparse file's digest, holes skipped, is that of its
+// bytes read as a stream, wherever its data lies: inside a piece, across
+// pieces, after long holes, at the end; and -size is the file extended.
+func TestRawHoles(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sparse.raw")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64<<20 + 12345
+	f.Truncate(size)
+	for _, off := range []int64{3<<20 + 4096*7, 5<<20 - 8192, 40 << 20, size - 100} {
+		f.WriteAt(bytes.Repeat([]byte{byte(off >> 12)}, 10000)[:min(10000, size-off)], off)
+	}
+	f.Close()
+	content, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.Write(content); w.Close() }()
+	old := os.Stdin
+	os.Stdin = r
+	stream := check(t, "raw", "-")
+	os.Stdin = old
+	r.Close()
+	if file := check(t, "raw", p); strings.TrimSuffix(file, p+"\n") != strings.TrimSuffix(stream, "-\n") {
+		t.Errorf("file %s, stream %s", file, stream)
+	}
+	padded := check(t, "raw", "-size", "100M", p)
+	os.Truncate(p, 100<<20)
+	if file := check(t, "raw", p); file != padded {
+		t.Errorf("-size 100M: %s; the file extended: %s", padded, file)
+	}
+}
