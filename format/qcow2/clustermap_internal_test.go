@@ -74,6 +74,9 @@ func walk(t *testing.T, s *Source) (zero, data int64) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if e.Start != pos || e.Length <= 0 || e.Length > s.Size()-pos {
+			t.Fatalf("Extent(%#x, %#x) = %+v: no progress, or past the end", pos, s.Size()-pos, e)
+		}
 		if e.Zero {
 			zero += e.Length
 		} else {
