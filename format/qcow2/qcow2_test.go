@@ -115,10 +115,11 @@ func (b *builder) qemuIO(name, size string, create []string, cmds ...string) str
 
 // conformanceImages makes the images once. Compressed images and images
 // whose reads go through the library (a backing file under extended L2
-// entries) cost about a hundred times more per byte under -race than the
-// rest, and formattest.TestSource reads each disk over 100 MiB in all: they
-// are checked by it at 512 KiB (8 clusters, 256 subclusters), and at the
-// full 8 MiB by a whole read and an extent walk.
+// entries) cost many times more per byte under -race than the
+// rest, and formattest.TestSource reads each disk over 100 MiB in all
+// (less for disks under 1 MiB): they are checked by it at 256 KiB (4
+// clusters, 128 subclusters), and at the full 8 MiB by a whole read and an
+// extent walk.
 func conformanceImages() error {
 	conformance.once.Do(func() {
 		dir, err := os.MkdirTemp("", "vmaconv-qcow2-conformance-")
@@ -129,7 +130,7 @@ func conformanceImages() error {
 		conformance.dir = dir
 		b := &builder{dir: dir}
 		mixed := testutil.GenDisk(1, 8<<20, "mixed")
-		small := testutil.GenDisk(1, 512<<10, "mixed")
+		small := testutil.GenDisk(1, 256<<10, "mixed")
 		odd := testutil.GenDisk(2, 3<<20+512*7, "mixed") // not a multiple of 64 KiB
 		sparse := make([]byte, 64<<20)
 		copy(sparse[40<<20:], testutil.GenDisk(3, 100000, "data"))
@@ -154,7 +155,7 @@ func conformanceImages() error {
 		whole["backing-8m"] = b.qemuIO("top8m", "", []string{"-b", "base.qcow2", "-F", "qcow2"},
 			"write -P 0x5a 1M 300000", "write -z 5M 1M")
 		cases["backing"] = b.qemuIO("top", "", []string{"-b", "smallbase.qcow2", "-F", "qcow2"},
-			"write -P 0x5a 100k 150000", "write -z 320k 64k")
+			"write -P 0x5a 100k 150000", "write -z 192k 32k")
 		// Extended L2 entries (subclusters), from a conversion and from
 		// writes that leave subclusters allocated, zero and unallocated, over
 		// nothing and over a backing file.
@@ -165,10 +166,11 @@ func conformanceImages() error {
 			"write -z 1100k 4k", "discard 1040k 8k", "write -P 0x44 3M 64k", "write -z 3M 2k"}
 		cases["extended-l2-writes"] = b.qemuIO("extw", "8M", []string{"-o", "extended_l2=on"}, subWrites...)
 		whole["extended-l2-backing-8m"] = b.qemuIO("extb8m", "", []string{"-o", "extended_l2=on", "-b", "base.qcow2", "-F", "qcow2"}, subWrites...)
-		// The same writes within 512 KiB, over a 512 KiB backing file.
+		// The same kinds of writes within 256 KiB, over a 256 KiB backing
+		// file.
 		cases["extended-l2-backing"] = b.qemuIO("extb", "", []string{"-o", "extended_l2=on", "-b", "smallbase.qcow2", "-F", "qcow2"},
-			"write -P 0x11 4k 2k", "write -P 0x22 70k 5000", "write -z 72k 6k", "write -P 0x33 200k 100k",
-			"write -z 260k 4k", "discard 220k 8k", "write -P 0x44 384k 64k", "write -z 384k 2k")
+			"write -P 0x11 4k 2k", "write -P 0x22 70k 5000", "write -z 72k 6k", "write -P 0x33 100k 60k",
+			"write -z 130k 4k", "discard 110k 8k", "write -P 0x44 192k 64k", "write -z 192k 2k")
 		cases["extended-l2-32k"] = b.qemuIO("ext32k", "5M", []string{"-o", "extended_l2=on,cluster_size=32k"}, subWrites...)
 		// Zero clusters over allocated ones, discards, a version 2 image, the
 		// smallest clusters, and preallocation (clusters allocated in the
