@@ -32,7 +32,7 @@ size=1G sparse=20G runs=5 dirs=()
 while getopts s:S:n:d:h opt; do
   case $opt in
     s) size=$OPTARG ;; S) sparse=$OPTARG ;; n) runs=$OPTARG ;; d) dirs+=("$OPTARG") ;;
-    *) sed -n '2,31p' "$0"; exit 2 ;;
+    *) sed -n '2,29p' "$0"; exit 2 ;;
   esac
 done
 if ((${#dirs[@]} == 0)); then
