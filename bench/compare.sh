@@ -4,9 +4,17 @@
 # on the same generated data, in the same run,
 # alternating the commands round by round, and prints medians, ratios and
 # peak RSS: one table per data directory (by default the disk and, where it
-# is a tmpfs, /dev/shm, since users have both). Every output is checked
-# against its input in the first round (sha256, or qemu-img compare); a
-# failed command or a wrong output fails the script.
+# is a tmpfs, /dev/shm, since users have both). Every output of every
+# round, the floors' and peers' as well as vmaconv's, is checked against
+# its input, between timed runs, two at a time: raw images and cp copies
+# by content digest (bench/diskcheck: holes not read, hashed on every
+# core); archives by diskcheck's own VMA reader, written from the format
+# facts and independent of vmaconv's, and, where Proxmox's vma is
+# installed, by `vma verify` and by `vma extract` and a digest of what it
+# extracts; qcow2 images by `qemu-img check` and `qemu-img compare`; zstd's
+# output by the digest of what it decompresses to. cat and zstd -d write to
+# /dev/null: their exit status is all they give. A failed command or a
+# wrong output fails the script.
 #
 #   bench/compare.sh [-s SIZE] [-S SPARSE_SIZE] [-n RUNS] [-d DIR]...
 #
@@ -24,7 +32,7 @@ size=1G sparse=20G runs=5 dirs=()
 while getopts s:S:n:d:h opt; do
   case $opt in
     s) size=$OPTARG ;; S) sparse=$OPTARG ;; n) runs=$OPTARG ;; d) dirs+=("$OPTARG") ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) sed -n '2,29p' "$0"; exit 2 ;;
   esac
 done
 if ((${#dirs[@]} == 0)); then
@@ -40,12 +48,59 @@ have zstd || missing+=("zstd: compressed cases left out")
 have vma || missing+=("Proxmox's vma: not on this machine, not compared")
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-echo "building vmaconv and gendisk" >&2
+echo "building vmaconv, gendisk and diskcheck" >&2
 go build -C "$root" -o "$bin/vmaconv" ./cmd/vmaconv
 go build -C "$root" -o "$bin/gendisk" ./bench/gendisk
-V=$bin/vmaconv
+go build -C "$root" -o "$bin/diskcheck" ./bench/diskcheck
+V=$bin/vmaconv D=$bin/diskcheck
 
 fail() { echo "compare.sh: $*" >&2; exit 1; }
+
+# digest FILE [SIZE]: "DIGEST BYTES" of a raw image (zero-extended to SIZE).
+digest() {
+  local line
+  line=$("$D" raw ${2:+-size "$2"} "$1") || return 1
+  cut -d' ' -f2,3 <<< "$line"
+}
+
+# verify KIND PATH WANT: checks one output, says what is wrong if it is.
+#   raw      PATH is a raw image whose digest is WANT
+#   dir      PATH is a directory written by vma extract: one disk-*.raw, WANT
+#   vma      PATH is an archive with one disk, WANT
+#   vma.zst  the same, compressed with zstd
+#   zst      PATH decompresses to bytes whose digest is WANT
+#   qcow2    PATH is a consistent qcow2 image with the content of raw image WANT
+verify() {
+  local kind=$1 p=$2 want=$3 got lines
+  case $kind in
+    raw) got=$(digest "$p") || return 1 ;;
+    dir)
+      local disks=("$p"/disk-*.raw)
+      [[ ${#disks[@]} == 1 && -f ${disks[0]} ]] || { echo "$p: ${#disks[@]} disk-*.raw files, want 1"; return 1; }
+      got=$(digest "${disks[0]}") || return 1 ;;
+    vma | vma.zst)
+      if [[ $kind == vma ]]; then
+        lines=$("$D" vma "$p") || return 1
+      else
+        lines=$(zstd -q -d -c "$p" | "$D" vma -) || return 1
+      fi
+      got=$(grep '^disk ' <<< "$lines" | cut -d' ' -f2,3) || true
+      if have vma; then
+        local in=$p x=chk/${p##*/}.x
+        [[ $kind == vma.zst ]] && { zstd -q -d -c "$p" > "chk/${p##*/}.vma" || return 1; in=chk/${p##*/}.vma; }
+        vma verify "$in" || { echo "vma verify refuses $p"; return 1; }
+        vma extract "$in" "$x" > /dev/null || { echo "vma extract refuses $p"; return 1; }
+        verify dir "$x" "$want" || return 1
+      fi ;;
+    zst) got=$(zstd -q -d -c "$p" | "$D" raw - | cut -d' ' -f2,3) || return 1 ;;
+    qcow2)
+      qemu-img check -q "$p" || { echo "qemu-img check fails on $p"; return 1; }
+      qemu-img compare -q -f raw -F qcow2 "$want" "$p" || { echo "qemu-img compare: $p differs from $want"; return 1; }
+      return 0 ;;
+    *) echo "verify: unknown kind $kind"; return 1 ;;
+  esac
+  [[ $got == "$want" ]] || { echo "$p: content $got, want $want"; return 1; }
+}
 
 # bench DIR: the whole comparison with the data in DIR.
 bench() {
@@ -66,73 +121,110 @@ bench() {
     qemu-img create -q -f qcow2 empty1t.qcow2 1T
   fi
   have zstd && zstd -q -T0 disk.vma -o disk.vma.zst
-  local sum sparsesum
-  sum=$(sha256sum < disk.raw | cut -d' ' -f1)
-  sparsesum=$(sha256sum < sparse.raw | cut -d' ' -f1)
+  # What the outputs must hold, and the inputs vmaconv or qemu-img made,
+  # checked once.
+  local sum sparsesum presum emptysum vmasum
+  echo "checking the inputs" >&2
+  sum=$(digest disk.raw) sparsesum=$(digest sparse.raw) vmasum=$(digest disk.vma)
+  presum=$(digest disk.raw $(($(stat -c %s disk.raw) * 4)))
+  : > empty.raw
+  emptysum=$(digest empty.raw $((1 << 40)))
+  rm -rf chk; mkdir chk
+  verify vma disk.vma "$sum" > chk/in.log 2>&1 || fail "disk.vma: $(tail -2 chk/in.log)"
+  if have zstd; then verify vma.zst disk.vma.zst "$sum" > chk/in.log 2>&1 || fail "disk.vma.zst: $(tail -2 chk/in.log)"; fi
+  rm -rf chk/*
+  if have qemu-img; then
+    for q in disk.qcow2 extl2.qcow2 prealloc.qcow2; do
+      qemu-img compare -q -f raw -F qcow2 disk.raw "$q" || fail "$q (made by qemu-img) differs from disk.raw"
+    done
+  fi
   cat disk.* sparse.raw $(ls extl2.qcow2 prealloc.qcow2 empty1t.qcow2 2>/dev/null) > /dev/null # into the page cache
 
   declare -gA times rss
   times=() rss=()
-  # t NAME CHECK CMD...: one timed run after removing outputs and syncing;
-  # in round 1, CHECK (a shell command) must then succeed.
+  queue=() checked=0 checktime=0 runtime=0
+  # t NAME KIND OUT WANT CMD...: one timed run after removing outputs and
+  # syncing; then its output OUT is kept aside and checked (verify KIND
+  # OUT WANT), two outputs at a time, before the next timed run. KIND -:
+  # nothing to check (the output went to /dev/null).
   t() {
-    local name=$1 check=$2; shift 2
-    rm -f out.*; sync
+    local name=$1 kind=$2 out=$3 want=$4; shift 4
+    rm -rf out.*; sync
     local start=$EPOCHREALTIME # microseconds; /usr/bin/time's %e has 10 ms steps
     /usr/bin/time -f "%M" -o time.out "$@" > /dev/null 2> err.out || fail "$name failed: $(tail -2 err.out)"
     local sec kb
     sec=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.4f", b - a}')
     read -r kb < time.out
     times[$name]+="$sec "
+    runtime=$(awk -v a="$runtime" -v b="$sec" 'BEGIN {print a + b}')
     (( kb > ${rss[$name]:-0} )) && rss[$name]=$kb
-    if [[ $round == 1 && -n $check ]]; then
-      sh -c "$check" > check.out 2>&1 || fail "$name: wrong output: $check: $(tail -2 check.out)"
+    if [[ $kind != - ]]; then
+      [[ -e $out ]] || fail "$name: no output $out"
+      local kept=chk/$name.${out#out.}
+      mv "$out" "$kept"
+      queue+=("$name|$kind|$kept|$want")
+      (( ${#queue[@]} < 2 )) || check_queue
     fi
     return 0
   }
-  local same="test \"\$(sha256sum < out.raw | cut -d' ' -f1)\" = $sum"
-  local samevma="$V checksum out.vma | grep -q ^$sum"
-  local sameq="qemu-img compare -q -f raw -F qcow2 disk.raw out.qcow2"
+  # check_queue verifies the queued outputs in parallel and removes them.
+  check_queue() {
+    local start=$EPOCHREALTIME pids=() i n k p w bad=""
+    for i in "${!queue[@]}"; do
+      IFS='|' read -r n k p w <<< "${queue[$i]}"
+      verify "$k" "$p" "$w" > "$p.log" 2>&1 &
+      pids[i]=$!
+    done
+    for i in "${!queue[@]}"; do
+      IFS='|' read -r n k p w <<< "${queue[$i]}"
+      wait "${pids[$i]}" || bad+="$n (round $round): wrong output: $(tail -3 "$p.log")"$'\n'
+    done
+    [[ -z $bad ]] || fail "$bad"
+    checked=$((checked + ${#queue[@]}))
+    checktime=$(awk -v a="$checktime" -v b="$start" -v c="$EPOCHREALTIME" 'BEGIN {print a + c - b}')
+    rm -rf chk/*
+    queue=()
+  }
   for ((round = 1; round <= runs; round++)); do
     echo "round $round of $runs ($dir)" >&2
-    t cat "" sh -c 'cat disk.raw > /dev/null'
-    t cp "" cp --sparse=always disk.raw out.cp
-    t cp+sync "" sh -c 'cp --sparse=always disk.raw out.cp && sync out.cp'
-    t create "$samevma" "$V" -f raw disk.raw out.vma
-    t create-unsafe "$samevma" "$V" -t unsafe -f raw disk.raw out.vma
-    t restore "$same" "$V" disk.vma out.raw
-    t restore-unsafe "$same" "$V" -t unsafe disk.vma out.raw
+    t cat - "" "" sh -c 'cat disk.raw > /dev/null'
+    t cp raw out.cp "$sum" cp --sparse=always disk.raw out.cp
+    t cp+sync raw out.cp "$sum" sh -c 'cp --sparse=always disk.raw out.cp && sync out.cp'
+    t create vma out.vma "$sum" "$V" -f raw disk.raw out.vma
+    t create-unsafe vma out.vma "$sum" "$V" -t unsafe -f raw disk.raw out.vma
+    t restore raw out.raw "$sum" "$V" disk.vma out.raw
+    t restore-unsafe raw out.raw "$sum" "$V" -t unsafe disk.vma out.raw
     if have vma; then
-      t vma-create "" vma create out.vma drive-scsi0=disk.raw
-      t vma-extract "" sh -c 'rm -rf out.d && vma extract disk.vma out.d'
-      rm -rf out.d
+      t vma-create vma out.vma "$sum" vma create out.vma drive-scsi0=disk.raw
+      t vma-extract dir out.d "$sum" vma extract disk.vma out.d
     fi
     if have qemu-img; then
-      t vma-qcow2 "$sameq" "$V" disk.vma out.qcow2
-      t two-step "$sameq" sh -c "$V disk.vma out.raw && qemu-img convert -f raw -O qcow2 out.raw out.qcow2"
-      t raw-qcow2 "$sameq" "$V" -f raw disk.raw out.qcow2
-      t qemu-img-qcow2 "$sameq" qemu-img convert -f raw -O qcow2 disk.raw out.qcow2
-      t qemu-img-raw "$same" qemu-img convert -O raw disk.qcow2 out.raw
-      t qcow2-raw "$same" "$V" disk.qcow2 out.raw
-      t qcow2-vma "$samevma" "$V" disk.qcow2 out.vma
-      t extl2-raw "$same" "$V" extl2.qcow2 out.raw
-      t qemu-img-extl2 "$same" qemu-img convert -O raw extl2.qcow2 out.raw
-      t prealloc-raw "qemu-img compare -q -f qcow2 -F raw prealloc.qcow2 out.raw" "$V" prealloc.qcow2 out.raw
-      t qemu-img-prealloc "" qemu-img convert -O raw prealloc.qcow2 out.raw
-      t empty-raw "qemu-img compare -q -f qcow2 -F raw empty1t.qcow2 out.raw" "$V" empty1t.qcow2 out.raw
-      t qemu-img-empty "" qemu-img convert -O raw empty1t.qcow2 out.raw
+      t vma-qcow2 qcow2 out.qcow2 disk.raw "$V" disk.vma out.qcow2
+      t two-step qcow2 out.qcow2 disk.raw sh -c "$V disk.vma out.raw && qemu-img convert -f raw -O qcow2 out.raw out.qcow2"
+      t raw-qcow2 qcow2 out.qcow2 disk.raw "$V" -f raw disk.raw out.qcow2
+      t qemu-img-qcow2 qcow2 out.qcow2 disk.raw qemu-img convert -f raw -O qcow2 disk.raw out.qcow2
+      t qemu-img-raw raw out.raw "$sum" qemu-img convert -O raw disk.qcow2 out.raw
+      t qcow2-raw raw out.raw "$sum" "$V" disk.qcow2 out.raw
+      t qcow2-vma vma out.vma "$sum" "$V" disk.qcow2 out.vma
+      t extl2-raw raw out.raw "$sum" "$V" extl2.qcow2 out.raw
+      t qemu-img-extl2 raw out.raw "$sum" qemu-img convert -O raw extl2.qcow2 out.raw
+      t prealloc-raw raw out.raw "$presum" "$V" prealloc.qcow2 out.raw
+      t qemu-img-prealloc raw out.raw "$presum" qemu-img convert -O raw prealloc.qcow2 out.raw
+      t empty-raw raw out.raw "$emptysum" "$V" empty1t.qcow2 out.raw
+      t qemu-img-empty raw out.raw "$emptysum" qemu-img convert -O raw empty1t.qcow2 out.raw
     fi
     if have zstd; then
-      t zstd-d "" sh -c 'zstd -q -d -c disk.vma.zst > /dev/null'
-      t zstd-T2 "" zstd -q -T2 disk.vma -o out.zst
-      t create-zst "$V checksum out.vma.zst | grep -q ^$sum" "$V" -f raw disk.raw out.vma.zst
-      t restore-zst "$same" "$V" disk.vma.zst out.raw
-      have qemu-img && t zst-qcow2 "$sameq" "$V" disk.vma.zst:drive-scsi0 out.qcow2
+      t zstd-d - "" "" sh -c 'zstd -q -d -c disk.vma.zst > /dev/null'
+      t zstd-T2 zst out.zst "$vmasum" zstd -q -T2 disk.vma -o out.zst
+      t create-zst vma.zst out.vma.zst "$sum" "$V" -f raw disk.raw out.vma.zst
+      t restore-zst raw out.raw "$sum" "$V" disk.vma.zst out.raw
+      have qemu-img && t zst-qcow2 qcow2 out.qcow2 disk.raw "$V" disk.vma.zst:drive-scsi0 out.qcow2
     fi
-    t sparse-cp "" cp --sparse=always sparse.raw out.cp
-    t sparse-vma "$V checksum out.vma | grep -q ^$sparsesum" "$V" -f raw sparse.raw out.vma
+    t sparse-cp raw out.cp "$sparsesum" cp --sparse=always sparse.raw out.cp
+    t sparse-vma vma out.vma "$sparsesum" "$V" -f raw sparse.raw out.vma
+    check_queue
   done
-  rm -f out.* time.out err.out check.out
+  rm -rf out.* chk empty.raw time.out err.out
 
   median() { tr ' ' '\n' <<< "${times[$1]:-}" | { grep . || true; } | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.3f", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b > 0) printf "%.2f×", a/b; else printf "–"}'; }
@@ -171,6 +263,8 @@ bench() {
     row ".vma.zst → qcow2 (stream)" zst-qcow2 vma-qcow2
   fi
   row "$sparse sparse raw (4 MiB data) → VMA" sparse-vma sparse-cp
+  echo
+  echo "Every output checked: $checked in all, in $(printf %.1f "$checktime") s, beside $(printf %.1f "$runtime") s of timed runs."
   cd - > /dev/null
 }
 

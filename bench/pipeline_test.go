@@ -179,7 +179,8 @@ func BenchmarkRestoreStream(b *testing.B) {
 }
 
 // BenchmarkOpenIndex: vma.Open reading every extent header of the 256 MiB
-// archive and building its index (archive bytes per second).
+// disk's archive and building its index (device bytes per second: the
+// 256 MiB disk it makes readable; archive-MB/s counts the archive's bytes).
 func BenchmarkOpenIndex(b *testing.B) {
 	_, arcPath, _ := e2eFiles(b)
 	f, err := os.Open(arcPath)
@@ -191,11 +192,20 @@ func BenchmarkOpenIndex(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(fi.Size())
+	b.SetBytes(e2eDisk)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := vma.Open(f, fi.Size()); err != nil {
 			b.Fatal(err)
 		}
+	}
+	reportArchiveRate(b, fi.Size())
+}
+
+// reportArchiveRate reports archive-MB/s, the archive bytes of each op per
+// second, beside MB/s of device bytes.
+func reportArchiveRate(b *testing.B, archive int64) {
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(float64(archive)*float64(b.N)/1e6/s, "archive-MB/s")
 	}
 }

@@ -38,8 +38,8 @@ func qemuImg(b *testing.B, args ...string) error {
 
 // sparseFiles writes, once per process: an empty 1 TiB qcow2 image, the
 // 256 MiB disk as qcow2 with plain and with extended L2 entries (both by
-// qemu-img), a 4 GiB qcow2 with preallocated metadata holding 64 MiB,
-// and a 20 GiB sparse raw file holding 64 MiB.
+// qemu-img), a 4 GiB qcow2 with preallocated metadata holding the 256 MiB
+// disk, and a 20 GiB sparse raw file holding 64 MiB.
 func sparseFiles(b *testing.B) string {
 	rawPath, _, _ := e2eFiles(b)
 	sparseOnce.Do(func() {
@@ -83,11 +83,12 @@ func sparseFiles(b *testing.B) string {
 }
 
 // BenchmarkSparse: conversions whose cost must follow the data stored,
-// not the disk size (virtual bytes per second): an empty 1 TiB qcow2 to
-// raw; the same 256 MiB disk as qcow2 with plain and with extended L2
-// entries (within 1.5× of each other); a 4 GiB qcow2 with preallocated
-// metadata holding 256 MiB; a 20 GiB sparse raw file holding 64 MiB into
-// an archive (whose blockinfo for every cluster, 2.5 MiB, is the floor).
+// not the disk size (device bytes per second: the disks' virtual sizes,
+// 1 TiB, 256 MiB, 4 GiB and 20 GiB): an empty 1 TiB qcow2 to raw; the
+// same 256 MiB disk as qcow2 with plain and with extended L2 entries
+// (within 1.5× of each other); a 4 GiB qcow2 with preallocated metadata
+// holding 256 MiB; a 20 GiB sparse raw file holding 64 MiB into an
+// archive (whose blockinfo for every cluster, 2.5 MiB, is the floor).
 func BenchmarkSparse(b *testing.B) {
 	dir := sparseFiles(b)
 	for _, c := range []struct {

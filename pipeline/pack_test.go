@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -258,7 +259,11 @@ func TestRawSparse(t *testing.T) {
 		data, serr := g.Seek(0, 3) // SEEK_DATA
 		g.Close()
 		if serr != nil || data == 0 {
-			t.Skipf("the file system of %s does not report holes (SEEK_DATA: %d, %v): run the tests on one that does (ext4, xfs, btrfs, tmpfs)", path, data, serr)
+			msg := fmt.Sprintf("the file system of %s does not report holes (SEEK_DATA: %d, %v): run the tests on one that does (ext4, xfs, btrfs, tmpfs)", path, data, serr)
+			if os.Getenv("CI") == "true" {
+				t.Fatal(msg + "; under CI=true a test that cannot run fails")
+			}
+			t.Skip(msg)
 		}
 		t.Fatalf("the file system reports a hole up to %d, but the raw source's first extent is %+v", data, e)
 	}

@@ -8,8 +8,5 @@ import "os"
 // known here.
 func allocated(fi os.FileInfo) int64 { return fi.Size() }
 
-// fileID returns a file's inode and device numbers (0 where unknown).
-func fileID(fi os.FileInfo) (ino, dev uint64) { return 0, 0 }
-
 // ownerOnly runs fn (there is no umask here).
 func ownerOnly(fn func() error) error { return fn() }

@@ -16,14 +16,6 @@ func allocated(fi os.FileInfo) int64 {
 	return fi.Size()
 }
 
-// fileID returns a file's inode and device numbers (0 where unknown).
-func fileID(fi os.FileInfo) (ino, dev uint64) {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return uint64(st.Ino), uint64(st.Dev)
-	}
-	return 0, 0
-}
-
 // ownerOnly runs fn with a umask that keeps what it creates to the owner.
 func ownerOnly(fn func() error) error {
 	old := syscall.Umask(0o077)

@@ -44,14 +44,14 @@ func TestQemuOracle(t *testing.T) {
 
 func makeQemuImages(t *testing.T, dir string) {
 	at := func(n string) string { return filepath.Join(dir, n) }
-	at = func(n string) string { return filepath.Join(dir, n) }
 	disk := testutil.GenDisk(11, 2<<20, "mixed")
 	sparse := func(name string, b []byte, size int64) {
 		f, err := os.Create(at(name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := format.WriteNonZero(f, b, 0); err == nil {
+		err = format.WriteNonZero(f, b, 0)
+		if err == nil {
 			err = f.Truncate(size)
 		}
 		if err := errors.Join(err, f.Close()); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -50,68 +51,159 @@ func open(t *testing.T, path string, o format.OpenOptions) (*qcow2.Source, error
 	return qcow2.Open(f, o)
 }
 
+// conformance holds TestConformance's images and what qemu-img reads from
+// each, made once per test binary (go test -cpu=1,4 runs the test twice)
+// in a directory TestMain removes.
+var conformance struct {
+	once  sync.Once
+	dir   string
+	cases map[string]string // name -> image, checked by formattest.TestSource
+	whole map[string]string // name -> image, read whole and mapped
+	err   error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if conformance.dir != "" {
+		os.RemoveAll(conformance.dir)
+	}
+	os.Exit(code)
+}
+
+// builder runs qemu-img and qemu-io in dir and keeps the first error.
+type builder struct {
+	dir string
+	err error
+}
+
+func (b *builder) run(name string, args ...string) {
+	if b.err != nil {
+		return
+	}
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		b.err = fmt.Errorf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+// image writes data as a raw file and converts it with qemu-img.
+func (b *builder) image(name string, data []byte, args ...string) string {
+	rawPath := filepath.Join(b.dir, name+".raw")
+	if err := os.WriteFile(rawPath, data, 0o644); err != nil && b.err == nil {
+		b.err = err
+	}
+	out := filepath.Join(b.dir, name+".qcow2")
+	b.run("qemu-img", append(append([]string{"convert", "-f", "raw", "-O", "qcow2"}, args...), rawPath, out)...)
+	return out
+}
+
+// qemuIO creates an image (of the backing file's size if size is empty)
+// and runs qemu-io commands on it.
+func (b *builder) qemuIO(name, size string, create []string, cmds ...string) string {
+	p := filepath.Join(b.dir, name+".qcow2")
+	args := append(append([]string{"create", "-q", "-f", "qcow2"}, create...), p)
+	if size != "" {
+		args = append(args, size)
+	}
+	b.run("qemu-img", args...)
+	args = []string{"-f", "qcow2"}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	b.run("qemu-io", append(args, p)...)
+	return p
+}
+
+// conformanceImages makes the images once. Compressed images and images
+// whose reads go through the library (a backing file under extended L2
+// entries) cost many times more per byte under -race than the
+// rest, and formattest.TestSource reads each disk over 100 MiB in all
+// (less for disks under 1 MiB): they are checked by it at 256 KiB (4
+// clusters, 128 subclusters), and at the full 8 MiB by a whole read and an
+// extent walk.
+func conformanceImages() error {
+	conformance.once.Do(func() {
+		dir, err := os.MkdirTemp("", "vmaconv-qcow2-conformance-")
+		if err != nil {
+			conformance.err = err
+			return
+		}
+		conformance.dir = dir
+		b := &builder{dir: dir}
+		mixed := testutil.GenDisk(1, 8<<20, "mixed")
+		small := testutil.GenDisk(1, 256<<10, "mixed")
+		odd := testutil.GenDisk(2, 3<<20+512*7, "mixed") // not a multiple of 64 KiB
+		sparse := make([]byte, 64<<20)
+		copy(sparse[40<<20:], testutil.GenDisk(3, 100000, "data"))
+		cases := map[string]string{
+			"plain":     b.image("plain", mixed),
+			"zlib":      b.image("zlib", small, "-c"),
+			"zstd":      b.image("zstd", small, "-c", "-o", "compression_type=zstd"),
+			"odd-size":  b.image("odd", odd),
+			"sparse":    b.image("sparse", sparse),
+			"cluster4k": b.image("c4k", odd, "-o", "cluster_size=4096"),
+			"cluster2m": b.image("c2m", mixed, "-o", "cluster_size=2M"),
+		}
+		whole := map[string]string{
+			"zlib-8m": b.image("zlib8m", mixed, "-c"),
+			"zstd-8m": b.image("zstd8m", mixed, "-c", "-o", "compression_type=zstd"),
+		}
+		// A backing chain: top holds only what was written over base, the
+		// rest reads through. (qemu-img convert -B would store every
+		// cluster in top, and nothing would be read from base.)
+		b.image("base", mixed)
+		b.image("smallbase", small)
+		whole["backing-8m"] = b.qemuIO("top8m", "", []string{"-b", "base.qcow2", "-F", "qcow2"},
+			"write -P 0x5a 1M 300000", "write -z 5M 1M")
+		cases["backing"] = b.qemuIO("top", "", []string{"-b", "smallbase.qcow2", "-F", "qcow2"},
+			"write -P 0x5a 100k 150000", "write -z 192k 32k")
+		// Extended L2 entries (subclusters), from a conversion and from
+		// writes that leave subclusters allocated, zero and unallocated, over
+		// nothing and over a backing file.
+		cases["extended-l2"] = b.image("ext", mixed, "-o", "extended_l2=on")
+		cases["extended-l2-zstd"] = b.image("extz", small, "-c", "-o", "extended_l2=on,compression_type=zstd")
+		whole["extended-l2-zstd-8m"] = b.image("extz8m", mixed, "-c", "-o", "extended_l2=on,compression_type=zstd")
+		subWrites := []string{"write -P 0x11 4k 2k", "write -P 0x22 70k 5000", "write -z 72k 6k", "write -P 0x33 1M 200k",
+			"write -z 1100k 4k", "discard 1040k 8k", "write -P 0x44 3M 64k", "write -z 3M 2k"}
+		cases["extended-l2-writes"] = b.qemuIO("extw", "8M", []string{"-o", "extended_l2=on"}, subWrites...)
+		whole["extended-l2-backing-8m"] = b.qemuIO("extb8m", "", []string{"-o", "extended_l2=on", "-b", "base.qcow2", "-F", "qcow2"}, subWrites...)
+		// The same kinds of writes within 256 KiB, over a 256 KiB backing
+		// file.
+		cases["extended-l2-backing"] = b.qemuIO("extb", "", []string{"-o", "extended_l2=on", "-b", "smallbase.qcow2", "-F", "qcow2"},
+			"write -P 0x11 4k 2k", "write -P 0x22 70k 5000", "write -z 72k 6k", "write -P 0x33 100k 60k",
+			"write -z 130k 4k", "discard 110k 8k", "write -P 0x44 192k 64k", "write -z 192k 2k")
+		cases["extended-l2-32k"] = b.qemuIO("ext32k", "5M", []string{"-o", "extended_l2=on,cluster_size=32k"}, subWrites...)
+		// Zero clusters over allocated ones, discards, a version 2 image, the
+		// smallest clusters, and preallocation (clusters allocated in the
+		// file's holes, or in allocated but unwritten space).
+		cases["zero-clusters"] = b.qemuIO("zc", "8M", nil, "write -P 0x55 0 8M", "write -z 1M 2M", "discard 5M 1M", "write -z 7M 4k")
+		cases["version2"] = b.qemuIO("v2", "8M", []string{"-o", "compat=0.10"}, "write -P 0x66 100k 3M", "write -z 2M 64k")
+		cases["cluster512"] = b.image("c512", odd, "-o", "cluster_size=512")
+		cases["prealloc-metadata"] = b.qemuIO("pm", "64M", []string{"-o", "preallocation=metadata"}, "write -P 0x77 10M 1M", "write -z 20M 64k", "write -P 0x78 63M 4k")
+		cases["prealloc-falloc"] = b.qemuIO("pf", "16M", []string{"-o", "preallocation=falloc"}, "write -P 0x79 1M 100k")
+		// What qemu-img reads from each: path + ".oracle".
+		for _, m := range []map[string]string{cases, whole} {
+			for _, path := range m {
+				b.run("qemu-img", "convert", "-O", "raw", path, path+".oracle")
+			}
+		}
+		conformance.cases, conformance.whole, conformance.err = cases, whole, b.err
+	})
+	return conformance.err
+}
+
 func TestConformance(t *testing.T) {
 	testutil.RequireTool(t, "qemu-img")
-	dir := t.TempDir()
-	mixed := testutil.GenDisk(1, 8<<20, "mixed")
-	odd := testutil.GenDisk(2, 3<<20+512*7, "mixed") // not a multiple of 64 KiB
-	sparse := make([]byte, 64<<20)
-	copy(sparse[40<<20:], testutil.GenDisk(3, 100000, "data"))
-	cases := map[string]string{
-		"plain":     image(t, dir, "plain", mixed),
-		"zlib":      image(t, dir, "zlib", mixed, "-c"),
-		"zstd":      image(t, dir, "zstd", mixed, "-c", "-o", "compression_type=zstd"),
-		"odd-size":  image(t, dir, "odd", odd),
-		"sparse":    image(t, dir, "sparse", sparse),
-		"cluster4k": image(t, dir, "c4k", odd, "-o", "cluster_size=4096"),
-		"cluster2m": image(t, dir, "c2m", mixed, "-o", "cluster_size=2M"),
+	testutil.RequireTool(t, "qemu-io")
+	if err := conformanceImages(); err != nil {
+		t.Fatal(err)
 	}
-	// A backing chain: top stores only what differs from base.
-	base := image(t, dir, "base", mixed)
-	changed := append([]byte(nil), mixed...)
-	copy(changed[1<<20:], testutil.GenDisk(4, 300000, "data"))
-	clear(changed[5<<20 : 6<<20])
-	changedRaw := filepath.Join(dir, "changed.raw")
-	os.WriteFile(changedRaw, changed, 0o644)
-	top := filepath.Join(dir, "top.qcow2")
-	testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", changedRaw, top)
-	cases["backing"] = top
-	// Extended L2 entries (subclusters), from a conversion and from
-	// writes that leave subclusters allocated, zero and unallocated, over
-	// nothing and over a backing file.
-	cases["extended-l2"] = image(t, dir, "ext", mixed, "-o", "extended_l2=on")
-	cases["extended-l2-zstd"] = image(t, dir, "extz", mixed, "-c", "-o", "extended_l2=on,compression_type=zstd")
-	qemuIO := func(name, size string, create []string, cmds ...string) string {
-		t.Helper()
-		p := filepath.Join(dir, name+".qcow2")
-		args := append(append([]string{"create", "-q", "-f", "qcow2"}, create...), p)
-		if size != "" {
-			args = append(args, size)
-		}
-		testutil.Run(t, "qemu-img", args...)
-		args = []string{"-f", "qcow2"}
-		for _, c := range cmds {
-			args = append(args, "-c", c)
-		}
-		testutil.Run(t, "qemu-io", append(args, p)...)
-		return p
-	}
-	subWrites := []string{"write -P 0x11 4k 2k", "write -P 0x22 70k 5000", "write -z 72k 6k", "write -P 0x33 1M 200k",
-		"write -z 1100k 4k", "discard 1040k 8k", "write -P 0x44 3M 64k", "write -z 3M 2k"}
-	cases["extended-l2-writes"] = qemuIO("extw", "8M", []string{"-o", "extended_l2=on"}, subWrites...)
-	cases["extended-l2-backing"] = qemuIO("extb", "", []string{"-o", "extended_l2=on", "-b", "base.qcow2", "-F", "qcow2"}, subWrites...)
-	cases["extended-l2-32k"] = qemuIO("ext32k", "5M", []string{"-o", "extended_l2=on,cluster_size=32k"}, subWrites...)
-	// Zero clusters over allocated ones, discards, a version 2 image, the
-	// smallest clusters, and preallocation (clusters allocated in the
-	// file's holes, or in allocated but unwritten space).
-	cases["zero-clusters"] = qemuIO("zc", "8M", nil, "write -P 0x55 0 8M", "write -z 1M 2M", "discard 5M 1M", "write -z 7M 4k")
-	cases["version2"] = qemuIO("v2", "8M", []string{"-o", "compat=0.10"}, "write -P 0x66 100k 3M", "write -z 2M 64k")
-	cases["cluster512"] = image(t, dir, "c512", odd, "-o", "cluster_size=512")
-	cases["prealloc-metadata"] = qemuIO("pm", "64M", []string{"-o", "preallocation=metadata"}, "write -P 0x77 10M 1M", "write -z 20M 64k", "write -P 0x78 63M 4k")
-	cases["prealloc-falloc"] = qemuIO("pf", "16M", []string{"-o", "preallocation=falloc"}, "write -P 0x79 1M 100k")
-	for name, path := range cases {
+	for name, path := range conformance.cases {
 		t.Run(name, func(t *testing.T) {
-			want := oracle(t, path)
+			t.Parallel()
+			want, err := os.ReadFile(path + ".oracle")
+			if err != nil {
+				t.Fatal(err)
+			}
 			src, err := open(t, path, format.OpenOptions{AllowBacking: true})
 			if err != nil {
 				t.Fatal(err)
@@ -120,7 +212,40 @@ func TestConformance(t *testing.T) {
 			formattest.TestSource(t, src, want)
 		})
 	}
-	_ = base
+	for name, path := range conformance.whole {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			want, err := os.ReadFile(path + ".oracle")
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, err := open(t, path, format.OpenOptions{AllowBacking: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			if src.Size() != int64(len(want)) {
+				t.Fatalf("Size() = %d, want %d", src.Size(), len(want))
+			}
+			got := make([]byte, len(want))
+			if n, err := src.ReadAt(got, 0); n != len(got) || err != nil && err != io.EOF {
+				t.Fatalf("ReadAt(all %d bytes) = %d, %v", len(got), n, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Error("the disk read whole differs from qemu-img's")
+			}
+			for pos := int64(0); pos < src.Size(); {
+				e, err := src.Extent(pos, src.Size()-pos)
+				if err != nil || e.Start != pos || e.Length <= 0 || e.Start+e.Length > src.Size() {
+					t.Fatalf("Extent(%d, %d) = %+v, %v", pos, src.Size()-pos, e, err)
+				}
+				if e.Zero && !testutil.AllZero(want[pos:pos+e.Length]) {
+					t.Errorf("extent %+v is reported zero but is not", e)
+				}
+				pos += e.Length
+			}
+		})
+	}
 }
 
 func TestBackingPolicy(t *testing.T) {
