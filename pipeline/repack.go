@@ -162,11 +162,15 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 		g.Go(func() error {
 			for x := range work {
 				if cctx.Err() == nil {
-					x.err = readFull(o.Data, x.buf, x.at)
+					if err := readFull(o.Data, x.buf, x.at); err != nil {
+						// Said the same way whoever sees it first: the
+						// writer waiting on x or the group.
+						x.err = fmt.Errorf("extent at byte offset %d: %w", x.off, err)
+					}
 				}
 				close(x.done)
 				if x.err != nil {
-					return fmt.Errorf("extent at byte offset %d: %w", x.off, x.err)
+					return x.err
 				}
 			}
 			return nil
