@@ -56,10 +56,12 @@ func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:
 func TestGoldenArchives(t *testing.T) {
 	dir, manifest := testutil.LoadManifest(t)
 	for name, want := range manifest {
+		// format/vma reads plain VMA; format/compress and cmd/vmaconv
+		// (TestExtractGolden) test the compressed ones.
+		if filepath.Ext(name) != ".vma" {
+			continue
+		}
 		t.Run(name, func(t *testing.T) {
-			if ext := filepath.Ext(name); ext != ".vma" {
-				t.Skipf("compressed archive (%s): format/vma reads plain VMA; format/compress and cmd/vmaconv (TestExtractGolden) test the compressed ones", ext)
-			}
 			raw, err := os.ReadFile(filepath.Join(dir, name))
 			if err != nil {
 				t.Fatal(err)
