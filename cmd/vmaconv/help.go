@@ -15,6 +15,7 @@ import (
 	"github.com/posener/complete"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/completion"
 	"github.com/vmaconv/vmaconv/internal/manpage"
 )
 
@@ -133,106 +134,29 @@ var completeValues = map[string][]string{
 	"cache":         {"writeback", "unsafe"},
 }
 
-// refArgs are the arguments that take a disk: FILE or ARCHIVE:DEVICE.
-var refArgs = map[string]bool{"src": true, "file": true, "a": true, "b": true}
-
 // answerCompletion answers the shell's request for completions (COMP_LINE
-// set) from the CLI's definition, with the values of -O, -f, --compress and
-// -t, and the devices of an archive after ARCHIVE:. It reports whether it
-// answered. bashWord is the word bash says it completes (its second
-// argument to the program), which stops at a colon: candidates are cut
-// to match it.
+// set), with the values of -O, -f, --compress and -t, and the devices of
+// an archive after ARCHIVE: for the arguments that take a disk. It
+// reports whether it answered (see completion.Answer).
 func answerCompletion(parser *kong.Kong, stdout io.Writer, bashWord string, hasWord bool) bool {
-	if _, ok := os.LookupEnv("COMP_LINE"); !ok {
-		return false
-	}
-	cmd, err := kongcompletion.Command(parser)
-	if err != nil {
-		return false
-	}
-	files := complete.PredictFiles("*")
-	var fix func(c *complete.Command, n *kong.Node)
-	fix = func(c *complete.Command, n *kong.Node) {
-		for _, f := range n.Flags {
-			if vals, ok := completeValues[f.Name]; ok {
-				for _, name := range []string{"--" + f.Name, "-" + string(f.Short)} {
-					if _, ok := c.GlobalFlags[name]; ok {
-						c.GlobalFlags[name] = complete.PredictSet(vals...)
-					}
-				}
-			}
-		}
-		if pp, ok := c.Args.(*kongcompletion.PositionalPredictor); ok {
-			for i, p := range n.Positional {
-				switch {
-				case refArgs[p.Name]:
-					pp.Predictors[i] = complete.PredictFunc(predictRef)
-				case p.Enum == "" && p.Tag.Get("predictor") == "":
-					pp.Predictors[i] = files
-				}
-			}
-		}
-		for _, child := range n.Children {
-			if sub, ok := c.Sub[child.Name]; ok {
-				fix(&sub, child)
-				c.Sub[child.Name] = sub
-			}
-		}
-	}
-	fix(&cmd, parser.Model.Node)
-	// vmaconv SRC DST: the default command's arguments and flags at the
-	// top level.
-	if conv, ok := cmd.Sub["convert"]; ok {
-		cmd.Args = conv.Args
-		cmd.Flags = complete.Flags{}
-		for name, p := range conv.GlobalFlags {
-			if _, global := cmd.GlobalFlags[name]; !global {
-				cmd.Flags[name] = p
-			}
-		}
-	}
-	out := stdout
-	if hasWord {
-		out = &cutWriter{w: stdout, word: bashWord}
-	}
-	c := complete.New(parser.Model.Name, cmd)
-	c.Out = out
-	return c.Complete()
+	ref := completion.Inside(archiveDeviceNames)
+	return completion.Answer(parser, stdout, completion.Rules{
+		Values: completeValues,
+		Args:   map[string]complete.Predictor{"src": ref, "file": ref, "a": ref, "b": ref},
+	}, bashWord, hasWord)
 }
 
-// cutWriter writes candidates as bash wants them when its word stops at a
-// colon: "m.vma:drive-scsi0" for the word "drive-s" becomes "drive-scsi0".
-type cutWriter struct {
-	w    io.Writer
-	word string
-}
-
-func (c *cutWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSuffix(string(p), "\n")
-	if i := strings.LastIndexByte(line, ':'); i >= 0 && !strings.Contains(c.word, ":") && strings.HasPrefix(line[i+1:], c.word) {
-		line = line[i+1:]
-	}
-	_, err := io.WriteString(c.w, line+"\n")
-	return len(p), err
-}
-
-// predictRef completes a disk: after ARCHIVE: the archive's devices, by
-// name and by Proxmox key; otherwise file names.
-func predictRef(a complete.Args) []string {
-	if i := strings.LastIndexByte(a.Last, ':'); i > 0 {
-		path := a.Last[:i]
-		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
-			var out []string
-			for _, d := range archiveDevices(path, time.Second) {
-				out = append(out, path+":"+d)
-				if key, ok := vma.DiskKey(d); ok {
-					out = append(out, path+":"+key)
-				}
-			}
-			return out
+// archiveDeviceNames are the names of the devices of the archive at path,
+// each by its name and its Proxmox key.
+func archiveDeviceNames(path string) []string {
+	var out []string
+	for _, d := range archiveDevices(path, time.Second) {
+		out = append(out, d)
+		if key, ok := vma.DiskKey(d); ok {
+			out = append(out, key)
 		}
 	}
-	return complete.PredictFiles("*").Predict(a)
+	return out
 }
 
 // archiveDevices returns the device names in the header of the archive at
