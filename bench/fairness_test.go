@@ -15,9 +15,9 @@ import (
 	"github.com/vmaconv/vmaconv/nbd"
 )
 
-// pattern is a disk of 1 GiB whose every byte is data (no map: nothing
-// is a hole), computed from its offset: reading it costs no memory but
-// the reader's buffer.
+// pattern is a disk of 1 GiB (a format.Source) whose every byte is data
+// (no map: nothing is a hole), computed from its offset: reading it costs
+// no memory but the reader's buffer.
 type pattern struct{}
 
 const patternSize = 1 << 30
@@ -28,6 +28,9 @@ func (pattern) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
+
+func (pattern) Size() int64  { return patternSize }
+func (pattern) Close() error { return nil }
 
 // BenchmarkNBDFairness: the round trip of one 4 KiB read through the
 // server (median as median-ns; the goal is under 10 ms) while another
@@ -41,7 +44,7 @@ func BenchmarkNBDFairness(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &nbd.Server{Exports: []nbd.Export{{Name: "disk", Size: patternSize, Data: pattern{}}}}
+	srv := &nbd.Server{Exports: []nbd.Export{{Name: "disk", Source: pattern{}}}}
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, l); close(done) }()
 	b.Cleanup(func() {

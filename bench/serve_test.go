@@ -89,7 +89,7 @@ func serve(b *testing.B, e nbd.Export) *nbdClient {
 func BenchmarkNBDRead(b *testing.B) {
 	_, arcPath, _ := e2eFiles(b)
 	d := openDevice(b, arcPath)
-	c := serve(b, nbd.Export{Name: "drive-scsi0", Size: d.Size(), Data: d, Map: d})
+	c := serve(b, nbd.Export{Name: "drive-scsi0", Source: d})
 	b.SetBytes(d.Size())
 	for b.Loop() {
 		if err := c.readAll(d.Size(), 2<<20, 8); err != nil {
@@ -103,7 +103,7 @@ func BenchmarkNBDRead(b *testing.B) {
 func BenchmarkNBDRandomRead4K(b *testing.B) {
 	_, arcPath, _ := e2eFiles(b)
 	d := openDevice(b, arcPath)
-	c := serve(b, nbd.Export{Name: "drive-scsi0", Size: d.Size(), Data: d, Map: d})
+	c := serve(b, nbd.Export{Name: "drive-scsi0", Source: d})
 	rng := rand.New(rand.NewPCG(5, 6))
 	var lat []time.Duration
 	b.SetBytes(4096)

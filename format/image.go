@@ -29,6 +29,14 @@ type Checker interface {
 	Check() error
 }
 
+// Stored is implemented by sources that know how many bytes of their
+// file they take (an archive device's stored blocks), which is less than
+// Size where they leave ranges out: what a file system shows of a file as
+// its blocks (st_blocks).
+type Stored interface {
+	Stored() int64
+}
+
 // SingleDisk returns an Image of one unnamed disk, src; its Close closes
 // src.
 func SingleDisk(src Source) Image { return single{src} }

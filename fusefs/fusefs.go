@@ -1,10 +1,10 @@
 //go:build linux
 
-// Package fusefs mounts read-only files backed by io.ReaderAt — an
-// archive's disks and configs — as a FUSE file system, through
-// github.com/hanwen/go-fuse/v2. Files report their holes to lseek
-// (SEEK_DATA, SEEK_HOLE) from a format.Extenter, so that cp --sparse, tar
-// and the kernel's loop driver see them.
+// Package fusefs mounts read-only files backed by format.Sources — an
+// archive's disks and configs, an image's disk — as a FUSE file system,
+// through github.com/hanwen/go-fuse/v2. Files report their holes to lseek
+// (SEEK_DATA, SEEK_HOLE) from their format.Extenter, so that cp --sparse,
+// tar and the kernel's loop driver see them.
 package fusefs
 
 import (
@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,12 +30,15 @@ import (
 
 // File is one file of the mount.
 type File struct {
-	Name   string // a plain file name: no '/', not "." or ".."
-	Size   int64
-	Data   io.ReaderAt     // parallel calls allowed
-	Map    format.Extenter // optional: ranges that read as zeros
-	Stored int64           // bytes it takes (st_blocks), if known; else Size
-	MTime  time.Time       // its modification time (the archive's creation time)
+	Name string // a plain file name: no '/', not "." or ".."
+	// Source is the file's content: its Size is the file's, and its
+	// ReadAt is called in parallel. If it is a format.Extenter, SEEK_DATA
+	// and SEEK_HOLE answer from its map. If it is a format.Stored, the
+	// file takes the bytes it stores (st_blocks); else its size, unless
+	// it has a map (then 0: the size is not known). The mount never
+	// closes it.
+	Source format.Source
+	MTime  time.Time // its modification time (the archive's creation time)
 }
 
 // ErrUnavailable means FUSE cannot be used here.
@@ -323,10 +325,14 @@ var (
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o444
-	out.Size = uint64(n.f.Size)
-	stored := n.f.Stored
-	if stored <= 0 && n.f.Map == nil {
-		stored = n.f.Size
+	size := n.f.Source.Size()
+	out.Size = uint64(size)
+	var stored int64
+	if s, ok := n.f.Source.(format.Stored); ok {
+		stored = s.Stored()
+	}
+	if _, mapped := n.f.Source.(format.Extenter); stored <= 0 && !mapped {
+		stored = size
 	}
 	out.Blocks = uint64(stored+511) / 512
 	out.Blksize = 4096
@@ -354,11 +360,12 @@ func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno 
 // (an error, or data that ends before the file's size) fails with EIO:
 // a short read would tell the kernel that the file ends there.
 func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= n.f.Size {
+	size := n.f.Source.Size()
+	if off >= size {
 		return fuse.ReadResultData(nil), 0
 	}
-	p := dest[:min(int64(len(dest)), n.f.Size-off)]
-	if got, _ := n.f.Data.ReadAt(p, off); got < len(p) {
+	p := dest[:min(int64(len(dest)), size-off)]
+	if got, _ := n.f.Source.ReadAt(p, off); got < len(p) {
 		return nil, syscall.EIO
 	}
 	return fuse.ReadResultData(p), 0
@@ -369,14 +376,15 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 // extent not starting where asked, or not moving forward, gives EIO.
 func (n *fileNode) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
 	const seekData, seekHole = 3, 4
-	size := n.f.Size
+	size := n.f.Source.Size()
 	if off > 1<<62 || int64(off) >= size {
 		return 0, syscall.ENXIO
 	}
 	if whence != seekData && whence != seekHole {
 		return 0, syscall.EINVAL
 	}
-	if n.f.Map == nil { // all data
+	zmap, mapped := n.f.Source.(format.Extenter)
+	if !mapped { // all data
 		if whence == seekData {
 			return off, 0
 		}
@@ -384,7 +392,7 @@ func (n *fileNode) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, when
 	}
 	wantZero := whence == seekHole
 	for pos := int64(off); pos < size; {
-		x, err := n.f.Map.Extent(pos, size-pos)
+		x, err := zmap.Extent(pos, size-pos)
 		if err != nil || x.Start != pos || x.Length <= 0 {
 			return 0, syscall.EIO
 		}

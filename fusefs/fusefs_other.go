@@ -6,7 +6,6 @@ package fusefs
 
 import (
 	"errors"
-	"io"
 	"time"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -15,10 +14,7 @@ import (
 // File is one file of the mount.
 type File struct {
 	Name   string
-	Size   int64
-	Data   io.ReaderAt
-	Map    format.Extenter
-	Stored int64
+	Source format.Source
 	MTime  time.Time
 }
 

@@ -46,6 +46,49 @@ func (s *source) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// fileSource is a format.Source of size bytes read from data; with a map
+// m (not nil), also a format.Extenter; with stored > 0, also a
+// format.Stored.
+func fileSource(size int64, data io.ReaderAt, m format.Extenter, stored int64) format.Source {
+	s := plainSource{data, size}
+	switch {
+	case m == nil && stored <= 0:
+		return s
+	case m == nil:
+		return storedSource{s, stored}
+	case stored <= 0:
+		return mappedSource{s, m}
+	}
+	return mappedStoredSource{mappedSource{s, m}, stored}
+}
+
+type plainSource struct {
+	io.ReaderAt
+	size int64
+}
+
+func (s plainSource) Size() int64  { return s.size }
+func (s plainSource) Close() error { return nil }
+
+type mappedSource struct {
+	plainSource
+	format.Extenter
+}
+
+type storedSource struct {
+	plainSource
+	stored int64
+}
+
+func (s storedSource) Stored() int64 { return s.stored }
+
+type mappedStoredSource struct {
+	mappedSource
+	stored int64
+}
+
+func (s mappedStoredSource) Stored() int64 { return s.stored }
+
 // extents maps data in extents of 4 KiB blocks (a zero block is a hole),
 // the map a format.Extenter answers from.
 type extents []format.Extent
@@ -121,7 +164,7 @@ func read(t *testing.T, n *fileNode, size int, off int64) ([]byte, syscall.Errno
 // a short read, which the kernel would take for the end of the file.
 func TestRead(t *testing.T) {
 	size := int64(len(disk))
-	good := node(File{Name: "d", Size: size, Data: &source{data: disk, failAt: -1}})
+	good := node(File{Name: "d", Source: fileSource(size, &source{data: disk, failAt: -1}, nil, 0)})
 	for _, tc := range []struct {
 		off  int64
 		size int
@@ -139,7 +182,7 @@ func TestRead(t *testing.T) {
 	}
 	failAt := int64(300000)
 	for _, err := range []error{syscall.EIO, errors.New("frame checksum mismatch"), io.EOF, io.ErrUnexpectedEOF} {
-		bad := node(File{Name: "d", Size: size, Data: &source{data: disk, failAt: failAt, err: err}})
+		bad := node(File{Name: "d", Source: fileSource(size, &source{data: disk, failAt: failAt, err: err}, nil, 0)})
 		if got, errno := read(t, bad, 128<<10, failAt-64<<10); errno != syscall.EIO {
 			t.Errorf("data failing at %d with %q: a read across it gave %d bytes, %v; want EIO", failAt, err, len(got), errno)
 		}
@@ -172,7 +215,7 @@ func wantSeek(data []byte, off int64, whence int) (int64, syscall.Errno) {
 // whences are the kernel's.
 func TestLseek(t *testing.T) {
 	size := int64(len(disk))
-	mapped := node(File{Name: "d", Size: size, Data: &source{data: disk, failAt: -1}, Map: mapOf(disk)})
+	mapped := node(File{Name: "d", Source: fileSource(size, &source{data: disk, failAt: -1}, mapOf(disk), 0)})
 	holes := 0
 	for off := int64(0); off <= size+4096; off += 4096 - 1 {
 		for _, whence := range []int{seekData, seekHole} {
@@ -189,7 +232,7 @@ func TestLseek(t *testing.T) {
 	if holes == 0 {
 		t.Fatal("no hole found in a sparse disk")
 	}
-	plain := node(File{Name: "d", Size: size, Data: &source{data: disk, failAt: -1}})
+	plain := node(File{Name: "d", Source: fileSource(size, &source{data: disk, failAt: -1}, nil, 0)})
 	for _, tc := range []struct {
 		off     uint64
 		whence  int
@@ -214,7 +257,7 @@ func TestLseekBadMap(t *testing.T) {
 		for _, zero := range []bool{false, true} {
 			for _, whence := range []int{seekData, seekHole} {
 				m := &badMap{kind: kind, zero: zero}
-				n := node(File{Name: "d", Size: 1 << 20, Data: &source{data: make([]byte, 1<<20), failAt: -1}, Map: m})
+				n := node(File{Name: "d", Source: fileSource(1<<20, &source{data: make([]byte, 1<<20), failAt: -1}, m, 0)})
 				got, errno := n.Lseek(context.Background(), nil, 8192, uint32(whence))
 				if errno != syscall.EIO || m.calls.Load() != 1 {
 					t.Errorf("%s extents (zero %v), whence %d: lseek = %d, %v after %d calls of the map; want EIO after 1",
@@ -233,18 +276,18 @@ func TestGetattr(t *testing.T) {
 		f          File
 		wantBlocks uint64
 	}{
-		{File{Size: 5000}, 10},
-		{File{Size: 5000, Map: extents{{Start: 0, Length: 5000, Zero: true}}}, 0},
-		{File{Size: 5000, Map: extents{{Start: 0, Length: 5000}}, Stored: 4096}, 8},
-		{File{Size: 5000, Stored: 513, MTime: mtime}, 2},
+		{File{Source: fileSource(5000, nil, nil, 0)}, 10},
+		{File{Source: fileSource(5000, nil, extents{{Start: 0, Length: 5000, Zero: true}}, 0)}, 0},
+		{File{Source: fileSource(5000, nil, extents{{Start: 0, Length: 5000}}, 4096)}, 8},
+		{File{Source: fileSource(5000, nil, nil, 513), MTime: mtime}, 2},
 	} {
 		var out fuse.AttrOut
 		if errno := node(tc.f).Getattr(context.Background(), nil, &out); errno != 0 {
 			t.Fatal(errno)
 		}
-		if out.Mode != syscall.S_IFREG|0o444 || out.Size != uint64(tc.f.Size) || out.Blocks != tc.wantBlocks || out.Nlink != 1 {
+		if out.Mode != syscall.S_IFREG|0o444 || out.Size != uint64(tc.f.Source.Size()) || out.Blocks != tc.wantBlocks || out.Nlink != 1 {
 			t.Errorf("%+v: mode %o, size %d, %d blocks, %d links; want %o, %d, %d, 1",
-				tc.f, out.Mode, out.Size, out.Blocks, out.Nlink, syscall.S_IFREG|0o444, tc.f.Size, tc.wantBlocks)
+				tc.f, out.Mode, out.Size, out.Blocks, out.Nlink, syscall.S_IFREG|0o444, tc.f.Source.Size(), tc.wantBlocks)
 		}
 		if !tc.f.MTime.IsZero() && (out.Mtime != uint64(mtime.Unix()) || out.Ctime != uint64(mtime.Unix())) {
 			t.Errorf("mtime %d, ctime %d; want %d", out.Mtime, out.Ctime, mtime.Unix())
@@ -259,7 +302,7 @@ func TestGetattr(t *testing.T) {
 // TestOpen: opening for writing is EROFS; each open for reading is
 // counted until its release.
 func TestOpen(t *testing.T) {
-	n := node(File{Name: "d", Size: 10, Data: &source{data: make([]byte, 10), failAt: -1}})
+	n := node(File{Name: "d", Source: fileSource(10, &source{data: make([]byte, 10), failAt: -1}, nil, 0)})
 	for _, flags := range []int{os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_RDONLY | os.O_APPEND} {
 		if fh, _, errno := n.Open(context.Background(), uint32(flags)); errno != syscall.EROFS || fh != nil {
 			t.Errorf("open with flags %#x: %v, %v; want EROFS", flags, fh, errno)

@@ -131,11 +131,11 @@ func TestMountFiles(t *testing.T) {
 	failAt := int64(600000)
 	empty := &badMap{kind: "empty"}
 	files := []File{
-		{Name: "good.raw", Size: size, Data: &source{data: disk, failAt: -1}, Map: mapOf(disk), Stored: 4096},
-		{Name: "fails.raw", Size: size, Data: &source{data: disk, failAt: failAt, err: syscall.EIO}, Map: mapOf(disk)},
-		{Name: "short.raw", Size: size, Data: &source{data: disk, failAt: failAt, err: io.EOF}},
-		{Name: "badmap.raw", Size: size, Data: &source{data: disk, failAt: -1}, Map: empty},
-		{Name: "plain.raw", Size: size, Data: &source{data: disk, failAt: -1}},
+		{Name: "good.raw", Source: fileSource(size, &source{data: disk, failAt: -1}, mapOf(disk), 4096)},
+		{Name: "fails.raw", Source: fileSource(size, &source{data: disk, failAt: failAt, err: syscall.EIO}, mapOf(disk), 0)},
+		{Name: "short.raw", Source: fileSource(size, &source{data: disk, failAt: failAt, err: io.EOF}, nil, 0)},
+		{Name: "badmap.raw", Source: fileSource(size, &source{data: disk, failAt: -1}, empty, 0)},
+		{Name: "plain.raw", Source: fileSource(size, &source{data: disk, failAt: -1}, nil, 0)},
 	}
 	_, dir := mounted(t, "mnt", files...)
 	at := func(n string) string { return filepath.Join(dir, n) }
@@ -216,7 +216,7 @@ func TestMountFiles(t *testing.T) {
 // the open files are counted.
 func TestUnmountBusy(t *testing.T) {
 	requireFUSE(t)
-	m, dir := mounted(t, "mnt", File{Name: "d.raw", Size: int64(len(disk)), Data: &source{data: disk, failAt: -1}})
+	m, dir := mounted(t, "mnt", File{Name: "d.raw", Source: fileSource(int64(len(disk)), &source{data: disk, failAt: -1}, nil, 0)})
 	p := filepath.Join(dir, "d.raw")
 	f, g := open(t, p), open(t, p)
 	if n := m.OpenFiles(); n != 2 {
@@ -261,7 +261,7 @@ func TestAbort(t *testing.T) {
 	requireFUSE(t)
 	withFusectl(t)
 	for _, byDir := range []bool{false, true} {
-		m, dir := mounted(t, "a mount", File{Name: "d.raw", Size: int64(len(disk)), Data: &source{data: disk, failAt: -1}})
+		m, dir := mounted(t, "a mount", File{Name: "d.raw", Source: fileSource(int64(len(disk)), &source{data: disk, failAt: -1}, nil, 0)})
 		f := open(t, filepath.Join(dir, "d.raw"))
 		var err error
 		if byDir {

@@ -1,5 +1,5 @@
 // Package nbd is a read-only NBD (Network Block Device) server: it
-// exports io.ReaderAt disks, with their holes, to NBD clients such as
+// exports disks (format.Source), with their holes, to NBD clients such as
 // qemu-img, qemu-nbd, nbd-client, nbdfuse and guestfish.
 //
 // It speaks the fixed newstyle handshake with NBD_OPT_GO, NBD_OPT_INFO,

@@ -52,9 +52,9 @@ func fuzzServer() (*Server, []fuzzExport) {
 	b := testDisk()
 	zeroBytes := func(off, n int64) bool { return bytes.Count(b[off:off+n], []byte{0}) == int(n) }
 	exports := []fuzzExport{
-		{Export{Name: "drive-scsi0", Description: "test disk", Size: int64(len(b)), Data: disk{b}, Map: disk{b}}, zeroBytes},
-		{Export{Name: "plain", Size: int64(len(b)), Data: disk{b}}, zeroBytes},
-		{Export{Name: "big", Size: 40 << 20, Data: zebra{}, Map: zebra{}}, func(off, n int64) bool {
+		{Export{Name: "drive-scsi0", Description: "test disk", Source: source(int64(len(b)), disk{b}, disk{b})}, zeroBytes},
+		{Export{Name: "plain", Source: source(int64(len(b)), disk{b}, nil)}, zeroBytes},
+		{Export{Name: "big", Source: source(40<<20, zebra{}, zebra{})}, func(off, n int64) bool {
 			for o := off; o < off+n; o = (o>>20 + 1) << 20 {
 				if !zebraZero(o) {
 					return false
@@ -353,7 +353,7 @@ func (f *fuzzClient) negotiate() *fuzzExport {
 			n += 124
 		}
 		b := f.read(n)
-		if int64(binary.BigEndian.Uint64(b)) != e.Size || binary.BigEndian.Uint16(b[8:])&(tflagHasFlags|tflagReadOnly) != tflagHasFlags|tflagReadOnly {
+		if int64(binary.BigEndian.Uint64(b)) != e.Source.Size() || binary.BigEndian.Uint16(b[8:])&(tflagHasFlags|tflagReadOnly) != tflagHasFlags|tflagReadOnly {
 			t.Fatalf("export name %q: %x", name, b)
 		}
 		return e
@@ -385,7 +385,7 @@ func (f *fuzzClient) checkInfo(name string, typ uint32, infos [][]byte) *fuzzExp
 	for _, in := range infos {
 		switch binary.BigEndian.Uint16(in) {
 		case infoExport:
-			size = int64(binary.BigEndian.Uint64(in[2:])) == e.Size
+			size = int64(binary.BigEndian.Uint64(in[2:])) == e.Source.Size()
 		case infoBlockSize:
 			bs = binary.BigEndian.Uint32(in[10:]) == MaxPayload
 		case infoName:
@@ -418,7 +418,7 @@ type fuzzRequest struct {
 // "Request types" and "Error values") on export e.
 func (f *fuzzClient) model(rq request, e *fuzzExport) []uint32 {
 	end := rq.off + uint64(rq.length)
-	inside := end >= rq.off && end <= uint64(e.Size)
+	inside := end >= rq.off && end <= uint64(e.Source.Size())
 	valid := uint16(cmdFlagFUA)
 	switch rq.typ {
 	case cmdRead:
@@ -480,13 +480,13 @@ func (f *fuzzClient) requests(e *fuzzExport) []*fuzzRequest {
 		var off uint64
 		switch f.p.u8() % 8 {
 		case 0, 1, 2:
-			off = uint64(f.p.u32()) % uint64(e.Size)
+			off = uint64(f.p.u32()) % uint64(e.Source.Size())
 		case 3:
-			off = uint64(f.p.u32()) % uint64(e.Size) &^ 4095
+			off = uint64(f.p.u32()) % uint64(e.Source.Size()) &^ 4095
 		case 4:
-			off = uint64(e.Size) - uint64(f.p.u8())
+			off = uint64(e.Source.Size()) - uint64(f.p.u8())
 		case 5:
-			off = uint64(e.Size)
+			off = uint64(e.Source.Size())
 		case 6:
 			off = f.p.u64()
 		}
@@ -501,7 +501,7 @@ func (f *fuzzClient) requests(e *fuzzExport) []*fuzzRequest {
 		case 5:
 			n = f.p.u32()
 		case 6:
-			n = uint32(uint64(e.Size) - off)
+			n = uint32(uint64(e.Source.Size()) - off)
 		}
 		if typ == cmdWrite {
 			n %= 64 << 10 // its payload is sent
@@ -668,7 +668,7 @@ func (f *fuzzClient) check(rq *fuzzRequest, e *fuzzExport) {
 			t.Fatalf("%s: DF read answered in %d chunks", what, len(rq.covered))
 		}
 		want := make([]byte, rq.length)
-		e.Data.ReadAt(want, int64(rq.off))
+		e.Source.ReadAt(want, int64(rq.off))
 		if rq.length > 0 && !bytes.Equal(rq.got, want) {
 			t.Fatalf("%s: not the export's bytes", what)
 		}

@@ -66,7 +66,7 @@ func (c *client) stall(n int) {
 // than the stall. Once a reply has waited WriteTimeout, the stalled
 // client's connection is dropped (and said so), and the server goes on.
 func TestStalledClient(t *testing.T) {
-	exports := []Export{{Name: "p", Size: 1 << 30, Data: pattern{}}}
+	exports := []Export{{Name: "p", Source: source(1<<30, pattern{}, nil)}}
 	t.Run("others are served", func(t *testing.T) {
 		s := &Server{Exports: exports, WriteTimeout: time.Minute}
 		sock, _ := serveUnix(t, s)
@@ -119,7 +119,7 @@ func TestStalledClient(t *testing.T) {
 // ESHUTDOWN, then the connection closes; a client that takes nothing is
 // closed when ShutdownGrace is over, and Serve returns.
 func TestShutdown(t *testing.T) {
-	s := &Server{Exports: []Export{{Name: "p", Size: 1 << 30, Data: pattern{}}}, ShutdownGrace: 600 * time.Millisecond}
+	s := &Server{Exports: []Export{{Name: "p", Source: source(1<<30, pattern{}, nil)}}, ShutdownGrace: 600 * time.Millisecond}
 	sock, stop := serveUnix(t, s)
 	const size = 4 << 20
 	busy := dialUnix(t, sock)
@@ -187,7 +187,7 @@ func TestShutdown(t *testing.T) {
 // (64 when MaxConns is not set).
 func TestRefusalLog(t *testing.T) {
 	var log logLines
-	s := &Server{Exports: []Export{{Name: "p", Size: 1 << 20, Data: pattern{}}}, Log: log.add}
+	s := &Server{Exports: []Export{{Name: "p", Source: source(1<<20, pattern{}, nil)}}, Log: log.add}
 	sock, stop := serveUnix(t, s)
 	var held []net.Conn
 	for range defaultMaxConns {

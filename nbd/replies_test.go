@@ -119,7 +119,7 @@ func (c *client) answer(structured bool, h uint64, off int64, n int) (errno uint
 // and the session goes on after each; the boundaries pass.
 func TestErrorReplies(t *testing.T) {
 	const size = 64 << 20
-	s := &Server{Exports: []Export{{Name: "big", Size: size, Data: zeros{}, Map: holes{}}}}
+	s := &Server{Exports: []Export{{Name: "big", Source: source(size, zeros{}, holes{})}}}
 	cases := []struct {
 		what               string
 		typ, flags         uint16
@@ -199,7 +199,7 @@ func TestErrorReplies(t *testing.T) {
 // error said) instead of sending wrong bytes.
 func TestReadErrors(t *testing.T) {
 	const bad = 1<<20 + 100
-	s := &Server{Exports: []Export{{Name: "bad", Size: 8 << 20, Data: failAt{bad}}}}
+	s := &Server{Exports: []Export{{Name: "bad", Source: source(8<<20, failAt{bad}, nil)}}}
 	want := make([]byte, bad)
 	pattern{}.ReadAt(want, 0)
 	t.Run("structured", func(t *testing.T) {
@@ -312,10 +312,10 @@ func TestBlockStatus(t *testing.T) {
 		}
 	}
 	s := &Server{Exports: []Export{
-		{Name: "disk", Size: int64(len(b)), Data: disk{b}, Map: disk{b}},
-		{Name: "big", Size: 5 << 30, Data: zeros{}, Map: allData{}},
-		{Name: "nomap", Size: 5 << 30, Data: zeros{}},
-		{Name: "striped", Size: 1 << 30, Data: zeros{}, Map: stripes{}},
+		{Name: "disk", Source: source(int64(len(b)), disk{b}, disk{b})},
+		{Name: "big", Source: source(5<<30, zeros{}, allData{})},
+		{Name: "nomap", Source: source(5<<30, zeros{}, nil)},
+		{Name: "striped", Source: source(1<<30, zeros{}, stripes{})},
 	}}
 	c := dial(t, s)
 	c.negotiate("disk", true)

@@ -24,14 +24,12 @@ type Export struct {
 	Name string
 	// Description is shown by clients that list exports.
 	Description string
-	// Size is the disk size in bytes.
-	Size int64
-	// Data reads the disk; it must allow parallel calls.
-	Data io.ReaderAt
-	// Map, if set, reports the ranges that read as zeros: block status
-	// (base:allocation) shows them as holes, and reads send them as
-	// holes without reading them.
-	Map format.Extenter
+	// Source is the disk: its Size is the export's, and its ReadAt is
+	// called in parallel. If it is a format.Extenter, its map of the
+	// ranges that read as zeros is used: block status (base:allocation)
+	// shows them as holes, and reads send them as holes without reading
+	// them. The Server never closes it.
+	Source format.Source
 }
 
 // Server serves Exports, read-only. Its zero value needs Exports only.
@@ -541,7 +539,7 @@ func (cn *conn) option(opt uint32, data []byte) (exp *Export, done bool, err err
 			return nil, true, protoErr("no export %q (exports: %s)", data, cn.names())
 		}
 		var b [10 + 124]byte
-		binary.BigEndian.PutUint64(b[0:], uint64(e.Size))
+		binary.BigEndian.PutUint64(b[0:], uint64(e.Source.Size()))
 		binary.BigEndian.PutUint16(b[8:], cn.tflags())
 		out := b[:]
 		if cn.noZeroes {
@@ -601,7 +599,7 @@ func (cn *conn) infoGo(opt uint32, data []byte) (*Export, bool, error) {
 		return nil, false, cn.optReply(opt, repErrUnknown, []byte(msg))
 	}
 	info := binary.BigEndian.AppendUint16(nil, infoExport)
-	info = binary.BigEndian.AppendUint64(info, uint64(e.Size))
+	info = binary.BigEndian.AppendUint64(info, uint64(e.Source.Size()))
 	info = binary.BigEndian.AppendUint16(info, cn.tflags())
 	if err := cn.optReply(opt, repInfo, info); err != nil {
 		return nil, false, err
@@ -812,8 +810,8 @@ func (cn *conn) validFlags(rq request) bool {
 
 // serve answers one request.
 func (cn *conn) serve(e *Export, rq request) error {
-	end := rq.off + uint64(rq.length)
-	inside := rq.off <= uint64(e.Size) && end <= uint64(e.Size) && end >= rq.off
+	end, size := rq.off+uint64(rq.length), uint64(e.Source.Size())
+	inside := rq.off <= size && end <= size && end >= rq.off
 	known := rq.typ <= cmdBlockStatus && rq.typ != cmdDisc
 	if known && !cn.validFlags(rq) {
 		return cn.fail(rq, errInval, fmt.Sprintf("flags %#x are not valid for command %d", rq.flags, rq.typ))
@@ -1035,11 +1033,12 @@ func (e *mapError) Error() string { return fmt.Sprintf("map at %d: %v", e.off, e
 // the walk and is returned. Without a map all is data. Memory does not
 // grow with the runs.
 func runs(e *Export, off, n int64, fn func(p piece, last bool) error) error {
+	zmap, mapped := e.Source.(format.Extenter)
 	var pend piece // the run being extended
 	for pos := off; pos < off+n; {
 		p := piece{pos, off + n - pos, false}
-		if e.Map != nil {
-			x, err := e.Map.Extent(pos, off+n-pos)
+		if mapped {
+			x, err := zmap.Extent(pos, off+n-pos)
 			if err == nil && x.Length <= 0 {
 				err = errors.New("empty extent")
 			}
@@ -1070,7 +1069,7 @@ func runs(e *Export, off, n int64, fn func(p piece, last bool) error) error {
 }
 
 func readFull(e *Export, p []byte, off int64) error {
-	n, err := e.Data.ReadAt(p, off)
+	n, err := e.Source.ReadAt(p, off)
 	if n == len(p) {
 		return nil
 	}

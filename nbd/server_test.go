@@ -311,8 +311,8 @@ func (c *client) readStructured(off int64, n int) (buf []byte, holes int, errno 
 
 func newServer(b []byte) *Server {
 	return &Server{Exports: []Export{
-		{Name: "drive-scsi0", Description: "test disk", Size: int64(len(b)), Data: disk{b}, Map: disk{b}},
-		{Name: "plain", Size: int64(len(b)), Data: disk{b}},
+		{Name: "drive-scsi0", Description: "test disk", Source: source(int64(len(b)), disk{b}, disk{b})},
+		{Name: "plain", Source: source(int64(len(b)), disk{b}, nil)},
 	}}
 }
 
@@ -503,7 +503,7 @@ func TestHostileClients(t *testing.T) {
 	})
 	t.Run("large reads within each connection's share", func(t *testing.T) {
 		src := &slowZeros{}
-		big := &Server{Exports: []Export{{Name: "big", Size: 1 << 40, Data: src}}}
+		big := &Server{Exports: []Export{{Name: "big", Source: source(1<<40, src, nil)}}}
 		// Two connections, one with simple replies (streamed through one
 		// buffer each) and one with structured ones (in chunks), each
 		// sending 16 reads of 4 MiB at once: at most each connection's
@@ -626,7 +626,7 @@ func (holes) Extent(start, length int64) (format.Extent, error) {
 // without a buffer for it (a 32 MiB read of one allocates far less).
 func TestHoleReadsCostNoMemory(t *testing.T) {
 	const size = 32 << 20
-	s := &Server{Exports: []Export{{Name: "empty", Size: size, Data: zeros{}, Map: holes{}}}}
+	s := &Server{Exports: []Export{{Name: "empty", Source: source(size, zeros{}, holes{})}}}
 	c := dial(t, s)
 	c.negotiate("empty", true)
 	var before, after runtime.MemStats
@@ -640,4 +640,27 @@ func TestHoleReadsCostNoMemory(t *testing.T) {
 	if a := after.TotalAlloc - before.TotalAlloc; a > 4<<20 {
 		t.Errorf("a %d MiB hole read allocated %d MiB", size>>20, a>>20)
 	}
+}
+
+// source is a format.Source of size bytes read from data; with a map m
+// (not nil), also a format.Extenter.
+func source(size int64, data io.ReaderAt, m format.Extenter) format.Source {
+	s := plainSource{data, size}
+	if m == nil {
+		return s
+	}
+	return mappedSource{s, m}
+}
+
+type plainSource struct {
+	io.ReaderAt
+	size int64
+}
+
+func (s plainSource) Size() int64  { return s.size }
+func (s plainSource) Close() error { return nil }
+
+type mappedSource struct {
+	plainSource
+	format.Extenter
 }

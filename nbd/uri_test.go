@@ -36,7 +36,7 @@ func TestURIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := "drive x/y#1?%&=+;ü"
-	s := &Server{Exports: []Export{{Name: name, Size: 1 << 20, Data: zeros{}, Map: holes{}}, {Name: "other", Size: 2 << 20, Data: zeros{}}}}
+	s := &Server{Exports: []Export{{Name: name, Source: source(1<<20, zeros{}, holes{})}, {Name: "other", Source: source(2<<20, zeros{}, nil)}}}
 	sock := filepath.Join(dir, "s#1.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"github.com/posener/complete"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/completion"
+	"github.com/vmaconv/vmaconv/internal/manpage"
 )
 
 type helpCmd struct {
@@ -74,197 +76,53 @@ func manDate() string {
 	return time.Now().UTC().Format("2006-01-02")
 }
 
-// manPage writes the page in man(7) roff, lines under 80 bytes, as
-// mandoc -Tlint accepts without a message.
+// manPage is the page in man(7) roff: kong's model of the CLI, around
+// the texts below.
 func manPage(app *kong.Application, date string) string {
-	var r roffWriter
-	r.macro("TH", "VMACONV", "1", date, strings.TrimPrefix(versionString(), "vmaconv "), "User Commands")
-	r.macro("SH", "NAME")
-	r.line(`vmaconv \- convert disk images to and from Proxmox VMA backups, and read,`)
-	r.line(`check, compare and restore the backups`)
-	r.macro("SH", "SYNOPSIS")
-	r.synopsis("vmaconv", `[\fIflags\fR] \fISRC\fR \fIDST\fR`)
-	var cmds []*kong.Node
-	for _, n := range app.Children {
-		if n.Type == kong.CommandNode && !n.Hidden {
-			cmds = append(cmds, n)
-			r.synopsis("vmaconv", roffSummary(n))
-		}
-	}
-	r.macro("SH", "DESCRIPTION")
-	r.text(app.Help)
-	r.para(`vmaconv is to Proxmox VE backup archives (VMA, the vzdump-qemu-*.vma files vzdump writes, and their .vma.zst, .vma.gz and .vma.lzo compressions) what qemu-img is to disk images, with qemu-img's habits: vmaconv SRC DST converts (the convert command); -f, -O, -n, -m, -p, -q and -t mean what they mean to qemu-img; compare and map print what qemu-img compare and qemu-img map print.`)
-	r.para(`A disk is named as a file (a raw or qcow2 image), as ARCHIVE:DEVICE (vm.vma:drive-scsi0, or by its Proxmox key, vm.vma:scsi0), or as an archive that holds one disk. - reads an archive from standard input; its devices are named after --, as in vmaconv checksum -- -:scsi0. Formats are recognised by their magic bytes; anything else is raw, with a note. A destination's format comes from -O or its extension: .vma, .vma.zst and .vma.gz are archives, .qcow2 a qcow2 image, .raw and .img raw; any other name is raw with a note, and the suffixes of compressors vmaconv does not write (.bz2, .xz, .lz4, ...) are refused.`)
-	r.para(`Outputs are written to a temporary file beside the destination and renamed into place only when complete; an existing file is replaced only with --overwrite. Errors are one line naming what and where. Notes come on standard error when a command ends, never before a failure's line; -q silences them.`)
-	r.macro("SH", "OPTIONS")
-	r.text("These flags are taken by every command.")
-	r.flags(app.Flags)
-	r.macro("SH", "COMMANDS")
-	for _, n := range cmds {
-		name := n.Name
-		if len(n.Aliases) > 0 {
-			name += " (" + strings.Join(n.Aliases, ", ") + ")"
-		}
-		r.macro("SS", name)
-		r.text(n.Help)
-		for _, p := range n.Positional {
-			r.macro("TP")
-			r.line(`\fI` + roffEscape(p.Summary()) + `\fR`)
-			r.text(p.Help)
-		}
-		r.flags(n.Flags)
-	}
-	r.macro("SH", "EXIT STATUS")
-	for _, s := range [][2]string{
-		{"0", "Success; for compare, the disks are identical."},
-		{"1", "Failure (one line on standard error says what and where); for compare, the disks differ (the first differing offset is printed)."},
-		{"2", "A usage error: an unknown command or flag, a missing argument, a bad value, a refused destination; for compare, a disk could not be opened."},
-		{"3", "extract --salvage wrote what it could of a damaged archive, and reported what it could not; for compare, a disk's map of zeros could not be read."},
-		{"4", "For compare, a disk could not be read (as qemu-img compare)."},
-		{"128+N", "Ended by signal N: 130 for SIGINT (Ctrl-C), 143 for SIGTERM. Partial outputs are removed."},
-	} {
-		r.macro("TP")
-		r.line(`\fB` + s[0] + `\fR`)
-		r.text(s[1])
-	}
-	r.macro("SH", "ENVIRONMENT")
-	for _, s := range [][2]string{
-		{"XDG_CACHE_HOME", "Where the decompression cache is kept: $XDG_CACHE_HOME/vmaconv (see FILES)."},
-		{"HOME", "The cache is in ~/.cache/vmaconv when XDG_CACHE_HOME is not set."},
-		{"XDG_RUNTIME_DIR", "Where serve puts its Unix socket unless --socket names one."},
-		{"TMPDIR", "Where serve puts its socket when XDG_RUNTIME_DIR is not set (default /tmp)."},
-		{"COMP_LINE, COMP_POINT", "Set by the shell to ask vmaconv for tab completions (see the completion command); vmaconv then prints the candidates and exits."},
-	} {
-		r.macro("TP")
-		r.line(`\fB` + roffEscape(s[0]) + `\fR`)
-		r.text(s[1])
-	}
-	r.macro("SH", "FILES")
-	for _, s := range [][2]string{
-		{"$XDG_CACHE_HOME/vmaconv/, else ~/.cache/vmaconv/", "The decompression cache: serve, mount, compare and map read a compressed archive (.vma.zst that is not seekable, .vma.gz, .vma.lzo) at random through a decompressed copy of it, made once, checked, and reused while the archive keeps its path, size, time and inode. --cache-dir names another directory."},
-		{"$XDG_RUNTIME_DIR/vmaconv-PID.sock", "The Unix socket of serve (else in TMPDIR), for the owner only, removed when serve ends."},
-		{"DIR/.vmaconv-*.tmp", "An output being written beside its destination; renamed into place when complete, removed on failure or interruption."},
-	} {
-		r.macro("TP")
-		r.line(`\fI` + roffEscape(s[0]) + `\fR`)
-		r.text(s[1])
-	}
-	r.macro("SH", "EXAMPLES")
-	for i, ex := range [][2]string{
-		{"Convert an image into an archive Proxmox restores, and back:", "vmaconv disk.qcow2 vm.vma\nvmaconv vm.vma:drive-scsi0 disk.raw"},
-		{"Write a backup that qmrestore finds, named as vzdump names it:", "vmaconv disk.qcow2 /var/lib/vz/dump/ --vmid 120 --compress zstd"},
-		{"Show and check an archive, then restore its disks and configs:", "vmaconv info vzdump-qemu-100.vma.zst\nvmaconv verify vzdump-qemu-100.vma.zst\nvmaconv extract vzdump-qemu-100.vma.zst restored/"},
-		{"Prove that a conversion kept every byte:", "vmaconv compare vm.vma:scsi0 disk.qcow2\nvmaconv map --output json vm.vma:scsi0"},
-		{"Restore one disk onto a block device, from a pipe:", "ssh pve cat /var/lib/vz/dump/vzdump-qemu-100.vma.zst |\n  vmaconv -n -- -:scsi0 /dev/sdX"},
-		{"Read a backup's disks without restoring them:", "vmaconv serve vzdump-qemu-100.vma.zst\nvmaconv mount vzdump-qemu-100.vma /mnt/backup"},
-		{"Enable tab completion in bash:", "source <(vmaconv completion bash)"},
-	} {
-		if i > 0 {
-			r.macro("PP")
-		}
-		r.text(ex[0])
-		r.example(strings.Split(ex[1], "\n"))
-	}
-	r.macro("SH", "SEE ALSO")
-	r.line(`\fBqemu\-img\fR(1), \fBvzdump\fR(1), \fBqmrestore\fR(1), \fBqm\fR(1), \fBzstd\fR(1)`)
-	return r.b.String()
-}
-
-// roffSummary is a command's synopsis line: its name in bold, the rest
-// as kong summarises it.
-func roffSummary(n *kong.Node) string {
-	rest := strings.TrimPrefix(n.Summary(), n.Name)
-	return `\fB` + roffEscape(n.Name) + `\fR` + roffEscape(rest)
-}
-
-// roffWriter writes man(7) source.
-type roffWriter struct{ b strings.Builder }
-
-func (r *roffWriter) macro(name string, args ...string) {
-	r.b.WriteString("." + name)
-	for _, a := range args {
-		if strings.ContainsAny(a, " \t") || a == "" {
-			a = `"` + a + `"`
-		}
-		r.b.WriteString(" " + a)
-	}
-	r.b.WriteByte('\n')
-}
-
-// line writes one line of roff as it is (escapes included).
-func (r *roffWriter) line(s string) {
-	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
-		s = `\&` + s
-	}
-	r.b.WriteString(s + "\n")
-}
-
-// text writes plain text, escaped and wrapped.
-func (r *roffWriter) text(s string) {
-	var cur string
-	for _, w := range strings.Fields(s) {
-		w = roffEscape(w)
-		if cur != "" && len(cur)+1+len(w) > 72 {
-			r.line(cur)
-			cur = ""
-		}
-		if cur != "" {
-			cur += " "
-		}
-		cur += w
-	}
-	if cur != "" {
-		r.line(cur)
-	}
-}
-
-func (r *roffWriter) para(s string) {
-	r.macro("PP")
-	r.text(s)
-}
-
-// synopsis writes one synopsis line, each on a line of its own.
-func (r *roffWriter) synopsis(cmd, rest string) {
-	if !strings.HasSuffix(r.b.String(), ".SH SYNOPSIS\n") {
-		r.macro("br")
-	}
-	r.line(`\fB` + cmd + `\fR ` + rest)
-}
-
-func (r *roffWriter) example(lines []string) {
-	r.macro("RS", "4")
-	r.macro("nf")
-	for _, l := range lines {
-		r.line(roffEscape(l))
-	}
-	r.macro("fi")
-	r.macro("RE")
-}
-
-// flags writes a flag list: each flag as kong shows it in --help, then
-// its help, its choices and its default.
-func (r *roffWriter) flags(flags []*kong.Flag) {
-	for _, f := range flags {
-		if f.Hidden {
-			continue
-		}
-		r.macro("TP")
-		r.line(`\fB` + roffEscape(f.String()) + `\fR`)
-		help := f.Help
-		if f.Enum != "" && !strings.Contains(help, f.Enum) {
-			help += " One of: " + strings.Join(f.EnumSlice(), ", ") + "."
-		}
-		if f.Default != "" && !f.IsBool() && !strings.Contains(help, "default") {
-			help += " Default: " + f.Default + "."
-		}
-		r.text(help)
-	}
-}
-
-// roffEscape escapes text for roff: backslashes, and dashes as minus
-// signs (options are typed with them).
-func roffEscape(s string) string {
-	return strings.NewReplacer(`\`, `\e`, "-", `\-`).Replace(s)
+	var b strings.Builder
+	manpage.Write(&b, app, &manpage.Page{ // a strings.Builder never fails
+		Section: "1",
+		Date:    date,
+		Source:  strings.TrimPrefix(versionString(), "vmaconv "),
+		Manual:  "User Commands",
+		Summary: "convert disk images to and from Proxmox VMA backups, and read,\ncheck, compare and restore the backups",
+		Description: []string{
+			`vmaconv is to Proxmox VE backup archives (VMA, the vzdump-qemu-*.vma files vzdump writes, and their .vma.zst, .vma.gz and .vma.lzo compressions) what qemu-img is to disk images, with qemu-img's habits: vmaconv SRC DST converts (the convert command); -f, -O, -n, -m, -p, -q and -t mean what they mean to qemu-img; compare and map print what qemu-img compare and qemu-img map print.`,
+			`A disk is named as a file (a raw or qcow2 image), as ARCHIVE:DEVICE (vm.vma:drive-scsi0, or by its Proxmox key, vm.vma:scsi0), or as an archive that holds one disk. - reads an archive from standard input; its devices are named after --, as in vmaconv checksum -- -:scsi0. Formats are recognised by their magic bytes; anything else is raw, with a note. A destination's format comes from -O or its extension: .vma, .vma.zst and .vma.gz are archives, .qcow2 a qcow2 image, .raw and .img raw; any other name is raw with a note, and the suffixes of compressors vmaconv does not write (.bz2, .xz, .lz4, ...) are refused.`,
+			`Outputs are written to a temporary file beside the destination and renamed into place only when complete; an existing file is replaced only with --overwrite. Errors are one line naming what and where. Notes come on standard error when a command ends, never before a failure's line; -q silences them.`,
+		},
+		ExitStatus: []manpage.Item{
+			{Tag: "0", Text: "Success; for compare, the disks are identical."},
+			{Tag: "1", Text: "Failure (one line on standard error says what and where); for compare, the disks differ (the first differing offset is printed)."},
+			{Tag: "2", Text: "A usage error: an unknown command or flag, a missing argument, a bad value, a refused destination; for compare, a disk could not be opened."},
+			{Tag: "3", Text: "extract --salvage wrote what it could of a damaged archive, and reported what it could not; for compare, a disk's map of zeros could not be read."},
+			{Tag: "4", Text: "For compare, a disk could not be read (as qemu-img compare)."},
+			{Tag: "128+N", Text: "Ended by signal N: 130 for SIGINT (Ctrl-C), 143 for SIGTERM. Partial outputs are removed."},
+		},
+		Environment: []manpage.Item{
+			{Tag: "XDG_CACHE_HOME", Text: "Where the decompression cache is kept: $XDG_CACHE_HOME/vmaconv (see FILES)."},
+			{Tag: "HOME", Text: "The cache is in ~/.cache/vmaconv when XDG_CACHE_HOME is not set."},
+			{Tag: "XDG_RUNTIME_DIR", Text: "Where serve puts its Unix socket unless --socket names one."},
+			{Tag: "TMPDIR", Text: "Where serve puts its socket when XDG_RUNTIME_DIR is not set (default /tmp)."},
+			{Tag: "COMP_LINE, COMP_POINT", Text: "Set by the shell to ask vmaconv for tab completions (see the completion command); vmaconv then prints the candidates and exits."},
+		},
+		Files: []manpage.Item{
+			{Tag: "$XDG_CACHE_HOME/vmaconv/, else ~/.cache/vmaconv/", Text: "The decompression cache: serve, mount, compare and map read a compressed archive (.vma.zst that is not seekable, .vma.gz, .vma.lzo) at random through a decompressed copy of it, made once, checked, and reused while the archive keeps its path, size, time and inode. --cache-dir names another directory."},
+			{Tag: "$XDG_RUNTIME_DIR/vmaconv-PID.sock", Text: "The Unix socket of serve (else in TMPDIR), for the owner only, removed when serve ends."},
+			{Tag: "DIR/.vmaconv-*.tmp", Text: "An output being written beside its destination; renamed into place when complete, removed on failure or interruption."},
+		},
+		Examples: []manpage.Example{
+			{Text: "Convert an image into an archive Proxmox restores, and back:", Lines: []string{"vmaconv disk.qcow2 vm.vma", "vmaconv vm.vma:drive-scsi0 disk.raw"}},
+			{Text: "Write a backup that qmrestore finds, named as vzdump names it:", Lines: []string{"vmaconv disk.qcow2 /var/lib/vz/dump/ --vmid 120 --compress zstd"}},
+			{Text: "Show and check an archive, then restore its disks and configs:", Lines: []string{"vmaconv info vzdump-qemu-100.vma.zst", "vmaconv verify vzdump-qemu-100.vma.zst", "vmaconv extract vzdump-qemu-100.vma.zst restored/"}},
+			{Text: "Prove that a conversion kept every byte:", Lines: []string{"vmaconv compare vm.vma:scsi0 disk.qcow2", "vmaconv map --output json vm.vma:scsi0"}},
+			{Text: "Restore one disk onto a block device, from a pipe:", Lines: []string{"ssh pve cat /var/lib/vz/dump/vzdump-qemu-100.vma.zst |", "  vmaconv -n -- -:scsi0 /dev/sdX"}},
+			{Text: "Read a backup's disks without restoring them:", Lines: []string{"vmaconv serve vzdump-qemu-100.vma.zst", "vmaconv mount vzdump-qemu-100.vma /mnt/backup"}},
+			{Text: "Enable tab completion in bash:", Lines: []string{"source <(vmaconv completion bash)"}},
+		},
+		SeeAlso: []string{"qemu-img(1)", "vzdump(1)", "qmrestore(1)", "qm(1)", "zstd(1)"},
+	})
+	return b.String()
 }
 
 // completeValues are the candidates for flag values, by flag name.
@@ -276,106 +134,29 @@ var completeValues = map[string][]string{
 	"cache":         {"writeback", "unsafe"},
 }
 
-// refArgs are the arguments that take a disk: FILE or ARCHIVE:DEVICE.
-var refArgs = map[string]bool{"src": true, "file": true, "a": true, "b": true}
-
 // answerCompletion answers the shell's request for completions (COMP_LINE
-// set) from the CLI's definition, with the values of -O, -f, --compress and
-// -t, and the devices of an archive after ARCHIVE:. It reports whether it
-// answered. bashWord is the word bash says it completes (its second
-// argument to the program), which stops at a colon: candidates are cut
-// to match it.
+// set), with the values of -O, -f, --compress and -t, and the devices of
+// an archive after ARCHIVE: for the arguments that take a disk. It
+// reports whether it answered (see completion.Answer).
 func answerCompletion(parser *kong.Kong, stdout io.Writer, bashWord string, hasWord bool) bool {
-	if _, ok := os.LookupEnv("COMP_LINE"); !ok {
-		return false
-	}
-	cmd, err := kongcompletion.Command(parser)
-	if err != nil {
-		return false
-	}
-	files := complete.PredictFiles("*")
-	var fix func(c *complete.Command, n *kong.Node)
-	fix = func(c *complete.Command, n *kong.Node) {
-		for _, f := range n.Flags {
-			if vals, ok := completeValues[f.Name]; ok {
-				for _, name := range []string{"--" + f.Name, "-" + string(f.Short)} {
-					if _, ok := c.GlobalFlags[name]; ok {
-						c.GlobalFlags[name] = complete.PredictSet(vals...)
-					}
-				}
-			}
-		}
-		if pp, ok := c.Args.(*kongcompletion.PositionalPredictor); ok {
-			for i, p := range n.Positional {
-				switch {
-				case refArgs[p.Name]:
-					pp.Predictors[i] = complete.PredictFunc(predictRef)
-				case p.Enum == "" && p.Tag.Get("predictor") == "":
-					pp.Predictors[i] = files
-				}
-			}
-		}
-		for _, child := range n.Children {
-			if sub, ok := c.Sub[child.Name]; ok {
-				fix(&sub, child)
-				c.Sub[child.Name] = sub
-			}
-		}
-	}
-	fix(&cmd, parser.Model.Node)
-	// vmaconv SRC DST: the default command's arguments and flags at the
-	// top level.
-	if conv, ok := cmd.Sub["convert"]; ok {
-		cmd.Args = conv.Args
-		cmd.Flags = complete.Flags{}
-		for name, p := range conv.GlobalFlags {
-			if _, global := cmd.GlobalFlags[name]; !global {
-				cmd.Flags[name] = p
-			}
-		}
-	}
-	out := stdout
-	if hasWord {
-		out = &cutWriter{w: stdout, word: bashWord}
-	}
-	c := complete.New(parser.Model.Name, cmd)
-	c.Out = out
-	return c.Complete()
+	ref := completion.Inside(archiveDeviceNames)
+	return completion.Answer(parser, stdout, completion.Rules{
+		Values: completeValues,
+		Args:   map[string]complete.Predictor{"src": ref, "file": ref, "a": ref, "b": ref},
+	}, bashWord, hasWord)
 }
 
-// cutWriter writes candidates as bash wants them when its word stops at a
-// colon: "m.vma:drive-scsi0" for the word "drive-s" becomes "drive-scsi0".
-type cutWriter struct {
-	w    io.Writer
-	word string
-}
-
-func (c *cutWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSuffix(string(p), "\n")
-	if i := strings.LastIndexByte(line, ':'); i >= 0 && !strings.Contains(c.word, ":") && strings.HasPrefix(line[i+1:], c.word) {
-		line = line[i+1:]
-	}
-	_, err := io.WriteString(c.w, line+"\n")
-	return len(p), err
-}
-
-// predictRef completes a disk: after ARCHIVE: the archive's devices, by
-// name and by Proxmox key; otherwise file names.
-func predictRef(a complete.Args) []string {
-	if i := strings.LastIndexByte(a.Last, ':'); i > 0 {
-		path := a.Last[:i]
-		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
-			var out []string
-			for _, d := range archiveDevices(path, time.Second) {
-				out = append(out, path+":"+d)
-				if key, ok := vma.DiskKey(d); ok {
-					out = append(out, path+":"+key)
-				}
-			}
-			return out
+// archiveDeviceNames are the names of the devices of the archive at path,
+// each by its name and its Proxmox key.
+func archiveDeviceNames(path string) []string {
+	var out []string
+	for _, d := range archiveDevices(path, time.Second) {
+		out = append(out, d)
+		if key, ok := vma.DiskKey(d); ok {
+			out = append(out, key)
 		}
 	}
-	return complete.PredictFiles("*").Predict(a)
+	return out
 }
 
 // archiveDevices returns the device names in the header of the archive at

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/alecthomas/kong"
+	"github.com/vmaconv/vmaconv/internal/manpage"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
@@ -46,7 +47,7 @@ func TestManPage(t *testing.T) {
 			t.Errorf("command %s is missing", n.Name)
 		}
 		for _, f := range n.Flags {
-			if !strings.Contains(text, roffEscape(f.String())) {
+			if !strings.Contains(text, manpage.Escape(f.String())) {
 				t.Errorf("%s: flag %s is missing", n.Name, f.String())
 			}
 		}

@@ -45,16 +45,12 @@ func (c *mountCmd) Run(e *env) error {
 		if name != cf.Name {
 			e.note("config %s shown as %s", printable(cf.Name), name)
 		}
-		files = append(files, fusefs.File{Name: name, Size: int64(len(cf.Data)), Data: bytesReaderAt(cf.Data), MTime: ar.hdr.CTime})
+		files = append(files, fusefs.File{Name: name, Source: configSource(cf.Data), MTime: ar.hdr.CTime})
 		named = append(named, namedFile{"config " + printable(cf.Name), name})
 	}
 	for _, x := range exports {
 		name := mountFileName(x.Name)
-		f := fusefs.File{Name: name, Size: x.Size, Data: x.Data, Map: x.Map, MTime: ar.hdr.CTime}
-		if s, ok := x.Data.(interface{ Stored() int64 }); ok {
-			f.Stored = s.Stored()
-		}
-		files = append(files, f)
+		files = append(files, fusefs.File{Name: name, Source: x.Source, MTime: ar.hdr.CTime})
 		named = append(named, namedFile{"device " + printable(x.Name), name})
 	}
 	if cl := clashes(named); len(cl) > 0 {
@@ -78,7 +74,7 @@ func (c *mountCmd) Run(e *env) error {
 	})()
 	fmt.Fprintf(e.stdout, "mounted %s read-only on %s; stop with Ctrl-C or umount %s\n", printable(c.Archive), c.Dir, c.Dir)
 	for _, f := range files {
-		fmt.Fprintf(e.stdout, "  %-*s  %10s\n", 20, printable(f.Name), humanSize(f.Size))
+		fmt.Fprintf(e.stdout, "  %-*s  %10s\n", 20, printable(f.Name), humanSize(f.Source.Size()))
 	}
 	e.flushNotes()
 	gone := make(chan struct{})
@@ -110,10 +106,13 @@ func (c *mountCmd) Run(e *env) error {
 	return e.ctx.Err()
 }
 
-// bytesReaderAt reads a config's bytes.
-type bytesReaderAt []byte
+// configSource is a config's bytes, as a format.Source.
+type configSource []byte
 
-func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
+func (b configSource) Size() int64  { return int64(len(b)) }
+func (b configSource) Close() error { return nil }
+
+func (b configSource) ReadAt(p []byte, off int64) (int, error) {
 	if off >= int64(len(b)) {
 		return 0, io.EOF
 	}

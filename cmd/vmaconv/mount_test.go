@@ -182,6 +182,11 @@ func TestMount(t *testing.T) {
 				if err != nil || !bytes.Equal(b, want) {
 					t.Errorf("%s: read %d bytes (%v), not the disk's %d", name, len(b), err, len(want))
 				}
+				// It takes what the archive stores of it (st_blocks): not
+				// nothing, and less than its size.
+				if n := blocks(t, p); n <= 0 || n >= int64(len(want)) {
+					t.Errorf("%s takes %d bytes (st_blocks); the disk has %d", name, n, len(want))
+				}
 				// Every hole SEEK_HOLE finds reads as zeros, and a sparse
 				// disk has some.
 				f, err := os.Open(p)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -58,7 +57,7 @@ func (c *serveCmd) Run(e *env) error {
 		w = max(w, len(printable(x.Name)))
 	}
 	for _, x := range exports {
-		fmt.Fprintf(e.stdout, "  %-*s  %10s  %s\n", w, printable(x.Name), humanSize(x.Size), c.uri(where, x.Name))
+		fmt.Fprintf(e.stdout, "  %-*s  %10s  %s\n", w, printable(x.Name), humanSize(x.Source.Size()), c.uri(where, x.Name))
 	}
 	e.flushNotes() // a server runs until stopped: its notes come now
 	srv := &nbd.Server{Exports: exports, ShutdownGrace: serveGrace(), Log: func(msg string) {
@@ -152,7 +151,7 @@ func openExports(e *env, path string, names []string, co cacheOpts) (*randomArch
 		if len(want) > 0 && !slices.Contains(want, d.Name) {
 			continue
 		}
-		exports = append(exports, nbd.Export{Name: d.Name, Size: d.Size, Data: dr, Map: dr,
+		exports = append(exports, nbd.Export{Name: d.Name, Source: dr,
 			Description: fmt.Sprintf("%s of %s", d.Name, filepath.Base(path))})
 	}
 	for _, w := range want {
@@ -170,7 +169,7 @@ func openExports(e *env, path string, names []string, co cacheOpts) (*randomArch
 
 // deviceReader is one device of an archive read at random.
 type deviceReader interface {
-	io.ReaderAt
+	format.Source
 	format.Extenter
 	Device() vma.Device
 }
