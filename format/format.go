@@ -81,6 +81,10 @@ type Format struct {
 	// cannot be written. Errors for options the format cannot honour wrap
 	// ErrUnsupportedOption.
 	Create func(d Dest, disks []Device, o CreateOptions) (Sink, error)
+	// Options are the options Create takes (CreateOptions.Options), as
+	// qemu's create_opts: -o NAME=VALUE, listed by -o help. An option not
+	// declared here is refused by CheckOptions, never ignored.
+	Options []Option
 }
 
 // Registry is a set of formats. Its methods are safe for concurrent use.

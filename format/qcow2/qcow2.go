@@ -34,6 +34,7 @@ var Format = format.Format{
 	},
 	Extensions: []string{".qcow2"},
 	Create:     Create,
+	Options:    options,
 }
 
 // Errors.
