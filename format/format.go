@@ -85,6 +85,11 @@ type Format struct {
 	// qemu's create_opts: -o NAME=VALUE, listed by -o help. An option not
 	// declared here is refused by CheckOptions, never ignored.
 	Options []Option
+	// Info describes a file of the format for info, as qemu-img info
+	// does: from its header, without opening its disks or a backing file,
+	// so that an image other commands refuse can still be described. Nil:
+	// info cannot describe the format's files.
+	Info func(f *os.File, st FileStat) (Info, error)
 }
 
 // Registry is a set of formats. Its methods are safe for concurrent use.

@@ -29,6 +29,7 @@ var Format = format.Format{
 	Multi:      true,
 	Create:     Create,
 	Options:    options,
+	Info:       fileInfo,
 }
 
 // options are the options Create takes.
