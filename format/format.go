@@ -98,8 +98,10 @@ type Registry struct {
 	formats []Format // registration order: probing order
 }
 
-// Register adds a format. It panics if the name is empty or taken, as
-// database/sql.Register does: both are programming errors.
+// Register adds a format. It panics if the name is empty or taken, or an
+// option is declared amiss (no name, one name twice, no type, an enum
+// without values), as database/sql.Register does: all are programming
+// errors.
 func (r *Registry) Register(f Format) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -110,6 +112,9 @@ func (r *Registry) Register(f Format) {
 		if g.Name == f.Name {
 			panic("format: Register called twice for " + f.Name)
 		}
+	}
+	if err := checkDeclarations(f.Options); err != nil {
+		panic("format: Register " + f.Name + ": " + err.Error())
 	}
 	r.formats = append(r.formats, f)
 }

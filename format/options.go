@@ -43,6 +43,25 @@ type Option struct {
 	Check func(v any) error
 }
 
+// checkDeclarations refuses options declared amiss.
+func checkDeclarations(opts []Option) error {
+	seen := map[string]bool{}
+	for _, o := range opts {
+		switch {
+		case o.Name == "" || strings.ContainsAny(o.Name, "=, "):
+			return fmt.Errorf("option %q: not a name -o can give", o.Name)
+		case seen[o.Name]:
+			return fmt.Errorf("option %s declared twice", o.Name)
+		case o.Type < OptBool || o.Type > OptEnum:
+			return fmt.Errorf("option %s: no type", o.Name)
+		case (o.Type == OptEnum) != (len(o.Values) > 0):
+			return fmt.Errorf("option %s: values are an enum's, and an enum has values", o.Name)
+		}
+		seen[o.Name] = true
+	}
+	return nil
+}
+
 // Setting is an option as given, before it is checked against a format:
 // an item of -o's key=value list, or a flag that stands for an option.
 type Setting struct {
