@@ -57,7 +57,7 @@ var options = []format.Option{
 		Help: "Proxmox VMID: of the qemu-server.conf written when none is given, and in the name of an archive written into a directory",
 		Check: func(v any) error {
 			if n := v.(int64); n != int64(int(n)) || !ValidVMID(int(n)) {
-				return errors.New("Proxmox VMIDs are 100 to 999999999")
+				return errors.New("want 100 to 999999999, as Proxmox VMIDs")
 			}
 			return nil
 		}},
