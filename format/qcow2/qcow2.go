@@ -581,9 +581,17 @@ func ReadInfo(ra io.ReaderAt, fileSize int64) (*Info, error) {
 }
 
 // info describes an image as qemu-img info does, from its header
-// (ReadInfo): without opening it or its backing file.
+// (ReadInfo): without opening it or its backing file. A block device's
+// size is where it ends.
 func info(f *os.File, st format.FileStat) (format.Info, error) {
-	in, err := ReadInfo(f, st.Size)
+	size := st.Size
+	if size < 0 { // a block device
+		var err error
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			return nil, err
+		}
+	}
+	in, err := ReadInfo(f, size)
 	if err != nil {
 		return nil, err
 	}
