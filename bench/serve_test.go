@@ -127,7 +127,11 @@ func BenchmarkNBDRandomRead4K(b *testing.B) {
 func BenchmarkSeekableOpen(b *testing.B) {
 	rawPath, _, _ := e2eFiles(b)
 	path := filepath.Join(b.TempDir(), "disk.vma.zst")
-	if err := convert(rawPath, vma.Format, path, 0, format.CreateOptions{Seekable: true}); err != nil {
+	seekable, err := format.ParseOptions(vma.Format, "seekable=on")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := convert(rawPath, vma.Format, path, 0, format.CreateOptions{Options: seekable}); err != nil {
 		b.Fatal(err)
 	}
 	f, err := os.Open(path)

@@ -81,6 +81,15 @@ type Format struct {
 	// cannot be written. Errors for options the format cannot honour wrap
 	// ErrUnsupportedOption.
 	Create func(d Dest, disks []Device, o CreateOptions) (Sink, error)
+	// Options are the options Create takes (CreateOptions.Options), as
+	// qemu's create_opts: -o NAME=VALUE, listed by -o help. An option not
+	// declared here is refused by CheckOptions, never ignored.
+	Options []Option
+	// Info describes a file of the format for info, as qemu-img info
+	// does: from its header, without opening its disks or a backing file,
+	// so that an image other commands refuse can still be described. Nil:
+	// info cannot describe the format's files.
+	Info func(f *os.File, st FileStat) (Info, error)
 }
 
 // Registry is a set of formats. Its methods are safe for concurrent use.
@@ -89,8 +98,10 @@ type Registry struct {
 	formats []Format // registration order: probing order
 }
 
-// Register adds a format. It panics if the name is empty or taken, as
-// database/sql.Register does: both are programming errors.
+// Register adds a format. It panics if the name is empty or taken, or an
+// option is declared amiss (no name, one name twice, no type, an enum
+// without values), as database/sql.Register does: all are programming
+// errors.
 func (r *Registry) Register(f Format) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -101,6 +112,9 @@ func (r *Registry) Register(f Format) {
 		if g.Name == f.Name {
 			panic("format: Register called twice for " + f.Name)
 		}
+	}
+	if err := checkDeclarations(f.Options); err != nil {
+		panic("format: Register " + f.Name + ": " + err.Error())
 	}
 	r.formats = append(r.formats, f)
 }

@@ -33,7 +33,14 @@ func TestRegistry(t *testing.T) {
 	if _, err := r.Lookup("vmdk"); !errors.Is(err, format.ErrUnknownFormat) || !strings.Contains(err.Error(), "known: qcow2, raw, vma") {
 		t.Errorf("Lookup(vmdk): %v", err)
 	}
-	for _, f := range []format.Format{{}, {Name: "raw"}} {
+	for _, f := range []format.Format{{}, {Name: "raw"},
+		{Name: "o1", Options: []format.Option{{Type: format.OptBool}}},
+		{Name: "o2", Options: []format.Option{{Name: "a,b", Type: format.OptBool}}},
+		{Name: "o3", Options: []format.Option{{Name: "a", Type: format.OptBool}, {Name: "a", Type: format.OptInt}}},
+		{Name: "o4", Options: []format.Option{{Name: "a"}}},
+		{Name: "o5", Options: []format.Option{{Name: "a", Type: format.OptEnum}}},
+		{Name: "o6", Options: []format.Option{{Name: "a", Type: format.OptString, Values: []string{"x"}}}},
+	} {
 		func() {
 			defer func() {
 				if recover() == nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 )
 
 // Device is one disk as a sink is asked to hold it: its name (a device
@@ -100,35 +99,24 @@ type Dest struct {
 	TrackTemp func(path string) (untrack func())
 }
 
-// CreateOptions are given to a format's Create. A format refuses options
-// it has no use for rather than ignore them.
+// CreateOptions are given to a format's Create.
 type CreateOptions struct {
 	// Configs are stored with the disks (archives only).
 	Configs []Config
-	// Compress names the compression: "none", a codec the format knows
-	// (archives: zstd, gzip; qcow2: zlib, zstd), or "" for the format's
-	// default (for archives, taken from the destination's extension).
-	Compress string
-	// Level is the compression level; 0 means the codec's default.
-	Level int
-	// Seekable writes a zstd-compressed archive in the zstd seekable
-	// format (frames of an extent's header or data, and a seek table), so
-	// that it can be read at random without decompressing it whole.
-	Seekable bool
-	// UUID and CTime make archives reproducible; zero values mean random
-	// and now.
-	UUID  [16]byte
-	CTime time.Time
-	// ClusterSize is the qcow2 cluster size; 0 means 64 KiB.
-	ClusterSize int
+	// Options are the format's own options (Format.Options), as
+	// CheckOptions or ParseOptions return them: only options the format
+	// declares, each of its type, so that a driver cannot ignore one it
+	// has no use for.
+	Options Values
 	// Workers bounds the goroutines a sink uses to compress (default: the
 	// number of CPUs).
 	Workers int
 }
 
-// ErrUnsupportedOption matches (errors.Is) Create's errors for an option
-// the format cannot honour (-c for a raw image, a pipe for qcow2): a usage
-// error. Their text is the explanation alone.
+// ErrUnsupportedOption matches (errors.Is) errors for an option the
+// format does not take (CheckOptions) or cannot honour (Create: -c for a
+// raw image, a pipe for qcow2): usage errors. Their text is the
+// explanation alone.
 var ErrUnsupportedOption = errors.New("unsupported option")
 
 // Unsupported returns an error matching ErrUnsupportedOption with the

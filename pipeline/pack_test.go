@@ -68,7 +68,7 @@ func pack(t *testing.T, srcs []format.Source, o pipeline.Options) []byte {
 	for i, s := range srcs {
 		devs = append(devs, format.Device{Name: "drive-scsi" + string(rune('0'+i)), Size: s.Size()})
 	}
-	sink, err := vma.Create(format.Dest{Path: "-", Stream: &out}, devs, format.CreateOptions{UUID: testutil.TestUUID, CTime: testutil.TestCTime})
+	sink, err := vma.Create(format.Dest{Path: "-", Stream: &out}, devs, format.CreateOptions{Options: testutil.ArchiveOptions(testutil.TestUUID, testutil.TestCTime)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func repack(t *testing.T, raw []byte, m repackMode, ids []int, data io.ReaderAt)
 		configs = append(configs, format.Config{Name: c.Name, Data: c.Data})
 	}
 	var out bytes.Buffer
-	sink, err := vma.Create(format.Dest{Path: "-", Stream: &out}, devs, format.CreateOptions{Configs: configs, UUID: h.UUID, CTime: h.CTime})
+	sink, err := vma.Create(format.Dest{Path: "-", Stream: &out}, devs, format.CreateOptions{Configs: configs, Options: testutil.ArchiveOptions(h.UUID, h.CTime)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/alecthomas/kong"
-	"github.com/google/uuid"
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
@@ -75,19 +72,20 @@ type writeFlags struct {
 	Overwrite bool     `help:"Replace DST if it exists."`
 	Config    []string `short:"c" placeholder:"[NAME=]FILE" help:"Add a config file to an archive (repeatable), under NAME or FILE's base name: -c qemu-server.conf=100.conf. A qemu-server.conf gets the #qmdump#map lines Proxmox's restore needs; without one, vmaconv writes a minimal one."`
 	Compress  string   `placeholder:"zstd|gzip|zlib|none" help:"Compress the output: an archive with zstd or gzip (default: from DST's extension, .vma.zst or .vma.gz), a qcow2 image's clusters with zlib or zstd (like qemu-img convert -c)."`
-	Level     int      `placeholder:"N" help:"Compression level (zstd 1-22, default 3; gzip 1-9, default 6; qcow2 zlib has one level)."`
+	Level     *int     `placeholder:"N" help:"Compression level (zstd 1-22, default 3; gzip 1-9, default 6; qcow2 zlib has one level)."`
 	Seekable  bool     `help:"Write a .vma.zst in the zstd seekable format (a frame per extent header and per extent's data, and a seek table): zstd -d and Proxmox restore it as they are, and vmaconv reads it at random (serve, mount, one device) without decompressing it whole."`
 	UUID      string   `placeholder:"UUID" help:"Archive UUID (default: random), for reproducible archives."`
 	CTime     string   `name:"ctime" placeholder:"TIME" help:"Archive creation time, as Unix seconds or RFC 3339 (2024-06-10T06:13:20Z) (default: now), for reproducible archives."`
+	optionsFlag
 }
 
 type convertCmd struct {
-	Src         string   `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
-	Dst         string   `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups (a repacked archive after its source: its VMID, ctime and compression); its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
-	OFmt        string   `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: raw, qcow2 or vma."`
-	NoCreate    bool     `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
-	Name        string   `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
-	ClusterSize byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
+	Src         string    `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
+	Dst         string    `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups (a repacked archive after its source: its VMID, ctime and compression); its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
+	OFmt        string    `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: raw, qcow2 or vma."`
+	NoCreate    bool      `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
+	Name        string    `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
+	ClusterSize *byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
 	readFlags
 	writeFlags
 	archiveFlags
@@ -156,39 +154,13 @@ func compressorSuffix(dst string) error {
 	return usageError{fmt.Errorf("%s: vmaconv does not write %s-compressed images; it compresses archives (.vma.zst, .vma.gz) and qcow2 clusters (--compress): write %s and compress that, or pass -O raw to write raw bytes under this name", dst, name, strings.TrimSuffix(dst, filepath.Ext(dst)))}
 }
 
-// createOptions gathers what every sink may be told.
-func (w *writeFlags) createOptions(configs []format.Config) (format.CreateOptions, error) {
-	o := format.CreateOptions{Configs: configs, Compress: w.Compress, Level: w.Level, Seekable: w.Seekable}
-	if w.UUID != "" {
-		id, err := uuid.Parse(w.UUID)
-		if err != nil {
-			return o, usageError{fmt.Errorf("--uuid %q: %v", w.UUID, err)}
-		}
-		o.UUID = id
-	}
-	if w.CTime != "" {
-		t, err := parseCTime(w.CTime)
-		if err != nil {
-			return o, usageError{err}
-		}
-		o.CTime = t
-	}
-	return o, nil
-}
-
-// parseCTime reads --ctime: Unix seconds, or RFC 3339.
-func parseCTime(s string) (time.Time, error) {
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		if n == 0 {
-			return time.Time{}, fmt.Errorf("--ctime 0: want a time after 1970-01-01T00:00:00Z")
-		}
-		return time.Unix(n, 0), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("--ctime %q: want Unix seconds or RFC 3339 (2024-06-10T06:13:20Z)", s)
-	}
-	return t, nil
+// createOptions gathers what the output's sink is told: the configs, and
+// the options the write flags, more (flags of the command's own) and -o
+// give, to be checked once the output's format is known.
+func (w *writeFlags) createOptions(configs []format.Config, more ...format.Setting) (sinkOptions, error) {
+	o, err := newSinkOptions(w.Options, append(w.writeSettings(), more...)...)
+	o.Configs = configs
+	return o, err
 }
 
 // readConfigs reads the -c files, stored under NAME for NAME=FILE (a path
@@ -221,15 +193,19 @@ func (w *writeFlags) readConfigs() ([]format.Config, error) {
 	return cs, nil
 }
 
-// createSink starts the output; options the format cannot honour are
-// usage errors.
-func createSink(e *env, fm format.Format, dst string, inPlace, overwrite bool, devs []format.Device, o format.CreateOptions) (format.Sink, error) {
+// createSink starts the output; options the format does not take or
+// cannot honour are usage errors.
+func createSink(e *env, fm format.Format, dst string, inPlace, overwrite bool, devs []format.Device, o sinkOptions) (format.Sink, error) {
 	return createSinkAs(e, fm, dst, "", inPlace, overwrite, devs, o)
 }
 
 // createSinkAs is createSink for an output written at dst (in a temporary
 // directory) that messages call name.
-func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite bool, devs []format.Device, o format.CreateOptions) (format.Sink, error) {
+func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite bool, devs []format.Device, so sinkOptions) (format.Sink, error) {
+	o, err := so.createOptions(fm)
+	if err != nil {
+		return nil, err
+	}
 	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp, NoSync: e.noSync}
 	if dst == "-" && e.stdoutTTY {
 		return nil, usageError{fmt.Errorf("refusing to write %s data to a terminal: redirect it to a file (> out) or pipe it (| ssh host …)", fm.Name)}
@@ -265,16 +241,18 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	if err != nil {
 		return err
 	}
-	copts, err := c.createOptions(configs)
+	copts, err := c.createOptions(configs, append(clusterSetting(c.ClusterSize), c.archiveSettings(flagGiven(kctx, "vmid"))...)...)
 	if err != nil {
 		return err
 	}
-	copts.ClusterSize = int(min(c.ClusterSize, 1<<40))
 	// The destination's format is known before the source is opened,
 	// except for stdout, whose default depends on the source.
 	var ofm format.Format
 	if c.Dst != "-" || c.OFmt != "" {
 		if ofm, err = outputFormat(e, c.Dst, c.OFmt, nil); err != nil {
+			return err
+		}
+		if err := copts.archiveOptions(ofm, &c.writeFlags, &c.archiveFlags); err != nil {
 			return err
 		}
 	}
@@ -285,6 +263,9 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	defer in.Close()
 	if ofm.Name == "" {
 		if ofm, err = outputFormat(e, c.Dst, c.OFmt, in); err != nil {
+			return err
+		}
+		if err := copts.archiveOptions(ofm, &c.writeFlags, &c.archiveFlags); err != nil {
 			return err
 		}
 	}
@@ -333,7 +314,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 		name := repackName{vmid: c.VMID, time: copts.CTime, comp: c.Compress, given: true}
 		backup := isDir(c.Dst)
 		if in.archive() && backup {
-			name = nameFromSource(in, copts.Configs, c.VMID, flagGiven(kctx, "vmid"), copts.CTime, c.Compress)
+			name = nameFromSource(in, copts.Configs, c.VMID, copts.given("vmid"), copts.CTime, c.Compress)
 			// The header says the time the name says.
 			copts.CTime = name.time
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/alecthomas/kong"
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/pipeline"
@@ -17,7 +18,7 @@ type createCmd struct {
 	archiveFlags
 }
 
-func (c *createCmd) Run(e *env) error {
+func (c *createCmd) Run(e *env, kctx *kong.Context) error {
 	if err := c.archiveFlags.check(); err != nil {
 		return err
 	}
@@ -32,7 +33,7 @@ func (c *createCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	copts, err := c.createOptions(configs)
+	copts, err := c.createOptions(configs, c.archiveSettings(flagGiven(kctx, "vmid"))...)
 	if err != nil {
 		return err
 	}
@@ -44,6 +45,9 @@ func (c *createCmd) Run(e *env) error {
 		fm = f
 	} else if ff, ok := format.ForeignForPath(c.Archive); ok {
 		return usageError{fmt.Errorf("%s: create writes an archive (.vma, .vma.zst, .vma.gz), not %s", c.Archive, ff.Name)}
+	}
+	if err := copts.archiveOptions(fm, &c.writeFlags, &c.archiveFlags); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	var names, paths []string

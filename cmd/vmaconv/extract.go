@@ -20,16 +20,17 @@ import (
 
 type extractCmd struct {
 	archiveArg
-	Dir         string   `arg:"" help:"Target directory: created if missing; if it exists it must be empty."`
-	Device      []string `short:"d" placeholder:"NAME" help:"Restore only this device (repeatable). Configs are always written."`
-	OFmt        string   `short:"O" name:"output-format" placeholder:"FMT" help:"Format of the disk files: raw (disk-NAME.raw, the default) or qcow2 (disk-NAME.qcow2)."`
-	Compress    string   `placeholder:"zlib|zstd" help:"Compress qcow2 disk files' clusters."`
-	Level       int      `placeholder:"N" help:"zstd compression level for qcow2 clusters."`
-	ClusterSize byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
-	Workers     *int     `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
-	Progress    bool     `short:"p" help:"Show progress on stderr."`
-	Verbose     bool     `short:"v" help:"List the files written and per-device statistics."`
-	Salvage     bool     `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
+	Dir         string    `arg:"" help:"Target directory: created if missing; if it exists it must be empty."`
+	Device      []string  `short:"d" placeholder:"NAME" help:"Restore only this device (repeatable). Configs are always written."`
+	OFmt        string    `short:"O" name:"output-format" placeholder:"FMT" help:"Format of the disk files: raw (disk-NAME.raw, the default) or qcow2 (disk-NAME.qcow2)."`
+	Compress    string    `placeholder:"zlib|zstd" help:"Compress qcow2 disk files' clusters."`
+	Level       *int      `placeholder:"N" help:"zstd compression level for qcow2 clusters."`
+	ClusterSize *byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
+	optionsFlag
+	Workers  *int `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
+	Progress bool `short:"p" help:"Show progress on stderr."`
+	Verbose  bool `short:"v" help:"List the files written and per-device statistics."`
+	Salvage  bool `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
 	cacheFlags
 }
 
@@ -58,6 +59,10 @@ func (c *extractCmd) Run(e *env) (err error) {
 		if dfm.Create == nil || dfm.Multi {
 			return usageError{fmt.Errorf("-O %s: extract writes one image per disk (raw or qcow2)", c.OFmt)}
 		}
+	}
+	copts, err := c.sinkOptions(dfm)
+	if err != nil {
+		return err
 	}
 	if err := checkTargetDir(c.Dir); err != nil {
 		return err
@@ -114,7 +119,6 @@ func (c *extractCmd) Run(e *env) (err error) {
 	}()
 
 	var sel []int
-	copts := format.CreateOptions{Compress: c.Compress, Level: c.Level, ClusterSize: int(min(c.ClusterSize, 1<<40))}
 	for _, o := range outs {
 		path := filepath.Join(tmpDir, o.name)
 		if o.config != nil {
@@ -124,8 +128,8 @@ func (c *extractCmd) Run(e *env) (err error) {
 			continue
 		}
 		co := copts
-		if o.format.Name == raw.Name {
-			co = format.CreateOptions{}
+		if o.format.Name != dfm.Name {
+			co = sinkOptions{} // the vmstate stream, raw whatever -O says
 		}
 		d := in.devices[o.dev]
 		s, err := createSinkAs(e, o.format, path, filepath.Join(c.Dir, o.name), false, false, []format.Device{{Size: d.Size}}, co)
@@ -177,6 +181,23 @@ func (c *extractCmd) Run(e *env) (err error) {
 		return salvageReport(e, in.ar)
 	}
 	return nil
+}
+
+// sinkOptions are the options of the disk files' format, dfm: from the
+// flags and -o, checked before anything is read or written.
+func (c *extractCmd) sinkOptions(dfm format.Format) (sinkOptions, error) {
+	var flags []format.Setting
+	if c.Compress != "" {
+		flags = append(flags, flagSetting("--compress", c.Compress))
+	}
+	if v, ok := intFlag(c.Level); ok {
+		flags = append(flags, flagSetting("--level", v))
+	}
+	o, err := newSinkOptions(c.Options, append(flags, clusterSetting(c.ClusterSize)...)...)
+	if err == nil {
+		err = o.check(dfm)
+	}
+	return o, err
 }
 
 // writeConfig writes a config file, synced unless told not to.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
@@ -154,7 +155,7 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 		return j, nil
 	}
 	if c.Verbose {
-		printInfo(e.stdout, a.name(), rd.Header())
+		writeInfo(e.stdout, rd.Info(format.FileStat{Name: a.name(), Size: -1}))
 	}
 	printStats(e.stdout, res, c.Digest)
 	fmt.Fprintf(e.stdout, "ok: %s, %s, %s, %d bytes read\n", plural(len(res.Devices), "device"),

@@ -34,6 +34,8 @@ var Format = format.Format{
 	},
 	Extensions: []string{".qcow2"},
 	Create:     Create,
+	Options:    options,
+	Info:       info,
 }
 
 // Errors.
@@ -576,4 +578,61 @@ func ReadInfo(ra io.ReaderAt, fileSize int64) (*Info, error) {
 		off += 8 + (l+7)&^7
 	}
 	return in, nil
+}
+
+// info describes an image as qemu-img info does, from its header
+// (ReadInfo): without opening it or its backing file. A block device's
+// size is where it ends.
+func info(f *os.File, st format.FileStat) (format.Info, error) {
+	size := st.Size
+	if size < 0 { // a block device
+		var err error
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			return nil, err
+		}
+	}
+	in, err := ReadInfo(f, size)
+	if err != nil {
+		return nil, err
+	}
+	fs := format.Info{
+		{Key: "filename", Label: "image", Value: st.Name, Show: format.ShowName},
+		{Key: "format", Label: "file format", Value: Name},
+		{Key: "virtual-size", Label: "virtual size", Value: in.Size, Show: format.ShowSize},
+		{Key: "actual-size", Label: "disk size", Value: st.Allocated, Show: format.ShowDiskSize},
+		{Key: "cluster-size", Label: "cluster_size", Value: in.ClusterSize},
+	}
+	if in.Backing != "" {
+		fs = append(fs, format.Field{Key: "backing-filename", Label: "backing file", Value: in.Backing, Show: format.ShowName})
+		if in.BackingFormat != "" {
+			fs = append(fs, format.Field{Key: "backing-filename-format", Label: "backing file format", Value: in.BackingFormat, Show: format.ShowName})
+		}
+	}
+	// qemu-img's format-specific data; version 2 images have no feature
+	// bits, so qemu-img reports none.
+	data := format.Info{
+		{Key: "compat", Label: "compat", Value: "0.10"},
+		{Key: "compression-type", Label: "compression type", Value: in.Compression},
+	}
+	if in.Version >= 3 {
+		data[0].Value = "1.1"
+		data = append(data, format.Field{Key: "lazy-refcounts", Label: "lazy refcounts", Value: in.LazyRefcounts})
+	}
+	data = append(data, format.Field{Key: "refcount-bits", Label: "refcount bits", Value: in.RefcountBits})
+	if in.Version >= 3 {
+		data = append(data,
+			format.Field{Key: "corrupt", Label: "corrupt", Value: in.Corrupt},
+			format.Field{Key: "extended-l2", Label: "extended l2", Value: in.ExtendedL2})
+	}
+	specific := format.Info{
+		{Key: "type", Value: Name, Show: format.ShowHidden},
+		{Key: "data", Value: data},
+	}
+	if in.Dirty {
+		specific = append(specific, format.Field{Label: "dirty", Value: true})
+	}
+	return append(fs,
+		format.Field{Key: "dirty-flag", Value: in.Dirty, Show: format.ShowHidden},
+		format.Field{Key: "format-specific", Label: "Format specific information", Value: specific},
+	), nil
 }

@@ -41,6 +41,10 @@ type WriterOptions struct {
 	// Compress is "" (none), Zlib or Zstd, as qemu-img convert -c does
 	// (-o compression_type=zstd for Zstd).
 	Compress string
+	// CompressionType is the compression the header records for
+	// compressed clusters (qemu-img's compression_type): "" for Compress's,
+	// or for Zlib if nothing is compressed. It can only be Compress's.
+	CompressionType string
 	// Level is the zstd level (1-22, default 3); zlib clusters are
 	// compressed as QEMU reads them, with a 4 KiB window, at one level.
 	Level int
@@ -78,6 +82,7 @@ type Writer struct {
 	csize int64
 	l2n   int64 // entries per L2 table
 	comp  string
+	ctype string // recorded compression type
 	level int
 
 	mu       sync.Mutex
@@ -131,7 +136,7 @@ func NewWriter(f io.WriterAt, size int64, o WriterOptions) (*Writer, error) {
 	csize := int64(1) << cbits
 	w := &Writer{
 		f: f, size: (size + 511) &^ 511, given: size, cbits: cbits, csize: csize, l2n: csize / 8,
-		comp: o.Compress, level: o.Level,
+		comp: o.Compress, ctype: o.CompressionType, level: o.Level,
 		next:     csize, // cluster 0: the header, written last
 		l2:       map[int64][]uint64{},
 		refPages: map[int64][]uint16{},
@@ -184,6 +189,14 @@ func checkOptions(o *WriterOptions) (uint, error) {
 		}
 	default:
 		return 0, fmt.Errorf("qcow2: compression %q: want zlib or zstd", o.Compress)
+	}
+	switch {
+	case o.CompressionType == "":
+		o.CompressionType = o.Compress
+	case o.CompressionType != Zlib && o.CompressionType != Zstd:
+		return 0, fmt.Errorf("qcow2: compression type %q: want zlib or zstd", o.CompressionType)
+	case o.Compress != "" && o.CompressionType != o.Compress:
+		return 0, fmt.Errorf("qcow2: clusters compressed with %s in an image whose compression type is %s: an image has one", o.Compress, o.CompressionType)
 	}
 	return cbits, nil
 }
@@ -684,7 +697,7 @@ func (w *Writer) finish() error {
 	be.PutUint64(h[40:], uint64(l1Off))
 	be.PutUint64(h[48:], uint64(tableOff))
 	be.PutUint32(h[56:], uint32(tableClusters))
-	if w.comp == Zstd {
+	if w.ctype == Zstd {
 		be.PutUint64(h[72:], incompatZstd)
 		h[104] = 1
 	}

@@ -9,22 +9,14 @@ import (
 
 // Create starts a raw image of one disk at d: a new sparse file (zero
 // 4 KiB blocks become holes), the existing file or block device d.Path
-// written in place (zeros included), or a stream.
+// written in place (zeros included), or a stream. Raw declares no
+// options.
 func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (format.Sink, error) {
-	if len(disks) != 1 {
-		return nil, format.Unsupported("a raw image holds one disk, not %d", len(disks))
-	}
 	switch {
+	case len(disks) != 1:
+		return nil, format.Unsupported("a raw image holds one disk, not %d", len(disks))
 	case len(o.Configs) > 0:
 		return nil, format.Unsupported("a raw image holds no config files (-c)")
-	case o.Compress != "" && o.Compress != "none":
-		return nil, format.Unsupported("raw images are not compressed (--compress %s)", o.Compress)
-	case o.UUID != [16]byte{} || !o.CTime.IsZero():
-		return nil, format.Unsupported("--uuid and --ctime apply to archives")
-	case o.ClusterSize != 0:
-		return nil, format.Unsupported("raw images have no clusters")
-	case o.Seekable:
-		return nil, format.Unsupported("--seekable applies to zstd-compressed archives")
 	}
 	size := disks[0].Size
 	if d.Stream != nil {

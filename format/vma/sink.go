@@ -2,11 +2,14 @@ package vma
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -25,6 +28,63 @@ var Format = format.Format{
 	Extensions: []string{".vma", ".vma.zst", ".vma.gz", ".vma.lzo"},
 	Multi:      true,
 	Create:     Create,
+	Options:    options,
+	Info:       fileInfo,
+}
+
+// options are the options Create takes.
+var options = []format.Option{
+	{Name: "compress", Type: format.OptEnum, Values: []string{compress.Zstd, compress.Gzip, "none"},
+		Default: "the extension's: zstd for .vma.zst, gzip for .vma.gz, else none",
+		Help:    "Compress the archive"},
+	{Name: "level", Type: format.OptInt,
+		Help: "Compression level: zstd 1 to 22 (default 3), gzip 1 to 9 (default 6)"},
+	{Name: "seekable", Type: format.OptBool, Default: "off",
+		Help: "Write a zstd-compressed archive in the zstd seekable format, which vmaconv reads at random without decompressing it whole"},
+	{Name: "uuid", Type: format.OptString, Default: "random",
+		Help: "Archive UUID, for reproducible archives",
+		Check: func(v any) error {
+			_, err := uuid.Parse(v.(string))
+			return err
+		}},
+	{Name: "ctime", Type: format.OptString, Default: "now",
+		Help: "Creation time, Unix seconds or RFC 3339 (2024-06-10T06:13:20Z), for reproducible archives",
+		Check: func(v any) error {
+			_, err := ParseCTime(v.(string))
+			return err
+		}},
+	{Name: "vmid", Type: format.OptInt, Default: "100",
+		Help: "Proxmox VMID: of the qemu-server.conf written when none is given, and in the name of an archive written into a directory",
+		Check: func(v any) error {
+			if n := v.(int64); n != int64(int(n)) || !ValidVMID(int(n)) {
+				return errors.New("want 100 to 999999999, as Proxmox VMIDs")
+			}
+			return nil
+		}},
+	{Name: "storage", Type: format.OptString,
+		Help: "Proxmox storage to restore the disks to, written into every #qmdump#map line (default: each disk's storage in the given qemu-server.conf)",
+		Check: func(v any) error {
+			if !ValidStorageID(v.(string)) {
+				return errors.New("not a Proxmox storage ID (a letter, then letters, digits, '-', '_' or '.', ending with a letter or digit)")
+			}
+			return nil
+		}},
+}
+
+// ParseCTime reads an archive creation time (the ctime option): Unix
+// seconds, or RFC 3339.
+func ParseCTime(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n == 0 {
+			return time.Time{}, errors.New("want a time after 1970-01-01T00:00:00Z")
+		}
+		return time.Unix(n, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, errors.New("want Unix seconds or RFC 3339 (2024-06-10T06:13:20Z)")
+	}
+	return t, nil
 }
 
 // openImage opens an archive file for random access as a format.Image:
@@ -80,10 +140,10 @@ func (i *image) Configs() []format.Config {
 	return cs
 }
 
-// compression returns the compression d gets: o.Compress, else the
-// extension's.
-func compression(d format.Dest, o format.CreateOptions) (string, error) {
-	c := o.Compress
+// compression returns the compression d gets: the compress option, else
+// the extension's.
+func compression(d format.Dest, o format.Values) (string, error) {
+	c := o.String("compress")
 	if c == "" {
 		lower := strings.ToLower(d.Path)
 		for ext, name := range map[string]string{".vma.zst": compress.Zstd, ".vma.gz": compress.Gzip, ".vma.lzo": compress.Lzop} {
@@ -94,16 +154,14 @@ func compression(d format.Dest, o format.CreateOptions) (string, error) {
 	}
 	switch c {
 	case "", "none":
-		if o.Level != 0 {
+		if o.Has("level") {
 			return "", format.Unsupported("--level needs a compressed archive (.vma.zst, .vma.gz or --compress)")
 		}
 		return "", nil
-	case compress.Zstd, compress.Gzip:
-		return c, nil
 	case compress.Lzop:
 		return "", format.Unsupported("%s: lzop output is not supported (no lzop compressor under a compatible licence); write .vma and pipe it: vmaconv … vm.vma && lzop vm.vma", d.Path)
 	}
-	return "", format.Unsupported("--compress %q: an archive takes zstd, gzip or none", c)
+	return c, nil
 }
 
 // Create starts an archive of the given devices and o.Configs at d.
@@ -111,6 +169,10 @@ func compression(d format.Dest, o format.CreateOptions) (string, error) {
 // packing a raw image rounds its size up to whole 512-byte sectors, as
 // QEMU does: see format.Pad); a device named VMStateName is a RAM-state
 // stream.
+//
+// The options vmid and storage are Proxmox's: they shape the configs a
+// caller hands Create (a generated qemu-server.conf, the #qmdump#map
+// lines) and the name of a backup; Create itself only checks them.
 //
 // The sink's disks assemble whole clusters from whatever pieces they get
 // and hand each to Writer once complete; they may be written in any
@@ -120,22 +182,28 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	if d.InPlace {
 		return nil, format.Unsupported("an archive is never written in place (-n)")
 	}
-	if o.ClusterSize != 0 {
-		return nil, format.Unsupported("an archive's cluster size is fixed at 64 KiB")
-	}
-	comp, err := compression(d, o)
+	comp, err := compression(d, o.Options)
 	if err != nil {
 		return nil, err
 	}
-	if o.Seekable && comp != compress.Zstd {
+	seekable, level := o.Options.Bool("seekable"), int(o.Options.Int("level"))
+	if seekable && comp != compress.Zstd {
 		return nil, format.Unsupported("--seekable needs a zstd-compressed archive (.vma.zst or --compress zstd)")
 	}
 	var opts []WriterOption
-	if o.UUID != [16]byte{} {
-		opts = append(opts, WithUUID(uuid.UUID(o.UUID)))
+	if s := o.Options.String("uuid"); s != "" {
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return nil, format.Unsupported("uuid %q: %v", s, err)
+		}
+		opts = append(opts, WithUUID(id))
 	}
-	if !o.CTime.IsZero() {
-		opts = append(opts, WithCTime(o.CTime))
+	if s := o.Options.String("ctime"); s != "" {
+		t, err := ParseCTime(s)
+		if err != nil {
+			return nil, format.Unsupported("ctime %q: %v", s, err)
+		}
+		opts = append(opts, WithCTime(t))
 	}
 	// Check what the Writer would refuse before a file is created.
 	w := NewWriter(io.Discard, opts...)
@@ -166,10 +234,10 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	s.finish = func() error { return nil }
 	if comp != "" {
 		var cw io.WriteCloser
-		if o.Seekable {
-			cw, err = compress.NewSeekableWriter(out, o.Level)
+		if seekable {
+			cw, err = compress.NewSeekableWriter(out, level)
 		} else {
-			cw, err = compress.NewWriter(out, comp, o.Level)
+			cw, err = compress.NewWriter(out, comp, level)
 		}
 		if err != nil {
 			s.Abort()

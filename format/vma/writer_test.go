@@ -154,7 +154,7 @@ func TestWriterDeterministic(t *testing.T) {
 	viaSink := func(piece int, zeroAt bool) []byte {
 		var out bytes.Buffer
 		sink, err := vma.Create(format.Dest{Path: "-", Stream: &out}, []format.Device{{Name: "drive-scsi0", Size: int64(len(data))}},
-			format.CreateOptions{Configs: []format.Config{{Name: "qemu-server.conf", Data: []byte("x")}}, UUID: testutil.TestUUID, CTime: testutil.TestCTime})
+			format.CreateOptions{Configs: []format.Config{{Name: "qemu-server.conf", Data: []byte("x")}}, Options: testutil.ArchiveOptions(testutil.TestUUID, testutil.TestCTime)})
 		if err != nil {
 			t.Fatal(err)
 		}

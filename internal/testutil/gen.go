@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/md5"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
@@ -73,6 +75,16 @@ var (
 	TestUUID  = uuid.UUID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	TestCTime = time.Unix(1718000000, 0)
 )
+
+// ArchiveOptions are the archive sink's options (format/vma's uuid and
+// ctime) that give an archive the UUID id and the creation time ctime.
+func ArchiveOptions(id uuid.UUID, ctime time.Time) format.Values {
+	v, err := format.ParseOptions(vma.Format, fmt.Sprintf("uuid=%s,ctime=%d", id, ctime.Unix()))
+	if err != nil {
+		panic(err) // a valid UUID and time always parse
+	}
+	return v
+}
 
 // WriteArchive writes disks and configs into an archive with TestUUID and
 // TestCTime. order decides the cluster order: "seq" (device after device),
