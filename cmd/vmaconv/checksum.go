@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -82,7 +83,7 @@ func (c *checksumCmd) sums(e *env, src string, o pipeline.Options) ([]namedSum, 
 			done += in.devices[i].Size
 		}
 	} else {
-		res, err := pipeline.Unpack(e.ctx, in.ar, nil, pipeline.UnpackOptions{Digest: true, Progress: in.progressFunc(p)})
+		res, err := vma.Unpack(e.ctx, in.ar, nil, vma.UnpackOptions{Digest: true, Progress: in.progressFunc(p)})
 		if err != nil {
 			p.abort()
 			return nil, fmt.Errorf("%s: %w", in.name(), err)

@@ -15,7 +15,6 @@ import (
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type extractCmd struct {
@@ -220,16 +219,16 @@ func (m multiSink) Abort() error {
 }
 
 // archiveStats describes an archive file's devices from its index, as
-// pipeline.Unpack would after reading it.
-func archiveStats(in *input) *pipeline.Result {
+// vma.Unpack would after reading it.
+func archiveStats(in *input) *vma.Result {
 	a := vma.ArchiveOf(in.img)
 	if a == nil {
-		return &pipeline.Result{}
+		return &vma.Result{}
 	}
-	res := &pipeline.Result{Extents: a.Extents(), Bytes: in.size}
+	res := &vma.Result{Extents: a.Extents(), Bytes: in.size}
 	for _, d := range a.Devices() {
 		dev := d.Device()
-		res.Devices = append(res.Devices, pipeline.DeviceStats{Device: dev, Clusters: dev.Clusters(), Stored: d.Stored(), Zero: dev.Size - d.Stored()})
+		res.Devices = append(res.Devices, vma.DeviceStats{Device: dev, Clusters: dev.Clusters(), Stored: d.Stored(), Zero: dev.Size - d.Stored()})
 	}
 	return res
 }

@@ -19,11 +19,11 @@ import (
 )
 
 // repack writes the selected devices of an archive to an archive sink in
-// the source's order (pipeline.Repack): every extent as it was when every
+// the source's order (vma.Repack): every extent as it was when every
 // device is kept, so that a file read at random, with any -m, gives the
 // same bytes as a stream of it. Progress counts the archive's bytes.
 func repack(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options, p *progress) error {
-	ro := pipeline.RepackOptions{Workers: o.Workers, Progress: func(n int64) { p.update(n) }}
+	ro := vma.RepackOptions{Workers: o.Workers, Progress: func(n int64) { p.update(n) }}
 	r := in.ar
 	if r != nil {
 		ro.Progress = in.progressFunc(p)
@@ -40,7 +40,7 @@ func repack(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options, 
 	for _, i := range sel {
 		ids = append(ids, r.Header().Devices[i].ID)
 	}
-	if err := pipeline.Repack(e.ctx, r, sink, ids, ro); err != nil {
+	if err := vma.Repack(e.ctx, r, sink, ids, ro); err != nil {
 		return fmt.Errorf("%s: %w", in.name(), err)
 	}
 	return nil

@@ -345,7 +345,7 @@ func (in *input) check(sel []int) error {
 // the sink's disks 0, 1, …: from a random-access input with parallel
 // readers, device after device; from a stream in one pass, in archive
 // order. progress gets the bytes done.
-func transfer(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options, p *progress) (*pipeline.Result, error) {
+func transfer(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options, p *progress) (*vma.Result, error) {
 	if in.ar == nil {
 		done := int64(0)
 		for k, i := range sel {
@@ -373,8 +373,8 @@ func transfer(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options
 		}
 	}
 	in.ar.Want(ids...) // skip the other devices' data where the input allows
-	res, err := pipeline.Unpack(e.ctx, in.ar, targets, pipeline.UnpackOptions{Streams: streams, Progress: in.progressFunc(p), Workers: o.Workers})
-	if errors.Is(err, pipeline.ErrReorder) {
+	res, err := vma.Unpack(e.ctx, in.ar, targets, vma.UnpackOptions{Streams: streams, Progress: in.progressFunc(p), Workers: o.Workers})
+	if errors.Is(err, format.ErrReorder) {
 		err = fmt.Errorf("%w; a pipe needs them in order: write a file instead, or read the archive from a file", err)
 	}
 	if err != nil {

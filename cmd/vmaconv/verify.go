@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/vmaconv/vmaconv/format/vma"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type verifyCmd struct {
@@ -117,7 +116,7 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 	}
 	defer done()
 	p := newProgress(e, c.Progress, "verifying "+a.name(), a.size())
-	res, err := pipeline.Unpack(e.ctx, rd, nil, pipeline.UnpackOptions{Digest: c.Digest, Progress: func(n int64) { p.update(counted(n)) }})
+	res, err := vma.Unpack(e.ctx, rd, nil, vma.UnpackOptions{Digest: c.Digest, Progress: func(n int64) { p.update(counted(n)) }})
 	if res != nil {
 		j.Extents, j.BytesRead = res.Extents, res.Bytes
 	}
@@ -163,7 +162,7 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 }
 
 // printStats prints the per-device table of verify and extract -v.
-func printStats(w io.Writer, res *pipeline.Result, digest bool) {
+func printStats(w io.Writer, res *vma.Result, digest bool) {
 	if len(res.Devices) == 0 {
 		return
 	}

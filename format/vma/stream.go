@@ -1,0 +1,115 @@
+package vma
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/vmaconv/vmaconv/format"
+)
+
+// OpenStream reads an archive from r as a format.Stream (Format's
+// OpenStream): the header now, the extents once, in the order they are
+// stored, through Unpack (Read) or Repack. An input that is not an archive
+// fails with an error that matches both ErrNotVMA and
+// format.ErrUnknownFormat.
+func OpenStream(r io.Reader, _ format.OpenOptions) (format.Stream, error) {
+	rd, err := NewReader(r)
+	if errors.Is(err, ErrNotVMA) {
+		return nil, notVMA{err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &stream{r: rd}, nil
+}
+
+// notVMA is ErrNotVMA's error, seen as format.ErrUnknownFormat too.
+type notVMA struct{ error }
+
+func (e notVMA) Is(target error) bool { return target == format.ErrUnknownFormat }
+func (e notVMA) Unwrap() error        { return e.error }
+
+type stream struct {
+	r   *Reader
+	res *Result // of Read
+}
+
+// ReaderOf returns the Reader behind a Stream opened by OpenStream, or nil.
+func ReaderOf(s format.Stream) *Reader {
+	if st, ok := s.(*stream); ok {
+		return st.r
+	}
+	return nil
+}
+
+// ResultOf returns what the Read of a Stream opened by OpenStream saw, or
+// nil before it (or for another Stream).
+func ResultOf(s format.Stream) *Result {
+	if st, ok := s.(*stream); ok {
+		return st.res
+	}
+	return nil
+}
+
+func (s *stream) Close() error { return nil }
+
+// Consumed implements format.Consumed: the archive bytes read so far.
+func (s *stream) Consumed() int64 { return s.r.Offset() }
+
+func (s *stream) Devices() []format.Device {
+	var ds []format.Device
+	for _, d := range s.r.Header().Devices {
+		ds = append(ds, format.Device{Name: d.Name, Size: d.Size})
+	}
+	return ds
+}
+
+func (s *stream) Configs() []format.Config { return configs(s.r.Header()) }
+
+// Read unpacks the archive (Unpack), skipping the data of devices without
+// a target where the input can seek (Reader.Want).
+func (s *stream) Read(ctx context.Context, o format.StreamOptions) error {
+	targets := map[int]io.WriterAt{}
+	streams := map[int]io.Writer{}
+	var ids []int
+	for i, d := range s.r.Header().Devices {
+		if i < len(o.At) && o.At[i] != nil {
+			targets[d.ID] = o.At[i]
+		}
+		if i < len(o.InOrder) && o.InOrder[i] != nil {
+			streams[d.ID] = o.InOrder[i]
+		}
+		if targets[d.ID] != nil || streams[d.ID] != nil {
+			ids = append(ids, d.ID)
+		}
+	}
+	s.r.Want(ids...)
+	var err error
+	s.res, err = Unpack(ctx, s.r, targets, UnpackOptions{Streams: streams, Progress: o.Progress, Workers: o.Workers})
+	return err
+}
+
+// Repack implements format.Repacker (see Repack).
+func (s *stream) Repack(ctx context.Context, dst format.Sink, disks []int, o format.RepackOptions) error {
+	return Repack(ctx, s.r, dst, deviceIDs(s.r.Header(), disks), RepackOptions{Workers: o.Workers, Progress: o.Progress})
+}
+
+// deviceIDs returns the ids of the devices at the given indices of h's
+// devices.
+func deviceIDs(h *Header, disks []int) []int {
+	var ids []int
+	for _, i := range disks {
+		ids = append(ids, h.Devices[i].ID)
+	}
+	return ids
+}
+
+// configs returns h's configs as format.Configs.
+func configs(h *Header) []format.Config {
+	var cs []format.Config
+	for _, c := range h.Configs {
+		cs = append(cs, format.Config{Name: c.Name, Data: c.Data})
+	}
+	return cs
+}
