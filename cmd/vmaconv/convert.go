@@ -15,6 +15,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -98,7 +99,7 @@ type convertCmd struct {
 // A compressor's suffix vmaconv does not write is refused; any other name
 // it knows no extension of is raw, with a note (.raw and .img are raw's
 // own).
-func outputFormat(e *env, dst, forced string, in *input) (format.Format, error) {
+func outputFormat(e *env, dst, forced string, in *input.Input) (format.Format, error) {
 	if forced != "" {
 		f, err := registry.Lookup(forced)
 		if err != nil {
@@ -110,7 +111,7 @@ func outputFormat(e *env, dst, forced string, in *input) (format.Format, error) 
 		return f, nil
 	}
 	if dst == "-" {
-		if in.archive() {
+		if in.Archive() {
 			return raw.Format, nil
 		}
 		return vma.Format, nil
@@ -278,7 +279,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 			return err
 		}
 	}
-	in, err := openInput(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+	in, err := openInput(e, format.ParseRef(c.Src), input.Options{Format: c.Format, AllowBacking: c.AllowBacking})
 	if err != nil {
 		return err
 	}
@@ -288,12 +289,12 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 			return err
 		}
 	}
-	sel := in.sel
+	sel := in.Selected()
 	if ofm.Multi {
-		in.wholeSectors()
+		in.WholeSectors()
 	}
 	if !ofm.Multi {
-		i, err := in.one()
+		i, err := in.One()
 		if err != nil {
 			return err
 		}
@@ -302,11 +303,11 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 			return usageError{fmt.Errorf("--name names a device in an archive; %s is %s", c.Dst, ofm.Name)}
 		}
 	} else if len(configs) == 0 {
-		copts.Configs = in.configs // an archive keeps its configs unless -c replaces them
+		copts.Configs = in.Configs() // an archive keeps its configs unless -c replaces them
 	}
 	var devs []format.Device
 	for _, i := range sel {
-		d := in.devices[i]
+		d := in.Devices()[i]
 		switch {
 		case !ofm.Multi:
 			d.Name = ""
@@ -315,13 +316,13 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 				return err
 			}
 		case c.Name != "":
-			return usageError{fmt.Errorf("--name renames one device; %s has %d (select one as %s:DEVICE)", in.name(), len(sel), in.ref.Path)}
+			return usageError{fmt.Errorf("--name renames one device; %s has %d (select one as %s:DEVICE)", in.Name(), len(sel), in.Ref().Path)}
 		case d.Name == "":
 			d.Name = "drive-scsi0"
 		}
 		devs = append(devs, d)
 	}
-	if err := in.check(sel); err != nil {
+	if err := in.Check(sel); err != nil {
 		return err
 	}
 	dst := c.Dst
@@ -332,12 +333,12 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 		// back byte for byte.
 		name := repackName{vmid: c.VMID, time: copts.CTime, comp: c.Compress, given: true}
 		backup := isDir(c.Dst)
-		if in.archive() && backup {
+		if in.Archive() && backup {
 			name = nameFromSource(in, copts.Configs, c.VMID, flagGiven(kctx, "vmid"), copts.CTime, c.Compress)
 			// The header says the time the name says.
 			copts.CTime = name.time
 		}
-		if asIs := in.archive() && !backup && len(configs) == 0 && len(sel) == len(in.devices) && c.Name == "" && c.Storage == ""; asIs {
+		if asIs := in.Archive() && !backup && len(configs) == 0 && len(sel) == len(in.Devices()) && c.Name == "" && c.Storage == ""; asIs {
 			if err := checkNames(copts.Configs, devs); err != nil {
 				return err
 			}
@@ -357,12 +358,12 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	defer sink.Abort()
 	what := "converting"
 	if len(sel) == 1 {
-		what = "converting " + in.refOf(sel[0])
+		what = "converting " + in.DiskName(sel[0])
 	}
-	if ofm.Multi && in.archive() {
+	if ofm.Multi && in.Archive() {
 		// Repacked in the source's order, whether it is read at random
 		// or as a stream.
-		p := newProgress(e, c.Progress, what, in.size)
+		p := newProgress(e, c.Progress, what, in.Size())
 		err = repack(e, in, sel, sink, o, p)
 		if err == nil {
 			err = sink.Commit()
@@ -373,7 +374,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 		p.finish()
 		return nil
 	}
-	p := newProgress(e, c.Progress, what, in.progressTotal(sel))
+	p := newProgress(e, c.Progress, what, progressTotal(in, sel))
 	_, err = transfer(e, in, sel, sink, o, p)
 	if err == nil {
 		err = sink.Commit()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -61,7 +62,7 @@ func (c *createCmd) Run(e *env) error {
 		seen[name] = true
 		names, paths = append(names, name), append(paths, path)
 	}
-	var ins []*input
+	var ins []*input.Input
 	defer func() {
 		for _, in := range ins {
 			in.Close()
@@ -70,17 +71,17 @@ func (c *createCmd) Run(e *env) error {
 	var devs []format.Device
 	total := int64(0)
 	for i, path := range paths {
-		in, err := openInput(e, format.Ref{Path: path}, sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+		in, err := openInput(e, format.Ref{Path: path}, input.Options{Format: c.Format, AllowBacking: c.AllowBacking})
 		if err != nil {
 			return err
 		}
 		ins = append(ins, in)
-		if in.archive() {
+		if in.Archive() {
 			return fmt.Errorf("%s: is a VMA archive; convert ARCHIVE:DEVICE to an image first, or use convert to repack it", path)
 		}
-		in.wholeSectors()
-		devs = append(devs, format.Device{Name: names[i], Size: in.devices[0].Size})
-		total += in.devices[0].Size
+		in.WholeSectors()
+		devs = append(devs, format.Device{Name: names[i], Size: in.Devices()[0].Size})
+		total += in.Devices()[0].Size
 	}
 	if copts.Configs, err = restorable(e, copts.Configs, devs, c.archiveFlags, false); err != nil {
 		return err
@@ -99,10 +100,10 @@ func (c *createCmd) Run(e *env) error {
 	for k, in := range ins {
 		base := done
 		o.Progress = func(n int64) { p.update(base + n) }
-		if err := pipeline.Copy(e.ctx, sink.Disk(k), in.source(0), o); err != nil {
-			return fmt.Errorf("%s: %w", in.name(), err)
+		if err := pipeline.Copy(e.ctx, sink.Disk(k), in.Source(0), o); err != nil {
+			return fmt.Errorf("%s: %w", in.Name(), err)
 		}
-		done += in.devices[0].Size
+		done += in.Devices()[0].Size
 	}
 	if err := sink.Commit(); err != nil {
 		return err

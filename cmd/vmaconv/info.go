@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,11 +10,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/qcow2"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 )
 
 type infoCmd struct {
@@ -135,28 +135,15 @@ func (c *infoCmd) info(e *env, name string, w io.Writer) (any, error) {
 		}
 		fm := c.Format
 		if fm == "" && fi.Mode().IsRegular() {
-			head, err := format.ReadHead(f)
+			d, _, _, err := input.Probe(registry, f)
+			var fe *input.ForeignError
+			if errors.As(err, &fe) {
+				return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", name, fe.Foreign.Name, fe.Foreign.QEMU)
+			}
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
+				return nil, err
 			}
-			switch {
-			case compress.Detect(head) != "":
-				fm = vma.Name
-			default:
-				if d, err := registry.Detect(head); err == nil {
-					fm = d.Name
-				} else {
-					var tail []byte
-					if fi.Size() >= 512 {
-						tail = make([]byte, 512)
-						f.ReadAt(tail, fi.Size()-512)
-					}
-					if ff, ok := format.DetectForeign(head, tail); ok {
-						return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", name, ff.Name, ff.QEMU)
-					}
-					fm = raw.Name
-				}
-			}
+			fm = d.Name
 		}
 		switch fm {
 		case qcow2.Name:
@@ -178,12 +165,12 @@ func (c *infoCmd) info(e *env, name string, w io.Writer) (any, error) {
 			return nil, usageError{fmt.Errorf("-f %s: info reads qcow2, raw and vma", fm)}
 		}
 	}
-	rd, done, err := a.open(e)
+	in, err := a.open(e)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
-	h := rd.Header()
+	defer in.Close()
+	h := header(in)
 	printInfo(w, a.name(), h)
 	return c.infoJSON(a, h), nil
 }

@@ -40,17 +40,17 @@ func (c *mountCmd) Run(e *env) error {
 	// archive writer refuses to clash).
 	var files []fusefs.File
 	var named []namedFile
-	for _, cf := range ar.hdr.Configs {
+	for _, cf := range ar.Header().Configs {
 		name := configFileName(cf.Name)
 		if name != cf.Name {
 			e.note("config %s shown as %s", printable(cf.Name), name)
 		}
-		files = append(files, fusefs.File{Name: name, Size: int64(len(cf.Data)), Data: bytesReaderAt(cf.Data), MTime: ar.hdr.CTime})
+		files = append(files, fusefs.File{Name: name, Size: int64(len(cf.Data)), Data: bytesReaderAt(cf.Data), MTime: ar.Header().CTime})
 		named = append(named, namedFile{"config " + printable(cf.Name), name})
 	}
 	for _, x := range exports {
 		name := mountFileName(x.Name)
-		f := fusefs.File{Name: name, Size: x.Size, Data: x.Data, Map: x.Map, MTime: ar.hdr.CTime}
+		f := fusefs.File{Name: name, Size: x.Size, Data: x.Data, Map: x.Map, MTime: ar.Header().CTime}
 		if s, ok := x.Data.(interface{ Stored() int64 }); ok {
 			f.Stored = s.Stored()
 		}

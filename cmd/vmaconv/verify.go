@@ -110,13 +110,14 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 		}
 		return j, err
 	}
-	rd, done, counted, err := a.openCounted(e)
+	in, err := a.open(e)
 	if err != nil {
 		return fail(err)
 	}
-	defer done()
-	p := newProgress(e, c.Progress, "verifying "+a.name(), a.size())
-	res, err := vma.Unpack(e.ctx, rd, nil, vma.UnpackOptions{Digest: c.Digest, Progress: func(n int64) { p.update(counted(n)) }})
+	defer in.Close()
+	rd := vma.ReaderOf(in.Stream())
+	p := newProgress(e, c.Progress, "verifying "+a.name(), in.Size())
+	res, err := vma.Unpack(e.ctx, rd, nil, vma.UnpackOptions{Digest: c.Digest, Progress: func(int64) { p.update(in.Consumed()) }})
 	if res != nil {
 		j.Extents, j.BytesRead = res.Extents, res.Bytes
 	}
