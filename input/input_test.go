@@ -231,6 +231,14 @@ func TestOpenImage(t *testing.T) {
 	if _, _, err := open(t, format.Ref{Path: img}, input.Options{Format: "nope"}); !errors.Is(err, format.ErrUnsupportedOption) {
 		t.Errorf("-f nope: %v", err)
 	}
+	var z bytes.Buffer
+	zw, _ := compress.NewWriter(&z, compress.Zstd, 1)
+	zw.Write(data)
+	zw.Close()
+	zst := file(t, "disk.img.zst", z.Bytes())
+	if _, _, err := open(t, format.Ref{Path: zst}, input.Options{}); err == nil || !strings.HasPrefix(err.Error(), zst+": zstd-compressed, but not a VMA archive inside: vma: not a VMA archive") {
+		t.Errorf("a compressed image: %v", err)
+	}
 }
 
 // TestOpenPipes: standard input and a FIFO are read as streams, can only

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
@@ -70,37 +69,20 @@ func (c *checksumCmd) sums(e *env, src string, o pipeline.Options) ([]namedSum, 
 			e.note("%s is %d bytes: in an archive or a qcow2 image it becomes a disk of whole 512-byte sectors (%d bytes, zeros added), whose checksum differs", src, n, (n+511)&^511)
 		}
 	}
-	p := newProgress(e, c.Progress, "hashing "+in.Name(), progressTotal(in, in.Selected()))
-	sums := make([][]byte, len(in.Devices()))
-	if in.Stream() == nil {
-		done := int64(0)
-		for _, i := range in.Selected() {
-			base := done
-			o.Progress = func(n int64) { p.update(base + n) }
-			if sums[i], err = pipeline.Hash(e.ctx, in.Source(i), o); err != nil {
-				p.abort()
-				return nil, fmt.Errorf("%s: %w", in.DiskName(i), err)
-			}
-			done += in.Devices()[i].Size
-		}
-	} else {
-		res, err := vma.Unpack(e.ctx, vma.ReaderOf(in.Stream()), nil, vma.UnpackOptions{Digest: true, Progress: func(int64) { p.update(in.Consumed()) }})
-		if err != nil {
-			p.abort()
-			return nil, fmt.Errorf("%s: %w", in.Name(), err)
-		}
-		for i := range in.Devices() {
-			sums[i] = res.Devices[i].SHA256
-		}
+	p := newProgress(e, c.Progress, "hashing "+in.Name(), -1)
+	sums, err := pipeline.Checksum(e.ctx, in, in.Selected(), pipeline.ConvertOptions{Workers: o.Workers, Progress: p.report})
+	if err != nil {
+		p.abort()
+		return nil, err
 	}
 	p.finish()
 	var out []namedSum
-	for _, i := range in.Selected() {
+	for k, i := range in.Selected() {
 		name := src
 		if in.Archive() {
 			name = in.DiskName(i)
 		}
-		out = append(out, namedSum{hex.EncodeToString(sums[i]), name})
+		out = append(out, namedSum{hex.EncodeToString(sums[k]), name})
 	}
 	return out, nil
 }

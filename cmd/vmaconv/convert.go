@@ -360,22 +360,10 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	if len(sel) == 1 {
 		what = "converting " + in.DiskName(sel[0])
 	}
-	if ofm.Multi && in.Archive() {
-		// Repacked in the source's order, whether it is read at random
-		// or as a stream.
-		p := newProgress(e, c.Progress, what, in.Size())
-		err = repack(e, in, sel, sink, o, p)
-		if err == nil {
-			err = sink.Commit()
-		}
-		if err != nil {
-			return err
-		}
-		p.finish()
-		return nil
-	}
-	p := newProgress(e, c.Progress, what, progressTotal(in, sel))
-	_, err = transfer(e, in, sel, sink, o, p)
+	// An archive repacked into an archive keeps the source's order, whether
+	// it is read at random or as a stream.
+	p := newProgress(e, c.Progress, what, -1)
+	err = pipeline.Convert(e.ctx, sink, []pipeline.Selection{{Input: in, Disks: sel}}, pipeline.ConvertOptions{Workers: o.Workers, Progress: p.report, Repack: ofm.Multi})
 	if err == nil {
 		err = sink.Commit()
 	}

@@ -69,7 +69,6 @@ func (c *createCmd) Run(e *env) error {
 		}
 	}()
 	var devs []format.Device
-	total := int64(0)
 	for i, path := range paths {
 		in, err := openInput(e, format.Ref{Path: path}, input.Options{Format: c.Format, AllowBacking: c.AllowBacking})
 		if err != nil {
@@ -81,7 +80,6 @@ func (c *createCmd) Run(e *env) error {
 		}
 		in.WholeSectors()
 		devs = append(devs, format.Device{Name: names[i], Size: in.Devices()[0].Size})
-		total += in.Devices()[0].Size
 	}
 	if copts.Configs, err = restorable(e, copts.Configs, devs, c.archiveFlags, false); err != nil {
 		return err
@@ -95,15 +93,13 @@ func (c *createCmd) Run(e *env) error {
 		return err
 	}
 	defer sink.Abort()
-	p := newProgress(e, c.Progress, "packing", total)
-	done := int64(0)
-	for k, in := range ins {
-		base := done
-		o.Progress = func(n int64) { p.update(base + n) }
-		if err := pipeline.Copy(e.ctx, sink.Disk(k), in.Source(0), o); err != nil {
-			return fmt.Errorf("%s: %w", in.Name(), err)
-		}
-		done += in.Devices()[0].Size
+	var from []pipeline.Selection
+	for _, in := range ins {
+		from = append(from, pipeline.Selection{Input: in, Disks: []int{0}})
+	}
+	p := newProgress(e, c.Progress, "packing", -1)
+	if err := pipeline.Convert(e.ctx, sink, from, pipeline.ConvertOptions{Workers: o.Workers, Progress: p.report}); err != nil {
+		return err
 	}
 	if err := sink.Commit(); err != nil {
 		return err

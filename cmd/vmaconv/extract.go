@@ -16,6 +16,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type extractCmd struct {
@@ -138,8 +139,8 @@ func (c *extractCmd) Run(e *env) (err error) {
 	if c.Salvage {
 		vma.ReaderOf(in.Stream()).Salvage()
 	}
-	p := newProgress(e, c.Progress, "extracting", progressTotal(in, sel))
-	res, err := transfer(e, in, sel, sinks, po, p)
+	p := newProgress(e, c.Progress, "extracting", -1)
+	err = pipeline.Convert(e.ctx, sinks, []pipeline.Selection{{Input: in, Disks: sel}}, pipeline.ConvertOptions{Workers: po.Workers, Progress: p.report})
 	if err != nil {
 		return err
 	}
@@ -168,6 +169,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 		for _, o := range outs {
 			fmt.Fprintf(e.stdout, "%s <- %s\n", filepath.Join(c.Dir, o.name), o.origin)
 		}
+		res := vma.ResultOf(in.Stream())
 		if res == nil {
 			res = archiveStats(in)
 		}

@@ -15,27 +15,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
-
-// repack writes the selected devices of an archive to an archive sink in
-// the source's order (format.Repacker): every extent as it was when every
-// device is kept, so that a file read at random, with any -m, gives the
-// same bytes as a stream of it. Progress counts the archive's bytes.
-func repack(e *env, in *input.Input, sel []int, sink format.Sink, o pipeline.Options, p *progress) error {
-	ro := format.RepackOptions{Workers: o.Workers, Progress: func(n int64) { p.update(n) }}
-	var rp format.Repacker
-	if st := in.Stream(); st != nil {
-		rp = st.(format.Repacker)
-		ro.Progress = func(int64) { p.update(in.Consumed()) }
-	} else {
-		rp = in.Image().(format.Repacker)
-	}
-	if err := rp.Repack(e.ctx, sink, sel, ro); err != nil {
-		return fmt.Errorf("%s: %w", in.Name(), err)
-	}
-	return nil
-}
 
 // noteKeptConfigs says, for an archive repacked with its configs as they
 // are, why Proxmox's restore would refuse it, if it would.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"github.com/vmaconv/vmaconv/format"
 )
@@ -21,7 +22,9 @@ func OpenStream(r io.Reader, _ format.OpenOptions) (format.Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &stream{r: rd}, nil
+	s := &stream{r: rd}
+	s.done.Store(rd.Offset())
+	return s, nil
 }
 
 // notVMA is ErrNotVMA's error, seen as format.ErrUnknownFormat too.
@@ -31,8 +34,9 @@ func (e notVMA) Is(target error) bool { return target == format.ErrUnknownFormat
 func (e notVMA) Unwrap() error        { return e.error }
 
 type stream struct {
-	r   *Reader
-	res *Result // of Read
+	r    *Reader
+	res  *Result      // of Read
+	done atomic.Int64 // archive bytes read, as last reported
 }
 
 // ReaderOf returns the Reader behind a Stream opened by OpenStream, or nil.
@@ -54,8 +58,21 @@ func ResultOf(s format.Stream) *Result {
 
 func (s *stream) Close() error { return nil }
 
-// Consumed implements format.Consumed: the archive bytes read so far.
-func (s *stream) Consumed() int64 { return s.r.Offset() }
+// Consumed implements format.Consumed: the archive bytes read so far, as
+// Read's and Repack's progress last reported them (safe to call from
+// their Progress callbacks, whatever goroutine reads the archive).
+func (s *stream) Consumed() int64 { return s.done.Load() }
+
+// progress returns a Progress callback that records the bytes read for
+// Consumed, then calls p.
+func (s *stream) progress(p func(int64)) func(int64) {
+	return func(n int64) {
+		s.done.Store(n)
+		if p != nil {
+			p(n)
+		}
+	}
+}
 
 func (s *stream) Devices() []format.Device {
 	var ds []format.Device
@@ -86,13 +103,16 @@ func (s *stream) Read(ctx context.Context, o format.StreamOptions) error {
 	}
 	s.r.Want(ids...)
 	var err error
-	s.res, err = Unpack(ctx, s.r, targets, UnpackOptions{Streams: streams, Progress: o.Progress, Workers: o.Workers})
+	s.res, err = Unpack(ctx, s.r, targets, UnpackOptions{Streams: streams, Progress: s.progress(o.Progress), Workers: o.Workers})
+	s.done.Store(s.r.Offset())
 	return err
 }
 
 // Repack implements format.Repacker (see Repack).
 func (s *stream) Repack(ctx context.Context, dst format.Sink, disks []int, o format.RepackOptions) error {
-	return Repack(ctx, s.r, dst, deviceIDs(s.r.Header(), disks), RepackOptions{Workers: o.Workers, Progress: o.Progress})
+	err := Repack(ctx, s.r, dst, deviceIDs(s.r.Header(), disks), RepackOptions{Workers: o.Workers, Progress: s.progress(o.Progress)})
+	s.done.Store(s.r.Offset())
+	return err
 }
 
 // deviceIDs returns the ids of the devices at the given indices of h's
