@@ -1,5 +1,5 @@
 // Package bench holds vmaconv's benchmarks: zero detection, extent packing
-// (vma.Writer) and parsing (vma.Reader plus pipeline.Unpack), on
+// (vma.Writer) and parsing (vma.Reader plus vma.Unpack), on
 // deterministic generated data. Run them with
 //
 //	go test -run '^$' -bench . -benchmem ./bench/

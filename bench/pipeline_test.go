@@ -143,7 +143,7 @@ func BenchmarkConvert(b *testing.B) {
 }
 
 // BenchmarkRestoreStream: an archive read as a stream (as from a pipe or a
-// compressed file) through pipeline.Unpack into a new sparse raw file,
+// compressed file) through vma.Unpack into a new sparse raw file,
 // synced and renamed (device bytes per second).
 func BenchmarkRestoreStream(b *testing.B) {
 	_, arcPath, _ := e2eFiles(b)
@@ -166,7 +166,7 @@ func BenchmarkRestoreStream(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := pipeline.Unpack(context.Background(), r, map[int]io.WriterAt{1: sink.Disk(0)}, pipeline.UnpackOptions{Workers: wc.workers}); err != nil {
+				if _, err := vma.Unpack(context.Background(), r, map[int]io.WriterAt{1: sink.Disk(0)}, vma.UnpackOptions{Workers: wc.workers}); err != nil {
 					b.Fatal(err)
 				}
 				if err := sink.Commit(); err != nil {

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format/vma"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 // disk returns size bytes in which about half of the 4 KiB blocks are zero
@@ -129,7 +128,7 @@ func BenchmarkParse(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := pipeline.Unpack(context.Background(), r, map[int]io.WriterAt{1: dst}, pipeline.UnpackOptions{}); err != nil {
+		if _, err := vma.Unpack(context.Background(), r, map[int]io.WriterAt{1: dst}, vma.UnpackOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}

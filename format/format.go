@@ -70,6 +70,21 @@ type Format struct {
 	// Open opens f. It takes ownership of f: the Image's Close closes it,
 	// and so does a failing Open. Nil: the format cannot be read at random.
 	Open func(f *os.File, o OpenOptions) (Image, error)
+	// OpenAt opens the size bytes of r, a view that is not a file (the
+	// content of a compressed input, read through the seekable zstd
+	// format or the decompression cache), for reading at random. The
+	// Image's Close does not close r. Nil: such inputs of the format are
+	// read as streams only.
+	OpenAt func(r io.ReaderAt, size int64, o OpenOptions) (Image, error)
+	// OpenStream reads r as a Stream: once, front to back (a pipe,
+	// standard input, a decompressor). The Stream's Close does not close
+	// r. Errors for an input that is not of the format wrap
+	// ErrUnknownFormat. Nil: the format is read at random only.
+	OpenStream func(r io.Reader, o OpenOptions) (Stream, error)
+	// DiskName, if set, returns the name a disk of the format is stored
+	// under for a short name a user may give as FILE:DISK (Proxmox's
+	// "scsi0" for "drive-scsi0").
+	DiskName func(short string) string
 	// Extensions are the destination name endings (lower case, with the
 	// dot: ".qcow2") that select this format for output; the longest
 	// match among all formats wins.

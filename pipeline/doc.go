@@ -1,7 +1,7 @@
-// Package pipeline moves disk data between vmaconv's formats. Unpack reads a
-// VMA archive sequentially and writes its devices to io.WriterAt targets,
-// leaving zero blocks as holes; it is also the engine of `vmaconv verify`
-// (no targets) and of per-device digests.
+// Package pipeline moves disk data between vmaconv's formats through the
+// contracts of package format, knowing no format itself: Scan reads a
+// source with parallel readers, skipping the zero ranges it reports; Copy
+// writes a source to a sink's disk; Hash digests it.
 //
 // Library code here never prints; progress is reported through callbacks.
 package pipeline

@@ -106,7 +106,7 @@ func TestPackWorkers(t *testing.T) {
 		t.Errorf("device sizes %d, %d for disks of %d, %d bytes", devs[0].Size, devs[1].Size, len(d1), len(d2))
 	}
 	m1, m2 := &memDisk{b: make([]byte, devs[0].Size)}, &memDisk{b: make([]byte, devs[1].Size)}
-	if _, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m1, 2: m2}, pipeline.UnpackOptions{}); err != nil {
+	if _, err := vma.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m1, 2: m2}, vma.UnpackOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(m1.b[:len(d1)], d1) || !testutil.AllZero(m1.b[len(d1):]) || !bytes.Equal(m2.b[:len(d2)], d2) || !testutil.AllZero(m2.b[len(d2):]) {

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 )
 
 // Options tunes the readers of Scan, Pack, Copy and Hash. The zero value
@@ -41,7 +40,7 @@ func (o *Options) Validate() error {
 	switch {
 	case o.Workers < 1 || o.Workers > 1024:
 		return fmt.Errorf("pipeline: %d workers: want 1 to 1024", o.Workers)
-	case o.ChunkSize < vma.ClusterSize || o.ChunkSize%vma.ClusterSize != 0 || o.ChunkSize > 64<<20:
+	case o.ChunkSize < 64<<10 || o.ChunkSize%(64<<10) != 0 || o.ChunkSize > 64<<20:
 		return fmt.Errorf("pipeline: chunk size %d: want a multiple of 64 KiB up to 64 MiB", o.ChunkSize)
 	}
 	return nil

@@ -1,17 +1,15 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 )
 
 // archiveArg is an ARCHIVE argument: a path, or "-" for standard input.
@@ -27,75 +25,15 @@ func (a archiveArg) name() string {
 	return a.Archive
 }
 
-// open opens the archive, compressed or not, and reads its header. The
-// returned function closes the file.
-func (a archiveArg) open(e *env) (*vma.Reader, func(), error) {
-	rd, done, _, err := a.openCounted(e)
-	return rd, done, err
-}
-
-// openCounted is open, and also returns how many bytes of the file have
-// been read so far (compressed ones, for a compressed archive).
-func (a archiveArg) openCounted(e *env) (*vma.Reader, func(), func(int64) int64, error) {
-	var r io.Reader = e.stdin
-	closeFn := func() {}
+// open opens the archive, compressed or not, as a stream (input.Open):
+// for its header, or to read it through once.
+func (a archiveArg) open(e *env) (*input.Input, error) {
 	if a.Archive != "-" {
-		f, err := os.Open(a.Archive)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		if fi, err := f.Stat(); err == nil && fi.IsDir() {
-			f.Close()
-			return nil, nil, nil, fmt.Errorf("%s: is a directory, not an archive", a.Archive)
-		}
-		r, closeFn = f, func() { f.Close() }
-	}
-	rd, stop, counted, err := openArchiveStreamCounted(e, r, a.name())
-	if err != nil {
-		closeFn()
-		return nil, nil, nil, err
-	}
-	return rd, func() { stop(); closeFn() }, counted, nil
-}
-
-// openArchiveStream reads an archive from r, through a decompression layer
-// if r starts with the magic of zstd, gzip or lzop. stop ends the
-// decompressing goroutine; it does not close r.
-// counted turns the archive bytes read into the input's bytes read: the
-// same for a plain archive, the compressed bytes consumed for a compressed
-// one (for progress against the file's size).
-func openArchiveStreamCounted(e *env, r io.Reader, name string) (rd *vma.Reader, stop func(), counted func(int64) int64, err error) {
-	plain := func(n int64) int64 { return n }
-	// A plain archive file is read directly, so that the reader can seek
-	// over data it is not asked for (vma.Reader.Want).
-	if f, ok := r.(*os.File); ok {
-		if head, err := format.ReadHead(f); err == nil && compress.Detect(head) == "" {
-			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-				rd, err = vma.NewReader(f)
-				if err != nil {
-					return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
-				}
-				return rd, func() {}, plain, nil
-			}
+		if fi, err := os.Stat(a.Archive); err == nil && fi.IsDir() {
+			return nil, fmt.Errorf("%s: is a directory, not an archive", a.Archive)
 		}
 	}
-	dr, comp, err := compress.NewReader(r, compress.ReaderOptions{MaxWindow: e.zstdMemory << 20})
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
-	}
-	rd, err = vma.NewReader(dr)
-	if err != nil {
-		dr.Close()
-		if comp != "" && errors.Is(err, vma.ErrNotVMA) {
-			return nil, nil, nil, fmt.Errorf("%s: %s-compressed, but not a VMA archive inside: %w", name, comp, err)
-		}
-		return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
-	}
-	counted = plain
-	if c, ok := dr.(interface{ Consumed() int64 }); ok && comp != "" {
-		counted = func(int64) int64 { return c.Consumed() }
-	}
-	return rd, func() { dr.Close() }, counted, nil
+	return openInput(e, format.Ref{Path: a.Archive}, input.Options{Format: vma.Name, Stream: true})
 }
 
 // size returns the archive's file size, or -1 for standard input.

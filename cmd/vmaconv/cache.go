@@ -1,15 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"strings"
 
-	"github.com/vmaconv/vmaconv/format/compress"
-	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/internal/cache"
 )
 
@@ -28,45 +22,30 @@ type cacheOpts struct {
 
 // open opens the cache directory.
 func (co cacheDirOpt) open(e *env, o cache.Options) (*cache.Cache, error) {
-	d := co.CacheDir
-	if d == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			return nil, fmt.Errorf("no cache directory (%v): pass --cache-dir", err)
-		}
-		d = filepath.Join(base, "vmaconv")
-	}
 	if o.Note == nil {
 		o.Note = func(msg string) { e.note("%s", msg) }
 	}
-	return cache.Open(d, o)
+	return input.OpenCache(co.CacheDir, o)
 }
 
-// openCached opens a compressed archive through the cache: the archive
-// decompressed into a file once — a VMA archive holds only what is stored,
-// so this is about the data, never the disk size — and opened through its
-// index like any archive file. An entry is built whole, checked (the
-// compression's checksums, then every extent header as vma.Open checks
-// them), then named; it is used again while the archive has the same
-// identity (device, inode, size, times, first and last MiB), as
-// internal/cache describes.
-func openCached(e *env, path string, _ os.FileInfo, co cacheOpts) (*randomArchive, func(), error) {
-	src, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer src.Close()
-	fi, err := src.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	limit := int64(-1)
+// inputOptions are the cache options of input.Open for reading the
+// archive at path at random: decompressed once into the cache (see
+// internal/cache) with its progress on stderr (-p, or a terminal). done
+// ends the progress once Open has returned err.
+func (co cacheOpts) inputOptions(e *env, path string) (o input.CacheOptions, done func(err error)) {
+	o.Dir = co.CacheDir
 	if co.CacheSize != nil {
-		limit = int64(*co.CacheSize)
+		limit := int64(*co.CacheSize)
+		o.Limit = &limit
 	}
 	show := co.Progress || e.stderrTTY
-	p := newProgress(e, show, "decompressing "+printable(path)+" into the cache", fi.Size())
-	o := cache.Options{Limit: limit, Progress: func(done, _ int64) { p.update(done) }}
+	var p *progress // from the first bytes decompressed: only a build shows it
+	o.Progress = func(done, total int64) {
+		if p == nil {
+			p = newProgress(e, show, "decompressing "+printable(path)+" into the cache", total)
+		}
+		p.update(done)
+	}
 	o.Waiting = func() {
 		if show {
 			p.abort()
@@ -75,52 +54,11 @@ func openCached(e *env, path string, _ os.FileInfo, co cacheOpts) (*randomArchiv
 			e.note("%s: waited for another run's decompression into the cache", path)
 		}
 	}
-	c, err := co.open(e, o)
-	if err != nil {
-		return nil, nil, err
-	}
-	ent, err := c.Get(e.ctx, src, path, func(ctx context.Context, r io.Reader, dst *os.File) error {
-		return decompressInto(e, path, r, dst)
-	})
-	if err != nil {
-		p.abort()
-		c.Close()
-		return nil, nil, err
-	}
-	if ent.Built() {
-		p.finish()
-		e.note("%s: decompressed once into %s, reused while the archive is unchanged", path, ent.Path())
-	}
-	ar, err := vma.Open(ent, ent.Size())
-	if err != nil {
-		ent.Discard() // damaged since: built again next time
-		c.Close()
-		return nil, nil, fmt.Errorf("%s: cache %s: %w", path, ent.Path(), err)
-	}
-	ra := &randomArchive{hdr: ar.Header()}
-	for _, d := range ar.Devices() {
-		ra.devs = append(ra.devs, d)
-	}
-	return ra, func() { ent.Close(); c.Close() }, nil
-}
-
-// decompressInto writes the archive that r holds compressed into dst and
-// checks it as an archive (every extent header) before it is kept.
-func decompressInto(e *env, path string, r io.Reader, dst *os.File) error {
-	dr, comp, err := compress.NewReader(r, compress.ReaderOptions{MaxWindow: e.zstdMemory << 20})
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	defer dr.Close()
-	n, err := io.CopyBuffer(dst, dr, make([]byte, 1<<20))
-	if err != nil {
-		if strings.Contains(err.Error(), dst.Name()) {
-			return fmt.Errorf("writing the cache of %s: %w", path, err)
+	return o, func(err error) {
+		if err != nil {
+			p.abort()
+			return
 		}
-		return fmt.Errorf("%s: %w", path, err)
+		p.finish()
 	}
-	if _, err := vma.Open(io.NewSectionReader(dst, 0, n), n); err != nil {
-		return fmt.Errorf("%s: %s-compressed archive: %w", path, comp, err)
-	}
-	return nil
 }

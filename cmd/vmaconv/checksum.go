@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -55,50 +56,33 @@ type namedSum struct{ sum, name string }
 // sums returns the checksums of a source: one for an image or a device,
 // one per device for an archive.
 func (c *checksumCmd) sums(e *env, src string, o pipeline.Options) ([]namedSum, error) {
-	in, err := openInput(e, format.ParseRef(src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+	in, err := openInput(e, format.ParseRef(src), input.Options{Format: c.Format, AllowBacking: c.AllowBacking})
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
-	if err := in.check(in.sel); err != nil {
+	if err := in.Check(in.Selected()); err != nil {
 		return nil, err
 	}
-	if !in.archive() {
-		if n := in.devices[0].Size; n%512 != 0 {
+	if !in.Archive() {
+		if n := in.Devices()[0].Size; n%512 != 0 {
 			e.note("%s is %d bytes: in an archive or a qcow2 image it becomes a disk of whole 512-byte sectors (%d bytes, zeros added), whose checksum differs", src, n, (n+511)&^511)
 		}
 	}
-	p := newProgress(e, c.Progress, "hashing "+in.name(), in.progressTotal(in.sel))
-	sums := make([][]byte, len(in.devices))
-	if in.ar == nil {
-		done := int64(0)
-		for _, i := range in.sel {
-			base := done
-			o.Progress = func(n int64) { p.update(base + n) }
-			if sums[i], err = pipeline.Hash(e.ctx, in.source(i), o); err != nil {
-				p.abort()
-				return nil, fmt.Errorf("%s: %w", in.refOf(i), err)
-			}
-			done += in.devices[i].Size
-		}
-	} else {
-		res, err := pipeline.Unpack(e.ctx, in.ar, nil, pipeline.UnpackOptions{Digest: true, Progress: in.progressFunc(p)})
-		if err != nil {
-			p.abort()
-			return nil, fmt.Errorf("%s: %w", in.name(), err)
-		}
-		for i := range in.devices {
-			sums[i] = res.Devices[i].SHA256
-		}
+	p := newProgress(e, c.Progress, "hashing "+in.Name(), -1)
+	sums, err := pipeline.Checksum(e.ctx, in, in.Selected(), pipeline.ConvertOptions{Workers: o.Workers, Progress: p.report})
+	if err != nil {
+		p.abort()
+		return nil, err
 	}
 	p.finish()
 	var out []namedSum
-	for _, i := range in.sel {
+	for k, i := range in.Selected() {
 		name := src
-		if in.archive() {
-			name = in.refOf(i)
+		if in.Archive() {
+			name = in.DiskName(i)
 		}
-		out = append(out, namedSum{hex.EncodeToString(sums[i]), name})
+		out = append(out, namedSum{hex.EncodeToString(sums[k]), name})
 	}
 	return out, nil
 }

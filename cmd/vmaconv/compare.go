@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -38,12 +37,12 @@ func (c *compareCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	a, err := openDisk(e, c.A, sourceOpts{format: c.Format, allowBacking: c.AllowBacking}, "compare")
+	a, err := openDisk(e, c.A, input.Options{Format: c.Format, AllowBacking: c.AllowBacking}, "compare")
 	if err != nil {
 		return statusError{err, compareOpenError}
 	}
 	defer a.close()
-	b, err := openDisk(e, c.B, sourceOpts{format: c.SecondFormat, allowBacking: c.AllowBacking}, "compare")
+	b, err := openDisk(e, c.B, input.Options{Format: c.SecondFormat, AllowBacking: c.AllowBacking}, "compare")
 	if err != nil {
 		return statusError{err, compareOpenError}
 	}
@@ -239,75 +238,33 @@ type disk struct {
 // disk) for reading at random. A compressed archive is read through its
 // decompression cache, as serve and mount read it; standard input and
 // pipes cannot be read at random.
-func openDisk(e *env, arg string, o sourceOpts, cmd string) (*disk, error) {
+func openDisk(e *env, arg string, o input.Options, cmd string) (*disk, error) {
 	ref := format.ParseRef(arg)
 	if ref.Path == "-" {
 		return nil, usageError{fmt.Errorf("%s reads its disks at random, which standard input cannot give: save the archive to a file first", cmd)}
 	}
+	var done func(error)
+	o.RandomAccess = true
+	o.Cache, done = cacheOpts{}.inputOptions(e, ref.Path)
 	in, err := openInput(e, ref, o)
-	if err != nil {
-		return nil, err
-	}
-	if in.ar == nil {
-		i, err := in.one()
-		if err != nil {
-			in.Close()
-			return nil, err
-		}
-		// A raw image is a disk of whole 512-byte sectors, as QEMU
-		// presents it (and as qemu-img compares and maps it).
-		in.wholeSectors()
-		raw := in.img.Disks()[i].Source
-		return &disk{name: in.refOf(i), file: ref.Path, src: in.source(i), raw: raw, archive: in.archive(), close: func() { in.Close() }}, nil
-	}
-	in.Close()
-	if fi, err := os.Stat(ref.Path); err != nil || !fi.Mode().IsRegular() {
+	done(err)
+	if errors.Is(err, input.ErrSequential) {
 		return nil, usageError{fmt.Errorf("%s: %s reads its disks at random, which a pipe cannot give: save the archive to a file first", ref.Path, cmd)}
 	}
-	ra, closeAr, err := openRandom(e, ref.Path, cacheOpts{})
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	pick := -1
-	for i, dr := range ra.devs {
-		n := dr.Device().Name
-		names = append(names, printable(n))
-		if ref.Device != "" && (n == ref.Device || n == vma.DeviceName(ref.Device)) {
-			pick = i
-		}
+	i, err := in.One()
+	if err != nil {
+		in.Close()
+		return nil, err
 	}
-	if ref.Device == "" && len(ra.devs) == 1 {
-		pick = 0
-	}
-	if pick < 0 {
-		closeAr()
-		if ref.Device != "" {
-			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", ref.Path, ref.Device, joinNames(names))
-		}
-		return nil, fmt.Errorf("%s: name one device as %s:DEVICE (devices: %s)", ref.Path, ref.Path, joinNames(names))
-	}
-	dr := ra.devs[pick]
-	name := format.Ref{Path: ref.Path, Device: dr.Device().Name}.String()
-	return &disk{name: name, file: ref.Path, src: deviceSource{dr}, raw: deviceSource{dr}, archive: true, close: closeAr}, nil
+	// A raw image is a disk of whole 512-byte sectors, as QEMU presents
+	// it (and as qemu-img compares and maps it).
+	in.WholeSectors()
+	raw := in.Image().Disks()[i].Source
+	return &disk{name: in.DiskName(i), file: ref.Path, src: in.Source(i), raw: raw, archive: in.Archive(), close: func() { in.Close() }}, nil
 }
-
-func joinNames(names []string) string {
-	if len(names) == 0 {
-		return "it has none"
-	}
-	s := names[0]
-	for _, n := range names[1:] {
-		s += ", " + n
-	}
-	return s
-}
-
-// deviceSource is an archive device read at random, as a format.Source.
-type deviceSource struct{ deviceReader }
-
-func (d deviceSource) Size() int64  { return d.Device().Size }
-func (d deviceSource) Close() error { return nil }
 
 // statusError is a failure with its own exit status (compare's); a nil
 // error prints nothing.

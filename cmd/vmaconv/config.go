@@ -11,12 +11,12 @@ type configCmd struct {
 }
 
 func (c *configCmd) Run(e *env) error {
-	rd, done, err := c.open(e)
+	in, err := c.open(e)
 	if err != nil {
 		return err
 	}
-	defer done()
-	h := rd.Header()
+	defer in.Close()
+	h := header(in)
 	cf, ok := h.Config(c.Name)
 	if !ok {
 		var names []string

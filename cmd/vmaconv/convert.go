@@ -12,6 +12,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -96,7 +97,7 @@ type convertCmd struct {
 // A compressor's suffix vmaconv does not write is refused; any other name
 // it knows no extension of is raw, with a note (.raw and .img are raw's
 // own).
-func outputFormat(e *env, dst, forced string, in *input) (format.Format, error) {
+func outputFormat(e *env, dst, forced string, in *input.Input) (format.Format, error) {
 	if forced != "" {
 		f, err := registry.Lookup(forced)
 		if err != nil {
@@ -108,7 +109,7 @@ func outputFormat(e *env, dst, forced string, in *input) (format.Format, error) 
 		return f, nil
 	}
 	if dst == "-" {
-		if in.archive() {
+		if in.Archive() {
 			return raw.Format, nil
 		}
 		return vma.Format, nil
@@ -256,7 +257,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 			return err
 		}
 	}
-	in, err := openInput(e, format.ParseRef(c.Src), sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+	in, err := openInput(e, format.ParseRef(c.Src), input.Options{Format: c.Format, AllowBacking: c.AllowBacking})
 	if err != nil {
 		return err
 	}
@@ -269,12 +270,12 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 			return err
 		}
 	}
-	sel := in.sel
+	sel := in.Selected()
 	if ofm.Multi {
-		in.wholeSectors()
+		in.WholeSectors()
 	}
 	if !ofm.Multi {
-		i, err := in.one()
+		i, err := in.One()
 		if err != nil {
 			return err
 		}
@@ -283,11 +284,11 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 			return usageError{fmt.Errorf("--name names a device in an archive; %s is %s", c.Dst, ofm.Name)}
 		}
 	} else if len(configs) == 0 {
-		copts.Configs = in.configs // an archive keeps its configs unless -c replaces them
+		copts.Configs = in.Configs() // an archive keeps its configs unless -c replaces them
 	}
 	var devs []format.Device
 	for _, i := range sel {
-		d := in.devices[i]
+		d := in.Devices()[i]
 		switch {
 		case !ofm.Multi:
 			d.Name = ""
@@ -296,13 +297,13 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 				return err
 			}
 		case c.Name != "":
-			return usageError{fmt.Errorf("--name renames one device; %s has %d (select one as %s:DEVICE)", in.name(), len(sel), in.ref.Path)}
+			return usageError{fmt.Errorf("--name renames one device; %s has %d (select one as %s:DEVICE)", in.Name(), len(sel), in.Ref().Path)}
 		case d.Name == "":
 			d.Name = "drive-scsi0"
 		}
 		devs = append(devs, d)
 	}
-	if err := in.check(sel); err != nil {
+	if err := in.Check(sel); err != nil {
 		return err
 	}
 	dst := c.Dst
@@ -313,12 +314,12 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 		// back byte for byte.
 		name := repackName{vmid: c.VMID, time: copts.CTime, comp: c.Compress, given: true}
 		backup := isDir(c.Dst)
-		if in.archive() && backup {
+		if in.Archive() && backup {
 			name = nameFromSource(in, copts.Configs, c.VMID, copts.given("vmid"), copts.CTime, c.Compress)
 			// The header says the time the name says.
 			copts.CTime = name.time
 		}
-		if asIs := in.archive() && !backup && len(configs) == 0 && len(sel) == len(in.devices) && c.Name == "" && c.Storage == ""; asIs {
+		if asIs := in.Archive() && !backup && len(configs) == 0 && len(sel) == len(in.Devices()) && c.Name == "" && c.Storage == ""; asIs {
 			if err := checkNames(copts.Configs, devs); err != nil {
 				return err
 			}
@@ -338,24 +339,12 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	defer sink.Abort()
 	what := "converting"
 	if len(sel) == 1 {
-		what = "converting " + in.refOf(sel[0])
+		what = "converting " + in.DiskName(sel[0])
 	}
-	if ofm.Multi && in.archive() {
-		// Repacked in the source's order, whether it is read at random
-		// or as a stream.
-		p := newProgress(e, c.Progress, what, in.size)
-		err = repack(e, in, sel, sink, o, p)
-		if err == nil {
-			err = sink.Commit()
-		}
-		if err != nil {
-			return err
-		}
-		p.finish()
-		return nil
-	}
-	p := newProgress(e, c.Progress, what, in.progressTotal(sel))
-	_, err = transfer(e, in, sel, sink, o, p)
+	// An archive repacked into an archive keeps the source's order, whether
+	// it is read at random or as a stream.
+	p := newProgress(e, c.Progress, what, -1)
+	err = pipeline.Convert(e.ctx, sink, []pipeline.Selection{{Input: in, Disks: sel}}, pipeline.ConvertOptions{Workers: o.Workers, Progress: p.report, Repack: ofm.Multi})
 	if err == nil {
 		err = sink.Commit()
 	}

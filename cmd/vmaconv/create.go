@@ -7,6 +7,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -65,26 +66,24 @@ func (c *createCmd) Run(e *env, kctx *kong.Context) error {
 		seen[name] = true
 		names, paths = append(names, name), append(paths, path)
 	}
-	var ins []*input
+	var ins []*input.Input
 	defer func() {
 		for _, in := range ins {
 			in.Close()
 		}
 	}()
 	var devs []format.Device
-	total := int64(0)
 	for i, path := range paths {
-		in, err := openInput(e, format.Ref{Path: path}, sourceOpts{format: c.Format, allowBacking: c.AllowBacking})
+		in, err := openInput(e, format.Ref{Path: path}, input.Options{Format: c.Format, AllowBacking: c.AllowBacking})
 		if err != nil {
 			return err
 		}
 		ins = append(ins, in)
-		if in.archive() {
+		if in.Archive() {
 			return fmt.Errorf("%s: is a VMA archive; convert ARCHIVE:DEVICE to an image first, or use convert to repack it", path)
 		}
-		in.wholeSectors()
-		devs = append(devs, format.Device{Name: names[i], Size: in.devices[0].Size})
-		total += in.devices[0].Size
+		in.WholeSectors()
+		devs = append(devs, format.Device{Name: names[i], Size: in.Devices()[0].Size})
 	}
 	if copts.Configs, err = restorable(e, copts.Configs, devs, c.archiveFlags, false); err != nil {
 		return err
@@ -98,15 +97,13 @@ func (c *createCmd) Run(e *env, kctx *kong.Context) error {
 		return err
 	}
 	defer sink.Abort()
-	p := newProgress(e, c.Progress, "packing", total)
-	done := int64(0)
-	for k, in := range ins {
-		base := done
-		o.Progress = func(n int64) { p.update(base + n) }
-		if err := pipeline.Copy(e.ctx, sink.Disk(k), in.source(0), o); err != nil {
-			return fmt.Errorf("%s: %w", in.name(), err)
-		}
-		done += in.devices[0].Size
+	var from []pipeline.Selection
+	for _, in := range ins {
+		from = append(from, pipeline.Selection{Input: in, Disks: []int{0}})
+	}
+	p := newProgress(e, c.Progress, "packing", -1)
+	if err := pipeline.Convert(e.ctx, sink, from, pipeline.ConvertOptions{Workers: o.Workers, Progress: p.report}); err != nil {
+		return err
 	}
 	if err := sink.Commit(); err != nil {
 		return err

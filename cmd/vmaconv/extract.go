@@ -15,6 +15,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -67,7 +68,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 	if err := checkTargetDir(c.Dir); err != nil {
 		return err
 	}
-	in, err := openInput(e, format.Ref{Path: c.Archive}, sourceOpts{format: vma.Name, stream: c.Salvage})
+	in, err := openInput(e, format.Ref{Path: c.Archive}, input.Options{Format: vma.Name, Stream: c.Salvage})
 	if err != nil {
 		return err
 	}
@@ -82,7 +83,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 			devs = append(devs, o.dev)
 		}
 	}
-	if err := in.check(devs); err != nil {
+	if err := in.Check(devs); err != nil {
 		return err
 	}
 
@@ -131,7 +132,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 		if o.format.Name != dfm.Name {
 			co = sinkOptions{} // the vmstate stream, raw whatever -O says
 		}
-		d := in.devices[o.dev]
+		d := in.Devices()[o.dev]
 		s, err := createSinkAs(e, o.format, path, filepath.Join(c.Dir, o.name), false, false, []format.Device{{Size: d.Size}}, co)
 		if err != nil {
 			return err
@@ -140,10 +141,10 @@ func (c *extractCmd) Run(e *env) (err error) {
 		sel = append(sel, o.dev)
 	}
 	if c.Salvage {
-		in.ar.Salvage()
+		vma.ReaderOf(in.Stream()).Salvage()
 	}
-	p := newProgress(e, c.Progress, "extracting", in.progressTotal(sel))
-	res, err := transfer(e, in, sel, sinks, po, p)
+	p := newProgress(e, c.Progress, "extracting", -1)
+	err = pipeline.Convert(e.ctx, sinks, []pipeline.Selection{{Input: in, Disks: sel}}, pipeline.ConvertOptions{Workers: po.Workers, Progress: p.report})
 	if err != nil {
 		return err
 	}
@@ -172,13 +173,14 @@ func (c *extractCmd) Run(e *env) (err error) {
 		for _, o := range outs {
 			fmt.Fprintf(e.stdout, "%s <- %s\n", filepath.Join(c.Dir, o.name), o.origin)
 		}
+		res := vma.ResultOf(in.Stream())
 		if res == nil {
 			res = archiveStats(in)
 		}
 		printStats(e.stdout, res, false)
 	}
 	if c.Salvage {
-		return salvageReport(e, in.ar)
+		return salvageReport(e, vma.ReaderOf(in.Stream()))
 	}
 	return nil
 }
@@ -241,16 +243,16 @@ func (m multiSink) Abort() error {
 }
 
 // archiveStats describes an archive file's devices from its index, as
-// pipeline.Unpack would after reading it.
-func archiveStats(in *input) *pipeline.Result {
-	a := vma.ArchiveOf(in.img)
+// vma.Unpack would after reading it.
+func archiveStats(in *input.Input) *vma.Result {
+	a := vma.ArchiveOf(in.Image())
 	if a == nil {
-		return &pipeline.Result{}
+		return &vma.Result{}
 	}
-	res := &pipeline.Result{Extents: a.Extents(), Bytes: in.size}
+	res := &vma.Result{Extents: a.Extents(), Bytes: in.Size()}
 	for _, d := range a.Devices() {
 		dev := d.Device()
-		res.Devices = append(res.Devices, pipeline.DeviceStats{Device: dev, Clusters: dev.Clusters(), Stored: d.Stored(), Zero: dev.Size - d.Stored()})
+		res.Devices = append(res.Devices, vma.DeviceStats{Device: dev, Clusters: dev.Clusters(), Stored: d.Stored(), Zero: dev.Size - d.Stored()})
 	}
 	return res
 }
@@ -361,20 +363,20 @@ func checkTargetDir(dir string) error {
 // plan decides the file name of every output: configs under their
 // (sanitised) names, disks as disk-<name>.raw (or .qcow2), a vmstate
 // stream as vmstate.bin, as Proxmox's vma extract names them.
-func (c *extractCmd) plan(e *env, in *input, dfm format.Format) ([]*output, error) {
+func (c *extractCmd) plan(e *env, in *input.Input, dfm format.Format) ([]*output, error) {
 	for _, want := range c.Device {
-		if !slices.ContainsFunc(in.devices, func(d format.Device) bool { return d.Name == want }) {
-			return nil, fmt.Errorf("%s: no device %q in the archive (%s)", in.name(), want, in.deviceList())
+		if !slices.ContainsFunc(in.Devices(), func(d format.Device) bool { return d.Name == want }) {
+			return nil, fmt.Errorf("%s: no device %q in the archive (%s)", in.Name(), want, in.DeviceList())
 		}
 	}
 	ext := dfm.Extensions[0]
 	var outs []*output
 	var files []namedFile
-	for i := range in.configs {
-		cf := &in.configs[i]
+	for i := range in.Configs() {
+		cf := &in.Configs()[i]
 		outs = append(outs, &output{origin: "config " + printable(cf.Name), name: configFileName(cf.Name), config: cf})
 	}
-	for i, d := range in.devices {
+	for i, d := range in.Devices() {
 		if len(c.Device) > 0 && !slices.Contains(c.Device, d.Name) {
 			continue
 		}
@@ -388,13 +390,13 @@ func (c *extractCmd) plan(e *env, in *input, dfm format.Format) ([]*output, erro
 		files = append(files, namedFile{o.origin, o.name})
 	}
 	if cs := clashes(files); len(cs) > 0 {
-		return nil, fmt.Errorf("%s: %s and %s would both be written as %s", in.name(), cs[0].first.origin, cs[0].second.origin, cs[0].first.name)
+		return nil, fmt.Errorf("%s: %s and %s would both be written as %s", in.Name(), cs[0].first.origin, cs[0].second.origin, cs[0].first.name)
 	}
 	for _, o := range outs {
 		if o.config != nil && o.name != o.config.Name {
 			e.note("%s written as %s", o.origin, o.name)
 		}
-		if o.config == nil && o.name != "vmstate.bin" && o.name != "disk-"+in.devices[o.dev].Name+ext {
+		if o.config == nil && o.name != "vmstate.bin" && o.name != "disk-"+in.Devices()[o.dev].Name+ext {
 			e.note("%s written as %s", o.origin, o.name)
 		}
 	}

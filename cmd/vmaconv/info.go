@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,9 +10,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 )
 
 type infoCmd struct {
@@ -86,24 +87,18 @@ func (c *infoCmd) describe(e *env, name string) (format.Info, error) {
 			return nil, usageError{err}
 		}
 	case fi.Mode().IsRegular():
-		head, err := format.ReadHead(f)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+		d, comp, _, err := input.Probe(registry, f)
+		var fe *input.ForeignError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", name, fe.Foreign.Name, fe.Foreign.QEMU)
 		}
-		if compress.Detect(head) != "" {
+		if err != nil {
+			return nil, err
+		}
+		if comp != "" {
 			return describeStream(e, name) // vzdump compresses archives only
 		}
-		if fm, err = registry.Detect(head); err != nil {
-			var tail []byte
-			if fi.Size() >= 512 {
-				tail = make([]byte, 512)
-				f.ReadAt(tail, fi.Size()-512)
-			}
-			if ff, ok := format.DetectForeign(head, tail); ok {
-				return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", name, ff.Name, ff.QEMU)
-			}
-			fm = raw.Format
-		}
+		fm = d
 	}
 	if fm.Info == nil {
 		return nil, usageError{fmt.Errorf("-f %s: info cannot describe %s files", fm.Name, fm.Name)}
@@ -122,12 +117,16 @@ func (c *infoCmd) describe(e *env, name string) (format.Info, error) {
 // describeStream describes an archive read as a stream.
 func describeStream(e *env, name string) (format.Info, error) {
 	a := archiveArg{Archive: name}
-	rd, done, err := a.open(e)
+	in, err := a.open(e)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
-	return rd.Info(format.FileStat{Name: a.name(), Size: a.size()}), nil
+	defer in.Close()
+	inf, ok := in.Stream().(format.Informer)
+	if !ok {
+		return nil, fmt.Errorf("%s: a %s stream that cannot describe itself", a.name(), in.Format().Name)
+	}
+	return inf.Info(format.FileStat{Name: a.name(), Size: a.size()}), nil
 }
 
 // writeInfo writes in as text, as qemu-img info writes an image (see

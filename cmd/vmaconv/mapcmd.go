@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/input"
 )
 
 type mapCmd struct {
@@ -25,7 +26,7 @@ func (c *mapCmd) Run(e *env) error {
 	if c.StartOffset < 0 || c.MaxLength < 0 {
 		return usageError{fmt.Errorf("--start-offset and --max-length cannot be negative")}
 	}
-	d, err := openDisk(e, c.File, sourceOpts{format: c.Format, allowBacking: c.AllowBacking}, "map")
+	d, err := openDisk(e, c.File, input.Options{Format: c.Format, AllowBacking: c.AllowBacking}, "map")
 	if err != nil {
 		return err
 	}

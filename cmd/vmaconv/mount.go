@@ -40,17 +40,17 @@ func (c *mountCmd) Run(e *env) error {
 	// archive writer refuses to clash).
 	var files []fusefs.File
 	var named []namedFile
-	for _, cf := range ar.hdr.Configs {
+	for _, cf := range ar.Header().Configs {
 		name := configFileName(cf.Name)
 		if name != cf.Name {
 			e.note("config %s shown as %s", printable(cf.Name), name)
 		}
-		files = append(files, fusefs.File{Name: name, Source: configSource(cf.Data), MTime: ar.hdr.CTime})
+		files = append(files, fusefs.File{Name: name, Source: configSource(cf.Data), MTime: ar.Header().CTime})
 		named = append(named, namedFile{"config " + printable(cf.Name), name})
 	}
 	for _, x := range exports {
 		name := mountFileName(x.Name)
-		files = append(files, fusefs.File{Name: name, Source: x.Source, MTime: ar.hdr.CTime})
+		files = append(files, fusefs.File{Name: name, Source: x.Source, MTime: ar.Header().CTime})
 		named = append(named, namedFile{"device " + printable(x.Name), name})
 	}
 	if cl := clashes(named); len(cl) > 0 {

@@ -49,6 +49,18 @@ func (p *progress) update(done int64) {
 	}
 }
 
+// report records done bytes of total (-1 if unknown), for pipeline's
+// Progress; it may be called from any goroutine.
+func (p *progress) report(done, total int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.total = total
+	p.mu.Unlock()
+	p.update(done)
+}
+
 // abort ends a progress line drawn in place, so that what follows (an
 // error) starts its own line.
 func (p *progress) abort() {

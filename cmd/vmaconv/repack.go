@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,36 +14,8 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
-	"github.com/vmaconv/vmaconv/pipeline"
+	"github.com/vmaconv/vmaconv/input"
 )
-
-// repack writes the selected devices of an archive to an archive sink in
-// the source's order (pipeline.Repack): every extent as it was when every
-// device is kept, so that a file read at random, with any -m, gives the
-// same bytes as a stream of it. Progress counts the archive's bytes.
-func repack(e *env, in *input, sel []int, sink format.Sink, o pipeline.Options, p *progress) error {
-	ro := pipeline.RepackOptions{Workers: o.Workers, Progress: func(n int64) { p.update(n) }}
-	r := in.ar
-	if r != nil {
-		ro.Progress = in.progressFunc(p)
-	} else {
-		// A file read at random: its extent headers are walked again, and
-		// the data read by parallel readers.
-		var err error
-		if r, err = vma.NewReader(io.NewSectionReader(in.file, 0, in.size)); err != nil {
-			return fmt.Errorf("%s: %w", in.name(), err)
-		}
-		ro.Data = in.file
-	}
-	var ids []int
-	for _, i := range sel {
-		ids = append(ids, r.Header().Devices[i].ID)
-	}
-	if err := pipeline.Repack(e.ctx, r, sink, ids, ro); err != nil {
-		return fmt.Errorf("%s: %w", in.name(), err)
-	}
-	return nil
-}
 
 // noteKeptConfigs says, for an archive repacked with its configs as they
 // are, why Proxmox's restore would refuse it, if it would.
@@ -97,7 +68,7 @@ type repackName struct {
 // VM), failing that the default; the time from its ctime (shown in local
 // time, as vzdump names backups); the compression from its magic (lzop,
 // which vmaconv does not write, becomes zstd, vzdump's default).
-func nameFromSource(in *input, configs []format.Config, vmid int, vmidGiven bool, ctime time.Time, comp string) repackName {
+func nameFromSource(in *input.Input, configs []format.Config, vmid int, vmidGiven bool, ctime time.Time, comp string) repackName {
 	n := repackName{vmid: vmid, time: ctime, comp: comp, given: vmidGiven && !ctime.IsZero() && comp != ""}
 	switch id, from := sourceVMID(in, configs); {
 	case vmidGiven:
@@ -108,7 +79,7 @@ func nameFromSource(in *input, configs []format.Config, vmid int, vmidGiven bool
 	default:
 		n.whys = append(n.whys, fmt.Sprintf("VMID %d by default: %s (pass --vmid)", vmid, from))
 	}
-	switch t := in.header().CTime; {
+	switch t := header(in).CTime; {
 	case !ctime.IsZero():
 		n.whys = append(n.whys, "time from --ctime")
 	case t.Unix() > 0 && t.Year() <= 9999:
@@ -122,15 +93,15 @@ func nameFromSource(in *input, configs []format.Config, vmid int, vmidGiven bool
 		n.whys = append(n.whys, "uncompressed from --compress")
 	case comp != "":
 		n.whys = append(n.whys, comp+" from --compress")
-	case in.comp == compress.Lzop:
+	case in.Compression() == compress.Lzop:
 		n.comp = compress.Zstd
 		n.whys = append(n.whys, "zstd: the source is lzop-compressed, which vmaconv does not write")
-	case in.comp == "":
+	case in.Compression() == "":
 		n.comp = "none"
 		n.whys = append(n.whys, "uncompressed as the source")
 	default:
-		n.comp = in.comp
-		n.whys = append(n.whys, in.comp+" as the source")
+		n.comp = in.Compression()
+		n.whys = append(n.whys, in.Compression()+" as the source")
 	}
 	return n
 }
@@ -157,9 +128,9 @@ var confDiskRE = regexp.MustCompile(`^(?:ide|sata|scsi|virtio|efidisk|tpmstate|u
 // (storage:vm-101-disk-0, storage:101/vm-101-disk-0.qcow2; of a linked
 // clone, storage:base-100-disk-0/vm-101-disk-0 is 101's) when they all
 // belong to one VM. Otherwise 0 and why.
-func sourceVMID(in *input, configs []format.Config) (int, string) {
-	if in.ref.Path != "-" {
-		if m := vzdumpNameRE.FindStringSubmatch(filepath.Base(in.ref.Path)); m != nil {
+func sourceVMID(in *input.Input, configs []format.Config) (int, string) {
+	if in.Ref().Path != "-" {
+		if m := vzdumpNameRE.FindStringSubmatch(filepath.Base(in.Ref().Path)); m != nil {
 			if id, err := strconv.Atoi(m[1]); err == nil && vma.ValidVMID(id) {
 				return id, "the source's name"
 			}

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/nbd"
 )
 
@@ -122,15 +122,19 @@ func (c *serveCmd) uri(where, name string) string {
 
 // openExports opens an archive's disks (all, or those named) for reading
 // at random: a plain archive file through its index, a compressed one
-// through a cache of its stored clusters.
-func openExports(e *env, path string, names []string, co cacheOpts) (*randomArchive, []nbd.Export, func(), error) {
+// through the seekable zstd format or a cache of its stored clusters.
+func openExports(e *env, path string, names []string, co cacheOpts) (*vma.Archive, []nbd.Export, func(), error) {
 	if path == "-" {
 		return nil, nil, nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
 	}
-	ar, closeAr, err := openRandom(e, path, co)
+	cache, done := co.inputOptions(e, path)
+	in, err := openInput(e, format.Ref{Path: path}, input.Options{Format: vma.Name, RandomAccess: true, Cache: cache})
+	done(err)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	closeAr := func() { in.Close() }
+	ar := vma.ArchiveOf(in.Image())
 	var want []string
 	for _, n := range names {
 		d, err := deviceName(n)
@@ -142,7 +146,7 @@ func openExports(e *env, path string, names []string, co cacheOpts) (*randomArch
 	}
 	var exports []nbd.Export
 	var have []string
-	for _, dr := range ar.devs {
+	for _, dr := range ar.Devices() {
 		d := dr.Device()
 		if d.Name == vma.VMStateName {
 			continue
@@ -165,76 +169,4 @@ func openExports(e *env, path string, names []string, co cacheOpts) (*randomArch
 		return nil, nil, nil, fmt.Errorf("%s: no disk devices in the archive", path)
 	}
 	return ar, exports, closeAr, nil
-}
-
-// deviceReader is one device of an archive read at random.
-type deviceReader interface {
-	format.Source
-	format.Extenter
-	Device() vma.Device
-}
-
-// randomArchive is an archive opened for reading at random.
-type randomArchive struct {
-	hdr  *vma.Header
-	devs []deviceReader
-}
-
-// openRandom opens an archive file for reading at random: a plain one
-// through its index; a compressed one through a cache of it,
-// decompressed once (see cache.go).
-func openRandom(e *env, path string, co cacheOpts) (*randomArchive, func(), error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s is not a regular file: reading at random needs one", path)
-	}
-	head, err := format.ReadHead(f)
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if c := compress.Detect(head); c != "" {
-		if c == compress.Zstd {
-			// The seekable format is read at random as it is.
-			sk, err := compress.OpenSeekable(f, fi.Size())
-			switch {
-			case err == nil:
-				ar, err := vma.Open(sk, sk.Size())
-				if err != nil {
-					sk.Close()
-					f.Close()
-					return nil, nil, fmt.Errorf("%s: %w", path, err)
-				}
-				ra := &randomArchive{hdr: ar.Header()}
-				for _, d := range ar.Devices() {
-					ra.devs = append(ra.devs, d)
-				}
-				return ra, func() { sk.Close(); f.Close() }, nil
-			case !errors.Is(err, compress.ErrNotSeekable):
-				f.Close()
-				return nil, nil, fmt.Errorf("%s: %w", path, err)
-			}
-		}
-		f.Close()
-		return openCached(e, path, fi, co)
-	}
-	ar, err := vma.Open(f, fi.Size())
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	ra := &randomArchive{hdr: ar.Header()}
-	for _, d := range ar.Devices() {
-		ra.devs = append(ra.devs, d)
-	}
-	return ra, func() { f.Close() }, nil
 }

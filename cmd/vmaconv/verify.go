@@ -9,7 +9,6 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 type verifyCmd struct {
@@ -112,13 +111,14 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 		}
 		return j, err
 	}
-	rd, done, counted, err := a.openCounted(e)
+	in, err := a.open(e)
 	if err != nil {
 		return fail(err)
 	}
-	defer done()
-	p := newProgress(e, c.Progress, "verifying "+a.name(), a.size())
-	res, err := pipeline.Unpack(e.ctx, rd, nil, pipeline.UnpackOptions{Digest: c.Digest, Progress: func(n int64) { p.update(counted(n)) }})
+	defer in.Close()
+	rd := vma.ReaderOf(in.Stream())
+	p := newProgress(e, c.Progress, "verifying "+a.name(), in.Size())
+	res, err := vma.Unpack(e.ctx, rd, nil, vma.UnpackOptions{Digest: c.Digest, Progress: func(int64) { p.update(in.Consumed()) }})
 	if res != nil {
 		j.Extents, j.BytesRead = res.Extents, res.Bytes
 	}
@@ -164,7 +164,7 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 }
 
 // printStats prints the per-device table of verify and extract -v.
-func printStats(w io.Writer, res *pipeline.Result, digest bool) {
+func printStats(w io.Writer, res *vma.Result, digest bool) {
 	if len(res.Devices) == 0 {
 		return
 	}

@@ -14,6 +14,12 @@
 // [NewWriter] writes archives that Proxmox's `vma verify` and `vma extract`
 // accept, byte for byte the way Proxmox's writer lays them out.
 //
+// [Unpack] restores the devices of an archive read sequentially into
+// io.WriterAt targets (a sink's disks, in parallel), hashes them, or only
+// checks them (vmaconv verify); [Repack] writes an archive into another in
+// its own order. Through [Format] an archive is a format.Image read at
+// random ([Open]'s index) or a format.Stream ([OpenStream]).
+//
 // Errors found in an archive are returned as [*FormatError], which names the
 // byte offset, device and cluster and wraps one of the sentinels
 // [ErrCorrupt], [ErrChecksum], [ErrUnsupported] or [ErrIncomplete].

@@ -2,6 +2,7 @@ package vma
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,9 @@ var Format = format.Format{
 	Name:       Name,
 	Probe:      func(head []byte) bool { return len(head) >= 4 && [4]byte(head[:4]) == Magic },
 	Open:       openImage,
+	OpenAt:     openAt,
+	OpenStream: OpenStream,
+	DiskName:   DeviceName,
 	Extensions: []string{".vma", ".vma.zst", ".vma.gz", ".vma.lzo"},
 	Multi:      true,
 	Create:     Create,
@@ -108,9 +112,19 @@ func openImage(f *os.File, _ format.OpenOptions) (format.Image, error) {
 	return &image{a: a, f: f}, nil
 }
 
+// openAt opens the archive of size bytes in r for random access as a
+// format.Image; its Close does not close r.
+func openAt(r io.ReaderAt, size int64, _ format.OpenOptions) (format.Image, error) {
+	a, err := Open(r, size)
+	if err != nil {
+		return nil, err
+	}
+	return &image{a: a}, nil
+}
+
 type image struct {
 	a *Archive
-	f *os.File
+	f *os.File // nil for openAt's
 }
 
 // ArchiveOf returns the Archive behind an Image opened by Format.Open, or
@@ -122,7 +136,12 @@ func ArchiveOf(img format.Image) *Archive {
 	return nil
 }
 
-func (i *image) Close() error { return i.f.Close() }
+func (i *image) Close() error {
+	if i.f == nil {
+		return nil
+	}
+	return i.f.Close()
+}
 
 func (i *image) Disks() []format.Disk {
 	var ds []format.Disk
@@ -132,12 +151,16 @@ func (i *image) Disks() []format.Disk {
 	return ds
 }
 
-func (i *image) Configs() []format.Config {
-	var cs []format.Config
-	for _, c := range i.a.hdr.Configs {
-		cs = append(cs, format.Config{Name: c.Name, Data: c.Data})
+func (i *image) Configs() []format.Config { return configs(i.a.hdr) }
+
+// Repack implements format.Repacker: the extent headers are walked again,
+// and the data read by parallel readers (see Repack).
+func (i *image) Repack(ctx context.Context, dst format.Sink, disks []int, o format.RepackOptions) error {
+	r, err := NewReader(io.NewSectionReader(i.a.r, 0, i.a.size))
+	if err != nil {
+		return err
 	}
-	return cs
+	return Repack(ctx, r, dst, deviceIDs(i.a.hdr, disks), RepackOptions{Data: i.a.r, Workers: o.Workers, Progress: o.Progress})
 }
 
 // compression returns the compression d gets: the compress option, else

@@ -1,4 +1,4 @@
-package pipeline_test
+package vma_test
 
 import (
 	"bytes"
@@ -7,12 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 // memDisk is an io.WriterAt over a byte slice that counts writes.
@@ -52,6 +53,40 @@ func (z *zeroDisk) ZeroAt(off, n int64) error {
 	return err
 }
 
+// orderedDisk is a zeroDisk whose layout depends on the order of writes
+// (it records the order): Copy must write it from one goroutine, in
+// ascending order.
+type orderedDisk struct {
+	*zeroDisk
+	mu   sync.Mutex
+	next int64
+	bad  bool
+}
+
+func (o *orderedDisk) note(off, n int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if off != o.next {
+		o.bad = true
+	}
+	o.next = off + n
+}
+
+func (o *orderedDisk) WriteAt(p []byte, off int64) (int, error) {
+	o.note(off, int64(len(p)))
+	return o.zeroDisk.WriteAt(p, off)
+}
+
+func (o *orderedDisk) ZeroAt(off, n int64) error {
+	o.note(off, n)
+	return o.zeroDisk.ZeroAt(off, n)
+}
+
+// freeDisk is a zeroDisk that declares its result independent of order.
+type freeDisk struct{ *zeroDisk }
+
+func (freeDisk) OrderIndependent() {}
+
 func TestUnpack(t *testing.T) {
 	disks := []testutil.Disk{
 		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 3158528, "mixed")},
@@ -76,7 +111,7 @@ func TestUnpack(t *testing.T) {
 				mems[d.ID] = &memDisk{b: make([]byte, d.Size)}
 				targets[d.ID] = mems[d.ID]
 			}
-			res, err := pipeline.Unpack(context.Background(), rd, targets, pipeline.UnpackOptions{Digest: true, Workers: workers})
+			res, err := vma.Unpack(context.Background(), rd, targets, vma.UnpackOptions{Digest: true, Workers: workers})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +160,7 @@ func TestUnpackCoalesces(t *testing.T) {
 	for _, workers := range []int{1, 3} {
 		rd, _ := vma.NewReader(bytes.NewReader(raw))
 		m := &memDisk{b: make([]byte, size)}
-		res, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m}, pipeline.UnpackOptions{Workers: workers})
+		res, err := vma.Unpack(context.Background(), rd, map[int]io.WriterAt{1: m}, vma.UnpackOptions{Workers: workers})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,19 +173,19 @@ func TestUnpackCoalesces(t *testing.T) {
 func TestUnpackReorderBound(t *testing.T) {
 	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: testutil.GenDisk(6, 4<<20, "data")}}, nil, "shuffle", 1)
 	rd, _ := vma.NewReader(bytes.NewReader(raw))
-	_, err := pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{Digest: true, MaxReorder: 1 << 20})
-	if !errors.Is(err, pipeline.ErrReorder) {
+	_, err := vma.Unpack(context.Background(), rd, nil, vma.UnpackOptions{Digest: true, MaxReorder: 1 << 20})
+	if !errors.Is(err, format.ErrReorder) {
 		t.Fatalf("got %v, want ErrReorder", err)
 	}
 	rd, _ = vma.NewReader(bytes.NewReader(raw))
-	_, err = pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{Streams: map[int]io.Writer{1: io.Discard}, MaxReorder: 1 << 20})
-	if !errors.Is(err, pipeline.ErrReorder) {
+	_, err = vma.Unpack(context.Background(), rd, nil, vma.UnpackOptions{Streams: map[int]io.Writer{1: io.Discard}, MaxReorder: 1 << 20})
+	if !errors.Is(err, format.ErrReorder) {
 		t.Fatalf("stream: got %v, want ErrReorder", err)
 	}
 	// Within the bound, a shuffled archive streams in order.
 	rd, _ = vma.NewReader(bytes.NewReader(raw))
 	var out bytes.Buffer
-	if _, err := pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{Streams: map[int]io.Writer{1: &out}}); err != nil {
+	if _, err := vma.Unpack(context.Background(), rd, nil, vma.UnpackOptions{Streams: map[int]io.Writer{1: &out}}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), testutil.GenDisk(6, 4<<20, "data")) {
@@ -162,7 +197,7 @@ func TestUnpackErrors(t *testing.T) {
 	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "d", Data: testutil.GenDisk(7, 8<<20, "data")}}, nil, "seq", 0)
 	t.Run("truncated", func(t *testing.T) {
 		rd, _ := vma.NewReader(bytes.NewReader(raw[:len(raw)/2]))
-		_, err := pipeline.Unpack(context.Background(), rd, nil, pipeline.UnpackOptions{})
+		_, err := vma.Unpack(context.Background(), rd, nil, vma.UnpackOptions{})
 		if !errors.Is(err, vma.ErrCorrupt) {
 			t.Fatalf("got %v", err)
 		}
@@ -170,7 +205,7 @@ func TestUnpackErrors(t *testing.T) {
 	for _, workers := range []int{1, 4} {
 		t.Run(fmt.Sprintf("write error %d workers", workers), func(t *testing.T) {
 			rd, _ := vma.NewReader(bytes.NewReader(raw))
-			_, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: &memDisk{b: make([]byte, 1<<20)}}, pipeline.UnpackOptions{Workers: workers})
+			_, err := vma.Unpack(context.Background(), rd, map[int]io.WriterAt{1: &memDisk{b: make([]byte, 1<<20)}}, vma.UnpackOptions{Workers: workers})
 			if err == nil || !bytes.Contains([]byte(err.Error()), []byte("writing d at byte")) {
 				t.Fatalf("got %v", err)
 			}
@@ -180,7 +215,7 @@ func TestUnpackErrors(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		rd, _ := vma.NewReader(bytes.NewReader(raw))
-		if _, err := pipeline.Unpack(ctx, rd, nil, pipeline.UnpackOptions{}); !errors.Is(err, context.Canceled) {
+		if _, err := vma.Unpack(ctx, rd, nil, vma.UnpackOptions{}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -207,7 +242,7 @@ func TestUnpackDiskWriter(t *testing.T) {
 				zds[d.ID] = newZeroDisk(d.Size)
 				targets[d.ID] = freeDisk{zds[d.ID]}
 			}
-			if _, err := pipeline.Unpack(context.Background(), rd, targets, pipeline.UnpackOptions{Workers: workers}); err != nil {
+			if _, err := vma.Unpack(context.Background(), rd, targets, vma.UnpackOptions{Workers: workers}); err != nil {
 				t.Fatal(err)
 			}
 			for i, d := range rd.Header().Devices {
@@ -239,7 +274,7 @@ func TestUnpackOrderDependent(t *testing.T) {
 			t.Fatal(err)
 		}
 		od := &orderedDisk{zeroDisk: newZeroDisk(int64(len(data)))}
-		if _, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{1: od}, pipeline.UnpackOptions{MaxReorder: c.max, Workers: 4}); err != nil {
+		if _, err := vma.Unpack(context.Background(), rd, map[int]io.WriterAt{1: od}, vma.UnpackOptions{MaxReorder: c.max, Workers: 4}); err != nil {
 			t.Fatalf("bound %d: %v", c.max, err)
 		}
 		if !bytes.Equal(od.b, data) {

@@ -1,4 +1,4 @@
-package pipeline_test
+package vma_test
 
 import (
 	"bytes"
@@ -16,7 +16,6 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
-	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 // onlyReader hides every method but Read: a pipe.
@@ -44,11 +43,11 @@ var seekableStream = repackMode{name: "seekable stream", seek: true}
 func repack(t *testing.T, raw []byte, m repackMode, ids []int, data io.ReaderAt) ([]byte, error) {
 	t.Helper()
 	var src io.Reader = onlyReader{bytes.NewReader(raw)}
-	var o pipeline.RepackOptions
+	var o vma.RepackOptions
 	switch {
 	case m.file:
 		src = io.NewSectionReader(bytes.NewReader(raw), 0, int64(len(raw)))
-		o = pipeline.RepackOptions{Data: bytes.NewReader(raw), Workers: m.workers}
+		o = vma.RepackOptions{Data: bytes.NewReader(raw), Workers: m.workers}
 		if data != nil {
 			o.Data = data
 		}
@@ -77,7 +76,7 @@ func repack(t *testing.T, raw []byte, m repackMode, ids []int, data io.ReaderAt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pipeline.Repack(context.Background(), r, sink, ids, o); err != nil {
+	if err := vma.Repack(context.Background(), r, sink, ids, o); err != nil {
 		sink.Abort()
 		return nil, err
 	}
@@ -132,11 +131,11 @@ func TestRepackKeepsArchives(t *testing.T) {
 	}
 }
 
-// foreignArchive is an archive another writer could have written: 59
+// repackForeignArchive is an archive another writer could have written: 59
 // clusters in an extent, an all-zero block stored, a device's last
 // cluster stored whole with junk past its end (as Proxmox did before
 // 2020), and the clusters of two devices mixed.
-func foreignArchive(t *testing.T) []byte {
+func repackForeignArchive(t *testing.T) []byte {
 	t.Helper()
 	const size = 60*vma.ClusterSize - 60000
 	var out bytes.Buffer
@@ -169,7 +168,7 @@ func foreignArchive(t *testing.T) []byte {
 // bytes however it is read, with its extents kept (59 clusters in one)
 // and its blocks stored as vma.Writer stores them.
 func TestRepackForeign(t *testing.T) {
-	raw := foreignArchive(t)
+	raw := repackForeignArchive(t)
 	var want []byte
 	for _, m := range repackModes {
 		got, err := repack(t, raw, m, []int{1, 2}, nil)
@@ -280,7 +279,7 @@ func TestRepackVMState(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := pipeline.Unpack(context.Background(), rd, map[int]io.WriterAt{2: vm}, pipeline.UnpackOptions{}); err != nil {
+			if _, err := vma.Unpack(context.Background(), rd, map[int]io.WriterAt{2: vm}, vma.UnpackOptions{}); err != nil {
 				t.Fatalf("vmstate of %d bytes, %s: the repack does not read back: %v", c.size, m.name, err)
 			}
 			if !bytes.Equal(vm.b, c.want) {
@@ -303,10 +302,10 @@ func (f failAt) ReadAt(p []byte, off int64) (int, error) {
 	return f.r.ReadAt(p, off)
 }
 
-// failWriter fails every write after the first n bytes.
-type failWriter struct{ n int }
+// fullWriter fails every write after the first n bytes.
+type fullWriter struct{ n int }
 
-func (f *failWriter) Write(p []byte) (int, error) {
+func (f *fullWriter) Write(p []byte) (int, error) {
 	if f.n < len(p) {
 		return 0, errors.New("no space left on device")
 	}
@@ -345,11 +344,11 @@ func TestRepackErrors(t *testing.T) {
 	for _, d := range repackDisks {
 		devs = append(devs, format.Device{Name: d.Name, Size: int64(len(d.Data))})
 	}
-	sink, err := vma.Create(format.Dest{Path: "-", Stream: &failWriter{n: 1 << 20}}, devs, format.CreateOptions{})
+	sink, err := vma.Create(format.Dest{Path: "-", Stream: &fullWriter{n: 1 << 20}}, devs, format.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = pipeline.Repack(context.Background(), r, sink, []int{1, 2, 3}, pipeline.RepackOptions{Data: bytes.NewReader(raw), Workers: 2})
+	err = vma.Repack(context.Background(), r, sink, []int{1, 2, 3}, vma.RepackOptions{Data: bytes.NewReader(raw), Workers: 2})
 	if err == nil {
 		err = sink.Commit()
 	}
@@ -361,7 +360,7 @@ func TestRepackErrors(t *testing.T) {
 	cancel()
 	r, _ = vma.NewReader(io.NewSectionReader(bytes.NewReader(raw), 0, int64(len(raw))))
 	sink, _ = vma.Create(format.Dest{Path: "-", Stream: io.Discard}, devs, format.CreateOptions{})
-	if err := pipeline.Repack(ctx, r, sink, []int{1, 2, 3}, pipeline.RepackOptions{Data: bytes.NewReader(raw)}); !errors.Is(err, context.Canceled) {
+	if err := vma.Repack(ctx, r, sink, []int{1, 2, 3}, vma.RepackOptions{Data: bytes.NewReader(raw)}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
@@ -423,7 +422,7 @@ func TestRepackParallelReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := out.Bytes()
-	bound := pipeline.MaxInFlight / (vma.SlotsPerExtent * vma.ClusterSize)
+	bound := vma.MaxInFlight / (vma.SlotsPerExtent * vma.ClusterSize)
 	for _, workers := range []int{2, 1000} {
 		br := &barrierReader{r: bytes.NewReader(raw), second: make(chan struct{})}
 		got, err := repack(t, raw, repackMode{name: "file", file: true, workers: workers}, []int{1}, br)

@@ -1,4 +1,4 @@
-package pipeline
+package vma
 
 import (
 	"bytes"
@@ -8,10 +8,9 @@ import (
 	"slices"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 )
 
-var zeroCluster [vma.ClusterSize]byte
+var zeroCluster [ClusterSize]byte
 
 // sequencer feeds a device's clusters, which may arrive in any order, to a
 // writer (a hash, a pipe) in device order, holding back at most max bytes
@@ -26,7 +25,7 @@ var zeroCluster [vma.ClusterSize]byte
 type sequencer struct {
 	w       io.Writer
 	dw      format.DiskWriter
-	dev     vma.Device
+	dev     Device
 	size    int64
 	next    int64 // next cluster to hash
 	pending map[int64]heldCluster
@@ -44,8 +43,8 @@ type heldCluster struct {
 // bookkeeping, so that many held zero clusters are bounded too.
 func heldCost(c heldCluster) int64 { return int64(len(c.data)) + 64 }
 
-func (s *sequencer) put(c *vma.Cluster) error {
-	if c.Index*vma.ClusterSize >= s.size {
+func (s *sequencer) put(c *Cluster) error {
+	if c.Index*ClusterSize >= s.size {
 		return nil // vmstate data past its size: not part of the content
 	}
 	if s.dw != nil && c.Index < s.next { // lenient: behind what was flushed
@@ -62,7 +61,7 @@ func (s *sequencer) put(c *vma.Cluster) error {
 			if s.dw != nil {
 				return s.flush()
 			}
-			return fmt.Errorf("%w: more than %d MiB held back at cluster %d (expected %d next)", ErrReorder, s.max>>20, c.Index, s.next)
+			return fmt.Errorf("%w: more than %d MiB held back at cluster %d (expected %d next)", format.ErrReorder, s.max>>20, c.Index, s.next)
 		}
 		return nil
 	}
@@ -102,8 +101,8 @@ func (s *sequencer) flush() error {
 // writeAt writes cluster c at its offset of s.dw: stored blocks as data,
 // the rest as zero ranges.
 func (s *sequencer) writeAt(c int64, mask uint16, data []byte) error {
-	valid := min(s.size-c*vma.ClusterSize, vma.ClusterSize)
-	off := c * vma.ClusterSize
+	valid := min(s.size-c*ClusterSize, ClusterSize)
+	off := c * ClusterSize
 	if valid <= 0 {
 		return nil
 	}
@@ -111,9 +110,9 @@ func (s *sequencer) writeAt(c int64, mask uint16, data []byte) error {
 		return s.dw.ZeroAt(off, valid)
 	}
 	if s.buf == nil {
-		s.buf = make([]byte, vma.ClusterSize)
+		s.buf = make([]byte, ClusterSize)
 	}
-	cl := vma.Cluster{Mask: mask, Data: data}
+	cl := Cluster{Mask: mask, Data: data}
 	cl.Expand(s.buf)
 	_, err := s.dw.WriteAt(s.buf[:valid], off)
 	return err
@@ -125,7 +124,7 @@ func (s *sequencer) write(mask uint16, data []byte) error {
 		s.next++
 		return s.writeAt(s.next-1, mask, data)
 	}
-	valid := min(s.size-s.next*vma.ClusterSize, vma.ClusterSize)
+	valid := min(s.size-s.next*ClusterSize, ClusterSize)
 	s.next++
 	if valid <= 0 {
 		return nil
@@ -135,9 +134,9 @@ func (s *sequencer) write(mask uint16, data []byte) error {
 		return err
 	}
 	if s.buf == nil {
-		s.buf = make([]byte, vma.ClusterSize)
+		s.buf = make([]byte, ClusterSize)
 	}
-	c := vma.Cluster{Mask: mask, Data: data}
+	c := Cluster{Mask: mask, Data: data}
 	c.Expand(s.buf)
 	_, err := s.w.Write(s.buf[:valid])
 	return err
@@ -154,10 +153,10 @@ func (s *sequencer) finish() error {
 	if len(s.pending) > 0 {
 		return fmt.Errorf("%d clusters held back were never reached", len(s.pending))
 	}
-	if err := vma.CheckVMStateTail(s.dev, s.next*vma.ClusterSize); err != nil {
+	if err := CheckVMStateTail(s.dev, s.next*ClusterSize); err != nil {
 		return err
 	}
-	for s.next*vma.ClusterSize < s.size {
+	for s.next*ClusterSize < s.size {
 		if err := s.write(0, nil); err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package pipeline
+package vma
 
 import (
 	"context"
@@ -13,12 +13,16 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 )
+
+// MaxInFlight bounds the bytes of extent data that Unpack's writers and
+// Repack's readers hold at once, whatever the number of workers (the bound
+// pipeline.MaxInFlight sets for its readers).
+const MaxInFlight = 48 << 20
 
 // DeviceStats is what Unpack saw of one device.
 type DeviceStats struct {
-	Device   vma.Device
+	Device   Device
 	Clusters int64  // clusters read
 	Stored   int64  // bytes stored in the archive, within the device size
 	Zero     int64  // bytes of the device covered by zero blocks
@@ -45,7 +49,7 @@ type UnpackOptions struct {
 	// MaxReorder bounds the memory used to reorder clusters for Digest,
 	// Streams and order-dependent targets (default 64 MiB). For Digest and
 	// Streams, an archive whose clusters are further out of order fails
-	// with ErrReorder.
+	// with format.ErrReorder.
 	MaxReorder int64
 	// Progress, if set, is called after each extent with the archive bytes
 	// read so far.
@@ -58,10 +62,6 @@ type UnpackOptions struct {
 	// result is the same either way.
 	Workers int
 }
-
-// ErrReorder is returned when Digest needs more than MaxReorder bytes to put
-// clusters back in order.
-var ErrReorder = errors.New("clusters too far out of order")
 
 // Unpack reads every extent of r and writes each device that has a target
 // (keyed by device id) with WriteAt, at the device's offsets. Only stored
@@ -82,17 +82,17 @@ var ErrReorder = errors.New("clusters too far out of order")
 //
 // Unpack returns the reader's error, if any: a damaged or incomplete archive
 // fails after everything before the damage has been written.
-func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o UnpackOptions) (*Result, error) {
+func Unpack(ctx context.Context, r *Reader, targets map[int]io.WriterAt, o UnpackOptions) (*Result, error) {
 	if o.MaxReorder <= 0 {
 		o.MaxReorder = 64 << 20
 	}
 	devs := r.Header().Devices
 	res := &Result{Devices: make([]DeviceStats, len(devs))}
-	byID := map[int]*devState{}
+	byID := map[int]*unpackDev{}
 	var held int64
 	for i, d := range devs {
 		res.Devices[i].Device = d
-		st := &devState{stats: &res.Devices[i], dst: targets[d.ID]}
+		st := &unpackDev{stats: &res.Devices[i], dst: targets[d.ID]}
 		st.zdst, _ = st.dst.(format.DiskWriter)
 		if _, free := st.dst.(format.OrderIndependent); st.zdst != nil && !free {
 			st.lseq = &sequencer{dw: st.zdst, dev: d, size: d.Size, held: &held, max: o.MaxReorder}
@@ -114,7 +114,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	if o.Workers == 0 {
 		o.Workers = runtime.NumCPU()
 	}
-	wr := newWriters(ctx, min(o.Workers, MaxInFlight/vma.MaxExtentSize-1))
+	wr := newWriters(ctx, min(o.Workers, MaxInFlight/MaxExtentSize-1))
 	ctx = wr.ctx
 	var runs runList
 	for {
@@ -139,7 +139,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 			st := byID[c.Device.ID]
 			st.account(c)
 			if c.Data == nil && c.Mask != 0 && (st.dst != nil || st.seq != nil || st.lseq != nil) {
-				return res, wr.stop(fmt.Errorf("the data of %s was skipped (vma.Reader.Want) but is needed", c.Device.Name))
+				return res, wr.stop(fmt.Errorf("the data of %s was skipped (Reader.Want) but is needed", c.Device.Name))
 			}
 			if st.dst != nil {
 				runs.add(st.dst, st.zdst, c, pos)
@@ -185,7 +185,7 @@ func Unpack(ctx context.Context, r *vma.Reader, targets map[int]io.WriterAt, o U
 	return res, nil
 }
 
-type devState struct {
+type unpackDev struct {
 	stats *DeviceStats
 	dst   io.WriterAt
 	zdst  format.DiskWriter // dst, if it takes zero ranges
@@ -195,17 +195,17 @@ type devState struct {
 }
 
 // validBytes returns how many bytes of cluster c lie inside the device.
-func validBytes(c *vma.Cluster) int64 {
-	return min(max(c.Device.Size-c.Index*vma.ClusterSize, 0), vma.ClusterSize)
+func validBytes(c *Cluster) int64 {
+	return min(max(c.Device.Size-c.Index*ClusterSize, 0), ClusterSize)
 }
 
-func (st *devState) account(c *vma.Cluster) {
+func (st *unpackDev) account(c *Cluster) {
 	valid := validBytes(c)
 	st.stats.Clusters++
 	stored := int64(0)
 	for m := c.Mask; m != 0; m &= m - 1 {
-		b := int64(bits.TrailingZeros16(m)) * vma.BlockSize
-		stored += min(max(valid-b, 0), vma.BlockSize)
+		b := int64(bits.TrailingZeros16(m)) * BlockSize
+		stored += min(max(valid-b, 0), BlockSize)
 	}
 	st.stats.Stored += stored
 	st.stats.Zero += valid - stored
@@ -232,23 +232,23 @@ func (l *runList) reset() { l.runs = l.runs[:0] }
 
 // add queues the blocks of c, whose data starts at pos: stored runs, and
 // zero runs if zdst takes them.
-func (l *runList) add(dst io.WriterAt, zdst format.DiskWriter, c *vma.Cluster, pos int) {
+func (l *runList) add(dst io.WriterAt, zdst format.DiskWriter, c *Cluster, pos int) {
 	valid := validBytes(c)
-	base := c.Index * vma.ClusterSize
-	for b := 0; b < vma.BlocksPerCluster; {
-		start := int64(b) * vma.BlockSize
+	base := c.Index * ClusterSize
+	for b := 0; b < BlocksPerCluster; {
+		start := int64(b) * BlockSize
 		if start >= valid {
 			break // past the device's end
 		}
 		stored := c.Mask&(1<<b) != 0
 		n := 1
-		for b+n < vma.BlocksPerCluster && (c.Mask&(1<<(b+n)) != 0) == stored {
+		for b+n < BlocksPerCluster && (c.Mask&(1<<(b+n)) != 0) == stored {
 			n++
 		}
-		end := min(int64(b+n)*vma.BlockSize, valid)
+		end := min(int64(b+n)*BlockSize, valid)
 		runPos := pos
 		if stored {
-			pos += n * vma.BlockSize
+			pos += n * BlockSize
 		}
 		b += n
 		if !stored && zdst == nil {
@@ -330,7 +330,7 @@ func (w *writers) write(data []byte, runs []writeRun) error {
 	default:
 		if w.nbuf < cap(w.free) {
 			w.nbuf++
-			buf = make([]byte, vma.MaxExtentSize)
+			buf = make([]byte, MaxExtentSize)
 		} else {
 			select {
 			case buf = <-w.free:

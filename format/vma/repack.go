@@ -1,4 +1,4 @@
-package pipeline
+package vma
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 )
 
 // RepackOptions tunes Repack. The zero value reads the data through the
@@ -20,7 +19,7 @@ import (
 type RepackOptions struct {
 	// Data, if set, is the archive the Reader reads, for random access (a
 	// file): the Reader then only walks the extent headers, seeking over
-	// the data (vma.Reader.Want), and Workers parallel readers fetch each
+	// the data (Reader.Want), and Workers parallel readers fetch each
 	// extent's data from Data, ahead of the writer.
 	Data io.ReaderAt
 	// Workers is the number of parallel readers of Data (default: the
@@ -32,44 +31,44 @@ type RepackOptions struct {
 }
 
 // repackData is the most data an extent holds.
-const repackData = vma.SlotsPerExtent * vma.ClusterSize
+const repackData = SlotsPerExtent * ClusterSize
 
 // Repack writes the devices of the archive r to dst, device ids[k] to
 // dst.Disk(k), in the archive's order, so that the output depends only on
 // the archive, not on how it is read (a file at random, a stream) nor on
 // Workers:
-//   - when ids holds every device of the archive and dst is a
-//     vma.ExtentWriter, every extent is written as an extent of its own,
-//     with the same clusters in the same order (vma.Writer.WriteExtent):
-//     an archive written by Proxmox or by vma.Writer comes back byte for
+//   - when ids holds every device of the archive and dst is
+//     an ExtentWriter, every extent is written as an extent of its own,
+//     with the same clusters in the same order (Writer.WriteExtent):
+//     an archive written by Proxmox or by Writer comes back byte for
 //     byte, given its UUID and ctime;
 //   - otherwise the clusters of the devices in ids are written in the
 //     archive's order, each whole to its disk, which groups them into
-//     extents as it does (vma.Writer: 58 to an extent).
+//     extents as it does (Writer: 58 to an extent).
 //
 // A vmstate stream's clusters past its size are dropped and its unstored
-// tail is written as zeros (within vma.CheckVMStateTail). Memory is
+// tail is written as zeros (within CheckVMStateTail). Memory is
 // bounded: at most Workers+2 extents' data (and never more than
 // MaxInFlight) are in flight. Repack returns the Reader's error, if any.
-func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o RepackOptions) error {
+func Repack(ctx context.Context, r *Reader, dst format.Sink, ids []int, o RepackOptions) error {
 	devs := r.Header().Devices
-	disk := map[int]int{}                   // archive device id -> dst disk
-	sizes := make([]int64, len(ids))        // by disk
-	vmstate := make([]vma.Device, len(ids)) // the vmstate streams, by disk
+	disk := map[int]int{}               // archive device id -> dst disk
+	sizes := make([]int64, len(ids))    // by disk
+	vmstate := make([]Device, len(ids)) // the vmstate streams, by disk
 	for k, id := range ids {
 		if _, dup := disk[id]; dup {
-			return fmt.Errorf("pipeline: Repack: device id %d given twice", id)
+			return fmt.Errorf("vma: Repack: device id %d given twice", id)
 		}
-		i := slices.IndexFunc(devs, func(d vma.Device) bool { return d.ID == id })
+		i := slices.IndexFunc(devs, func(d Device) bool { return d.ID == id })
 		if i < 0 {
-			return fmt.Errorf("pipeline: Repack: the archive has no device with id %d", id)
+			return fmt.Errorf("vma: Repack: the archive has no device with id %d", id)
 		}
 		disk[id], sizes[k] = k, devs[i].Size
 		if devs[i].IsVMState() {
 			vmstate[k] = devs[i]
 		}
 	}
-	ew, whole := dst.(vma.ExtentWriter)
+	ew, whole := dst.(ExtentWriter)
 	whole = whole && len(ids) == len(devs)
 	if o.Data != nil && !r.Want() { // walk the headers only, if r can seek
 		o.Data = nil
@@ -115,7 +114,7 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 			n, need := 0, false
 			for _, c := range e.Clusters {
 				k, ok := disk[c.Device.ID]
-				stored := bits.OnesCount16(c.Mask) * vma.BlockSize
+				stored := bits.OnesCount16(c.Mask) * BlockSize
 				n += stored
 				if !ok {
 					continue
@@ -125,14 +124,14 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 				}
 				need = need || stored > 0
 				// c.Offset is where its data is (the extent's, if none).
-				pos := int(c.Offset - e.Offset - vma.ExtentHeaderSize)
-				x.cs = append(x.cs, repackCluster{disk: k, c: vma.Cluster{Index: c.Index, Mask: c.Mask}, pos: pos})
+				pos := int(c.Offset - e.Offset - ExtentHeaderSize)
+				x.cs = append(x.cs, repackCluster{disk: k, c: Cluster{Index: c.Index, Mask: c.Mask}, pos: pos})
 			}
 			switch {
 			case !need:
 				close(x.done)
 			case e.Data == nil && o.Data == nil:
-				return fmt.Errorf("pipeline: Repack: the data of the extent at byte offset %d was skipped but is needed", e.Offset)
+				return fmt.Errorf("vma: Repack: the data of the extent at byte offset %d was skipped but is needed", e.Offset)
 			default:
 				select {
 				case x.buf = <-free:
@@ -147,7 +146,7 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 					copy(x.buf, e.Data)
 					close(x.done)
 				} else {
-					x.at = e.Offset + vma.ExtentHeaderSize
+					x.at = e.Offset + ExtentHeaderSize
 					work <- x // never blocks for long: work has room for every buffer
 				}
 			}
@@ -162,7 +161,7 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 		g.Go(func() error {
 			for x := range work {
 				if cctx.Err() == nil {
-					if err := readFull(o.Data, x.buf, x.at); err != nil {
+					if err := readDataAt(o.Data, x.buf, x.at); err != nil {
 						// Said the same way whoever sees it first: the
 						// writer waiting on x or the group.
 						x.err = fmt.Errorf("extent at byte offset %d: %w", x.off, err)
@@ -179,7 +178,7 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 
 	next := make([]int64, len(ids)) // vmstate: clusters written
 	var scratch []byte
-	var cs []vma.Cluster
+	var cs []Cluster
 	var err error
 	for x := range ordq {
 		select {
@@ -197,16 +196,16 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 			for _, rc := range x.cs {
 				c := rc.c
 				if c.Mask != 0 {
-					c.Data = x.buf[rc.pos : rc.pos+bits.OnesCount16(c.Mask)*vma.BlockSize]
+					c.Data = x.buf[rc.pos : rc.pos+bits.OnesCount16(c.Mask)*BlockSize]
 				}
 				next[rc.disk]++
 				if whole {
-					c.Device = vma.Device{ID: rc.disk + 1} // the ExtentWriter's id of dst.Disk(rc.disk)
+					c.Device = Device{ID: rc.disk + 1} // the ExtentWriter's id of dst.Disk(rc.disk)
 					cs = append(cs, c)
 					continue
 				}
 				if scratch == nil {
-					scratch = make([]byte, vma.ClusterSize)
+					scratch = make([]byte, ClusterSize)
 				}
 				if err = writeWhole(dst.Disk(rc.disk), &c, scratch, sizes[rc.disk]); err != nil {
 					break
@@ -243,8 +242,8 @@ func Repack(ctx context.Context, r *vma.Reader, dst format.Sink, ids []int, o Re
 	}
 	// A vmstate stream that stores less than its size: zeros to the end.
 	for k, d := range vmstate {
-		if end := next[k] * vma.ClusterSize; d.Name != "" && end < d.Size {
-			if err := vma.CheckVMStateTail(d, end); err != nil {
+		if end := next[k] * ClusterSize; d.Name != "" && end < d.Size {
+			if err := CheckVMStateTail(d, end); err != nil {
 				return err
 			}
 			if err := dst.Disk(k).ZeroAt(end, d.Size-end); err != nil {
@@ -270,20 +269,32 @@ type repackExtent struct {
 // are at pos in its extent's data.
 type repackCluster struct {
 	disk int
-	c    vma.Cluster
+	c    Cluster
 	pos  int
 }
 
 // writeWhole writes cluster c to its offsets of dw: the stored blocks as
 // data, expanded in scratch, or a zero range for a cluster that stores
 // nothing; bytes past size are left out.
-func writeWhole(dw format.DiskWriter, c *vma.Cluster, scratch []byte, size int64) error {
-	off := c.Index * vma.ClusterSize
-	valid := min(size-off, vma.ClusterSize)
+func writeWhole(dw format.DiskWriter, c *Cluster, scratch []byte, size int64) error {
+	off := c.Index * ClusterSize
+	valid := min(size-off, ClusterSize)
 	if c.Mask == 0 {
 		return dw.ZeroAt(off, valid)
 	}
 	c.Expand(scratch)
 	_, err := dw.WriteAt(scratch[:valid], off)
 	return err
+}
+
+// readDataAt reads len(p) bytes at off of src.
+func readDataAt(src io.ReaderAt, p []byte, off int64) error {
+	n, err := src.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("reading %d bytes at %d: %w", len(p), off, err)
 }
