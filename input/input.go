@@ -20,11 +20,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 // Options say how Open opens an input: what the command reading it needs.
@@ -381,7 +381,7 @@ func (in *Input) DeviceList() string {
 	}
 	var names []string
 	for _, d := range in.devices {
-		names = append(names, printable(d.Name))
+		names = append(names, text.Printable(d.Name))
 	}
 	return "devices: " + strings.Join(names, ", ")
 }
@@ -417,19 +417,4 @@ func (in *Input) Check(sel []int) error {
 		}
 	}
 	return nil
-}
-
-// printable returns name as it is if it is plain printable ASCII without
-// spaces, and quoted otherwise, so that names from an archive cannot play
-// tricks on a terminal.
-func printable(name string) string {
-	for i := 0; i < len(name); i++ {
-		if name[i] <= ' ' || name[i] >= 0x7f || name[i] == '"' {
-			return strconv.Quote(name)
-		}
-	}
-	if name == "" {
-		return `""`
-	}
-	return name
 }

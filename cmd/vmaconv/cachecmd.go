@@ -149,11 +149,3 @@ func (c *cacheClearCmd) Run(e *env) error {
 	}
 	return nil
 }
-
-// entries formats "1 entry", "2 entries".
-func entries(n int) string {
-	if n == 1 {
-		return "1 entry"
-	}
-	return fmt.Sprintf("%d entries", n)
-}

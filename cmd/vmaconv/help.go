@@ -17,6 +17,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/completion"
 	"github.com/vmaconv/vmaconv/internal/manpage"
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 type helpCmd struct {
@@ -30,7 +31,7 @@ func (c *helpCmd) Run(kctx *kong.Context) error {
 		words := commandWords(kctx.Model)
 		if w := c.Command[0]; !slices.Contains(words, w) {
 			msg := fmt.Sprintf("help: unknown command %q", w)
-			if s := suggest(w, words); s != "" {
+			if s := text.Suggest(w, words); s != "" {
 				msg += fmt.Sprintf(" (did you mean %s?)", s)
 			}
 			return usageError{errors.New(msg + "; run 'vmaconv help' for the commands")}

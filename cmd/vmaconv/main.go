@@ -20,16 +20,15 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/internal/interrupt"
+	"github.com/vmaconv/vmaconv/internal/text"
 	"golang.org/x/term"
 )
 
@@ -149,37 +148,6 @@ func bareWord(s string) bool {
 		}
 	}
 	return s != "" && s[0] != '-'
-}
-
-// suggest returns the command closest to s, if it is close.
-func suggest(s string, commands []string) string {
-	best, dist := "", 3
-	for _, c := range commands {
-		if d := editDistance(s, c); d < dist {
-			best, dist = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // versionString is the version set at link time, or the module version
@@ -336,87 +304,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // (a var only for tests).
 var interruptGrace = 2 * time.Second
 
-// cleanups are run when the process exits on a signal before the command
-// has returned; commands register the removal of their partial outputs.
-var cleanups struct {
-	sync.Mutex
-	fns map[*int]func()
-}
-
-// atInterrupt registers fn to run if the process is interrupted; the
-// returned function unregisters it.
-func atInterrupt(fn func()) (unregister func()) {
-	key := new(int)
-	cleanups.Lock()
-	defer cleanups.Unlock()
-	if cleanups.fns == nil {
-		cleanups.fns = map[*int]func(){}
-	}
-	cleanups.fns[key] = fn
-	return func() {
-		cleanups.Lock()
-		defer cleanups.Unlock()
-		delete(cleanups.fns, key)
-	}
-}
-
-func runCleanups() {
-	cleanups.Lock()
-	defer cleanups.Unlock()
-	for _, fn := range cleanups.fns {
-		fn()
-	}
-}
-
-// holds are registered by commands that others use while they run
-// (mount): interrupted, such a command may run on past the grace period
-// while draining says its users are not done, and a second signal calls
-// force, which must make it return at once.
-var holds struct {
-	sync.Mutex
-	m map[*int]hold
-}
-
-type hold struct {
-	draining func() bool
-	force    func()
-}
-
-// holdOnInterrupt registers a hold; the returned function unregisters it.
-func holdOnInterrupt(draining func() bool, force func()) (release func()) {
-	key := new(int)
-	holds.Lock()
-	defer holds.Unlock()
-	if holds.m == nil {
-		holds.m = map[*int]hold{}
-	}
-	holds.m[key] = hold{draining, force}
-	return func() {
-		holds.Lock()
-		defer holds.Unlock()
-		delete(holds.m, key)
-	}
-}
-
-// holding reports whether a command holds on, and whether one is
-// draining.
-func holding() (held, draining bool) {
-	holds.Lock()
-	defer holds.Unlock()
-	for _, h := range holds.m {
-		held = true
-		draining = draining || h.draining()
-	}
-	return held, draining
-}
-
-func forceHolds() {
-	holds.Lock()
-	defer holds.Unlock()
-	for _, h := range holds.m {
-		h.force()
-	}
-}
+// The interrupt machinery (internal/interrupt), by the names the
+// commands use.
+var (
+	atInterrupt     = interrupt.AtInterrupt
+	holdOnInterrupt = interrupt.Hold
+	holding         = interrupt.Holding
+)
 
 // incompleteError reports a result written in part (exit status 3).
 type incompleteError struct{ error }
@@ -431,60 +325,12 @@ type usageError struct{ error }
 
 func main() {
 	// SIGINT or SIGTERM cancels the command, which cleans up and exits with
-	// status 128+signal (130, 143). A command blocked in a read that never
-	// returns (a silent pipe, a terminal) gets a grace period, then the
-	// registered cleanups run and the process exits all the same. A second
-	// signal kills at once. A command that holds on (a mount with files
-	// open) is not ended by the grace period while it drains; a second
-	// signal forces it to end, a third kills.
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	stop := func() { signal.Stop(sigs) }
-	var got os.Signal
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }()
-	var status int
-	select {
-	case status = <-done:
-	case got = <-sigs:
-		cancel()
-		var again <-chan os.Signal // a second signal, while a command holds on
-		if held, _ := holding(); held {
-			again = sigs
-		} else {
-			stop()
-		}
-		grace := time.NewTimer(interruptGrace)
-	wait:
-		for {
-			select {
-			case status = <-done:
-				break wait
-			case got = <-again: // forced; the grace period starts again, and a third signal kills
-				stop()
-				again = nil
-				forceHolds()
-				grace.Reset(interruptGrace)
-			case <-grace.C:
-				if _, draining := holding(); draining && again != nil {
-					grace.Reset(interruptGrace)
-					continue
-				}
-				runCleanups()
-				endLine(os.Stderr)
-				fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
-				status = exitInterrupted
-				break wait
-			}
-		}
-		if sig, ok := got.(syscall.Signal); ok && status == exitInterrupted {
-			status = 128 + int(sig)
-		}
-	}
-	cancel()
-	stop()
-	os.Exit(status)
+	// status 128+signal (130, 143); see internal/interrupt.
+	os.Exit(interrupt.Run(func(ctx context.Context) int { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) },
+		interrupt.Options{Grace: interruptGrace, Status: exitInterrupted, GaveUp: func() {
+			endLine(os.Stderr)
+			fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
+		}}))
 }
 
 // argsMistake returns the lines that explain a command line kong would
@@ -511,7 +357,7 @@ func argsMistake(args, commands []string) string {
 		return "" // a file, converted
 	}
 	msg := fmt.Sprintf("vmaconv: unknown command %q", w)
-	if s := suggest(w, commands); s != "" {
+	if s := text.Suggest(w, commands); s != "" {
 		msg += fmt.Sprintf(" (did you mean %s?)", s)
 	} else if len(args) > 1 {
 		// vmaconv SRC DST with a SRC that does not exist.
