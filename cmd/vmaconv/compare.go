@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/zero"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -62,7 +63,7 @@ func (c *compareCmd) Run(e *env) error {
 	o.Progress = p.update
 	var diff *differError
 	err = pipeline.Scan(e.ctx, d, o, func(off, n int64, data []byte) error {
-		if data == nil || format.IsZero(data) {
+		if data == nil || zero.IsZero(data) {
 			return nil
 		}
 		return &differError{at: off + firstNonZeroSector(data)}
@@ -112,7 +113,7 @@ func differ(d *diffSource, from, to int64) bool {
 	if _, err := d.ReadAt(p, from); err != nil {
 		return true
 	}
-	return !format.IsZero(p)
+	return !zero.IsZero(p)
 }
 
 // firstNonZeroSector returns the offset in data of the first 512-byte
@@ -120,7 +121,7 @@ func differ(d *diffSource, from, to int64) bool {
 // a difference.
 func firstNonZeroSector(data []byte) int64 {
 	for i := 0; i < len(data); i += 512 {
-		if !format.IsZero(data[i:min(i+512, len(data))]) {
+		if !zero.IsZero(data[i:min(i+512, len(data))]) {
 			return int64(i)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/outfile"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -158,7 +159,7 @@ func (c *extractCmd) Run(e *env) (err error) {
 	var moved []string
 	for _, o := range outs {
 		dst := filepath.Join(c.Dir, o.name)
-		if err := format.RenameNoReplace(filepath.Join(tmpDir, o.name), dst); err != nil {
+		if err := outfile.RenameNoReplace(filepath.Join(tmpDir, o.name), dst); err != nil {
 			for _, m := range moved {
 				os.Remove(m)
 			}
@@ -347,7 +348,7 @@ func checkTargetDir(dir string) error {
 	}
 	var left []string
 	for _, en := range entries {
-		if format.IsTempName(en.Name()) {
+		if outfile.IsTempName(en.Name()) {
 			left = append(left, en.Name())
 		}
 	}
