@@ -42,3 +42,10 @@ func replaceStale(path string) (bool, error) {
 	}
 	return true, nil
 }
+
+// ownerOnly runs fn with a umask that keeps what it creates to the owner.
+func ownerOnly(fn func() error) error {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	return fn()
+}

@@ -15,13 +15,19 @@ var registry = all.Registry()
 // input, the --zstd-memory limit and notes for stderr; options it cannot
 // honour are usage errors.
 func openInput(e *env, ref format.Ref, o input.Options) (*input.Input, error) {
-	o.Stdin, o.MaxWindow = e.stdin, e.zstdMemory<<20
-	o.Note = func(msg string) { e.note("%s", msg) }
-	in, err := input.Open(e.ctx, registry, ref, o)
+	in, err := input.Open(e.ctx, registry, ref, e.inputOptions(o))
 	if errors.Is(err, format.ErrUnsupportedOption) {
 		return nil, usageError{err}
 	}
 	return in, err
+}
+
+// inputOptions are o with the process's standard input, the
+// --zstd-memory limit and notes for stderr.
+func (e *env) inputOptions(o input.Options) input.Options {
+	o.Stdin, o.MaxWindow = e.stdin, e.zstdMemory<<20
+	o.Note = func(msg string) { e.note("%s", msg) }
+	return o
 }
 
 // header returns an archive input's header.
