@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,12 +10,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/listen"
 	"github.com/vmaconv/vmaconv/nbd"
 )
 
@@ -92,23 +91,13 @@ func (c *serveCmd) listen(e *env) (net.Listener, string, error) {
 		}
 		path = filepath.Join(dir, "vmaconv-"+strconv.Itoa(os.Getpid())+".sock")
 	}
-	var l net.Listener
-	err := ownerOnly(func() (err error) {
-		l, err = net.Listen("unix", path)
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			return err
-		}
-		if replaced, err := replaceStale(path); err != nil || !replaced {
-			return cmp.Or(err, fmt.Errorf("%s: address already in use", path))
-		}
-		e.note("%s: replaced a socket no server listened on (left by one that was killed?)", path)
-		l, err = net.Listen("unix", path)
-		return err
-	})
+	l, replaced, err := listen.Unix(path)
 	if err != nil {
 		return nil, "", err
 	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false) // removed by Run, once
+	if replaced {
+		e.note("%s: replaced a socket no server listened on (left by one that was killed?)", path)
+	}
 	return l, path, nil
 }
 

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package main
+package listen
 
 // replaceStale does not replace sockets here: serve --socket on a path in
 // use fails.
