@@ -162,6 +162,13 @@ func (r *Registry) names() []string {
 	return n
 }
 
+// Formats returns the registered formats, in registration order.
+func (r *Registry) Formats() []Format {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.Clone(r.formats)
+}
+
 // ForPath returns the format whose Extensions match the end of path
 // (case-insensitively), the longest match winning, or false.
 func (r *Registry) ForPath(path string) (Format, bool) {

@@ -36,8 +36,8 @@ type extractCmd struct {
 	cacheFlags
 }
 
-// output is one file extract writes.
-type output struct {
+// extractOutput is one file extract writes.
+type extractOutput struct {
 	origin string // what it comes from, for messages
 	name   string // file name inside the target directory
 	config *format.Config
@@ -364,24 +364,24 @@ func checkTargetDir(dir string) error {
 // plan decides the file name of every output: configs under their
 // (sanitised) names, disks as disk-<name>.raw (or .qcow2), a vmstate
 // stream as vmstate.bin, as Proxmox's vma extract names them.
-func (c *extractCmd) plan(e *env, in *input.Input, dfm format.Format) ([]*output, error) {
+func (c *extractCmd) plan(e *env, in *input.Input, dfm format.Format) ([]*extractOutput, error) {
 	for _, want := range c.Device {
 		if !slices.ContainsFunc(in.Devices(), func(d format.Device) bool { return d.Name == want }) {
 			return nil, fmt.Errorf("%s: no device %q in the archive (%s)", in.Name(), want, in.DeviceList())
 		}
 	}
 	ext := dfm.Extensions[0]
-	var outs []*output
+	var outs []*extractOutput
 	var files []namedFile
 	for i := range in.Configs() {
 		cf := &in.Configs()[i]
-		outs = append(outs, &output{origin: "config " + printable(cf.Name), name: configFileName(cf.Name), config: cf})
+		outs = append(outs, &extractOutput{origin: "config " + printable(cf.Name), name: configFileName(cf.Name), config: cf})
 	}
 	for i, d := range in.Devices() {
 		if len(c.Device) > 0 && !slices.Contains(c.Device, d.Name) {
 			continue
 		}
-		o := &output{origin: "device " + printable(d.Name), name: extractFileName(d.Name, ext), dev: i, format: dfm}
+		o := &extractOutput{origin: "device " + printable(d.Name), name: extractFileName(d.Name, ext), dev: i, format: dfm}
 		if d.Name == vma.VMStateName {
 			o.format = raw.Format
 		}

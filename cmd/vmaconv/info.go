@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 
@@ -57,10 +56,7 @@ func (c *infoCmd) Run(e *env) error {
 // describe returns what info shows of a file (input.Describe).
 func (c *infoCmd) describe(e *env, name string) (format.Info, error) {
 	in, err := input.Describe(e.ctx, registry, name, e.inputOptions(input.Options{Format: c.Format}))
-	if errors.Is(err, format.ErrUnsupportedOption) {
-		return nil, usageError{err}
-	}
-	return in, err
+	return in, usage(err)
 }
 
 // writeInfo writes in as text (format.Info.WriteText).

@@ -5,7 +5,6 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/all"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
 )
 
@@ -16,10 +15,16 @@ var registry = all.Registry()
 // honour are usage errors.
 func openInput(e *env, ref format.Ref, o input.Options) (*input.Input, error) {
 	in, err := input.Open(e.ctx, registry, ref, e.inputOptions(o))
+	return in, usage(err)
+}
+
+// usage returns err as a usage error (exit status 2) if it is one for an
+// option the user must change (format.ErrUnsupportedOption).
+func usage(err error) error {
 	if errors.Is(err, format.ErrUnsupportedOption) {
-		return nil, usageError{err}
+		return usageError{err}
 	}
-	return in, err
+	return err
 }
 
 // inputOptions are o with the process's standard input, the
@@ -28,12 +33,4 @@ func (e *env) inputOptions(o input.Options) input.Options {
 	o.Stdin, o.MaxWindow = e.stdin, e.zstdMemory<<20
 	o.Note = func(msg string) { e.note("%s", msg) }
 	return o
-}
-
-// header returns an archive input's header.
-func header(in *input.Input) *vma.Header {
-	if r := vma.ReaderOf(in.Stream()); r != nil {
-		return r.Header()
-	}
-	return vma.ArchiveOf(in.Image()).Header()
 }
