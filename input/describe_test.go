@@ -14,6 +14,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
 // infoStream is a stream that describes itself.
@@ -103,5 +104,35 @@ func TestDescribe(t *testing.T) {
 		if _, err := input.Describe(context.Background(), r, st, input.Options{Format: f}); !errors.Is(err, format.ErrUnsupportedOption) {
 			t.Errorf("-f %s: %v, want a usage error", f, err)
 		}
+	}
+}
+
+// TestShortName: an archive's devices are offered by the short names
+// DiskName takes (Proxmox's keys); other devices and images have none.
+func TestShortName(t *testing.T) {
+	raw := testutil.WriteArchive(t, []testutil.Disk{
+		{Name: "drive-scsi0", Data: make([]byte, 4096)},
+		{Name: "drive-tpmstate0-backup", Data: make([]byte, 4096)},
+		{Name: "vmstate", Data: make([]byte, 4096)},
+	}, nil, "seq", 0)
+	in, _, err := open(t, format.Ref{Path: file(t, "a.vma", raw)}, input.Options{Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	var got []string
+	for i := range in.Devices() {
+		got = append(got, in.ShortName(i))
+	}
+	if strings.Join(got, ",") != "scsi0,tpmstate0," {
+		t.Errorf("short names %q", got)
+	}
+	img, _, err := open(t, format.Ref{Path: file(t, "d.raw", make([]byte, 512))}, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if s := img.ShortName(0); s != "" {
+		t.Errorf("an image's disk: short name %q", s)
 	}
 }

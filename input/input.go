@@ -373,6 +373,28 @@ func (in *Input) selectDevice() error {
 	return fmt.Errorf("%s: no device %q in the archive (%s)", in.Name(), in.ref.Device, in.DeviceList())
 }
 
+// ShortName returns the shortest name a user may give device i by, as
+// FILE:DISK, other than its own (Format.DiskName: "scsi0" for
+// "drive-scsi0"): a run of the dash-separated words of its name that
+// DiskName turns into the name. It returns "" if there is none.
+func (in *Input) ShortName(i int) string {
+	name := in.devices[i].Name
+	if in.format.DiskName == nil {
+		return ""
+	}
+	words := strings.Split(name, "-")
+	short := ""
+	for a := range words {
+		for b := a + 1; b <= len(words); b++ {
+			s := strings.Join(words[a:b], "-")
+			if s != name && (short == "" || len(s) < len(short)) && in.format.DiskName(s) == name {
+				short = s
+			}
+		}
+	}
+	return short
+}
+
 // DeviceList lists the devices for messages: "devices: a, b", or "it has
 // none".
 func (in *Input) DeviceList() string {

@@ -1,10 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -13,8 +13,8 @@ import (
 	"github.com/alecthomas/kong"
 	kongcompletion "github.com/jotaen/kong-completion"
 	"github.com/posener/complete"
-	"github.com/vmaconv/vmaconv/format/compress"
-	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/internal/completion"
 	"github.com/vmaconv/vmaconv/internal/manpage"
 	"github.com/vmaconv/vmaconv/internal/text"
@@ -126,13 +126,22 @@ func manPage(app *kong.Application, date string) string {
 	return b.String()
 }
 
-// completeValues are the candidates for flag values, by flag name.
-var completeValues = map[string][]string{
-	"output-format": {"raw", "qcow2", "vma"},
-	"format":        {"qcow2", "raw", "vma"},
-	"second-format": {"qcow2", "raw", "vma"},
-	"compress":      {"zstd", "gzip", "zlib", "none"},
-	"cache":         {"writeback", "unsafe"},
+// completeValues are the candidates for flag values, by flag name: the
+// formats are the registry's.
+func completeValues() map[string][]string {
+	var writable []string
+	for _, n := range registry.Names() {
+		if f, _ := registry.Lookup(n); f.Create != nil {
+			writable = append(writable, n)
+		}
+	}
+	return map[string][]string{
+		"output-format": writable,
+		"format":        registry.Names(),
+		"second-format": registry.Names(),
+		"compress":      {"zstd", "gzip", "zlib", "none"},
+		"cache":         {"writeback", "unsafe"},
+	}
 }
 
 // answerCompletion answers the shell's request for completions (COMP_LINE
@@ -140,54 +149,37 @@ var completeValues = map[string][]string{
 // an archive after ARCHIVE: for the arguments that take a disk. It
 // reports whether it answered (see completion.Answer).
 func answerCompletion(parser *kong.Kong, stdout io.Writer, bashWord string, hasWord bool) bool {
-	ref := completion.Inside(archiveDeviceNames)
+	ref := completion.Inside(func(path string) []string { return archiveDevices(path, time.Second) })
 	return completion.Answer(parser, stdout, completion.Rules{
-		Values: completeValues,
+		Values: completeValues(),
 		Args:   map[string]complete.Predictor{"src": ref, "file": ref, "a": ref, "b": ref},
 	}, bashWord, hasWord)
 }
 
-// archiveDeviceNames are the names of the devices of the archive at path,
-// each by its name and its Proxmox key.
-func archiveDeviceNames(path string) []string {
-	var out []string
-	for _, d := range archiveDevices(path, time.Second) {
-		out = append(out, d)
-		if key, ok := vma.DiskKey(d); ok {
-			out = append(out, key)
-		}
-	}
-	return out
-}
-
-// archiveDevices returns the device names in the header of the archive at
-// path (compressed or not), or nothing if it is not one or takes longer
-// than limit to read. Only the header is read (and decompressed).
+// archiveDevices returns the names of the devices of the archive at path
+// (compressed or not), each by its name and its short name, or nothing if
+// it is not an archive or takes longer than limit to read. Only the
+// header is read (and decompressed).
 func archiveDevices(path string, limit time.Duration) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
 	names := make(chan []string, 1)
 	go func() {
-		r, _, err := compress.NewReader(f, compress.ReaderOptions{MaxWindow: 128 << 20})
+		in, err := input.Open(context.Background(), registry, format.Ref{Path: path}, input.Options{Stream: true})
 		if err != nil {
 			names <- nil
 			return
 		}
-		defer r.Close()
-		ar, err := vma.NewReader(r)
-		if err != nil {
-			names <- nil
-			return
-		}
+		defer in.Close()
 		var n []string
-		for _, d := range ar.Header().Devices {
-			n = append(n, d.Name)
+		for i, d := range in.Devices() {
+			if in.Archive() {
+				n = append(n, d.Name)
+			}
+			if short := in.ShortName(i); short != "" {
+				n = append(n, short)
+			}
 		}
 		names <- n
 	}()
-	defer f.Close() // ends a read still running
 	select {
 	case n := <-names:
 		return n
