@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
-	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/internal/interrupt"
 	"github.com/vmaconv/vmaconv/internal/text"
 	"golang.org/x/term"
@@ -273,9 +273,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		// One line, whatever names from an archive or a file the error
 		// quotes.
 		hint := ""
-		var we *compress.WindowError
-		if errors.As(err, &we) {
-			need := max((we.Need+1<<20-1)>>20, 2*we.Limit>>20)
+		var ml format.MemoryLimited
+		if errors.As(err, &ml) {
+			need, limit := ml.MemoryNeeded()
+			need = max((need+1<<20-1)>>20, 2*limit>>20)
 			hint = fmt.Sprintf("; to allow it, pass --zstd-memory %d (MiB)", need)
 		}
 		var qe quietError
