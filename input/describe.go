@@ -29,7 +29,7 @@ func Describe(ctx context.Context, reg *format.Registry, path string, o Options)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, missingArchive(err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()

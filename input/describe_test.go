@@ -136,3 +136,24 @@ func TestShortName(t *testing.T) {
 		t.Errorf("an image's disk: short name %q", s)
 	}
 }
+
+// TestMissingArchive: a missing ARCHIVE:DEVICE is reported as the missing
+// archive, by Open and Describe; a name whose last part is not a device
+// stays whole.
+func TestMissingArchive(t *testing.T) {
+	dir := t.TempDir()
+	for arg, want := range map[string]string{
+		dir + "/backup.vma:scsi0":       "open " + dir + "/backup.vma: no such file or directory",
+		dir + "/backup.vma:drive-scsi0": "open " + dir + "/backup.vma: no such file or directory",
+		dir + "/a:b.raw":                "open " + dir + "/a:b.raw: no such file or directory",
+	} {
+		_, err := input.Open(context.Background(), reg, format.ParseRef(arg), input.Options{})
+		if err == nil || err.Error() != want || !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Open(%s): %v, want %s", arg, err, want)
+		}
+		_, err = input.Describe(context.Background(), reg, arg, input.Options{})
+		if err == nil || err.Error() != want {
+			t.Errorf("Describe(%s): %v, want %s", arg, err, want)
+		}
+	}
+}

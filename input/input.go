@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -151,7 +152,7 @@ func (op *opener) open() (*Input, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, missingArchive(err)
 	}
 	fi, err := f.Stat()
 	if err != nil || fi.IsDir() {
@@ -371,6 +372,36 @@ func (in *Input) selectDevice() error {
 		}
 	}
 	return fmt.Errorf("%s: no device %q in the archive (%s)", in.Name(), in.ref.Device, in.DeviceList())
+}
+
+// missingArchive rewrites "open ARCHIVE:DEVICE: no such file" as the
+// missing archive's error: the device suffix is not part of the file
+// name (format.ParseRef keeps the whole text as a path when the archive
+// does not exist).
+func missingArchive(err error) error {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || err.Error() != pe.Error() || pe.Op != "open" || !errors.Is(pe.Err, fs.ErrNotExist) {
+		return err // not just "open PATH: no such file"
+	}
+	i := strings.LastIndexByte(pe.Path, ':')
+	if i <= 0 || !deviceLike(pe.Path[i+1:]) {
+		return err
+	}
+	if _, serr := os.Stat(pe.Path[:i]); serr == nil {
+		return err
+	}
+	return &fs.PathError{Op: "open", Path: pe.Path[:i], Err: pe.Err}
+}
+
+// deviceLike reports whether s can be an archive's device name or disk
+// key (drive-scsi0, scsi0), not the rest of a file name.
+func deviceLike(s string) bool {
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // ShortName returns the shortest name a user may give device i by, as

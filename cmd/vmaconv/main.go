@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -254,7 +253,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if f, ok := stdout.(*os.File); ok {
 		e.stdoutTTY = term.IsTerminal(int(f.Fd()))
 	}
-	err = missingArchive(kctx.Run(e))
+	err = kctx.Run(e)
 	if err == nil && out.err != nil {
 		err = fmt.Errorf("writing to standard output: %w", out.err)
 	}
@@ -381,41 +380,6 @@ func shellJoin(args []string) string {
 		b.WriteString("'" + escapeControls(strings.ReplaceAll(a, "'", `'\''`)) + "'")
 	}
 	return b.String()
-}
-
-// missingArchive rewrites "open ARCHIVE:DEVICE: no such file" as the
-// missing archive's error: the device suffix is not part of the file
-// name (format.ParseRef keeps the whole text as a path when the archive
-// does not exist).
-func missingArchive(err error) error {
-	var se statusError
-	if errors.As(err, &se) && se.err != nil {
-		se.err = missingArchive(se.err)
-		return se
-	}
-	var pe *fs.PathError
-	if !errors.As(err, &pe) || err.Error() != pe.Error() || pe.Op != "open" || !errors.Is(pe.Err, fs.ErrNotExist) {
-		return err // not just "open PATH: no such file"
-	}
-	i := strings.LastIndexByte(pe.Path, ':')
-	if i <= 0 || !deviceLike(pe.Path[i+1:]) {
-		return err
-	}
-	if _, serr := os.Stat(pe.Path[:i]); serr == nil {
-		return err
-	}
-	return &fs.PathError{Op: "open", Path: pe.Path[:i], Err: pe.Err}
-}
-
-// deviceLike reports whether s can be an archive's device name or disk
-// key (drive-scsi0, scsi0), not the rest of a file name.
-func deviceLike(s string) bool {
-	for _, r := range s {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // argAt returns args[i], or "".
