@@ -130,7 +130,8 @@ func archiveExtension(reg *format.Registry, ext string) bool {
 // ReadConfigs reads the config files of -c arguments, stored under NAME
 // for NAME=FILE (a path that exists as given is always a file) or under
 // their base names. A file is read up to one byte past limit, the largest
-// config an archive holds, so that -c /dev/zero fails at once.
+// config an archive holds (format.Registry.MaxConfig), so that -c
+// /dev/zero fails at once.
 func ReadConfigs(args []string, limit int) ([]format.Config, error) {
 	var cs []format.Config
 	for _, arg := range args {

@@ -109,7 +109,7 @@ func (w *writeFlags) createOptions(configs []format.Config, more ...format.Setti
 
 // readConfigs reads the -c files (output.ReadConfigs).
 func (w *writeFlags) readConfigs() ([]format.Config, error) {
-	cs, err := output.ReadConfigs(w.Config, maxConfig())
+	cs, err := output.ReadConfigs(w.Config, registry.MaxConfig())
 	return cs, usage(err)
 }
 

@@ -1,9 +1,9 @@
 package main
 
 // Until the vmarules branch is merged: what its files define from the
-// registry and the format capabilities (archiveFormat and maxConfig in
-// proxmox.go) and what its files still call here (header). Delete this
-// file when merging it.
+// registry and the format capabilities (archiveFormat in proxmox.go) and
+// what its files still call here (header). Delete this file when merging
+// it.
 
 import (
 	"github.com/vmaconv/vmaconv/format"
@@ -13,9 +13,6 @@ import (
 
 // archiveFormat is the format of archives.
 func archiveFormat() format.Format { return vma.Format }
-
-// maxConfig is the most bytes a config holds.
-func maxConfig() int { return vma.MaxBlobSize }
 
 // header returns an archive input's header.
 func header(in *input.Input) *vma.Header {

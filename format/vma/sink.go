@@ -33,6 +33,7 @@ var Format = format.Format{
 	Extensions: []string{".vma", ".vma.zst", ".vma.gz", ".vma.lzo"},
 	Multi:      true,
 	Create:     Create,
+	MaxConfig:  MaxBlobSize,
 	Options:    options,
 	Info:       fileInfo,
 }
