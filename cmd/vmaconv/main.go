@@ -19,13 +19,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/buildinfo"
 	"github.com/vmaconv/vmaconv/internal/interrupt"
 	"github.com/vmaconv/vmaconv/internal/text"
 	"golang.org/x/term"
@@ -149,41 +149,9 @@ func bareWord(s string) bool {
 	return s != "" && s[0] != '-'
 }
 
-// versionString is the version set at link time, or the module version
-// and VCS revision recorded in the build.
-func versionString() string {
-	if version != "dev" {
-		return "vmaconv " + version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "vmaconv dev"
-	}
-	v := bi.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	var rev, when, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.time":
-			when = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = ", modified"
-			}
-		}
-	}
-	if rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		v += fmt.Sprintf(" (%s %s%s)", rev, when, dirty)
-	}
-	return "vmaconv " + v + " " + bi.GoVersion
-}
+// versionString is the version set at link time, or the one the build
+// recorded (internal/buildinfo).
+func versionString() string { return "vmaconv " + buildinfo.Version(version) }
 
 // kongExit carries kong's exit status (after --help or --version) out of
 // kong to run, which returns it instead of exiting the process.
