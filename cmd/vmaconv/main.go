@@ -314,7 +314,7 @@ func argsMistake(args, commands []string) string {
 		if strings.HasPrefix(a, "-:") {
 			fixed := append(append(append([]string{}, args[:i]...), "--"), args[i:]...)
 			return fmt.Sprintf("vmaconv: unknown flag %s (device %s of an archive on standard input? put it after --: vmaconv %s)\n",
-				escapeControls(a), escapeControls(a[2:]), shellJoin(fixed))
+				escapeControls(a), escapeControls(a[2:]), text.ShellJoin(fixed))
 		}
 	}
 	w := args[0]
@@ -332,22 +332,6 @@ func argsMistake(args, commands []string) string {
 		msg = fmt.Sprintf("vmaconv: %s: no such file or directory, and no command of that name", w)
 	}
 	return msg + "\nRun 'vmaconv help' for the commands.\n"
-}
-
-// shellJoin joins args as a shell reads them back, quoting where needed.
-func shellJoin(args []string) string {
-	var b strings.Builder
-	for i, a := range args {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,:/=@+%") == "" {
-			b.WriteString(escapeControls(a))
-			continue
-		}
-		b.WriteString("'" + escapeControls(strings.ReplaceAll(a, "'", `'\''`)) + "'")
-	}
-	return b.String()
 }
 
 // argAt returns args[i], or "".

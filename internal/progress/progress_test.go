@@ -3,8 +3,8 @@ package progress
 import (
 	"bytes"
 	"regexp"
-	"time"
 	"testing"
+	"time"
 )
 
 // TestMeter: a plain line at the end with what was done of the total and
