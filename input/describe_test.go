@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
@@ -155,5 +158,78 @@ func TestMissingArchive(t *testing.T) {
 		if err == nil || err.Error() != want {
 			t.Errorf("Describe(%s): %v, want %s", arg, err, want)
 		}
+	}
+}
+
+// TestExported: an archive's disks by their names, those shown refuses
+// left out, those named only; an image's one disk under the name given,
+// in whole sectors; a name the archive lacks, or no disk, is an error.
+func TestExported(t *testing.T) {
+	arc := file(t, "a.vma", testutil.WriteArchive(t, []testutil.Disk{
+		{Name: "drive-scsi0", Data: make([]byte, 4096)},
+		{Name: "vmstate", Data: make([]byte, 4096)},
+		{Name: "drive-efidisk0", Data: make([]byte, 1000)},
+	}, nil, "seq", 0))
+	img := file(t, "d.raw", make([]byte, 1000))
+	state := file(t, "s.vma", testutil.WriteArchive(t, []testutil.Disk{{Name: "vmstate", Data: make([]byte, 512)}}, nil, "seq", 0))
+	for _, tc := range []struct {
+		path  string
+		names []string
+		want  string
+	}{
+		{arc, nil, "drive-scsi0:4096,drive-efidisk0:1000"},
+		{arc, []string{"drive-efidisk0"}, "drive-efidisk0:1000"},
+		{arc, []string{"drive-virtio7"}, arc + `: no device "drive-virtio7" in the archive (devices: drive-scsi0, drive-efidisk0)`},
+		{arc, []string{"vmstate"}, arc + `: no device "vmstate" in the archive (devices: drive-scsi0, drive-efidisk0)`},
+		{img, nil, "disk:1024"},
+		{img, []string{"disk"}, "disk:1024"},
+		{img, []string{"drive-scsi0"}, img + `: no device "drive-scsi0" in the archive (devices: disk)`},
+		{state, nil, state + ": no disk devices in the archive"},
+	} {
+		in, _, err := open(t, format.Ref{Path: tc.path}, input.Options{RandomAccess: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, err := in.Exported(tc.names, "disk", func(n string) bool { return n != "vmstate" })
+		var got []string
+		for _, d := range ds {
+			got = append(got, fmt.Sprintf("%s:%d", d.Name, d.Source.Size()))
+		}
+		if err != nil {
+			got = []string{err.Error()}
+		}
+		if strings.Join(got, ",") != tc.want {
+			t.Errorf("Exported(%s, %q) = %s, want %s", filepath.Base(tc.path), tc.names, got, tc.want)
+		}
+		in.Close()
+	}
+}
+
+// TestNames: an archive's disks by name and short name, compressed too;
+// nothing for an image, a missing file, or a FIFO that says nothing in
+// time.
+func TestNames(t *testing.T) {
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: make([]byte, 512)}, {Name: "vmstate", Data: make([]byte, 512)}}, nil, "seq", 0)
+	var z bytes.Buffer
+	w, _ := compress.NewWriter(&z, compress.Gzip, 1)
+	w.Write(raw)
+	w.Close()
+	for _, path := range []string{file(t, "a.vma", raw), file(t, "a.vma.gz", z.Bytes())} {
+		if got := strings.Join(input.Names(reg, path, 10*time.Second), ","); got != "drive-scsi0,scsi0,vmstate" {
+			t.Errorf("Names(%s) = %s", filepath.Base(path), got)
+		}
+	}
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{file(t, "d.raw", make([]byte, 512)), fifo + ".missing", fifo} {
+		if got := input.Names(reg, path, 100*time.Millisecond); got != nil {
+			t.Errorf("Names(%s) = %q, want none", filepath.Base(path), got)
+		}
+	}
+	// The FIFO's reader, blocked in its open, is let go.
+	if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+		f.Close()
 	}
 }

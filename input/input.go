@@ -21,6 +21,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -424,6 +425,38 @@ func (in *Input) ShortName(i int) string {
 		}
 	}
 	return short
+}
+
+// Exported returns the disks of an input read at random to serve or mount
+// (all, or those named), each with the name it is known by: an archive's
+// disks by their names (shown, if set, leaves out those it refuses: a
+// RAM-state stream), an image's one disk as image. They are seen in whole
+// 512-byte sectors, as QEMU presents a raw file (WholeSectors).
+func (in *Input) Exported(names []string, image string, shown func(name string) bool) ([]format.Disk, error) {
+	in.WholeSectors()
+	var disks []format.Disk
+	var have []string
+	for i, d := range in.devices {
+		name := d.Name
+		if !in.Archive() {
+			name = image
+		} else if shown != nil && !shown(name) {
+			continue
+		}
+		have = append(have, name)
+		if len(names) == 0 || slices.Contains(names, name) {
+			disks = append(disks, format.Disk{Name: name, Source: in.Source(i)})
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(have, n) {
+			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.ref.Path, text.Printable(n), strings.Join(have, ", "))
+		}
+	}
+	if len(disks) == 0 {
+		return nil, fmt.Errorf("%s: no disk devices in the archive", in.ref.Path)
+	}
+	return disks, nil
 }
 
 // DeviceList lists the devices for messages: "devices: a, b", or "it has

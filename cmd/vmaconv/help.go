@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"github.com/alecthomas/kong"
 	kongcompletion "github.com/jotaen/kong-completion"
 	"github.com/posener/complete"
-	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/internal/buildinfo"
 	"github.com/vmaconv/vmaconv/internal/completion"
@@ -96,41 +94,9 @@ func completeValues() map[string][]string {
 // an archive after ARCHIVE: for the arguments that take a disk. It
 // reports whether it answered (see completion.Answer).
 func answerCompletion(parser *kong.Kong, stdout io.Writer, bashWord string, hasWord bool) bool {
-	ref := completion.Inside(func(path string) []string { return archiveDevices(path, time.Second) })
+	ref := completion.Inside(func(path string) []string { return input.Names(registry, path, time.Second) })
 	return completion.Answer(parser, stdout, completion.Rules{
 		Values: completeValues(),
 		Args:   map[string]complete.Predictor{"src": ref, "file": ref, "a": ref, "b": ref},
 	}, bashWord, hasWord)
-}
-
-// archiveDevices returns the names of the devices of the archive at path
-// (compressed or not), each by its name and its short name, or nothing if
-// it is not an archive or takes longer than limit to read. Only the
-// header is read (and decompressed).
-func archiveDevices(path string, limit time.Duration) []string {
-	names := make(chan []string, 1)
-	go func() {
-		in, err := input.Open(context.Background(), registry, format.Ref{Path: path}, input.Options{Stream: true})
-		if err != nil {
-			names <- nil
-			return
-		}
-		defer in.Close()
-		var n []string
-		for i, d := range in.Devices() {
-			if in.Archive() {
-				n = append(n, d.Name)
-			}
-			if short := in.ShortName(i); short != "" {
-				n = append(n, short)
-			}
-		}
-		names <- n
-	}()
-	select {
-	case n := <-names:
-		return n
-	case <-time.After(limit):
-		return nil
-	}
 }

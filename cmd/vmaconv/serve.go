@@ -7,9 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -148,29 +146,10 @@ func exportsOf(in *input.Input, path string, names []string) ([]nbd.Export, erro
 		}
 		want = append(want, n)
 	}
-	in.WholeSectors()
+	disks, err := in.Exported(want, imageDisk, func(name string) bool { return mountFileName(name) != "" })
 	var exports []nbd.Export
-	var have []string
-	for i, d := range in.Devices() {
-		name := d.Name
-		if !in.Archive() {
-			name = imageDisk
-		} else if mountFileName(name) == "" {
-			continue // not a disk
-		}
-		have = append(have, name)
-		if len(want) > 0 && !slices.Contains(want, name) {
-			continue
-		}
-		exports = append(exports, nbd.Export{Name: name, Source: in.Source(i), Description: fmt.Sprintf("%s of %s", name, filepath.Base(path))})
+	for _, d := range disks {
+		exports = append(exports, nbd.Export{Name: d.Name, Source: d.Source, Description: fmt.Sprintf("%s of %s", d.Name, filepath.Base(path))})
 	}
-	for _, w := range want {
-		if !slices.Contains(have, w) {
-			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", path, printable(w), strings.Join(have, ", "))
-		}
-	}
-	if len(exports) == 0 {
-		return nil, fmt.Errorf("%s: no disk devices in the archive", path)
-	}
-	return exports, nil
+	return exports, err
 }
