@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/input"
@@ -47,7 +46,14 @@ func (c *mapCmd) Run(e *env) error {
 		w.WriteByte('[')
 	}
 	err = pipeline.Map(e.ctx, d.raw, size, pipeline.MapOptions{Start: start, End: end}, func(m format.Mapping, last bool) error {
-		writeMapping(w, human, m, last, d.file)
+		switch {
+		case human:
+			w.WriteString(m.Text(d.file))
+		case last:
+			w.WriteString(m.JSON())
+		default:
+			w.WriteString(m.JSON() + ",\n")
+		}
 		return nil
 	})
 	if err != nil {
@@ -57,38 +63,4 @@ func (c *mapCmd) Run(e *env) error {
 		w.WriteString("]\n")
 	}
 	return w.Flush()
-}
-
-// writeMapping prints one entry as qemu-img map does: JSON with
-// qemu-img's keys in its order (compressed as QEMU 8.1 and later print
-// it), or, for humans, data ranges only, with their place in the file
-// ("-" where there is none: archive devices, compressed clusters).
-func writeMapping(w io.Writer, human bool, m format.Mapping, last bool, file string) {
-	if human {
-		if m.Data && !m.Zero {
-			at := "-"
-			if m.Offset >= 0 {
-				at = cHex(m.Offset)
-			}
-			fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", cHex(m.Start), cHex(m.Length), at, escapeControls(file))
-		}
-		return
-	}
-	fmt.Fprintf(w, `{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t, "compressed": %t`,
-		m.Start, m.Length, m.Depth, m.Present, m.Zero, m.Data, m.Compressed)
-	if m.Offset >= 0 {
-		fmt.Fprintf(w, `, "offset": %d`, m.Offset)
-	}
-	io.WriteString(w, "}")
-	if !last {
-		io.WriteString(w, ",\n")
-	}
-}
-
-// cHex formats n as C's %#x: 0x-prefixed, but plain 0.
-func cHex(n int64) string {
-	if n == 0 {
-		return "0"
-	}
-	return fmt.Sprintf("%#x", n)
 }
