@@ -33,18 +33,6 @@ func (a archiveArg) open(e *env) (*input.Input, error) {
 	return openInput(e, format.Ref{Path: a.Archive}, input.Options{Format: archiveFormat().Name, Stream: true})
 }
 
-// size returns the archive's file size, or -1 for standard input.
-func (a archiveArg) size() int64 {
-	if a.Archive == "-" {
-		return -1
-	}
-	fi, err := os.Stat(a.Archive)
-	if err != nil || !fi.Mode().IsRegular() {
-		return -1
-	}
-	return fi.Size()
-}
-
 // The text helpers of internal/text, by the names the commands use.
 var (
 	humanSize      = text.Size

@@ -277,7 +277,6 @@ var interruptGrace = 2 * time.Second
 var (
 	atInterrupt     = interrupt.AtInterrupt
 	holdOnInterrupt = interrupt.Hold
-	holding         = interrupt.Holding
 )
 
 // incompleteError reports a result written in part (exit status 3).
