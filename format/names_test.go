@@ -36,3 +36,33 @@ func TestSafeName(t *testing.T) {
 		t.Errorf("long name sanitised to %d bytes: %q", len(long), long)
 	}
 }
+
+// plainRules name files as a format without a vmstate stream might.
+type plainRules struct{}
+
+func (plainRules) Disk(name string) (string, error) { return name, nil }
+func (plainRules) ConfigFile(name string) string    { return format.SafeName(name) }
+func (plainRules) MountFile(disk string) string     { return format.SafeName(disk) + ".img" }
+func (plainRules) MaxConfig() int                   { return 100 }
+func (plainRules) DiskFile(disk, ext string) (string, bool) {
+	return format.SafeName(disk) + ext, false
+}
+
+// TestNameClashes: every way two names meet, once each, in the order of
+// the uses (extracted raw, qcow2, mounted), names quoted where they need
+// it; files without a name are not made.
+func TestNameClashes(t *testing.T) {
+	got := format.NameClashes(plainRules{}, []string{"a.raw", "b c", "b_c", "a.raw", "d.img"}, []string{"a", "d"})
+	want := []string{
+		`config "b c" and config b_c would both be extracted as b_c`,
+		"config a.raw appears twice",
+		"config a.raw and device a would both be extracted as a.raw",
+		"config d.img and device d would both be mounted as d.img",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("NameClashes:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if cs := format.Clashes([]format.NamedFile{{"x", ""}, {"y", ""}, {"z", "f"}}); len(cs) != 0 {
+		t.Errorf("unnamed files clash: %v", cs)
+	}
+}
