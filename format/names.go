@@ -8,12 +8,12 @@ import (
 	"strings"
 )
 
-// ArchiveRules are an archive format's rules (Format.Archive) for what it
-// stores beside its disks' content: the names of its disks, the files its
-// configs and disks become when extracted into a directory or mounted, and
-// the size of a config. The commands that write, extract and mount archives
-// follow them, so that what vmaconv writes it can also extract and mount
-// (see NameClashes). Its methods are safe for concurrent use.
+// ArchiveRules are an archive format's rules (Format.Archive) for the names
+// of what it stores: of its disks, and of the files its configs and disks
+// become when extracted into a directory or mounted. The commands that
+// write, extract and mount archives follow them, so that what vmaconv
+// writes it can also extract and mount (see NameClashes). Its methods are
+// safe for concurrent use.
 type ArchiveRules interface {
 	// Disk returns the name a disk given by a user (a device name, or a
 	// short name the format knows it by) is stored under, or an error
@@ -28,8 +28,6 @@ type ArchiveRules interface {
 	// MountFile returns the file disk is mounted as, or "" if it is not
 	// shown.
 	MountFile(disk string) string
-	// MaxConfig returns the most bytes a config holds.
-	MaxConfig() int
 }
 
 // SafeName turns a name from an archive into a file name that stays inside

@@ -43,7 +43,6 @@ type plainRules struct{}
 func (plainRules) Disk(name string) (string, error) { return name, nil }
 func (plainRules) ConfigFile(name string) string    { return format.SafeName(name) }
 func (plainRules) MountFile(disk string) string     { return format.SafeName(disk) + ".img" }
-func (plainRules) MaxConfig() int                   { return 100 }
 func (plainRules) DiskFile(disk, ext string) (string, bool) {
 	return format.SafeName(disk) + ext, false
 }

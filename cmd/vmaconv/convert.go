@@ -181,13 +181,13 @@ func (w *writeFlags) readConfigs() ([]format.Config, error) {
 		if err != nil {
 			return nil, err
 		}
-		data, err := io.ReadAll(io.LimitReader(f, int64(maxConfig())+1))
+		data, err := io.ReadAll(io.LimitReader(f, vma.MaxBlobSize+1))
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if len(data) > maxConfig() {
-			return nil, usageError{fmt.Errorf("%s: a config file holds at most %d bytes", path, maxConfig())}
+		if len(data) > vma.MaxBlobSize {
+			return nil, usageError{fmt.Errorf("%s: a config file holds at most %d bytes", path, vma.MaxBlobSize)}
 		}
 		cs = append(cs, format.Config{Name: name, Data: data})
 	}

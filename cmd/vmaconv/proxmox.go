@@ -72,15 +72,3 @@ func diskName(fm format.Format, s string) (string, error) {
 
 // deviceName is diskName for the archive format.
 func deviceName(s string) (string, error) { return diskName(archiveFormat(), s) }
-
-// maxConfig is the most bytes a config given with -c may hold: the most
-// any archive format stores.
-func maxConfig() int {
-	n := 0
-	for _, name := range registry.Names() {
-		if f, _ := registry.Lookup(name); f.Archive != nil {
-			n = max(n, f.Archive.MaxConfig())
-		}
-	}
-	return n
-}

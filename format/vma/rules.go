@@ -30,7 +30,6 @@ type archiveRules struct{}
 
 func (archiveRules) Disk(name string) (string, error) { return NormalizeDeviceName(name) }
 func (archiveRules) ConfigFile(name string) string    { return format.SafeName(name) }
-func (archiveRules) MaxConfig() int                   { return MaxBlobSize }
 
 func (archiveRules) DiskFile(disk, ext string) (string, bool) {
 	if disk == VMStateName {
