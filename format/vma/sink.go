@@ -207,15 +207,15 @@ func compression(d format.Dest, o format.Values) (string, error) {
 // order, from one goroutine at a time. Commit fails, leaving nothing, if a
 // cluster of a disk was not delivered.
 func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (format.Sink, error) {
-	if d.InPlace {
-		return nil, format.Unsupported("an archive is never written in place (-n)")
-	}
 	var ctime time.Time
 	if o.From != nil {
 		var err error
 		if d, o.Configs, ctime, err = applyRules(d, disks, o); err != nil {
 			return nil, err
 		}
+	}
+	if d.InPlace {
+		return nil, format.Unsupported("an archive is never written in place (-n)")
 	}
 	comp, err := compression(d, o.Options)
 	if err != nil {
