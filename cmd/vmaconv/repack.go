@@ -17,17 +17,11 @@ func flagGiven(kctx *kong.Context, name string) bool {
 	return false
 }
 
-// origin describes in for an archive written from it (format.Origin):
+// origin describes in for an archive written from it (input.Origin):
 // ownConfigs says its configs are kept, not replaced (-c); whole that
 // every disk is, under its own name.
 func origin(in *input.Input, ownConfigs, whole bool) *format.Origin {
-	o := &format.Origin{Path: in.Ref().Path, Archive: in.Archive(), Compression: in.Compression(), OwnConfigs: ownConfigs, Whole: whole && ownConfigs && in.Archive()}
-	var c any = in.Image()
-	if in.Stream() != nil {
-		c = in.Stream()
-	}
-	if c, ok := c.(format.Created); ok {
-		o.CTime = c.Created()
-	}
+	o := in.Origin()
+	o.OwnConfigs, o.Whole = ownConfigs, whole && ownConfigs && in.Archive()
 	return o
 }
