@@ -22,6 +22,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/text"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -265,13 +266,13 @@ func plan(in *input.Input, o Options) ([]File, error) {
 		if rules != nil {
 			name = rules.ConfigFile(c.Name)
 		}
-		files = append(files, File{Name: name, Origin: "config " + format.Printable(c.Name), config: c})
+		files = append(files, File{Name: name, Origin: "config " + text.Printable(c.Name), config: c})
 	}
 	for i, d := range in.Devices() {
 		if len(o.Disks) > 0 && !slices.Contains(o.Disks, d.Name) {
 			continue
 		}
-		f := File{Name: format.SafeName(d.Name) + ext, Origin: "device " + format.Printable(d.Name), disk: i, format: o.Format}
+		f := File{Name: format.SafeName(d.Name) + ext, Origin: "device " + text.Printable(d.Name), disk: i, format: o.Format}
 		if rules != nil {
 			var isRaw bool
 			if f.Name, isRaw = rules.DiskFile(d.Name, ext); isRaw {

@@ -40,12 +40,6 @@ type Origin struct {
 	Whole bool
 }
 
-// Created is implemented by images and streams that know when their file
-// was made (an archive's ctime).
-type Created interface {
-	Created() time.Time
-}
-
 // Verifier is implemented by streams that can check their whole input,
 // reading every byte of it, and report what it holds and what the tools
 // that restore the format's archives would make of it.

@@ -4,8 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strconv"
 	"strings"
+
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 // ArchiveRules are an archive format's rules (Format.Archive) for the names
@@ -68,21 +69,6 @@ func SafeName(name string) string {
 	return s
 }
 
-// Printable returns name as it is if it is plain printable ASCII without
-// spaces or quotes, and quoted otherwise, so that names from an archive
-// cannot play tricks on a terminal.
-func Printable(name string) string {
-	for i := 0; i < len(name); i++ {
-		if name[i] <= ' ' || name[i] >= 0x7f || name[i] == '"' {
-			return strconv.Quote(name)
-		}
-	}
-	if name == "" {
-		return `""`
-	}
-	return name
-}
-
 // NamedFile is a file an archive's config or disk becomes, and what it
 // comes from, for messages: "config NAME" or "device NAME".
 type NamedFile struct{ Origin, Name string }
@@ -129,10 +115,10 @@ func NameClashes(r ArchiveRules, configs, disks []string) []string {
 	for _, use := range fileUses {
 		var files []NamedFile
 		for _, c := range configs {
-			files = append(files, NamedFile{"config " + Printable(c), r.ConfigFile(c)})
+			files = append(files, NamedFile{"config " + text.Printable(c), r.ConfigFile(c)})
 		}
 		for _, d := range disks {
-			files = append(files, NamedFile{"device " + Printable(d), use.file(r, d)})
+			files = append(files, NamedFile{"device " + text.Printable(d), use.file(r, d)})
 		}
 		for _, c := range Clashes(files) {
 			key := [2]string{c.First.Origin, c.Second.Origin}

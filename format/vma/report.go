@@ -5,14 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 // What an archive holds and what Proxmox would make of it, for the
-// capabilities of format: Verifier, Reporter, Salvager, Created, Located.
+// capabilities of format: Verifier, Reporter, Salvager, Located.
 
 // Verify implements format.Verifier: the archive is read through (Unpack,
 // every extent's data included), and reported with Proxmox's restore
@@ -75,12 +75,6 @@ func (i *image) Report() *format.Report {
 	return rep
 }
 
-// Created implements format.Created: the header's ctime.
-func (s *stream) Created() time.Time { return s.r.Header().CTime }
-
-// Created implements format.Created: the header's ctime.
-func (i *image) Created() time.Time { return i.a.hdr.CTime }
-
 // Location implements format.Located.
 func (e *FormatError) Location() format.Location {
 	return format.Location{Offset: e.Offset, Disk: e.Device, Cluster: e.Cluster}
@@ -117,11 +111,11 @@ func (s *stream) Salvaged() format.SalvageReport {
 	for _, x := range r.Suspect() {
 		for _, m := range x.Clusters {
 			rep.Doubtful = append(rep.Doubtful, fmt.Sprintf("the extent at byte %d is followed by %d unexpected bytes: if they were inserted into its data, %s clusters %s hold shifted data (VMA has no data checksums); compare them with another copy",
-				x.Offset, x.Gap, format.Printable(m.Device.Name), clusterRanges(m)))
+				x.Offset, x.Gap, text.Printable(m.Device.Name), clusterRanges(m)))
 		}
 	}
 	for _, m := range r.MissingClusters() {
-		rep.Lost = append(rep.Lost, fmt.Sprintf("%s: %d of %d clusters, written as zeros: %s", format.Printable(m.Device.Name), m.Total, m.Device.Clusters(), clusterRanges(m)))
+		rep.Lost = append(rep.Lost, fmt.Sprintf("%s: %d of %d clusters, written as zeros: %s", text.Printable(m.Device.Name), m.Total, m.Device.Clusters(), clusterRanges(m)))
 	}
 	return rep
 }

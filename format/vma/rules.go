@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 // Proxmox's rules for the archives Create writes when told where they come
@@ -185,7 +186,7 @@ func (r *rules) completeConfigs(configs []format.Config, disks []format.Device, 
 		}
 		r.disksNotes(data)
 		for _, n := range done.Unmapped {
-			r.notef("%s is not a Proxmox disk name (drive-scsi0, drive-virtio1, …): Proxmox's restore will refuse the archive", format.Printable(n))
+			r.notef("%s is not a Proxmox disk name (drive-scsi0, drive-virtio1, …): Proxmox's restore will refuse the archive", text.Printable(n))
 		}
 		out[i].Data = data
 		return out, nil
@@ -204,7 +205,7 @@ func (r *rules) completeConfigs(configs []format.Config, disks []format.Device, 
 		// A VM's config as Proxmox keeps it (/etc/pve/qemu-server/100.conf)
 		// given under its own name: Proxmox's restore would ignore it.
 		if strings.HasSuffix(c.Name, ".conf") && len(ConfigDiskKeys(c.Data)) > 0 {
-			r.notef("%s looks like a VM's config but Proxmox restores only one named %s: pass -c %s=%s", format.Printable(c.Name), ConfigName, ConfigName, format.Printable(c.Name))
+			r.notef("%s looks like a VM's config but Proxmox restores only one named %s: pass -c %s=%s", text.Printable(c.Name), ConfigName, ConfigName, text.Printable(c.Name))
 		}
 	}
 	r.noStorageNote(conf, "no --storage given")
@@ -412,7 +413,7 @@ func sourceVMID(path string, configs []format.Config) (int, string) {
 	case 0:
 		return 0, "neither the source's name nor its config's disks name a VM"
 	case 1:
-		return ids[0], fmt.Sprintf("its config's disks (%s)", format.Printable(vol))
+		return ids[0], fmt.Sprintf("its config's disks (%s)", text.Printable(vol))
 	}
 	var s []string
 	for _, id := range ids {
