@@ -1,6 +1,9 @@
 package format
 
-import "io"
+import (
+	"io"
+	"time"
+)
 
 // Image is an opened input file: one disk (a raw or qcow2 image), or an
 // archive of several disks and the config files that go with them. Its
@@ -35,6 +38,12 @@ type Checker interface {
 // its blocks (st_blocks).
 type Stored interface {
 	Stored() int64
+}
+
+// Created is implemented by images and streams that know when their file
+// was made (an archive's ctime).
+type Created interface {
+	Created() time.Time
 }
 
 // SingleDisk returns an Image of one unnamed disk, src; its Close closes

@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
 )
 
@@ -33,7 +32,7 @@ func (a archiveArg) open(e *env) (*input.Input, error) {
 			return nil, fmt.Errorf("%s: is a directory, not an archive", a.Archive)
 		}
 	}
-	return openInput(e, format.Ref{Path: a.Archive}, input.Options{Format: vma.Name, Stream: true})
+	return openInput(e, format.Ref{Path: a.Archive}, input.Options{Format: archiveFormat().Name, Stream: true})
 }
 
 // size returns the archive's file size, or -1 for standard input.

@@ -5,7 +5,6 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/all"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
 )
 
@@ -22,12 +21,4 @@ func openInput(e *env, ref format.Ref, o input.Options) (*input.Input, error) {
 		return nil, usageError{err}
 	}
 	return in, err
-}
-
-// header returns an archive input's header.
-func header(in *input.Input) *vma.Header {
-	if r := vma.ReaderOf(in.Stream()); r != nil {
-		return r.Header()
-	}
-	return vma.ArchiveOf(in.Image()).Header()
 }
