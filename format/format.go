@@ -108,6 +108,10 @@ type Format struct {
 	// so that an image other commands refuse can still be described. Nil:
 	// info cannot describe the format's files.
 	Info func(f *os.File, st FileStat) (Info, error)
+	// Archive, if set, holds the rules of the format's archives (Multi)
+	// for what they store beside the disks' content: the names of their
+	// disks and of the files they become (see ArchiveRules).
+	Archive ArchiveRules
 }
 
 // Registry is a set of formats. Its methods are safe for concurrent use.

@@ -1,6 +1,7 @@
 package format
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -145,7 +146,8 @@ func HelpRequested(given []Setting) bool {
 // and holds a value of its type. An option not given reads as the zero
 // value, which a driver takes as its default. The zero Values holds none.
 type Values struct {
-	m map[string]any // bool, int64 or string, by the option's type
+	m    map[string]any    // bool, int64 or string, by the option's type
+	from map[string]string // how each was given, for messages (GivenAs)
 }
 
 // Has reports whether the option was given.
@@ -153,6 +155,10 @@ func (v Values) Has(name string) bool {
 	_, ok := v.m[name]
 	return ok
 }
+
+// GivenAs says how an option was given, for messages: the flag that
+// stands for it ("--vmid") or "-o vmid"; "" if it was not given.
+func (v Values) GivenAs(name string) string { return v.from[name] }
 
 // Bool returns an OptBool option's value; false if not given.
 func (v Values) Bool(name string) bool {
@@ -188,7 +194,7 @@ func (v Values) Names() []string {
 // option's type, not among an enum's values, or refused by its Check.
 // Its errors match ErrUnsupportedOption: they are usage errors.
 func CheckOptions(f Format, given []Setting) (Values, error) {
-	v := Values{m: map[string]any{}}
+	v := Values{m: map[string]any{}, from: map[string]string{}}
 	from := map[string]Setting{}
 	for _, s := range given {
 		i := slices.IndexFunc(f.Options, func(o Option) bool { return o.Name == s.Name })
@@ -212,6 +218,7 @@ func CheckOptions(f Format, given []Setting) (Values, error) {
 			return Values{}, Unsupported("%s: %v", describe(s, o), err)
 		}
 		v.m[s.Name] = val
+		v.from[s.Name] = cmp.Or(s.Flag, "-o "+s.Name)
 	}
 	return v, nil
 }

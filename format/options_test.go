@@ -138,3 +138,17 @@ func TestOptionsHelp(t *testing.T) {
 		t.Errorf("OptionsHelp(raw) = %q", got)
 	}
 }
+
+// TestGivenAs: a value says how it was given, for notes: by the flag that
+// stands for it, or by -o.
+func TestGivenAs(t *testing.T) {
+	v, err := format.CheckOptions(testFormat, []format.Setting{{Name: "count", Value: "7", Flag: "--count"}, {Name: "label", Value: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"count": "--count", "label": "-o label", "size": ""} {
+		if got := v.GivenAs(name); got != want {
+			t.Errorf("GivenAs(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

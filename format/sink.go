@@ -111,6 +111,14 @@ type CreateOptions struct {
 	// Workers bounds the goroutines a sink uses to compress (default: the
 	// number of CPUs).
 	Workers int
+	// From, if set, says where the disks and configs come from, and asks
+	// an archive format to apply the rules of the tools that restore its
+	// archives (see Origin).
+	From *Origin
+	// Note, if set, is told what the user should know of the output: a
+	// config completed, a name the format's tools would refuse. Drivers
+	// never print.
+	Note func(msg string)
 }
 
 // ErrUnsupportedOption matches (errors.Is) errors for an option the

@@ -16,19 +16,17 @@ func (c *configCmd) Run(e *env) error {
 		return err
 	}
 	defer in.Close()
-	h := header(in)
-	cf, ok := h.Config(c.Name)
-	if !ok {
-		var names []string
-		for _, x := range h.Configs {
-			names = append(names, fmt.Sprintf("%q", x.Name))
+	var names []string
+	for _, cf := range in.Configs() {
+		if cf.Name == c.Name {
+			_, err = e.stdout.Write(cf.Data)
+			return err
 		}
-		have := "it has none"
-		if len(names) > 0 {
-			have = "it has " + strings.Join(names, ", ")
-		}
-		return fmt.Errorf("%s: no config %q in the archive (%s)", c.name(), c.Name, have)
+		names = append(names, fmt.Sprintf("%q", cf.Name))
 	}
-	_, err = e.stdout.Write(cf.Data)
-	return err
+	have := "it has none"
+	if len(names) > 0 {
+		have = "it has " + strings.Join(names, ", ")
+	}
+	return fmt.Errorf("%s: no config %q in the archive (%s)", c.name(), c.Name, have)
 }

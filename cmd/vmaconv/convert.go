@@ -126,6 +126,7 @@ func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite
 	if err != nil {
 		return nil, err
 	}
+	o.Note = func(msg string) { e.note("%s", msg) }
 	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp, NoSync: e.noSync, Stream: e.stdout}
 	s, err := output.Create(fm, d, devs, o, e.stdoutTTY)
 	return s, usage(err)
@@ -160,7 +161,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 		if ofm, err = outputFormat(e, c.Dst, c.OFmt, nil); err != nil {
 			return err
 		}
-		if err := copts.archiveOptions(ofm, &c.writeFlags, &c.archiveFlags); err != nil {
+		if err := copts.check(ofm); err != nil {
 			return err
 		}
 	}
@@ -173,7 +174,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 		if ofm, err = outputFormat(e, c.Dst, c.OFmt, in); err != nil {
 			return err
 		}
-		if err := copts.archiveOptions(ofm, &c.writeFlags, &c.archiveFlags); err != nil {
+		if err := copts.check(ofm); err != nil {
 			return err
 		}
 	}
@@ -200,7 +201,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 		case !ofm.Multi:
 			d.Name = ""
 		case c.Name != "" && len(sel) == 1:
-			if d.Name, err = deviceName(c.Name); err != nil {
+			if d.Name, err = diskName(ofm, c.Name); err != nil {
 				return err
 			}
 		case c.Name != "":
@@ -213,33 +214,14 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	if err := in.Check(sel); err != nil {
 		return err
 	}
-	dst := c.Dst
 	if ofm.Multi {
-		// An archive repacked into a directory, a backup for Proxmox, is
-		// named after the source and made restorable; one repacked whole
-		// into a file keeps its configs as they are, so that it can come
-		// back byte for byte.
-		name := repackName{vmid: c.VMID, time: copts.CTime, comp: c.Compress, given: true}
-		backup := isDir(c.Dst)
-		if in.Archive() && backup {
-			name = nameFromSource(in, copts.Configs, c.VMID, copts.given("vmid"), copts.CTime, c.Compress)
-			// The header says the time the name says.
-			copts.CTime = name.time
-		}
-		if asIs := in.Archive() && !backup && len(configs) == 0 && len(sel) == len(in.Devices()) && c.Name == "" && c.Storage == ""; asIs {
-			if err := checkNames(copts.Configs, devs); err != nil {
-				return err
-			}
-			noteKeptConfigs(e, copts.Configs, devs)
-		} else if copts.Configs, err = restorable(e, copts.Configs, devs, archiveFlags{VMID: name.vmid, Storage: c.Storage}, len(configs) == 0); err != nil {
-			return err
-		}
-		if dst, err = archiveDest(e, c.Dst, name.vmid, name.time, name.comp); err != nil {
-			return err
-		}
-		name.note(e, dst)
+		// An archive follows the rules of the tools that restore it (a
+		// backup for Proxmox into a directory is named after its source),
+		// except that one repacked whole into a file keeps its configs as
+		// they are, so that it can come back byte for byte.
+		copts.From = origin(in, len(configs) == 0, len(sel) == len(in.Devices()) && c.Name == "")
 	}
-	sink, err := createSink(e, ofm, dst, c.NoCreate, c.Overwrite, devs, copts)
+	sink, err := createSink(e, ofm, c.Dst, c.NoCreate, c.Overwrite, devs, copts)
 	if err != nil {
 		return err
 	}

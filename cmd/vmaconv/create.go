@@ -6,7 +6,6 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
@@ -38,7 +37,7 @@ func (c *createCmd) Run(e *env, kctx *kong.Context) error {
 	if err != nil {
 		return err
 	}
-	fm := vma.Format
+	fm := archiveFormat()
 	if f, ok := registry.ForPath(c.Archive); ok {
 		if !f.Multi {
 			return usageError{fmt.Errorf("%s: create writes an archive (.vma, .vma.zst, .vma.gz), not %s", c.Archive, f.Name)}
@@ -47,7 +46,7 @@ func (c *createCmd) Run(e *env, kctx *kong.Context) error {
 	} else if ff, ok := format.ForeignForPath(c.Archive); ok {
 		return usageError{fmt.Errorf("%s: create writes an archive (.vma, .vma.zst, .vma.gz), not %s", c.Archive, ff.Name)}
 	}
-	if err := copts.archiveOptions(fm, &c.writeFlags, &c.archiveFlags); err != nil {
+	if err := copts.check(fm); err != nil {
 		return err
 	}
 	seen := map[string]bool{}
@@ -57,7 +56,7 @@ func (c *createCmd) Run(e *env, kctx *kong.Context) error {
 		if !ok || name == "" || path == "" {
 			return usageError{fmt.Errorf("%q: want NAME=IMAGE, e.g. drive-scsi0=disk.qcow2", arg)}
 		}
-		if name, err = deviceName(name); err != nil {
+		if name, err = diskName(fm, name); err != nil {
 			return err
 		}
 		if seen[name] {
@@ -85,14 +84,8 @@ func (c *createCmd) Run(e *env, kctx *kong.Context) error {
 		in.WholeSectors()
 		devs = append(devs, format.Device{Name: names[i], Size: in.Devices()[0].Size})
 	}
-	if copts.Configs, err = restorable(e, copts.Configs, devs, c.archiveFlags, false); err != nil {
-		return err
-	}
-	dst, err := archiveDest(e, c.Archive, c.VMID, copts.CTime, c.Compress)
-	if err != nil {
-		return err
-	}
-	sink, err := createSink(e, fm, dst, false, c.Overwrite, devs, copts)
+	copts.From = &format.Origin{} // disks from images
+	sink, err := createSink(e, fm, c.Archive, false, c.Overwrite, devs, copts)
 	if err != nil {
 		return err
 	}

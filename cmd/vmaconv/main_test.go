@@ -238,36 +238,6 @@ func TestExitStatus(t *testing.T) {
 	}
 }
 
-func TestSafeName(t *testing.T) {
-	for in, want := range map[string]string{
-		"qemu-server.conf": "qemu-server.conf",
-		"drive-scsi0":      "drive-scsi0",
-		"../x":             "_._x",
-		"..":               "__", // a trailing dot: Windows drops it
-		".":                "_",
-		"x.":               "x_",
-		"CON":              "_CON", // Windows' device names, any case, any extension
-		"nul.txt":          "_nul.txt",
-		"com1":             "_com1",
-		"LPT9.raw":         "_LPT9.raw",
-		"console":          "console",
-		"com10":            "com10",
-		"":                 "_",
-		"a/b\\c:d":         "a_b_c_d",
-		"\x1b[31mred":      "__31mred",
-		".hidden":          "_hidden",
-		"ünï":              "__n__",
-	} {
-		if got := safeName(in); got != want {
-			t.Errorf("safeName(%q) = %q, want %q", in, got, want)
-		}
-	}
-	long := safeName(strings.Repeat("x", 5000))
-	if len(long) != 209 || strings.ContainsAny(long, "/.") {
-		t.Errorf("long name sanitised to %d bytes: %q", len(long), long)
-	}
-}
-
 // TestExtractGolden extracts every archive of MANIFEST.json, compressed
 // ones included, with the CLI from a file and from stdin, and checks every
 // file against its sha256.

@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 )
 
 // optionsFlag is -o: options of the output's format, as qemu-img's.
@@ -72,7 +70,7 @@ func helpFormat(kctx *kong.Context) (format.Format, error) {
 		if f, ok := registry.ForPath(dst); ok && f.Multi {
 			return f, nil
 		}
-		return vma.Format, nil
+		return archiveFormat(), nil
 	case cmd == "extract":
 		return registry.Lookup("raw")
 	case dst == "" || dst == "-":
@@ -82,15 +80,13 @@ func helpFormat(kctx *kong.Context) (format.Format, error) {
 }
 
 // sinkOptions are what a command tells its output's sink: the configs,
-// and the options its flags and -o give, checked against the output's
-// format (check) once it is known, before anything is read or written.
+// where the disks come from, and the options its flags and -o give,
+// checked against the output's format (check) once it is known, before
+// anything is read or written.
 type sinkOptions struct {
-	Configs []format.Config
-	// CTime is the archive's creation time, given (--ctime, -o ctime) or
-	// set by the command (a backup named after its source); zero: now.
-	CTime    time.Time
+	Configs  []format.Config
+	From     *format.Origin // for an archive: see format.Origin
 	settings []format.Setting
-	values   format.Values // once checked
 }
 
 // flagSetting is the setting a flag stands for: the option of its name
@@ -115,60 +111,20 @@ func newSinkOptions(o optionList, flags ...format.Setting) (sinkOptions, error) 
 	return s, nil
 }
 
-// check checks the settings against fm, refusing what it does not take,
-// and reads the creation time they give.
+// check checks the settings against fm, refusing what it does not take.
 func (o *sinkOptions) check(fm format.Format) error {
-	v, err := format.CheckOptions(fm, o.settings)
-	if err != nil {
-		return usageError{err}
-	}
-	o.values = v
-	if s := v.String("ctime"); s != "" {
-		o.CTime, _ = vma.ParseCTime(s) // checked
-	}
-	return nil
+	_, err := o.createOptions(fm)
+	return err
 }
 
-// given reports whether an option was given (once checked).
-func (o sinkOptions) given(name string) bool { return o.values.Has(name) }
-
-// createOptions returns what fm's Create is told: the configs and the
-// options, with the creation time the command set.
+// createOptions returns what fm's Create is told: the configs, where the
+// disks come from, and the options.
 func (o sinkOptions) createOptions(fm format.Format) (format.CreateOptions, error) {
-	settings := o.settings
-	if !o.CTime.IsZero() {
-		settings = nil
-		for _, s := range o.settings {
-			if s.Name != "ctime" {
-				settings = append(settings, s)
-			}
-		}
-		settings = append(settings, format.Setting{Name: "ctime", Value: strconv.FormatInt(o.CTime.Unix(), 10), Flag: "--ctime"})
-	}
-	v, err := format.CheckOptions(fm, settings)
+	v, err := format.CheckOptions(fm, o.settings)
 	if err != nil {
 		return format.CreateOptions{}, usageError{err}
 	}
-	return format.CreateOptions{Configs: o.Configs, Options: v}, nil
-}
-
-// archiveOptions is check for commands that write archives for Proxmox:
-// an option given by -o that a flag stands for, which the Proxmox rules
-// and backup names read from the flag, sets that flag.
-func (o *sinkOptions) archiveOptions(fm format.Format, w *writeFlags, a *archiveFlags) error {
-	if err := o.check(fm); err != nil {
-		return err
-	}
-	if o.given("vmid") {
-		a.VMID = int(o.values.Int("vmid"))
-	}
-	if o.given("storage") {
-		a.Storage = o.values.String("storage")
-	}
-	if o.given("compress") {
-		w.Compress = o.values.String("compress")
-	}
-	return nil
+	return format.CreateOptions{Configs: o.Configs, Options: v, From: o.From}, nil
 }
 
 // intFlag is a given int flag's value as a setting's text.

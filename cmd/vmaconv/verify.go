@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 )
 
 type verifyCmd struct {
@@ -99,15 +98,16 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 	j := verifyJSON{Filename: a.name(), Devices: []verifyDeviceJSON{}, Proxmox: []string{}, NameClashes: []string{}}
 	fail := func(err error) (verifyJSON, error) {
 		j.Error = oneLine(err)
-		var fe *vma.FormatError
-		if errors.As(err, &fe) {
-			if fe.Offset >= 0 {
-				j.Offset = &fe.Offset
+		var l format.Located
+		if errors.As(err, &l) {
+			loc := l.Location()
+			if loc.Offset >= 0 {
+				j.Offset = &loc.Offset
 			}
-			if fe.Cluster >= 0 {
-				j.Cluster = &fe.Cluster
+			if loc.Cluster >= 0 {
+				j.Cluster = &loc.Cluster
 			}
-			j.Device = fe.Device
+			j.Device = loc.Disk
 		}
 		return j, err
 	}
@@ -116,56 +116,45 @@ func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 		return fail(err)
 	}
 	defer in.Close()
-	rd := vma.ReaderOf(in.Stream())
-	p := newProgress(e, c.Progress, "verifying "+a.name(), in.Size())
-	res, err := vma.Unpack(e.ctx, rd, nil, vma.UnpackOptions{Digest: c.Digest, Progress: func(int64) { p.update(in.Consumed()) }})
-	if res != nil {
-		j.Extents, j.BytesRead = res.Extents, res.Bytes
+	v, ok := in.Stream().(format.Verifier)
+	if !ok {
+		return fail(fmt.Errorf("%s: %s cannot be verified", a.name(), in.Format().Name))
 	}
+	p := newProgress(e, c.Progress, "verifying "+a.name(), in.Size())
+	rep, err := v.Verify(e.ctx, format.VerifyOptions{Path: name, Digest: c.Digest, Progress: func(int64) { p.update(in.Consumed()) }})
+	j.Extents, j.BytesRead = rep.Records, rep.Bytes
 	if err != nil {
 		p.abort()
 		return fail(fmt.Errorf("%s: %w", a.name(), err))
 	}
 	p.finish()
 	j.OK = true
-	for _, d := range res.Devices {
-		j.Devices = append(j.Devices, verifyDeviceJSON{d.Device.ID, d.Device.Name, d.Device.Size, d.Stored, d.Zero, hex.EncodeToString(d.SHA256)})
+	for _, d := range rep.Disks {
+		j.Devices = append(j.Devices, verifyDeviceJSON{d.ID, d.Name, d.Size, d.Stored, d.Zero, hex.EncodeToString(d.SHA256)})
 	}
-	j.Proxmox = append(j.Proxmox, vma.RestoreProblems(rd.Header())...)
-	if name != "-" {
-		if ok, _ := vma.CheckArchiveName(name); !ok {
-			j.Proxmox = append(j.Proxmox, "its name: Proxmox restores only archives named vzdump-qemu-<VMID>-YYYY_MM_DD-HH_MM_SS.vma[.zst|.gz|.lzo] (pve-storage: \"couldn't determine archive info\")")
-		}
-	}
+	j.Proxmox = append(j.Proxmox, rep.Unrestorable...)
 	for _, pr := range j.Proxmox {
-		fmt.Fprintf(e.stderr, "vmaconv: warning: %s: Proxmox would not restore it: %s\n", printable(a.name()), escapeControls(pr))
+		fmt.Fprintf(e.stderr, "vmaconv: warning: %s: %s would not restore it: %s\n", printable(a.name()), rep.Restorer, escapeControls(pr))
 	}
-	var cnames, dnames []string
-	for _, c := range rd.Header().Configs {
-		cnames = append(cnames, c.Name)
-	}
-	for _, d := range rd.Header().Devices {
-		dnames = append(dnames, d.Name)
-	}
-	j.NameClashes = append(j.NameClashes, nameClashes(cnames, dnames)...)
+	j.NameClashes = append(j.NameClashes, rep.NameClashes...)
 	for _, c := range j.NameClashes {
 		fmt.Fprintf(e.stderr, "vmaconv: warning: %s: %s\n", printable(a.name()), escapeControls(c))
 	}
 	if c.Output == "json" {
 		return j, nil
 	}
-	if c.Verbose {
-		writeInfo(e.stdout, rd.Info(format.FileStat{Name: a.name(), Size: -1}))
+	if inf, ok := in.Stream().(format.Informer); ok && c.Verbose {
+		writeInfo(e.stdout, inf.Info(format.FileStat{Name: a.name(), Size: -1}))
 	}
-	printStats(e.stdout, res, c.Digest)
-	fmt.Fprintf(e.stdout, "ok: %s, %s, %s, %d bytes read\n", plural(len(res.Devices), "device"),
-		plural(len(rd.Header().Configs), "config"), plural(int(res.Extents), "extent"), res.Bytes)
+	printStats(e.stdout, rep.Disks, c.Digest)
+	fmt.Fprintf(e.stdout, "ok: %s, %s, %s, %d bytes read\n", plural(len(rep.Disks), "device"),
+		plural(len(in.Configs()), "config"), plural(int(rep.Records), "extent"), rep.Bytes)
 	return j, nil
 }
 
 // printStats prints the per-device table of verify and extract -v.
-func printStats(w io.Writer, res *vma.Result, digest bool) {
-	if len(res.Devices) == 0 {
+func printStats(w io.Writer, disks []format.DiskReport, digest bool) {
+	if len(disks) == 0 {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -174,8 +163,8 @@ func printStats(w io.Writer, res *vma.Result, digest bool) {
 		head += "\tSHA256"
 	}
 	fmt.Fprintln(tw, head)
-	for _, d := range res.Devices {
-		line := fmt.Sprintf("%d\t%s\t%d\t%d\t%d", d.Device.ID, printable(d.Device.Name), d.Device.Size, d.Stored, d.Zero)
+	for _, d := range disks {
+		line := fmt.Sprintf("%d\t%s\t%d\t%d\t%d", d.ID, printable(d.Name), d.Size, d.Stored, d.Zero)
 		if digest {
 			line += "\t" + hex.EncodeToString(d.SHA256)
 		}

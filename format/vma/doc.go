@@ -18,7 +18,12 @@
 // io.WriterAt targets (a sink's disks, in parallel), hashes them, or only
 // checks them (vmaconv verify); [Repack] writes an archive into another in
 // its own order. Through [Format] an archive is a format.Image read at
-// random ([Open]'s index) or a format.Stream ([OpenStream]).
+// random ([Open]'s index) or a format.Stream ([OpenStream]), which verifies
+// (format.Verifier), reports (format.Reporter) and salvages
+// (format.Salvager) itself. [Create], told where the disks come from
+// (format.CreateOptions.From), applies Proxmox's rules for what its restore
+// takes: the qemu-server.conf and its map lines, names extract and mount
+// can use (format.ArchiveRules), and vzdump's names of backups.
 //
 // Errors found in an archive are returned as [*FormatError], which names the
 // byte offset, device and cluster and wraps one of the sentinels

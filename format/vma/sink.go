@@ -36,6 +36,7 @@ var Format = format.Format{
 	MaxConfig:  MaxBlobSize,
 	Options:    options,
 	Info:       fileInfo,
+	Archive:    archiveRules{},
 }
 
 // options are the options Create takes.
@@ -195,15 +196,26 @@ func compression(d format.Dest, o format.Values) (string, error) {
 // QEMU does: see format.Pad); a device named VMStateName is a RAM-state
 // stream.
 //
-// The options vmid and storage are Proxmox's: they shape the configs a
-// caller hands Create (a generated qemu-server.conf, the #qmdump#map
-// lines) and the name of a backup; Create itself only checks them.
+// With o.From set, Create applies Proxmox's rules first (see
+// format.Origin): it completes the configs Proxmox's restore needs (a
+// generated qemu-server.conf, the #qmdump#map lines, with the options
+// vmid and storage), refuses what it would refuse or extract could not
+// write, notes what it would not take, and names an archive written into
+// a directory as vzdump names backups. Without it, the options vmid and
+// storage are only checked.
 //
 // The sink's disks assemble whole clusters from whatever pieces they get
 // and hand each to Writer once complete; they may be written in any
 // order, from one goroutine at a time. Commit fails, leaving nothing, if a
 // cluster of a disk was not delivered.
 func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (format.Sink, error) {
+	var ctime time.Time
+	if o.From != nil {
+		var err error
+		if d, o.Configs, ctime, err = applyRules(d, disks, o); err != nil {
+			return nil, err
+		}
+	}
 	if d.InPlace {
 		return nil, format.Unsupported("an archive is never written in place (-n)")
 	}
@@ -223,12 +235,13 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 		}
 		opts = append(opts, WithUUID(id))
 	}
-	if s := o.Options.String("ctime"); s != "" {
-		t, err := ParseCTime(s)
-		if err != nil {
+	if s := o.Options.String("ctime"); s != "" && ctime.IsZero() {
+		if ctime, err = ParseCTime(s); err != nil {
 			return nil, format.Unsupported("ctime %q: %v", s, err)
 		}
-		opts = append(opts, WithCTime(t))
+	}
+	if !ctime.IsZero() {
+		opts = append(opts, WithCTime(ctime))
 	}
 	// Check what the Writer would refuse before a file is created.
 	w := NewWriter(io.Discard, opts...)
