@@ -22,6 +22,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/outfile"
 	"github.com/vmaconv/vmaconv/internal/text"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
@@ -105,7 +106,7 @@ func CheckDir(dir string) error {
 	}
 	var left []string
 	for _, en := range entries {
-		if format.IsTempName(en.Name()) {
+		if outfile.IsTempName(en.Name()) {
 			left = append(left, en.Name())
 		}
 	}
@@ -219,7 +220,7 @@ func Extract(ctx context.Context, in *input.Input, dir string, o Options) (res *
 	var moved []string
 	for _, f := range files {
 		dst := filepath.Join(dir, f.Name)
-		if err := format.RenameNoReplace(filepath.Join(tmp, f.Name), dst); err != nil {
+		if err := outfile.RenameNoReplace(filepath.Join(tmp, f.Name), dst); err != nil {
 			for _, m := range moved {
 				os.Remove(m)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/all"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/outfile"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
@@ -55,7 +56,7 @@ func TestExtract(t *testing.T) {
 			Note: func(msg string) { notes = append(notes, msg) },
 			Written: func() {
 				written = true
-				if es, _ := os.ReadDir(dir); len(es) != 1 || !format.IsTempName(es[0].Name()) {
+				if es, _ := os.ReadDir(dir); len(es) != 1 || !outfile.IsTempName(es[0].Name()) {
 					t.Errorf("stream=%v: before the move, %s holds %v", stream, dir, es)
 				}
 			}})

@@ -92,6 +92,9 @@ type Format struct {
 	// Multi is set for formats that hold several disks and config files
 	// (archives); the others hold exactly one disk.
 	Multi bool
+	// MaxConfig is the most bytes a config file of the format holds
+	// (Multi formats).
+	MaxConfig int
 	// Create starts an output of the given disks at d. Nil: the format
 	// cannot be written. Errors for options the format cannot honour wrap
 	// ErrUnsupportedOption.
@@ -163,6 +166,25 @@ func (r *Registry) names() []string {
 		n = append(n, f.Name)
 	}
 	slices.Sort(n)
+	return n
+}
+
+// Formats returns the registered formats, in registration order.
+func (r *Registry) Formats() []Format {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.Clone(r.formats)
+}
+
+// MaxConfig returns the most bytes a config file holds in any format
+// (Format.MaxConfig): how much of a file given as one to read.
+func (r *Registry) MaxConfig() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n := 0
+	for _, f := range r.formats {
+		n = max(n, f.MaxConfig)
+	}
 	return n
 }
 

@@ -82,3 +82,22 @@ func TestPad(t *testing.T) {
 		t.Error("Pad to the same size wraps the source")
 	}
 }
+
+// TestMaxConfig: the registry's config limit is the largest of its
+// formats'; Formats lists them in registration order.
+func TestMaxConfig(t *testing.T) {
+	var r format.Registry
+	r.Register(format.Format{Name: "b", MaxConfig: 10})
+	r.Register(format.Format{Name: "a", MaxConfig: 65535})
+	r.Register(format.Format{Name: "c"})
+	if n := r.MaxConfig(); n != 65535 {
+		t.Errorf("MaxConfig() = %d", n)
+	}
+	var names []string
+	for _, f := range r.Formats() {
+		names = append(names, f.Name)
+	}
+	if strings.Join(names, ",") != "b,a,c" {
+		t.Errorf("Formats() = %v", names)
+	}
+}

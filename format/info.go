@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 // Info is what info shows of a file, as qemu-img info shows an image: its
@@ -105,4 +110,79 @@ func writeJSON(b *bytes.Buffer, v any) error {
 	}
 	b.Truncate(b.Len() - 1) // Encode's newline
 	return nil
+}
+
+// WriteText writes in as text, as qemu-img info writes an image: "label:
+// value" lines, an object's fields indented under its label, an array's
+// objects as rows of aligned cells. Names are quoted and control
+// characters escaped, so that names from a file cannot drive the
+// terminal.
+func (in Info) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	in.writeFields(tw, "")
+	return tw.Flush()
+}
+
+func (in Info) writeFields(w io.Writer, indent string) {
+	for _, f := range in {
+		if f.Show == ShowHidden {
+			continue
+		}
+		switch v := f.Value.(type) {
+		case Info:
+			if f.Label == "" {
+				v.writeFields(w, indent)
+				continue
+			}
+			fmt.Fprintf(w, "%s%s:\n", indent, f.Label)
+			v.writeFields(w, indent+"    ")
+		case []Info:
+			fmt.Fprintf(w, "%s%s: %d\n", indent, f.Label, len(v))
+			for _, row := range v {
+				var cells []string
+				for _, cell := range row {
+					if cell.Show != ShowHidden {
+						cells = append(cells, cell.Text())
+					}
+				}
+				fmt.Fprintf(w, "%s  %s\n", indent, strings.Join(cells, "\t"))
+			}
+		default:
+			fmt.Fprintf(w, "%s%s\n", indent, f.Text())
+		}
+	}
+}
+
+// Text is the field's text, as its Show says: "label: value", or the
+// value alone.
+func (f Field) Text() string {
+	var v string
+	switch f.Show {
+	case ShowName:
+		v = text.Printable(fmt.Sprint(f.Value))
+	case ShowSize:
+		n := toInt64(f.Value)
+		v = fmt.Sprintf("%s (%d bytes)", text.Size(n), n)
+	case ShowDiskSize:
+		v = text.Size(toInt64(f.Value))
+	case ShowBytes:
+		v = fmt.Sprintf("%d bytes", toInt64(f.Value))
+	default:
+		v = text.EscapeControls(fmt.Sprint(f.Value))
+	}
+	if f.Label == "" {
+		return v
+	}
+	return f.Label + ": " + v
+}
+
+// toInt64 returns an integer field's value.
+func toInt64(v any) int64 {
+	switch n := v.(type) {
+	case int:
+		return int64(n)
+	case int64:
+		return n
+	}
+	return 0
 }

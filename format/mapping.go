@@ -1,5 +1,11 @@
 package format
 
+import (
+	"fmt"
+
+	"github.com/vmaconv/vmaconv/internal/text"
+)
+
 // Mapping describes a range of a disk as qemu-img map reports it: where
 // its content comes from, and whether it is known to read as zeros.
 type Mapping struct {
@@ -26,4 +32,39 @@ type Mapping struct {
 // mapping of the range that starts at start, at most length bytes long.
 type Mapper interface {
 	Mapping(start, length int64) (Mapping, error)
+}
+
+// Text returns m as a line of qemu-img map's human format: start, length
+// and place in file ("-" where it has none: archive devices, compressed
+// clusters), or "" for a range that is not data, which that format does
+// not show.
+func (m Mapping) Text(file string) string {
+	if !m.Data || m.Zero {
+		return ""
+	}
+	at := "-"
+	if m.Offset >= 0 {
+		at = cHex(m.Offset)
+	}
+	return fmt.Sprintf("%-16s%-16s%-16s%s\n", cHex(m.Start), cHex(m.Length), at, text.EscapeControls(file))
+}
+
+// JSON returns m as qemu-img map --output json writes an entry: its keys
+// in its order (compressed as QEMU 8.1 and later write it), offset only
+// where the range has a place in the file.
+func (m Mapping) JSON() string {
+	s := fmt.Sprintf(`{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t, "compressed": %t`,
+		m.Start, m.Length, m.Depth, m.Present, m.Zero, m.Data, m.Compressed)
+	if m.Offset >= 0 {
+		s += fmt.Sprintf(`, "offset": %d`, m.Offset)
+	}
+	return s + "}"
+}
+
+// cHex formats n as C's %#x: 0x-prefixed, but plain 0.
+func cHex(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", n)
 }

@@ -84,3 +84,13 @@ type RepackOptions struct {
 type Consumed interface {
 	Consumed() int64
 }
+
+// MemoryLimited is implemented by errors for an input that needs more
+// memory than it is allowed (a zstd window larger than the limit), so
+// that the caller can say how to allow it.
+type MemoryLimited interface {
+	error
+	// MemoryNeeded returns the bytes the input needs (0 if not known) and
+	// the limit it exceeds.
+	MemoryNeeded() (need, limit int64)
+}

@@ -19,12 +19,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 // Options say how Open opens an input: what the command reading it needs.
@@ -151,7 +153,7 @@ func (op *opener) open() (*Input, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, missingArchive(err)
 	}
 	fi, err := f.Stat()
 	if err != nil || fi.IsDir() {
@@ -373,6 +375,90 @@ func (in *Input) selectDevice() error {
 	return fmt.Errorf("%s: no device %q in the archive (%s)", in.Name(), in.ref.Device, in.DeviceList())
 }
 
+// missingArchive rewrites "open ARCHIVE:DEVICE: no such file" as the
+// missing archive's error: the device suffix is not part of the file
+// name (format.ParseRef keeps the whole text as a path when the archive
+// does not exist).
+func missingArchive(err error) error {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || err.Error() != pe.Error() || pe.Op != "open" || !errors.Is(pe.Err, fs.ErrNotExist) {
+		return err // not just "open PATH: no such file"
+	}
+	i := strings.LastIndexByte(pe.Path, ':')
+	if i <= 0 || !deviceLike(pe.Path[i+1:]) {
+		return err
+	}
+	if _, serr := os.Stat(pe.Path[:i]); serr == nil {
+		return err
+	}
+	return &fs.PathError{Op: "open", Path: pe.Path[:i], Err: pe.Err}
+}
+
+// deviceLike reports whether s can be an archive's device name or disk
+// key (drive-scsi0, scsi0), not the rest of a file name.
+func deviceLike(s string) bool {
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// ShortName returns the shortest name a user may give device i by, as
+// FILE:DISK, other than its own (Format.DiskName: "scsi0" for
+// "drive-scsi0"): a run of the dash-separated words of its name that
+// DiskName turns into the name. It returns "" if there is none.
+func (in *Input) ShortName(i int) string {
+	name := in.devices[i].Name
+	if in.format.DiskName == nil {
+		return ""
+	}
+	words := strings.Split(name, "-")
+	short := ""
+	for a := range words {
+		for b := a + 1; b <= len(words); b++ {
+			s := strings.Join(words[a:b], "-")
+			if s != name && (short == "" || len(s) < len(short)) && in.format.DiskName(s) == name {
+				short = s
+			}
+		}
+	}
+	return short
+}
+
+// Exported returns the disks of an input read at random to serve or mount
+// (all, or those named), each with the name it is known by: an archive's
+// disks by their names (shown, if set, leaves out those it refuses: a
+// RAM-state stream), an image's one disk as image. They are seen in whole
+// 512-byte sectors, as QEMU presents a raw file (WholeSectors).
+func (in *Input) Exported(names []string, image string, shown func(name string) bool) ([]format.Disk, error) {
+	in.WholeSectors()
+	var disks []format.Disk
+	var have []string
+	for i, d := range in.devices {
+		name := d.Name
+		if !in.Archive() {
+			name = image
+		} else if shown != nil && !shown(name) {
+			continue
+		}
+		have = append(have, name)
+		if len(names) == 0 || slices.Contains(names, name) {
+			disks = append(disks, format.Disk{Name: name, Source: in.Source(i)})
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(have, n) {
+			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.ref.Path, text.Printable(n), strings.Join(have, ", "))
+		}
+	}
+	if len(disks) == 0 {
+		return nil, fmt.Errorf("%s: no disk devices in the archive", in.ref.Path)
+	}
+	return disks, nil
+}
+
 // DeviceList lists the devices for messages: "devices: a, b", or "it has
 // none".
 func (in *Input) DeviceList() string {
@@ -381,7 +467,7 @@ func (in *Input) DeviceList() string {
 	}
 	var names []string
 	for _, d := range in.devices {
-		names = append(names, printable(d.Name))
+		names = append(names, text.Printable(d.Name))
 	}
 	return "devices: " + strings.Join(names, ", ")
 }
@@ -417,19 +503,4 @@ func (in *Input) Check(sel []int) error {
 		}
 	}
 	return nil
-}
-
-// printable returns name as it is if it is plain printable ASCII without
-// spaces, and quoted otherwise, so that names from an archive cannot play
-// tricks on a terminal.
-func printable(name string) string {
-	for i := 0; i < len(name); i++ {
-		if name[i] <= ' ' || name[i] >= 0x7f || name[i] == '"' {
-			return strconv.Quote(name)
-		}
-	}
-	if name == "" {
-		return `""`
-	}
-	return name
 }

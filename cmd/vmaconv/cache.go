@@ -39,7 +39,7 @@ func (co cacheOpts) inputOptions(e *env, path string) (o input.CacheOptions, don
 		o.Limit = &limit
 	}
 	show := co.Progress || e.stderrTTY
-	var p *progress // from the first bytes decompressed: only a build shows it
+	var p *meter // from the first bytes decompressed: only a build shows it
 	o.Progress = func(done, total int64) {
 		if p == nil {
 			p = newProgress(e, show, "decompressing "+printable(path)+" into the cache", total)

@@ -2,11 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"time"
 
 	"github.com/vmaconv/vmaconv/internal/cache"
 )
@@ -23,24 +19,6 @@ type cacheListCmd struct {
 	cacheDirOpt
 }
 
-// cacheListJSON is `cache list --output json`.
-type cacheListJSON struct {
-	Dir     string           `json:"dir"`
-	Size    int64            `json:"size"`
-	Limit   int64            `json:"default-limit"`
-	Entries []cacheEntryJSON `json:"entries"`
-}
-
-type cacheEntryJSON struct {
-	Name        string `json:"name"`
-	Size        int64  `json:"size"`
-	LastUse     string `json:"last-use"`
-	InUse       bool   `json:"in-use"`
-	Archive     string `json:"archive,omitempty"`
-	ArchiveSize int64  `json:"archive-size,omitempty"`
-	Legacy      bool   `json:"legacy,omitempty"`
-}
-
 func (c *cacheListCmd) Run(e *env) error {
 	ca, err := c.open(e, cache.Options{Limit: -1})
 	if err != nil {
@@ -53,12 +31,7 @@ func (c *cacheListCmd) Run(e *env) error {
 	}
 	limit, total := ca.Limit()
 	if c.Output == "json" {
-		out := cacheListJSON{Dir: ca.Dir(), Size: total, Limit: limit, Entries: []cacheEntryJSON{}}
-		for _, in := range infos {
-			out.Entries = append(out.Entries, cacheEntryJSON{Name: in.Name, Size: in.Size, LastUse: in.LastUse.Format(time.RFC3339),
-				InUse: in.InUse, Archive: in.Archive.Path, ArchiveSize: in.Archive.Size, Legacy: in.Legacy})
-		}
-		b, err := json.MarshalIndent(out, "", "    ")
+		b, err := json.MarshalIndent(cache.NewListing(ca.Dir(), infos, total, limit), "", "    ")
 		if err != nil {
 			return err
 		}
@@ -97,40 +70,11 @@ func (c *cacheClearCmd) Run(e *env) error {
 		return err
 	}
 	defer ca.Close()
-	type want struct {
-		name, abs, key string
-		found          bool
+	sel, err := cache.SelectArchives(c.Archives)
+	if err != nil {
+		return err
 	}
-	var wants []*want
-	for _, a := range c.Archives {
-		w := &want{name: a}
-		if w.abs, err = filepath.Abs(a); err != nil {
-			return err
-		}
-		if f, err := os.Open(a); err == nil {
-			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-				if id, err := cache.Identify(f); err == nil {
-					w.key = id.Key()
-				}
-			}
-			f.Close()
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		wants = append(wants, w)
-	}
-	removed, busy, err := ca.Remove(func(in cache.Info) bool {
-		if len(wants) == 0 {
-			return true
-		}
-		match := false
-		for _, w := range wants {
-			if in.Archive.Path != "" && in.Archive.Path == w.abs || w.key != "" && in.Name == w.key+".cache" {
-				w.found, match = true, true
-			}
-		}
-		return match
-	})
+	removed, busy, err := ca.Remove(sel.Match)
 	var freed int64
 	for _, in := range removed {
 		freed += in.Size
@@ -138,22 +82,12 @@ func (c *cacheClearCmd) Run(e *env) error {
 	for _, in := range busy {
 		e.note("kept the entry of %s (%s): in use by a run", in.Archive.Path, humanSize(in.Size))
 	}
-	for _, w := range wants {
-		if !w.found {
-			e.note("%s: no cache entry", w.name)
-		}
+	for _, a := range sel.Unmatched() {
+		e.note("%s: no cache entry", a)
 	}
 	fmt.Fprintf(e.stdout, "removed %s, %s, from %s\n", entries(len(removed)), humanSize(freed), printable(ca.Dir()))
 	if err != nil {
 		return fmt.Errorf("cache %s: %w", ca.Dir(), err)
 	}
 	return nil
-}
-
-// entries formats "1 entry", "2 entries".
-func entries(n int) string {
-	if n == 1 {
-		return "1 entry"
-	}
-	return fmt.Sprintf("%d entries", n)
 }

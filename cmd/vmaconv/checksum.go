@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/sumfile"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -42,7 +41,7 @@ func (c *checksumCmd) Run(e *env) error {
 			continue
 		}
 		for _, s := range sums {
-			fmt.Fprintln(e.stdout, sumLine(s.sum, s.name))
+			fmt.Fprintln(e.stdout, sumfile.Line(s.sum, s.name))
 		}
 	}
 	if failed > 0 {
@@ -87,17 +86,6 @@ func (c *checksumCmd) sums(e *env, src string, o pipeline.Options) ([]namedSum, 
 	return out, nil
 }
 
-// sumLine formats a line as sha256sum does; a name with a backslash or a
-// control character is escaped and the line starts with a backslash, as
-// coreutils marks escaped names.
-func sumLine(sum, name string) string {
-	esc := escapeControls(name)
-	if esc == name && !strings.Contains(name, `\`) && !strings.Contains(name, "\n") {
-		return sum + "  " + name
-	}
-	return `\` + sum + "  " + escapeControls(strings.ReplaceAll(name, `\`, `\\`))
-}
-
 // check verifies the lines of the sums files, as sha256sum -c does.
 func (c *checksumCmd) check(e *env, o pipeline.Options) error {
 	bad, unreadable, lines := 0, 0, 0
@@ -106,19 +94,11 @@ func (c *checksumCmd) check(e *env, o pipeline.Options) error {
 		if err != nil {
 			return err
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for n := 1; sc.Scan(); n++ {
-			want, name, ok := parseSumLine(sc.Text())
-			if !ok {
-				f.Close()
-				return fmt.Errorf("%s:%d: not a checksum line (HEX  NAME)", file, n)
-			}
+		err = sumfile.Scan(f, file, func(want, name string) error {
 			lines++
 			sums, err := c.sums(e, name, o)
 			switch {
 			case err != nil && e.ctx.Err() != nil:
-				f.Close()
 				return err
 			case err != nil:
 				fmt.Fprintf(e.stderr, "vmaconv: %s\n", oneLine(err))
@@ -127,17 +107,17 @@ func (c *checksumCmd) check(e *env, o pipeline.Options) error {
 			case len(sums) != 1:
 				fmt.Fprintf(e.stdout, "%s: FAILED: an archive of %d devices; name one as ARCHIVE:DEVICE\n", escapeControls(name), len(sums))
 				bad++
-			case sums[0].sum != strings.ToLower(want):
+			case sums[0].sum != want:
 				fmt.Fprintf(e.stdout, "%s: FAILED\n", escapeControls(name))
 				bad++
 			default:
 				fmt.Fprintf(e.stdout, "%s: OK\n", escapeControls(name))
 			}
-		}
-		err = sc.Err()
+			return nil
+		})
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("%s: %w", file, err)
+			return err
 		}
 	}
 	switch {
@@ -147,38 +127,4 @@ func (c *checksumCmd) check(e *env, o pipeline.Options) error {
 		return fmt.Errorf("%d of %d checksums did not match or could not be computed", bad+unreadable, lines)
 	}
 	return nil
-}
-
-// parseSumLine reads "HEX  NAME" (or "HEX *NAME"), and the escaped form
-// "\HEX  NAME" that sumLine and sha256sum write for odd names.
-func parseSumLine(line string) (sum, name string, ok bool) {
-	escaped := strings.HasPrefix(line, `\`)
-	line = strings.TrimPrefix(line, `\`)
-	if len(line) < 66 || (line[64] != ' ') || (line[65] != ' ' && line[65] != '*') {
-		return "", "", false
-	}
-	sum, name = line[:64], line[66:]
-	if _, err := hex.DecodeString(sum); err != nil || name == "" {
-		return "", "", false
-	}
-	if escaped {
-		var b strings.Builder
-		for i := 0; i < len(name); i++ {
-			if name[i] == '\\' && i+1 < len(name) {
-				i++
-				switch name[i] {
-				case 'n':
-					b.WriteByte('\n')
-				case 'r':
-					b.WriteByte('\r')
-				default:
-					b.WriteByte(name[i])
-				}
-				continue
-			}
-			b.WriteByte(name[i])
-		}
-		name = b.String()
-	}
-	return sum, name, true
 }

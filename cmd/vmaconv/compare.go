@@ -1,11 +1,8 @@
 package main
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
-	"sync"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/input"
@@ -57,44 +54,23 @@ func (c *compareCmd) Run(e *env) error {
 		say("Strict mode: Image size mismatch!")
 		return statusError{nil, compareDiffer}
 	}
-	d := &diffSource{a: a.src, b: b.src, size: max(sa, sb)}
-	p := newProgress(e, c.Progress, "comparing", d.size)
+	p := newProgress(e, c.Progress, "comparing", max(sa, sb))
 	o.Progress = p.update
-	var diff *differError
-	err = pipeline.Scan(e.ctx, d, o, func(off, n int64, data []byte) error {
-		if data == nil || format.IsZero(data) {
-			return nil
-		}
-		return &differError{at: off + firstNonZeroSector(data)}
-	})
-	common := min(sa, sb)
+	at, err := pipeline.Compare(e.ctx, pipeline.Compared{Source: a.src, End: a.raw.Size()}, pipeline.Compared{Source: b.src, End: b.raw.Size()}, o)
 	switch {
-	case errors.As(err, &diff):
+	case err != nil:
 		p.abort()
-		at := diff.at
-		// qemu-img reports the start of the first differing sector of
-		// the range it compared; a raw file that ends inside a sector
-		// ends a range there.
-		for _, end := range []int64{a.raw.Size(), b.raw.Size()} {
-			if end%512 != 0 && end&^511 == at && !differ(d, at, end) {
-				at = end
-			}
+		if errors.As(err, new(pipeline.MapError)) {
+			return statusError{err, compareMapError}
 		}
-		if at >= common {
-			// qemu-img checks the larger disk's extra part sector by
-			// sector from where the smaller one ends.
-			at = max(common+(at-common)&^511, common)
+		return statusError{err, compareReadError}
+	case at >= 0:
+		p.abort()
+		if at >= min(sa, sb) {
 			say("Warning: Image size mismatch!")
 		}
 		say(fmt.Sprintf("Content mismatch at offset %d!", at))
 		return statusError{nil, compareDiffer}
-	case err != nil:
-		p.abort()
-		var me mapError
-		if errors.As(err, &me) {
-			return statusError{err, compareMapError}
-		}
-		return statusError{err, compareReadError}
 	}
 	p.finish()
 	if sa != sb {
@@ -102,126 +78,6 @@ func (c *compareCmd) Run(e *env) error {
 	}
 	say("Images are identical.")
 	return nil
-}
-
-// differ reports whether the disks differ in [from, to), which is
-// within one sector (or cannot be read: then the sector's start is
-// reported).
-func differ(d *diffSource, from, to int64) bool {
-	p := make([]byte, to-from)
-	if _, err := d.ReadAt(p, from); err != nil {
-		return true
-	}
-	return !format.IsZero(p)
-}
-
-// firstNonZeroSector returns the offset in data of the first 512-byte
-// sector that is not all zero (data is not all zero), as qemu-img reports
-// a difference.
-func firstNonZeroSector(data []byte) int64 {
-	for i := 0; i < len(data); i += 512 {
-		if !format.IsZero(data[i:min(i+512, len(data))]) {
-			return int64(i)
-		}
-	}
-	return int64(len(data))
-}
-
-// differError stops the comparison at the first difference.
-type differError struct{ at int64 }
-
-func (d *differError) Error() string { return fmt.Sprintf("content differs at offset %d", d.at) }
-
-// mapError is a failure to read a disk's zero map (qemu-img: "error on
-// checking a sector allocation").
-type mapError struct{ error }
-
-func (m mapError) Unwrap() error { return m.error }
-
-// diffSource is the XOR of two disks, each read as zeros past its end: it
-// reads as zeros exactly where they agree, and is zero by its map where
-// both are. Scanned by the pipeline, it compares both with parallel
-// readers, a second buffer per reader.
-type diffSource struct {
-	a, b format.Source
-	size int64
-	bufs sync.Pool // *[]byte
-}
-
-func (d *diffSource) Size() int64  { return d.size }
-func (d *diffSource) Close() error { return nil }
-
-// ReadAt fills p with a's bytes XOR b's bytes at off.
-func (d *diffSource) ReadAt(p []byte, off int64) (int, error) {
-	if off >= d.size {
-		return 0, io.EOF
-	}
-	p = p[:min(int64(len(p)), d.size-off)]
-	bp, _ := d.bufs.Get().(*[]byte)
-	if bp == nil || cap(*bp) < len(p) {
-		bp = new([]byte)
-		*bp = make([]byte, len(p))
-	}
-	defer d.bufs.Put(bp)
-	q := (*bp)[:len(p)]
-	if err := readPadded(d.a, p, off); err != nil {
-		return 0, err
-	}
-	if err := readPadded(d.b, q, off); err != nil {
-		return 0, err
-	}
-	subtle.XORBytes(p, p, q)
-	return len(p), nil
-}
-
-// readPadded fills p with src's bytes at off, zeros past its end.
-func readPadded(src format.Source, p []byte, off int64) error {
-	n := int(max(min(int64(len(p)), src.Size()-off), 0))
-	clear(p[n:])
-	if n == 0 {
-		return nil
-	}
-	got, err := src.ReadAt(p[:n], off)
-	if got == n {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return fmt.Errorf("reading %d bytes at %d: %w", n, off, err)
-}
-
-// Extent implements format.Extenter: zero where both disks report zeros.
-func (d *diffSource) Extent(start, length int64) (format.Extent, error) {
-	ea, err := zeroExtent(d.a, start, length)
-	if err != nil {
-		return format.Extent{}, err
-	}
-	eb, err := zeroExtent(d.b, start, length)
-	if err != nil {
-		return format.Extent{}, err
-	}
-	return format.Extent{Start: start, Length: min(ea.Length, eb.Length), Zero: ea.Zero && eb.Zero}, nil
-}
-
-// zeroExtent is src's extent at start, zero past its end.
-func zeroExtent(src format.Source, start, length int64) (format.Extent, error) {
-	if start >= src.Size() {
-		return format.Extent{Start: start, Length: length, Zero: true}, nil
-	}
-	length = min(length, src.Size()-start)
-	x, ok := src.(format.Extenter)
-	if !ok {
-		return format.Extent{Start: start, Length: length}, nil
-	}
-	e, err := x.Extent(start, length)
-	if err != nil {
-		return e, mapError{err}
-	}
-	if e.Length <= 0 {
-		return e, mapError{fmt.Errorf("empty extent at %d", start)}
-	}
-	return e, nil
 }
 
 // disk is one disk opened for reading at random, for compare and map.

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // qemuFixtures writes small images in every shape compare and map must
@@ -50,7 +50,7 @@ func makeQemuImages(t *testing.T, dir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = format.WriteNonZero(f, b, 0)
+		err = zero.WriteNonZero(f, b, 0)
 		if err == nil {
 			err = f.Truncate(size)
 		}

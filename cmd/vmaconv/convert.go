@@ -1,18 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/alecthomas/kong"
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/raw"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/output"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
 
@@ -92,67 +87,15 @@ type convertCmd struct {
 	archiveFlags
 }
 
-// outputFormat decides the destination's format: -O, else the extension;
-// standard output gets raw from an archive and an archive from an image.
-// A compressor's suffix vmaconv does not write is refused; any other name
-// it knows no extension of is raw, with a note (.raw and .img are raw's
-// own).
+// outputFormat decides the destination's format (output.Choose): -O,
+// else from dst; standard output's from the input (in).
 func outputFormat(e *env, dst, forced string, in *input.Input) (format.Format, error) {
-	if forced != "" {
-		f, err := registry.Lookup(forced)
-		if err != nil {
-			return f, usageError{err}
-		}
-		if f.Create == nil {
-			return f, usageError{fmt.Errorf("%s cannot be written", forced)}
-		}
-		return f, nil
+	o := output.Options{Forced: forced, Note: func(msg string) { e.note("%s", msg) }}
+	if in != nil {
+		o.FromArchive = in.Archive()
 	}
-	if dst == "-" {
-		if in.Archive() {
-			return raw.Format, nil
-		}
-		return vma.Format, nil
-	}
-	if fi, err := os.Stat(dst); err == nil && fi.IsDir() {
-		return vma.Format, nil // into a directory: a backup named as vzdump names it
-	}
-	if f, ok := registry.ForPath(dst); ok {
-		return f, nil
-	}
-	if ff, ok := format.ForeignForPath(dst); ok {
-		return format.Format{}, usageError{fmt.Errorf("%s: vmaconv does not write %s images: write qcow2 or raw and convert that (qemu-img convert -O %s disk.qcow2 %s), or pass -O raw to write raw bytes under this name", dst, ff.Name, ff.QEMU, dst)}
-	}
-	if err := compressorSuffix(dst); err != nil {
-		return format.Format{}, err
-	}
-	if fi, err := os.Stat(dst); err != nil || fi.Mode().IsRegular() {
-		e.note("%s: no known extension, writing raw (pass -O raw to say so)", dst)
-	}
-	return raw.Format, nil
-}
-
-// compressors are the suffixes of compressed files vmaconv does not write
-// (.vma.zst and .vma.gz are archive extensions; .vma.lzo is refused by
-// the archive writer with its own way out).
-var compressors = map[string]string{
-	".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bzip2", ".xz": "xz", ".lz4": "lz4",
-	".lzma": "lzma", ".z": "compress", ".lz": "lzip", ".br": "brotli", ".lzo": "lzop", ".sz": "snappy",
-	".7z": "7-Zip", ".zip": "zip", ".tgz": "gzip", ".txz": "xz", ".tbz2": "bzip2",
-}
-
-// compressorSuffix refuses a destination named for a compressor vmaconv
-// does not write, naming those it does.
-func compressorSuffix(dst string) error {
-	ext := strings.ToLower(filepath.Ext(dst))
-	name, ok := compressors[ext]
-	if !ok {
-		return nil
-	}
-	if strings.HasSuffix(strings.ToLower(strings.TrimSuffix(dst, filepath.Ext(dst))), ".vma") {
-		return usageError{fmt.Errorf("%s: vmaconv does not write %s; it compresses archives as .vma.zst (zstd) or .vma.gz (gzip), which Proxmox restores", dst, name)}
-	}
-	return usageError{fmt.Errorf("%s: vmaconv does not write %s-compressed images; it compresses archives (.vma.zst, .vma.gz) and qcow2 clusters (--compress): write %s and compress that, or pass -O raw to write raw bytes under this name", dst, name, strings.TrimSuffix(dst, filepath.Ext(dst)))}
+	fm, err := output.Choose(registry, dst, o)
+	return fm, usage(err)
 }
 
 // createOptions gathers what the output's sink is told: the configs, and
@@ -164,34 +107,10 @@ func (w *writeFlags) createOptions(configs []format.Config, more ...format.Setti
 	return o, err
 }
 
-// readConfigs reads the -c files, stored under NAME for NAME=FILE (a path
-// that exists as given is always a file) or their base names. A file is
-// read up to one byte past the largest config an archive can hold, so that
-// -c /dev/zero fails at once.
+// readConfigs reads the -c files (output.ReadConfigs).
 func (w *writeFlags) readConfigs() ([]format.Config, error) {
-	var cs []format.Config
-	for _, arg := range w.Config {
-		path, name := arg, filepath.Base(arg)
-		if _, err := os.Stat(arg); err != nil {
-			if n, p, ok := strings.Cut(arg, "="); ok && n != "" && !strings.ContainsRune(n, '/') {
-				path, name = p, n
-			}
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		data, err := io.ReadAll(io.LimitReader(f, vma.MaxBlobSize+1))
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if len(data) > vma.MaxBlobSize {
-			return nil, usageError{fmt.Errorf("%s: a config file holds at most %d bytes", path, vma.MaxBlobSize)}
-		}
-		cs = append(cs, format.Config{Name: name, Data: data})
-	}
-	return cs, nil
+	cs, err := output.ReadConfigs(w.Config, registry.MaxConfig())
+	return cs, usage(err)
 }
 
 // createSink starts the output; options the format does not take or
@@ -208,21 +127,9 @@ func createSinkAs(e *env, fm format.Format, dst, name string, inPlace, overwrite
 		return nil, err
 	}
 	o.Note = func(msg string) { e.note("%s", msg) }
-	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp, NoSync: e.noSync}
-	if dst == "-" && e.stdoutTTY {
-		return nil, usageError{fmt.Errorf("refusing to write %s data to a terminal: redirect it to a file (> out) or pipe it (| ssh host …)", fm.Name)}
-	}
-	if dst == "-" {
-		d.Stream = e.stdout
-		if inPlace {
-			return nil, usageError{errors.New("-n writes into an existing file; - is standard output")}
-		}
-	}
-	s, err := fm.Create(d, devs, o)
-	if errors.Is(err, format.ErrUnsupportedOption) {
-		return nil, usageError{err}
-	}
-	return s, err
+	d := format.Dest{Path: dst, Name: name, InPlace: inPlace, Overwrite: overwrite, TrackTemp: trackTemp, NoSync: e.noSync, Stream: e.stdout}
+	s, err := output.Create(fm, d, devs, o, e.stdoutTTY)
+	return s, usage(err)
 }
 
 // trackTemp makes an interrupted run remove a temporary output.

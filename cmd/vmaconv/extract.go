@@ -35,6 +35,9 @@ func (c *extractCmd) Run(e *env) error {
 		return err
 	}
 	dfm, err := registry.Lookup("raw")
+	if err != nil {
+		return err
+	}
 	if c.OFmt != "" {
 		if dfm, err = registry.Lookup(c.OFmt); err != nil {
 			return usageError{err}

@@ -2,16 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/raw"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
 )
 
@@ -41,7 +35,7 @@ func (c *infoCmd) Run(e *env) error {
 			if i > 0 {
 				fmt.Fprintln(e.stdout)
 			}
-			writeInfo(e.stdout, in)
+			in.WriteText(e.stdout)
 		}
 	}
 	if c.Output == "json" && len(reports) > 0 {
@@ -59,147 +53,14 @@ func (c *infoCmd) Run(e *env) error {
 	return nil
 }
 
-// describe opens a file and returns what info shows of it. Opening is
-// all it does: a file read at random is described by its format
-// (format.Format.Info), from its header; an archive read as a stream
-// (standard input, a pipe, a compressed file) by its reader
-// (format.Informer).
+// describe returns what info shows of a file (input.Describe).
 func (c *infoCmd) describe(e *env, name string) (format.Info, error) {
-	if name == "-" || c.Format == vma.Name {
-		return describeStream(e, name)
-	}
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.IsDir() {
-		return nil, fmt.Errorf("%s is a directory", name)
-	}
-	fm := raw.Format
-	switch {
-	case c.Format != "":
-		if fm, err = registry.Lookup(c.Format); err != nil {
-			return nil, usageError{err}
-		}
-	case fi.Mode().IsRegular():
-		d, comp, _, err := input.Probe(registry, f)
-		var fe *input.ForeignError
-		if errors.As(err, &fe) {
-			return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", name, fe.Foreign.Name, fe.Foreign.QEMU)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if comp != "" {
-			return describeStream(e, name) // vzdump compresses archives only
-		}
-		fm = d
-	}
-	if fm.Info == nil {
-		return nil, usageError{fmt.Errorf("-f %s: info cannot describe %s files", fm.Name, fm.Name)}
-	}
-	st := format.FileStat{Name: name, Size: -1, Allocated: allocated(fi)}
-	if fi.Mode().IsRegular() {
-		st.Size = fi.Size()
-	}
-	in, err := fm.Info(f, st)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return in, nil
+	in, err := input.Describe(e.ctx, registry, name, e.inputOptions(input.Options{Format: c.Format}))
+	return in, usage(err)
 }
 
-// describeStream describes an archive read as a stream.
-func describeStream(e *env, name string) (format.Info, error) {
-	a := archiveArg{Archive: name}
-	in, err := a.open(e)
-	if err != nil {
-		return nil, err
-	}
-	defer in.Close()
-	inf, ok := in.Stream().(format.Informer)
-	if !ok {
-		return nil, fmt.Errorf("%s: a %s stream that cannot describe itself", a.name(), in.Format().Name)
-	}
-	return inf.Info(format.FileStat{Name: a.name(), Size: a.size()}), nil
-}
-
-// writeInfo writes in as text, as qemu-img info writes an image (see
-// format.Field): "label: value" lines, an object's fields indented under
-// its label, an array's objects as rows of aligned cells.
-func writeInfo(w io.Writer, in format.Info) error {
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	writeFields(tw, in, "")
-	return tw.Flush()
-}
-
-func writeFields(w io.Writer, in format.Info, indent string) {
-	for _, f := range in {
-		if f.Show == format.ShowHidden {
-			continue
-		}
-		switch v := f.Value.(type) {
-		case format.Info:
-			if f.Label == "" {
-				writeFields(w, v, indent)
-				continue
-			}
-			fmt.Fprintf(w, "%s%s:\n", indent, f.Label)
-			writeFields(w, v, indent+"    ")
-		case []format.Info:
-			fmt.Fprintf(w, "%s%s: %d\n", indent, f.Label, len(v))
-			for _, row := range v {
-				var cells []string
-				for _, cell := range row {
-					if cell.Show != format.ShowHidden {
-						cells = append(cells, fieldText(cell))
-					}
-				}
-				fmt.Fprintf(w, "%s  %s\n", indent, strings.Join(cells, "\t"))
-			}
-		default:
-			fmt.Fprintf(w, "%s%s\n", indent, fieldText(f))
-		}
-	}
-}
-
-// fieldText is a field's text: "label: value", or the value alone.
-func fieldText(f format.Field) string {
-	var v string
-	switch f.Show {
-	case format.ShowName:
-		v = printable(fmt.Sprint(f.Value))
-	case format.ShowSize:
-		n := toInt64(f.Value)
-		v = fmt.Sprintf("%s (%d bytes)", humanSize(n), n)
-	case format.ShowDiskSize:
-		v = humanSize(toInt64(f.Value))
-	case format.ShowBytes:
-		v = fmt.Sprintf("%d bytes", toInt64(f.Value))
-	default:
-		v = escapeControls(fmt.Sprint(f.Value))
-	}
-	if f.Label == "" {
-		return v
-	}
-	return f.Label + ": " + v
-}
-
-// toInt64 returns an integer field's value.
-func toInt64(v any) int64 {
-	switch n := v.(type) {
-	case int:
-		return int64(n)
-	case int64:
-		return n
-	}
-	return 0
-}
+// writeInfo writes in as text (format.Info.WriteText).
+func writeInfo(w io.Writer, in format.Info) error { return in.WriteText(w) }
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -18,18 +18,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"os/signal"
-	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
-	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/buildinfo"
+	"github.com/vmaconv/vmaconv/internal/interrupt"
+	"github.com/vmaconv/vmaconv/internal/text"
 	"golang.org/x/term"
 )
 
@@ -151,72 +149,9 @@ func bareWord(s string) bool {
 	return s != "" && s[0] != '-'
 }
 
-// suggest returns the command closest to s, if it is close.
-func suggest(s string, commands []string) string {
-	best, dist := "", 3
-	for _, c := range commands {
-		if d := editDistance(s, c); d < dist {
-			best, dist = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
-}
-
-// versionString is the version set at link time, or the module version
-// and VCS revision recorded in the build.
-func versionString() string {
-	if version != "dev" {
-		return "vmaconv " + version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "vmaconv dev"
-	}
-	v := bi.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	var rev, when, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.time":
-			when = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = ", modified"
-			}
-		}
-	}
-	if rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		v += fmt.Sprintf(" (%s %s%s)", rev, when, dirty)
-	}
-	return "vmaconv " + v + " " + bi.GoVersion
-}
+// versionString is the version set at link time, or the one the build
+// recorded (internal/buildinfo).
+func versionString() string { return "vmaconv " + buildinfo.Version(version) }
 
 // kongExit carries kong's exit status (after --help or --version) out of
 // kong to run, which returns it instead of exiting the process.
@@ -286,7 +221,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if f, ok := stdout.(*os.File); ok {
 		e.stdoutTTY = term.IsTerminal(int(f.Fd()))
 	}
-	err = missingArchive(kctx.Run(e))
+	err = kctx.Run(e)
 	if err == nil && out.err != nil {
 		err = fmt.Errorf("writing to standard output: %w", out.err)
 	}
@@ -305,9 +240,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		// One line, whatever names from an archive or a file the error
 		// quotes.
 		hint := ""
-		var we *compress.WindowError
-		if errors.As(err, &we) {
-			need := max((we.Need+1<<20-1)>>20, 2*we.Limit>>20)
+		var ml format.MemoryLimited
+		if errors.As(err, &ml) {
+			need, limit := ml.MemoryNeeded()
+			need = max((need+1<<20-1)>>20, 2*limit>>20)
 			hint = fmt.Sprintf("; to allow it, pass --zstd-memory %d (MiB)", need)
 		}
 		var qe quietError
@@ -336,87 +272,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // (a var only for tests).
 var interruptGrace = 2 * time.Second
 
-// cleanups are run when the process exits on a signal before the command
-// has returned; commands register the removal of their partial outputs.
-var cleanups struct {
-	sync.Mutex
-	fns map[*int]func()
-}
-
-// atInterrupt registers fn to run if the process is interrupted; the
-// returned function unregisters it.
-func atInterrupt(fn func()) (unregister func()) {
-	key := new(int)
-	cleanups.Lock()
-	defer cleanups.Unlock()
-	if cleanups.fns == nil {
-		cleanups.fns = map[*int]func(){}
-	}
-	cleanups.fns[key] = fn
-	return func() {
-		cleanups.Lock()
-		defer cleanups.Unlock()
-		delete(cleanups.fns, key)
-	}
-}
-
-func runCleanups() {
-	cleanups.Lock()
-	defer cleanups.Unlock()
-	for _, fn := range cleanups.fns {
-		fn()
-	}
-}
-
-// holds are registered by commands that others use while they run
-// (mount): interrupted, such a command may run on past the grace period
-// while draining says its users are not done, and a second signal calls
-// force, which must make it return at once.
-var holds struct {
-	sync.Mutex
-	m map[*int]hold
-}
-
-type hold struct {
-	draining func() bool
-	force    func()
-}
-
-// holdOnInterrupt registers a hold; the returned function unregisters it.
-func holdOnInterrupt(draining func() bool, force func()) (release func()) {
-	key := new(int)
-	holds.Lock()
-	defer holds.Unlock()
-	if holds.m == nil {
-		holds.m = map[*int]hold{}
-	}
-	holds.m[key] = hold{draining, force}
-	return func() {
-		holds.Lock()
-		defer holds.Unlock()
-		delete(holds.m, key)
-	}
-}
-
-// holding reports whether a command holds on, and whether one is
-// draining.
-func holding() (held, draining bool) {
-	holds.Lock()
-	defer holds.Unlock()
-	for _, h := range holds.m {
-		held = true
-		draining = draining || h.draining()
-	}
-	return held, draining
-}
-
-func forceHolds() {
-	holds.Lock()
-	defer holds.Unlock()
-	for _, h := range holds.m {
-		h.force()
-	}
-}
+// The interrupt machinery (internal/interrupt), by the names the
+// commands use.
+var (
+	atInterrupt     = interrupt.AtInterrupt
+	holdOnInterrupt = interrupt.Hold
+)
 
 // incompleteError reports a result written in part (exit status 3).
 type incompleteError struct{ error }
@@ -431,60 +292,12 @@ type usageError struct{ error }
 
 func main() {
 	// SIGINT or SIGTERM cancels the command, which cleans up and exits with
-	// status 128+signal (130, 143). A command blocked in a read that never
-	// returns (a silent pipe, a terminal) gets a grace period, then the
-	// registered cleanups run and the process exits all the same. A second
-	// signal kills at once. A command that holds on (a mount with files
-	// open) is not ended by the grace period while it drains; a second
-	// signal forces it to end, a third kills.
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	stop := func() { signal.Stop(sigs) }
-	var got os.Signal
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }()
-	var status int
-	select {
-	case status = <-done:
-	case got = <-sigs:
-		cancel()
-		var again <-chan os.Signal // a second signal, while a command holds on
-		if held, _ := holding(); held {
-			again = sigs
-		} else {
-			stop()
-		}
-		grace := time.NewTimer(interruptGrace)
-	wait:
-		for {
-			select {
-			case status = <-done:
-				break wait
-			case got = <-again: // forced; the grace period starts again, and a third signal kills
-				stop()
-				again = nil
-				forceHolds()
-				grace.Reset(interruptGrace)
-			case <-grace.C:
-				if _, draining := holding(); draining && again != nil {
-					grace.Reset(interruptGrace)
-					continue
-				}
-				runCleanups()
-				endLine(os.Stderr)
-				fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
-				status = exitInterrupted
-				break wait
-			}
-		}
-		if sig, ok := got.(syscall.Signal); ok && status == exitInterrupted {
-			status = 128 + int(sig)
-		}
-	}
-	cancel()
-	stop()
-	os.Exit(status)
+	// status 128+signal (130, 143); see internal/interrupt.
+	os.Exit(interrupt.Run(func(ctx context.Context) int { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) },
+		interrupt.Options{Grace: interruptGrace, Status: exitInterrupted, GaveUp: func() {
+			endLine(os.Stderr)
+			fmt.Fprintln(os.Stderr, "vmaconv: interrupted")
+		}}))
 }
 
 // argsMistake returns the lines that explain a command line kong would
@@ -500,7 +313,7 @@ func argsMistake(args, commands []string) string {
 		if strings.HasPrefix(a, "-:") {
 			fixed := append(append(append([]string{}, args[:i]...), "--"), args[i:]...)
 			return fmt.Sprintf("vmaconv: unknown flag %s (device %s of an archive on standard input? put it after --: vmaconv %s)\n",
-				escapeControls(a), escapeControls(a[2:]), shellJoin(fixed))
+				escapeControls(a), escapeControls(a[2:]), text.ShellJoin(fixed))
 		}
 	}
 	w := args[0]
@@ -511,64 +324,13 @@ func argsMistake(args, commands []string) string {
 		return "" // a file, converted
 	}
 	msg := fmt.Sprintf("vmaconv: unknown command %q", w)
-	if s := suggest(w, commands); s != "" {
+	if s := text.Suggest(w, commands); s != "" {
 		msg += fmt.Sprintf(" (did you mean %s?)", s)
 	} else if len(args) > 1 {
 		// vmaconv SRC DST with a SRC that does not exist.
 		msg = fmt.Sprintf("vmaconv: %s: no such file or directory, and no command of that name", w)
 	}
 	return msg + "\nRun 'vmaconv help' for the commands.\n"
-}
-
-// shellJoin joins args as a shell reads them back, quoting where needed.
-func shellJoin(args []string) string {
-	var b strings.Builder
-	for i, a := range args {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,:/=@+%") == "" {
-			b.WriteString(escapeControls(a))
-			continue
-		}
-		b.WriteString("'" + escapeControls(strings.ReplaceAll(a, "'", `'\''`)) + "'")
-	}
-	return b.String()
-}
-
-// missingArchive rewrites "open ARCHIVE:DEVICE: no such file" as the
-// missing archive's error: the device suffix is not part of the file
-// name (format.ParseRef keeps the whole text as a path when the archive
-// does not exist).
-func missingArchive(err error) error {
-	var se statusError
-	if errors.As(err, &se) && se.err != nil {
-		se.err = missingArchive(se.err)
-		return se
-	}
-	var pe *fs.PathError
-	if !errors.As(err, &pe) || err.Error() != pe.Error() || pe.Op != "open" || !errors.Is(pe.Err, fs.ErrNotExist) {
-		return err // not just "open PATH: no such file"
-	}
-	i := strings.LastIndexByte(pe.Path, ':')
-	if i <= 0 || !deviceLike(pe.Path[i+1:]) {
-		return err
-	}
-	if _, serr := os.Stat(pe.Path[:i]); serr == nil {
-		return err
-	}
-	return &fs.PathError{Op: "open", Path: pe.Path[:i], Err: pe.Err}
-}
-
-// deviceLike reports whether s can be an archive's device name or disk
-// key (drive-scsi0, scsi0), not the rest of a file name.
-func deviceLike(s string) bool {
-	for _, r := range s {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // argAt returns args[i], or "".

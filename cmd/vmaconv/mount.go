@@ -7,18 +7,21 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/fusefs"
 )
 
 type mountCmd struct {
-	Archive string   `arg:"" help:"VMA archive file (.vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache)."`
+	Archive string   `arg:"" help:"A disk image (raw, qcow2), mounted as DIR/disk.raw, or an archive (VMA: .vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache), its disks as DIR/NAME.raw and its configs."`
 	Dir     string   `arg:"" help:"An existing directory to mount on."`
-	Device  []string `short:"d" placeholder:"NAME" help:"Show only this device (repeatable; default: every disk)."`
+	Device  []string `short:"d" placeholder:"NAME" help:"Show only this disk (repeatable; default: every disk)."`
 	cacheOpts
 }
 
-// Run mounts the archive's disks (DIR/drive-scsi0.raw, …) and configs
+// Run mounts an image's disk (DIR/disk.raw), or an archive's disks
+// (DIR/drive-scsi0.raw, …) and configs,
 // read-only until DIR is unmounted from outside (status 0), or until
 // SIGINT or SIGTERM (status 130, 143). Interrupted with files open (a
 // loop device on one counts), it detaches DIR and serves them until they
@@ -31,26 +34,34 @@ func (c *mountCmd) Run(e *env) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", c.Dir)
 	}
-	ar, exports, closeAll, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
+	in, exports, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
+	defer in.Close()
 	// Files are named as names.go says (what verify checks and every
-	// archive writer refuses to clash).
+	// archive writer refuses to clash), with the archive's creation time,
+	// else the file's.
+	var mtime time.Time
+	if fi, err := os.Stat(c.Archive); err == nil {
+		mtime = fi.ModTime()
+	}
+	if c, ok := in.Image().(format.Created); ok {
+		mtime = c.Created()
+	}
 	var files []fusefs.File
 	var named []namedFile
-	for _, cf := range ar.Header().Configs {
+	for _, cf := range in.Configs() {
 		name := configFileName(cf.Name)
 		if name != cf.Name {
 			e.note("config %s shown as %s", printable(cf.Name), name)
 		}
-		files = append(files, fusefs.File{Name: name, Source: configSource(cf.Data), MTime: ar.Header().CTime})
+		files = append(files, fusefs.File{Name: name, Source: configSource(cf.Data), MTime: mtime})
 		named = append(named, namedFile{"config " + printable(cf.Name), name})
 	}
 	for _, x := range exports {
 		name := mountFileName(x.Name)
-		files = append(files, fusefs.File{Name: name, Source: x.Source, MTime: ar.Header().CTime})
+		files = append(files, fusefs.File{Name: name, Source: x.Source, MTime: mtime})
 		named = append(named, namedFile{"device " + printable(x.Name), name})
 	}
 	if cl := clashes(named); len(cl) > 0 {

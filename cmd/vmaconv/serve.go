@@ -1,30 +1,26 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vmaconv/vmaconv/format"
-	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/listen"
 	"github.com/vmaconv/vmaconv/nbd"
 )
 
 type serveCmd struct {
-	Archive string   `arg:"" help:"VMA archive file (.vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache)."`
+	Archive string   `arg:"" help:"A disk image (raw, qcow2), exported as disk, or an archive (VMA: .vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache), each disk under its name."`
 	Socket  string   `placeholder:"PATH" help:"Unix socket to serve on (default: vmaconv-<pid>.sock in $XDG_RUNTIME_DIR, else the temporary directory), created for the owner only and removed at the end."`
 	Listen  string   `placeholder:"HOST:PORT" help:"Serve on TCP instead (NBD has no authentication: a trusted network only)."`
-	Device  []string `short:"d" placeholder:"NAME" help:"Export only this device (repeatable; default: every disk)."`
+	Device  []string `short:"d" placeholder:"NAME" help:"Export only this disk (repeatable; default: every disk)."`
 	cacheOpts
 }
 
@@ -37,11 +33,11 @@ func serveGrace() time.Duration { return interruptGrace * 3 / 4 }
 // the requests in flight are answered (for up to serveGrace), and the
 // command ends as interrupted (exit status 130 or 143).
 func (c *serveCmd) Run(e *env) error {
-	_, exports, closeAll, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
+	in, exports, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
+	defer in.Close()
 	l, where, err := c.listen(e)
 	if err != nil {
 		return err
@@ -92,23 +88,13 @@ func (c *serveCmd) listen(e *env) (net.Listener, string, error) {
 		}
 		path = filepath.Join(dir, "vmaconv-"+strconv.Itoa(os.Getpid())+".sock")
 	}
-	var l net.Listener
-	err := ownerOnly(func() (err error) {
-		l, err = net.Listen("unix", path)
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			return err
-		}
-		if replaced, err := replaceStale(path); err != nil || !replaced {
-			return cmp.Or(err, fmt.Errorf("%s: address already in use", path))
-		}
-		e.note("%s: replaced a socket no server listened on (left by one that was killed?)", path)
-		l, err = net.Listen("unix", path)
-		return err
-	})
+	l, replaced, err := listen.Unix(path)
 	if err != nil {
 		return nil, "", err
 	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false) // removed by Run, once
+	if replaced {
+		e.note("%s: replaced a socket no server listened on (left by one that was killed?)", path)
+	}
 	return l, path, nil
 }
 
@@ -120,53 +106,50 @@ func (c *serveCmd) uri(where, name string) string {
 	return nbd.UnixURI(where, name)
 }
 
-// openExports opens an archive's disks (all, or those named) for reading
-// at random: a plain archive file through its index, a compressed one
-// through the seekable zstd format or a cache of its stored clusters.
-func openExports(e *env, path string, names []string, co cacheOpts) (*vma.Archive, []nbd.Export, func(), error) {
+// imageDisk is the name an image's one disk is served and mounted
+// under.
+const imageDisk = "disk"
+
+// openExports opens the file at path, of any format, for reading at
+// random (a compressed archive through the seekable zstd format or the
+// decompression cache) and returns its disks, all or those named: an
+// image's one disk as imageDisk, in whole 512-byte sectors as QEMU
+// presents it; an archive's disks by their names, its RAM-state stream
+// left out.
+func openExports(e *env, path string, names []string, co cacheOpts) (*input.Input, []nbd.Export, error) {
 	if path == "-" {
-		return nil, nil, nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
+		return nil, nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
 	}
 	cache, done := co.inputOptions(e, path)
-	in, err := openInput(e, format.Ref{Path: path}, input.Options{Format: vma.Name, RandomAccess: true, Cache: cache})
+	in, err := openInput(e, format.Ref{Path: path}, input.Options{RandomAccess: true, Cache: cache})
 	done(err)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	closeAr := func() { in.Close() }
-	ar := vma.ArchiveOf(in.Image())
+	exports, err := exportsOf(in, path, names)
+	if err != nil {
+		in.Close()
+		return nil, nil, err
+	}
+	return in, exports, nil
+}
+
+// exportsOf returns the disks of in to serve or mount (see openExports).
+func exportsOf(in *input.Input, path string, names []string) ([]nbd.Export, error) {
 	var want []string
 	for _, n := range names {
-		d, err := deviceName(n)
-		if err != nil {
-			closeAr()
-			return nil, nil, nil, err
+		if in.Archive() {
+			var err error
+			if n, err = deviceName(n); err != nil {
+				return nil, err
+			}
 		}
-		want = append(want, d)
+		want = append(want, n)
 	}
+	disks, err := in.Exported(want, imageDisk, func(name string) bool { return mountFileName(name) != "" })
 	var exports []nbd.Export
-	var have []string
-	for _, dr := range ar.Devices() {
-		d := dr.Device()
-		if d.Name == vma.VMStateName {
-			continue
-		}
-		have = append(have, d.Name)
-		if len(want) > 0 && !slices.Contains(want, d.Name) {
-			continue
-		}
-		exports = append(exports, nbd.Export{Name: d.Name, Source: dr,
-			Description: fmt.Sprintf("%s of %s", d.Name, filepath.Base(path))})
+	for _, d := range disks {
+		exports = append(exports, nbd.Export{Name: d.Name, Source: d.Source, Description: fmt.Sprintf("%s of %s", d.Name, filepath.Base(path))})
 	}
-	for _, w := range want {
-		if !slices.Contains(have, w) {
-			closeAr()
-			return nil, nil, nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", path, printable(w), strings.Join(have, ", "))
-		}
-	}
-	if len(exports) == 0 {
-		closeAr()
-		return nil, nil, nil, fmt.Errorf("%s: no disk devices in the archive", path)
-	}
-	return ar, exports, closeAr, nil
+	return exports, err
 }

@@ -90,11 +90,14 @@ type ReaderOptions struct {
 }
 
 // WindowError is returned (inside an *Error) for a zstd stream whose
-// window exceeds ReaderOptions.MaxWindow.
+// window exceeds ReaderOptions.MaxWindow. It is a format.MemoryLimited.
 type WindowError struct {
 	Need  int64 // the window the stream declares; 0 if not known
 	Limit int64
 }
+
+// MemoryNeeded implements format.MemoryLimited.
+func (e *WindowError) MemoryNeeded() (need, limit int64) { return e.Need, e.Limit }
 
 func (e *WindowError) Error() string {
 	if e.Need > 0 {

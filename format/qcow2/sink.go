@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/outfile"
 )
 
 // options are the options Create takes (qemu-img's names where qemu
@@ -46,7 +47,7 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	if _, err := checkOptions(&wo); err != nil {
 		return nil, format.Unsupported("%v", err)
 	}
-	f, err := format.CreateOutput(d)
+	f, err := outfile.Create(d)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +60,7 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 }
 
 type sink struct {
-	f *format.OutputFile
+	f *outfile.File
 	w *Writer
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // Compression types of a qcow2 image (header field compression_type).
@@ -252,7 +252,7 @@ func (w *Writer) put(off, n int64, p []byte) error {
 			return nil
 		}
 		// The file is new: blocks of zeros inside the clusters stay holes.
-		err := format.WriteNonZero(w.f, orig[runStart:pos], runHost)
+		err := zero.WriteNonZero(w.f, orig[runStart:pos], runHost)
 		runStart = -1
 		if err != nil {
 			return fmt.Errorf("qcow2: writing data: %w", err)
@@ -272,7 +272,7 @@ func (w *Writer) put(off, n int64, p []byte) error {
 		switch {
 		case w.comp != "":
 			err = w.putCompressed(c, inner, k, piece, whole)
-		case whole && (piece == nil || format.IsZero(piece)):
+		case whole && (piece == nil || zero.IsZero(piece)):
 			if err = flush(); err == nil {
 				err = w.covered(c, k)
 			}
@@ -312,7 +312,7 @@ func (w *Writer) putPiece(c, inner, k int64, piece []byte) error {
 		pc = &partialCluster{}
 		w.partial[c] = pc
 	}
-	if pc.host == 0 && piece != nil && !format.IsZero(piece) {
+	if pc.host == 0 && piece != nil && !zero.IsZero(piece) {
 		host, err := w.mapCluster(c)
 		if err != nil {
 			return err
@@ -320,7 +320,7 @@ func (w *Writer) putPiece(c, inner, k int64, piece []byte) error {
 		pc.host = host
 	}
 	if pc.host != 0 && piece != nil { // zeros stay holes of the new file
-		if err := format.WriteNonZero(w.f, piece, pc.host+inner); err != nil {
+		if err := zero.WriteNonZero(w.f, piece, pc.host+inner); err != nil {
 			return fmt.Errorf("qcow2: writing data: %w", err)
 		}
 	}
@@ -334,7 +334,7 @@ func (w *Writer) putPiece(c, inner, k int64, piece []byte) error {
 // putCompressed queues a cluster for compression once all of it is there.
 func (w *Writer) putCompressed(c, inner, k int64, piece []byte, whole bool) error {
 	valid := w.valid(c)
-	if whole && (piece == nil || format.IsZero(piece)) {
+	if whole && (piece == nil || zero.IsZero(piece)) {
 		return w.covered(c, k)
 	}
 	pc := w.partial[c]
@@ -358,7 +358,7 @@ func (w *Writer) putCompressed(c, inner, k int64, piece []byte, whole bool) erro
 // when it is committed, so that no L2 table is written before its data.
 func (w *Writer) submit(c int64, buf *[]byte, valid int64) error {
 	b := *buf
-	if format.IsZero(b[:valid]) {
+	if zero.IsZero(b[:valid]) {
 		w.pool.Put(buf)
 		return w.covered(c, valid)
 	}

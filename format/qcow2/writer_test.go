@@ -13,6 +13,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/qcow2"
 	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // writeImage writes data through a Writer in the given order: "seq"
@@ -55,7 +56,7 @@ func writeImage(t *testing.T, path string, data []byte, o qcow2.WriterOptions, o
 	}
 	for _, p := range pieces {
 		b := data[p.off : p.off+p.n]
-		if format.IsZero(b) && order != "shuffle" {
+		if zero.IsZero(b) && order != "shuffle" {
 			err = w.ZeroAt(p.off, p.n)
 		} else {
 			_, err = w.WriteAt(b, p.off)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/outfile"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // Create starts a raw image of one disk at d: a new sparse file (zero
@@ -22,7 +24,7 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 	if d.Stream != nil {
 		return &streamSink{w: bufio.NewWriterSize(d.Stream, 1<<20), size: size}, nil
 	}
-	f, err := format.CreateOutput(d)
+	f, err := outfile.Create(d)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +47,7 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 }
 
 // fileSink writes a new sparse file: only blocks that are not zero.
-type fileSink struct{ f *format.OutputFile }
+type fileSink struct{ f *outfile.File }
 
 func (s *fileSink) Disk(int) format.DiskWriter { return s }
 func (s *fileSink) Commit() error              { return s.f.Commit() }
@@ -56,14 +58,14 @@ func (s *fileSink) ZeroAt(off, n int64) error  { return nil }
 // WriteAt writes the runs of p's non-zero 4 KiB blocks (aligned on the
 // file's block grid), each with one write.
 func (s *fileSink) WriteAt(p []byte, off int64) (int, error) {
-	if err := format.WriteNonZero(s.f, p, off); err != nil {
+	if err := zero.WriteNonZero(s.f, p, off); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
 // inPlaceSink writes everything, zeros included, into an existing target.
-type inPlaceSink struct{ f *format.OutputFile }
+type inPlaceSink struct{ f *outfile.File }
 
 func (s *inPlaceSink) Disk(int) format.DiskWriter { return s }
 func (s *inPlaceSink) Commit() error              { return s.f.Commit() }

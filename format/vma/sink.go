@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/internal/outfile"
 )
 
 // Format is the VMA driver, for a format.Registry: archives are probed by
@@ -32,6 +33,7 @@ var Format = format.Format{
 	Extensions: []string{".vma", ".vma.zst", ".vma.gz", ".vma.lzo"},
 	Multi:      true,
 	Create:     Create,
+	MaxConfig:  MaxBlobSize,
 	Options:    options,
 	Info:       fileInfo,
 	Archive:    archiveRules{},
@@ -262,7 +264,7 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 		s.buf = bufio.NewWriterSize(d.Stream, 1<<20)
 		out = s.buf
 	} else {
-		if s.file, err = format.CreateOutput(d); err != nil {
+		if s.file, err = outfile.Create(d); err != nil {
 			return nil, err
 		}
 		out = s.file
@@ -304,9 +306,9 @@ type sink struct {
 	mu     sync.Mutex
 	w      *Writer
 	disks  []*diskWriter
-	file   *format.OutputFile // nil for a stream
-	buf    *bufio.Writer      // stream
-	finish func() error       // flushes the compression layer
+	file   *outfile.File // nil for a stream
+	buf    *bufio.Writer // stream
+	finish func() error  // flushes the compression layer
 	done   bool
 	err    error
 }

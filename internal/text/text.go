@@ -124,3 +124,20 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// ShellJoin joins args as a shell reads them back, quoting where
+// needed, control characters escaped.
+func ShellJoin(args []string) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,:/=@+%") == "" {
+			b.WriteString(EscapeControls(a))
+			continue
+		}
+		b.WriteString("'" + EscapeControls(strings.ReplaceAll(a, "'", `'\''`)) + "'")
+	}
+	return b.String()
+}

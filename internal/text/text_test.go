@@ -62,3 +62,11 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+func TestShellJoin(t *testing.T) {
+	got := ShellJoin([]string{"vmaconv", "checksum", "--", "-:scsi0", "a b", "it's", "", "x\ny", "ok/path_1.2,3:4=5@6+7%8"})
+	want := `vmaconv checksum -- -:scsi0 'a b' 'it'\''s' '' 'x\ny' ok/path_1.2,3:4=5@6+7%8`
+	if got != want {
+		t.Errorf("ShellJoin = %s, want %s", got, want)
+	}
+}

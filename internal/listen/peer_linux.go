@@ -1,4 +1,4 @@
-package main
+package listen
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
+
+	"github.com/vmaconv/vmaconv/internal/text"
 )
 
 // peerProcess names the process at the other end of a Unix socket
@@ -28,7 +30,7 @@ func peerProcess(c net.Conn) string {
 	}
 	who := fmt.Sprintf(" (pid %d", cred.Pid)
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cred.Pid)); err == nil {
-		who += ", " + printable(strings.TrimSpace(string(comm)))
+		who += ", " + text.Printable(strings.TrimSpace(string(comm)))
 	}
 	return who + ")"
 }

@@ -1,4 +1,5 @@
-package format
+// Package zero finds zero bytes fast, and keeps them out of new files.
+package zero
 
 import (
 	"bytes"

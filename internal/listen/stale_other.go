@@ -1,7 +1,10 @@
 //go:build !unix
 
-package main
+package listen
 
 // replaceStale does not replace sockets here: serve --socket on a path in
 // use fails.
 func replaceStale(path string) (bool, error) { return false, nil }
+
+// ownerOnly runs fn (there is no umask here).
+func ownerOnly(fn func() error) error { return fn() }

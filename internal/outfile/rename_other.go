@@ -1,6 +1,6 @@
 //go:build !linux
 
-package format
+package outfile
 
 // renameNoReplace renames oldpath to newpath unless newpath exists
 // (fs.ErrExist).

@@ -1,4 +1,4 @@
-package format
+package outfile
 
 import (
 	"bytes"
@@ -8,19 +8,21 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/vmaconv/vmaconv/format"
 )
 
-// TestOutputFileSync: an output is synced, and its directory after the
+// TestFileSync: an output is synced, and its directory after the
 // rename, before Commit returns, unless the Dest says NoSync (-t unsafe);
 // the content and the name are the same either way.
-func TestOutputFileSync(t *testing.T) {
+func TestFileSync(t *testing.T) {
 	var calls int
 	fsync = func(f *os.File) error { calls++; return f.Sync() }
 	t.Cleanup(func() { fsync = (*os.File).Sync })
 	for _, noSync := range []bool{false, true} {
 		calls = 0
 		path := filepath.Join(t.TempDir(), "out")
-		o, err := CreateOutput(Dest{Path: path, NoSync: noSync})
+		o, err := Create(format.Dest{Path: path, NoSync: noSync})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,10 +41,10 @@ func TestOutputFileSync(t *testing.T) {
 	}
 }
 
-// TestOutputFileFailures: a write that fails midway (the disk fills), a
+// TestFileFailures: a write that fails midway (the disk fills), a
 // failing sync and a failing rename each fail with one error naming the
 // output, leave no temporary file, and leave an existing output as it was.
-func TestOutputFileFailures(t *testing.T) {
+func TestFileFailures(t *testing.T) {
 	enospc := syscall.ENOSPC
 	cases := []struct {
 		name  string
@@ -80,7 +82,7 @@ func TestOutputFileFailures(t *testing.T) {
 					os.WriteFile(path, []byte("old"), 0o600)
 				}
 				tc.setup()
-				o, err := CreateOutput(Dest{Path: path, Name: "out", Overwrite: over})
+				o, err := Create(format.Dest{Path: path, Name: "out", Overwrite: over})
 				if err != nil {
 					t.Fatal(err)
 				}

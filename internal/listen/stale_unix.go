@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package listen
 
 import (
 	"errors"
@@ -41,4 +41,11 @@ func replaceStale(path string) (bool, error) {
 		return false, fmt.Errorf("removing the stale socket %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// ownerOnly runs fn with a umask that keeps what it creates to the owner.
+func ownerOnly(fn func() error) error {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	return fn()
 }

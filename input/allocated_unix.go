@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package input
 
 import (
 	"os"
@@ -14,11 +14,4 @@ func allocated(fi os.FileInfo) int64 {
 		return st.Blocks * 512
 	}
 	return fi.Size()
-}
-
-// ownerOnly runs fn with a umask that keeps what it creates to the owner.
-func ownerOnly(fn func() error) error {
-	old := syscall.Umask(0o077)
-	defer syscall.Umask(old)
-	return fn()
 }

@@ -1,4 +1,8 @@
-package format
+// Package outfile is the file every output of vmaconv is written to: a
+// temporary file beside the destination, renamed into place only when
+// whole, so that a failed or interrupted run never leaves a file that
+// looks complete.
+package outfile
 
 import (
 	"crypto/rand"
@@ -10,20 +14,22 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/vmaconv/vmaconv/format"
 )
 
-// OutputFile is a destination file as sinks write it. A new output is
+// File is a destination file as sinks write it. A new output is
 // written under a temporary name in the destination's directory and
 // renamed into place by Commit, after a sync, so that a failed or
 // interrupted run never leaves a file that looks complete and never
 // touches an existing one before the new one is whole. The rename never
-// replaces a file unless Dest.Overwrite is set, even one created by
+// replaces a file unless format.Dest.Overwrite is set, even one created by
 // someone else meanwhile; a replaced file's permissions are kept. An
-// output written in place (Dest.InPlace) is the destination itself.
+// output written in place (format.Dest.InPlace) is the destination itself.
 //
 // WriteAt may be called in parallel (io.WriterAt); errors name the
 // destination, never the temporary file.
-type OutputFile struct {
+type File struct {
 	f       *os.File
 	path    string
 	name    string // for messages
@@ -49,9 +55,9 @@ func IsTempName(name string) bool {
 	return len(name) > len(tempPrefix) && name[:len(tempPrefix)] == tempPrefix
 }
 
-// CreateOutput opens the file a sink writes for d (which must not be a
+// Create opens the file a sink writes for d (which must not be a
 // stream).
-func CreateOutput(d Dest) (*OutputFile, error) {
+func Create(d format.Dest) (*File, error) {
 	name := d.Name
 	if name == "" {
 		name = d.Path
@@ -61,9 +67,9 @@ func CreateOutput(d Dest) (*OutputFile, error) {
 		if err != nil {
 			return nil, fmt.Errorf("writing in place needs an existing destination: %w", err)
 		}
-		return &OutputFile{f: f, path: d.Path, name: name, nosync: d.NoSync}, nil
+		return &File{f: f, path: d.Path, name: name, nosync: d.NoSync}, nil
 	}
-	o := &OutputFile{path: d.Path, name: name, over: d.Overwrite, nosync: d.NoSync}
+	o := &File{path: d.Path, name: name, over: d.Overwrite, nosync: d.NoSync}
 	fi, err := os.Lstat(d.Path)
 	switch {
 	case err == nil && fi.IsDir():
@@ -104,20 +110,20 @@ func CreateOutput(d Dest) (*OutputFile, error) {
 }
 
 // Path returns the destination's name for messages.
-func (o *OutputFile) Path() string { return o.name }
+func (o *File) Path() string { return o.name }
 
-// File returns the open file, for operations OutputFile does not wrap
+// File returns the open file, for operations File does not wrap
 // (errors from it name the temporary file: wrap them with Err).
-func (o *OutputFile) File() *os.File { return o.f }
+func (o *File) File() *os.File { return o.f }
 
 // WriteAt implements io.WriterAt.
-func (o *OutputFile) WriteAt(p []byte, off int64) (int, error) {
+func (o *File) WriteAt(p []byte, off int64) (int, error) {
 	n, err := writeAt(o.f, p, off)
 	return n, o.Err("writing", err)
 }
 
 // Write writes at the current offset.
-func (o *OutputFile) Write(p []byte) (int, error) {
+func (o *File) Write(p []byte) (int, error) {
 	n, err := write(o.f, p)
 	return n, o.Err("writing", err)
 }
@@ -136,18 +142,18 @@ var (
 )
 
 // Truncate sets the file's size.
-func (o *OutputFile) Truncate(size int64) error { return o.Err("sizing", o.f.Truncate(size)) }
+func (o *File) Truncate(size int64) error { return o.Err("sizing", o.f.Truncate(size)) }
 
 // Size returns the file's current size (for a block device written in
 // place, the device's).
-func (o *OutputFile) Size() (int64, error) {
+func (o *File) Size() (int64, error) {
 	n, err := o.f.Seek(0, io.SeekEnd)
 	return n, o.Err("sizing", err)
 }
 
 // Err returns err, if not nil, as an error about the destination: "what
 // PATH: cause", without the temporary file's name.
-func (o *OutputFile) Err(what string, err error) error {
+func (o *File) Err(what string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -160,7 +166,7 @@ func (o *OutputFile) Err(what string, err error) error {
 
 // Commit syncs the file (unless the Dest said NoSync) and, for a new
 // output, renames it into place.
-func (o *OutputFile) Commit() error {
+func (o *File) Commit() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.done {
@@ -174,7 +180,7 @@ func (o *OutputFile) Commit() error {
 	return o.err
 }
 
-func (o *OutputFile) commit() error {
+func (o *File) commit() error {
 	if !o.nosync {
 		if err := fsync(o.f); err != nil {
 			o.f.Close()
@@ -211,7 +217,7 @@ func (o *OutputFile) commit() error {
 
 // Abort closes the file and removes a new output. It does nothing after
 // a successful Commit.
-func (o *OutputFile) Abort() error {
+func (o *File) Abort() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.done {
@@ -223,7 +229,7 @@ func (o *OutputFile) Abort() error {
 	return nil
 }
 
-func (o *OutputFile) remove() {
+func (o *File) remove() {
 	if o.tmp == "" {
 		return
 	}

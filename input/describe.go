@@ -1,0 +1,113 @@
+package input
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/vmaconv/vmaconv/format"
+)
+
+// Describe returns what info shows of the file at path ("-": standard
+// input), of the format o.Format names or that Open would find. Opening
+// is all it does: a file read at random is described by its format
+// (format.Format.Info), from its header, without opening its disks or a
+// backing file, so that an image other commands refuse can still be
+// described; an input read as a stream (standard input, a compressed
+// file, a file of a format named that reads as a stream) by its stream
+// (format.Informer). Errors for a format that is not registered or that
+// cannot describe its files match format.ErrUnsupportedOption.
+func Describe(ctx context.Context, reg *format.Registry, path string, o Options) (format.Info, error) {
+	if path == "-" {
+		return describeStream(ctx, reg, path, o)
+	}
+	if o.Format != "" {
+		if fm, err := reg.Lookup(o.Format); err == nil && fm.OpenStream != nil {
+			return describeStream(ctx, reg, path, o)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, missingArchive(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%s is a directory", path)
+	}
+	var fm format.Format
+	switch {
+	case o.Format != "":
+		if fm, err = reg.Lookup(o.Format); err != nil {
+			return nil, format.Unsupported("%v", err)
+		}
+	case fi.Mode().IsRegular():
+		d, comp, _, err := Probe(reg, f)
+		var fe *ForeignError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", path, fe.Foreign.Name, fe.Foreign.QEMU)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if comp != "" {
+			o.Format = d.Name
+			return describeStream(ctx, reg, path, o)
+		}
+		fm = d
+	default:
+		if fm, err = reg.Lookup(fallback); err != nil {
+			return nil, err
+		}
+	}
+	if fm.Info == nil {
+		return nil, format.Unsupported("-f %s: info cannot describe %s files", fm.Name, fm.Name)
+	}
+	st := format.FileStat{Name: path, Size: -1, Allocated: allocated(fi)}
+	if fi.Mode().IsRegular() {
+		st.Size = fi.Size()
+	}
+	in, err := fm.Info(f, st)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return in, nil
+}
+
+// describeStream describes the input at path read as a stream, of the
+// format o names, or the first that reads as a stream.
+func describeStream(ctx context.Context, reg *format.Registry, path string, o Options) (format.Info, error) {
+	name, size := "<stdin>", int64(-1)
+	if path != "-" {
+		fi, err := os.Stat(path)
+		if err == nil && fi.IsDir() {
+			return nil, fmt.Errorf("%s: is a directory, not an archive", path)
+		}
+		name = path
+		if err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+	}
+	if o.Format == "" {
+		fm, err := streamFormat(reg)
+		if err != nil {
+			return nil, err
+		}
+		o.Format = fm.Name
+	}
+	o.Stream, o.RandomAccess = true, false
+	in, err := Open(ctx, reg, format.Ref{Path: path}, o)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	inf, ok := in.Stream().(format.Informer)
+	if !ok {
+		return nil, fmt.Errorf("%s: a %s stream that cannot describe itself", name, in.Format().Name)
+	}
+	return inf.Info(format.FileStat{Name: name, Size: size}), nil
+}
