@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -143,6 +145,35 @@ type blobWalker struct {
 	cur        int64            // the blob being read: its start, or -1
 	need       int64            // bytes of it still to come
 	lenBuf     []byte           // a length field split between two pieces
+	ahead      []int64          // want's keys from next on, in order (once sorted)
+	sorted     bool
+}
+
+// nextWanted returns the first wanted blob start at or after w.next, or
+// w.end if there is none.
+func (w *blobWalker) nextWanted() int64 {
+	if !w.sorted {
+		w.ahead, w.sorted = slices.Sorted(maps.Keys(w.want)), true
+	}
+	for len(w.ahead) > 0 && w.ahead[0] < w.next {
+		w.ahead = w.ahead[1:]
+	}
+	if len(w.ahead) == 0 {
+		return w.end
+	}
+	return w.ahead[0]
+}
+
+// zeroPrefix returns how many bytes at the start of b are zero.
+func zeroPrefix(b []byte) int64 {
+	n := 0
+	for n+BlockSize <= len(b) && IsZero(b[n:n+BlockSize]) {
+		n += BlockSize
+	}
+	for n < len(b) && b[n] == 0 {
+		n++
+	}
+	return int64(n)
 }
 
 // feed takes the header bytes p found at offset pos; pieces come in
@@ -162,6 +193,17 @@ func (w *blobWalker) feed(pos int64, p []byte) {
 		}
 		if w.next+2 > w.end {
 			return
+		}
+		// A run of zero bytes is a run of empty blobs: skipped at once, up
+		// to the next wanted one (a hostile header holds up to 32 M). A
+		// length field split between pieces (w.next < pos) is read below.
+		if w.next >= pos {
+			if stop := min(end, w.end, w.nextWanted()); stop-w.next >= 2 {
+				if z := zeroPrefix(p[w.next-pos : stop-pos]); z >= 2 {
+					w.next += z &^ 1
+					continue
+				}
+			}
 		}
 		// The length field at w.next, maybe split between pieces.
 		for len(w.lenBuf) < 2 {
