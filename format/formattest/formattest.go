@@ -21,8 +21,9 @@ func TestSource(t *testing.T, src format.Source, want []byte) {
 		t.Fatalf("Size() = %d, want %d", src.Size(), size)
 	}
 	rng := rand.New(rand.NewPCG(uint64(size), 1))
+	var buf []byte
 	check := func(off int64, n int) {
-		p := make([]byte, n)
+		p := poisoned(&buf, n)
 		got, err := src.ReadAt(p, off)
 		wantN := int(max(min(int64(n), size-off), 0))
 		if got != wantN {
@@ -51,10 +52,11 @@ func TestSource(t *testing.T, src format.Source, want []byte) {
 	for w := range 8 {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(w), 2))
+			var buf []byte
 			for range 50 {
 				off := r.Int64N(size)
 				n := int(min(1+r.Int64N(1<<20), size-off))
-				p := make([]byte, n)
+				p := poisoned(&buf, n)
 				if got, err := src.ReadAt(p, off); got != n || !bytes.Equal(p, want[off:off+int64(n)]) {
 					t.Errorf("parallel ReadAt(%d at %d) = %d, %v, or wrong content", n, off, got, err)
 				}
@@ -90,4 +92,22 @@ func TestSource(t *testing.T, src format.Source, want []byte) {
 			t.Errorf("Extent(%d, %d) = %+v, %v", pos, n, e, err)
 		}
 	}
+}
+
+// poisoned returns n bytes of *buf, grown as needed, set to 0xa5: a read
+// into it that leaves bytes unwritten (a zero run not cleared) is caught,
+// as it would not be in a new, zeroed buffer. Buffers are reused: under
+// -race, a new one costs more than the read.
+func poisoned(buf *[]byte, n int) []byte {
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	p := (*buf)[:n]
+	if n > 0 {
+		p[0] = 0xa5
+		for i := 1; i < n; i *= 2 {
+			copy(p[i:], p[:i])
+		}
+	}
+	return p
 }
