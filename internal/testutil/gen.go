@@ -130,7 +130,18 @@ var (
 // "shuffle" (random, from seed).
 func WriteArchive(t TB, disks []Disk, configs []vma.Config, order string, seed uint64) []byte {
 	t.Helper()
+	// Room for the whole archive, so that out does not grow: under -race,
+	// copying tens of MiB at once stalls the garbage collector for seconds.
+	size := int64(1 << 20) // the header
+	for _, d := range disks {
+		clusters := (int64(len(d.Data)) + vma.ClusterSize - 1) / vma.ClusterSize
+		size += clusters*vma.ClusterSize + (clusters/vma.SlotsPerExtent+1)*vma.ExtentHeaderSize
+	}
+	for _, c := range configs {
+		size += int64(len(c.Data))
+	}
 	var out bytes.Buffer
+	out.Grow(int(size))
 	w := vma.NewWriter(&out, vma.WithUUID(TestUUID), vma.WithCTime(TestCTime))
 	for _, c := range configs {
 		if err := w.AddConfig(c.Name, c.Data); err != nil {
