@@ -273,6 +273,7 @@ func salvageRead(t testing.TB, raw []byte) (map[[2]int64][]byte, *vma.Reader) {
 	}
 	rd.Salvage()
 	out := map[[2]int64][]byte{}
+	var ex expander
 	for {
 		c, err := rd.Next()
 		if err == io.EOF {
@@ -281,10 +282,27 @@ func salvageRead(t testing.TB, raw []byte) (map[[2]int64][]byte, *vma.Reader) {
 		if err != nil {
 			t.Fatalf("salvage failed: %v", err)
 		}
-		b := make([]byte, vma.ClusterSize)
-		c.Expand(b)
-		out[[2]int64{int64(c.Device.ID), c.Index}] = b
+		out[[2]int64{int64(c.Device.ID), c.Index}] = ex.expand(c)
 	}
+}
+
+// expander expands clusters into new buffers, but for those all zero,
+// which share one: a disk of 4096 zero clusters costs 256 MiB otherwise.
+type expander struct{ spare []byte }
+
+var zeroCluster = make([]byte, vma.ClusterSize)
+
+func (x *expander) expand(c vma.Cluster) []byte {
+	if x.spare == nil {
+		x.spare = make([]byte, vma.ClusterSize)
+	}
+	b := x.spare
+	c.Expand(b) // the spare is kept only while all zero, as a new one is
+	if vma.IsZero(b) {
+		return zeroCluster
+	}
+	x.spare = nil
+	return b
 }
 
 // salvageClusters reads an archive in salvage mode (unless damaged < 0:
@@ -298,6 +316,7 @@ func salvageClusters(data []byte, damaged int) (*salvaged, error) {
 		rd.Salvage()
 	}
 	s := &salvaged{headerSize: rd.Header().Size, clusters: map[[2]int64]salvagedCluster{}}
+	var ex expander
 	for {
 		e, err := rd.NextExtent()
 		if err == io.EOF {
@@ -309,9 +328,7 @@ func salvageClusters(data []byte, damaged int) (*salvaged, error) {
 		end := e.Offset + int64(len(e.Data)) + vma.ExtentHeaderSize
 		s.extents = append(s.extents, [2]int64{e.Offset, end})
 		for _, c := range e.Clusters {
-			b := make([]byte, vma.ClusterSize)
-			c.Expand(b)
-			s.clusters[[2]int64{int64(c.Device.ID), c.Index}] = salvagedCluster{b, len(s.extents) - 1}
+			s.clusters[[2]int64{int64(c.Device.ID), c.Index}] = salvagedCluster{ex.expand(c), len(s.extents) - 1}
 		}
 	}
 	if damaged >= 0 {

@@ -134,8 +134,12 @@ func WriteArchive(t TB, disks []Disk, configs []vma.Config, order string, seed u
 	// copying tens of MiB at once stalls the garbage collector for seconds.
 	size := int64(1 << 20) // the header
 	for _, d := range disks {
-		clusters := (int64(len(d.Data)) + vma.ClusterSize - 1) / vma.ClusterSize
-		size += clusters*vma.ClusterSize + (clusters/vma.SlotsPerExtent+1)*vma.ExtentHeaderSize
+		for off := 0; off < len(d.Data); off += vma.BlockSize { // zero blocks are not stored
+			if !vma.IsZero(d.Data[off:min(off+vma.BlockSize, len(d.Data))]) {
+				size += vma.BlockSize
+			}
+		}
+		size += (int64(len(d.Data))/(vma.SlotsPerExtent*vma.ClusterSize) + 1) * vma.ExtentHeaderSize
 	}
 	for _, c := range configs {
 		size += int64(len(c.Data))
