@@ -16,6 +16,19 @@ import (
 // TestSource checks src against want, the disk's expected content.
 func TestSource(t *testing.T, src format.Source, want []byte) {
 	t.Helper()
+	testSource(t, src, want, true)
+}
+
+// TestSourceSerial is TestSource without its reads in parallel, which
+// cost the most under -race: for more layouts of a driver that TestSource
+// checks on others.
+func TestSourceSerial(t *testing.T, src format.Source, want []byte) {
+	t.Helper()
+	testSource(t, src, want, false)
+}
+
+func testSource(t *testing.T, src format.Source, want []byte, parallel bool) {
+	t.Helper()
 	size := int64(len(want))
 	if src.Size() != size {
 		t.Fatalf("Size() = %d, want %d", src.Size(), size)
@@ -47,23 +60,25 @@ func TestSource(t *testing.T, src format.Source, want []byte) {
 	}
 	check(size-1, 1)
 	check(size-100, 4096)
-	// In parallel, as the pipeline reads.
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			r := rand.New(rand.NewPCG(uint64(w), 2))
-			var buf []byte
-			for range 50 {
-				off := r.Int64N(size)
-				n := int(min(1+r.Int64N(1<<20), size-off))
-				p := poisoned(&buf, n)
-				if got, err := src.ReadAt(p, off); got != n || !bytes.Equal(p, want[off:off+int64(n)]) {
-					t.Errorf("parallel ReadAt(%d at %d) = %d, %v, or wrong content", n, off, got, err)
+	if parallel {
+		// In parallel, as the pipeline reads.
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				r := rand.New(rand.NewPCG(uint64(w), 2))
+				var buf []byte
+				for range 50 {
+					off := r.Int64N(size)
+					n := int(min(1+r.Int64N(1<<20), size-off))
+					p := poisoned(&buf, n)
+					if got, err := src.ReadAt(p, off); got != n || !bytes.Equal(p, want[off:off+int64(n)]) {
+						t.Errorf("parallel ReadAt(%d at %d) = %d, %v, or wrong content", n, off, got, err)
+					}
 				}
-			}
-		})
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 
 	ext, ok := src.(format.Extenter)
 	if !ok {
