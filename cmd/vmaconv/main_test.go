@@ -133,13 +133,13 @@ func genvma(ts *testscript.TestScript, neg bool, args []string) {
 		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}}, conf, "seq", 0)
 	case "forge", "forgecut": // names that try to forge output lines and drive the terminal
 		raw = testutil.WriteArchive(t, []testutil.Disk{
-			{Name: "drive-scsi0\nvmaconv: ok\x1b]0;pwned\x07\x1b[2J", Data: testutil.GenDisk(8, 8<<20, "data")},
+			{Name: "drive-scsi0\nvmaconv: ok\x1b]0;pwned\x07\x1b[2J", Data: testutil.GenDisk(8, 2*vma.ClusterSize, "data")},
 			{Name: "drive-scsi1", Data: testutil.GenDisk(9, 65536, "data")},
 		}, []vma.Config{{Name: "qemu-server.conf\n\x1b[31mred", Data: []byte("x\n")}}, "seq", 0)
-		if args[0] == "forgecut" { // cut after the first extent: clusters missing
+		if args[0] == "forgecut" { // cut after the first cluster's data: clusters missing
 			rd, err := vma.NewReader(bytes.NewReader(raw))
 			ts.Check(err)
-			raw = raw[:rd.Header().Size+512+58*vma.ClusterSize]
+			raw = raw[:rd.Header().Size+512+vma.ClusterSize]
 		}
 	case "collide": // two configs that sanitise to the same file name
 		raw = testutil.WriteArchive(t, nil, []vma.Config{{Name: "aXb", Data: []byte("1")}, {Name: "a_b", Data: []byte("2")}}, "seq", 0)
