@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // disk returns size bytes in which about half of the 4 KiB blocks are zero
@@ -63,7 +64,7 @@ func BenchmarkIsZero(b *testing.B) {
 			for b.Loop() {
 				n := 0
 				for i := 0; i < vma.ClusterSize; i += vma.BlockSize {
-					if vma.IsZero(c.data[i : i+vma.BlockSize]) {
+					if zero.IsZero(c.data[i : i+vma.BlockSize]) {
 						n++
 					}
 				}

@@ -20,7 +20,7 @@ import (
 
 // open writes an archive of the disks and configs and opens it as
 // vmaconv's commands do.
-func open(t *testing.T, disks []testutil.Disk, configs []vma.Config, stream bool) *input.Input {
+func open(t *testing.T, disks []testutil.Disk, configs []format.Config, stream bool) *input.Input {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "a.vma")
 	if err := os.WriteFile(path, testutil.WriteArchive(t, disks, configs, "seq", 0), 0o644); err != nil {
@@ -42,7 +42,7 @@ func TestExtract(t *testing.T) {
 	disk := testutil.GenDisk(1, 3*vma.ClusterSize+4096, "mixed")
 	state := testutil.GenDisk(2, 2*vma.ClusterSize, "data")
 	disks := []testutil.Disk{{Name: "drive-scsi0", Data: disk}, {Name: vma.VMStateName, Data: state}}
-	configs := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}, {Name: "a b.conf", Data: []byte("x\n")}}
+	configs := []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}, {Name: "a b.conf", Data: []byte("x\n")}}
 	qcow2, err := all.Registry().Lookup("qcow2")
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestExtract(t *testing.T) {
 // included.
 func TestExtractRefuses(t *testing.T) {
 	disks := []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8192, "data")}}
-	in := open(t, disks, []vma.Config{{Name: "disk-drive-scsi0.raw", Data: []byte("x\n")}}, false)
+	in := open(t, disks, []format.Config{{Name: "disk-drive-scsi0.raw", Data: []byte("x\n")}}, false)
 	dir := filepath.Join(t.TempDir(), "out")
 	for _, tc := range []struct {
 		name string

@@ -27,9 +27,12 @@ type Config struct {
 // hold zeros too; sinks that keep zeros out (sparse files, unallocated
 // clusters) look for them themselves, at their own granularity.
 //
-// WriteAt follows the io.WriterAt contract, parallel calls on
-// non-overlapping ranges included, unless the writer implements
-// Sequential. Neither method retains p.
+// Calls come from one goroutine at a time, in an order that depends only
+// on the input, so that the same input always gives the same bytes. Only a
+// writer that implements OrderIndependent may be called from parallel
+// goroutines (on ranges that do not overlap), and one that implements
+// Sequential is called in order, each range starting where the previous
+// one ended. Neither method retains p.
 type DiskWriter interface {
 	io.WriterAt
 	// ZeroAt records that the n bytes at off are zero. A sink that starts

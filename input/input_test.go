@@ -33,7 +33,7 @@ var disks = []testutil.Disk{
 // (compress.Zstd, compress.Gzip, "seekable", or "").
 func archive(t *testing.T, comp string) []byte {
 	t.Helper()
-	raw := testutil.WriteArchive(t, disks, []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "interleave", 0)
+	raw := testutil.WriteArchive(t, disks, []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "interleave", 0)
 	if comp == "" {
 		return raw
 	}

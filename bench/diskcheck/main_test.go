@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
@@ -82,7 +83,7 @@ func TestDamage(t *testing.T) {
 		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 7<<20+5*4096+100, "mixed")},
 		{Name: "drive-efidisk0", Data: testutil.GenDisk(2, 540672, "mixed")},
 	}
-	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
+	conf := []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
 	good := testutil.WriteArchive(t, disks, conf, "runs", 3)
 	dir := t.TempDir()
 	write := func(name string, b []byte) string {

@@ -155,6 +155,7 @@ func testCompareQemu(t *testing.T, at func(string) string) {
 	}
 	for i, tc := range cases {
 		t.Run(strings.Join(tc, "_"), func(t *testing.T) {
+			t.Parallel() // each waits for qemu-img half the time
 			var qargs, vargs []string
 			for _, a := range tc {
 				if strings.HasPrefix(a, "-m") { // vmaconv's readers
@@ -222,6 +223,7 @@ func testMapQemu(t *testing.T, at func(string) string) {
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc, "_"), func(t *testing.T) {
+			t.Parallel()
 			file := at(tc[len(tc)-1])
 			f := "raw"
 			if strings.HasSuffix(file, ".qcow2") {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
@@ -47,7 +47,7 @@ func TestCompletionShells(t *testing.T) {
 	raw := testutil.WriteArchive(t, []testutil.Disk{
 		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 65536, "data")},
 		{Name: "drive-virtio1", Data: testutil.GenDisk(2, 65536, "data")},
-	}, []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "seq", 0)
+	}, []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "seq", 0)
 	if err := os.WriteFile(filepath.Join(dir, "m.vma"), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 func TestCompressedRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
-	os.WriteFile(at("d.raw"), testutil.GenDisk(4, 6<<20+512, "mixed"), 0o644)
+	os.WriteFile(at("d.raw"), testutil.GenDisk(4, 1<<20+512, "mixed"), 0o644)
 	fixed := []string{"-f", "raw", "--uuid", "6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "--ctime", "1718000000"}
 	vmaconv(t, append([]string{at("d.raw"), at("plain.vma")}, fixed...)...)
 	plain, _ := os.ReadFile(at("plain.vma"))

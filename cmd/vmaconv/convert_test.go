@@ -53,24 +53,27 @@ func TestOracleQemuImg(t *testing.T) {
 		}
 		return at(name)
 	}
-	mixed := write("mixed.raw", testutil.GenDisk(1, 12<<20, "mixed"))
+	mixed := write("mixed.raw", testutil.GenDisk(1, 6<<20, "mixed"))
 	odd := write("odd.raw", testutil.GenDisk(2, 3<<20+7*512+100, "mixed")) // qemu-img pads it to 512
 	qimg("convert", "-f", "raw", "-O", "qcow2", mixed, at("plain.qcow2"))
 	qimg("convert", "-f", "raw", "-O", "qcow2", "-c", mixed, at("zlib.qcow2"))
 	qimg("convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", mixed, at("zstd.qcow2"))
 	qimg("convert", "-f", "raw", "-O", "qcow2", odd, at("odd.qcow2"))
-	// Sparse: 1 GiB virtual, a few MiB written.
-	qimg("create", "-q", "-f", "qcow2", at("sparse.qcow2"), "1G")
-	testutil.Run(t, "qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -P 0x21 700M 64k", "-c", "write -P 0x7f 1023M 1M", at("sparse.qcow2"))
+	// Sparse: 64 MiB virtual in 4 KiB clusters, so 32 L2 tables, most
+	// never allocated; a few MiB written, one block alone in its cluster.
+	qimg("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", at("sparse.qcow2"), "64M")
+	testutil.Run(t, "qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -P 0x21 44M 64k", "-c", "write -P 0x33 52441088 4k",
+		"-c", "write -P 0x7f 63M 1M", at("sparse.qcow2"))
 	// Backing: top holds only what differs from base.
-	changed := testutil.GenDisk(1, 12<<20, "mixed")
+	changed := testutil.GenDisk(1, 6<<20, "mixed")
 	copy(changed[2<<20:], testutil.GenDisk(3, 500000, "data"))
-	clear(changed[7<<20 : 8<<20])
+	clear(changed[4<<20 : 5<<20])
 	write("changed.raw", changed)
 	qimg("convert", "-f", "raw", "-O", "qcow2", "-B", "plain.qcow2", "-F", "qcow2", at("changed.raw"), at("top.qcow2"))
 
 	for _, name := range []string{"plain", "zlib", "zstd", "odd", "sparse", "top"} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel() // each reads the images and writes its own files
 			img := at(name + ".qcow2")
 			ref := at(name + ".oracle.raw")
 			qimg("convert", "-O", "raw", img, ref)
@@ -103,6 +106,7 @@ func TestOracleQemuImg(t *testing.T) {
 	// A raw source: in an archive its size is rounded up to 512 bytes as
 	// QEMU does; converted to raw directly it keeps its size.
 	t.Run("raw", func(t *testing.T) {
+		t.Parallel()
 		vmaconv(t, "-f", "raw", odd, at("odd-raw.vma"))
 		info := vmaconv(t, "info", at("odd-raw.vma"))
 		if !strings.Contains(info, "(3149824 bytes)") { // 3 MiB + 7·512 + 100, rounded up

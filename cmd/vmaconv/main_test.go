@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
@@ -99,7 +101,7 @@ func genvma(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: genvma KIND FILE")
 	}
 	t := tsT{ts}
-	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
+	conf := []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
 	var raw []byte
 	switch args[0] {
 	case "example":
@@ -121,7 +123,7 @@ func genvma(ts *testscript.TestScript, neg bool, args []string) {
 		}, conf, "seq", 0)
 	case "hostile": // names that try to leave the target directory
 		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "..X..Xdisk", Data: testutil.GenDisk(7, 8192, "data")}},
-			[]vma.Config{{Name: "..Xescape.conf", Data: []byte("x\n")}, {Name: ".hidden", Data: []byte("y\n")}}, "seq", 0)
+			[]format.Config{{Name: "..Xescape.conf", Data: []byte("x\n")}, {Name: ".hidden", Data: []byte("y\n")}}, "seq", 0)
 		raw = testutil.PatchName(t, raw, "..Xescape.conf", "../escape.conf")
 		raw = testutil.PatchName(t, raw, "..X..Xdisk", "../../disk")
 	case "minctime": // a ctime no calendar holds
@@ -133,22 +135,22 @@ func genvma(ts *testscript.TestScript, neg bool, args []string) {
 		raw = testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}}, conf, "seq", 0)
 	case "forge", "forgecut": // names that try to forge output lines and drive the terminal
 		raw = testutil.WriteArchive(t, []testutil.Disk{
-			{Name: "drive-scsi0\nvmaconv: ok\x1b]0;pwned\x07\x1b[2J", Data: testutil.GenDisk(8, 8<<20, "data")},
+			{Name: "drive-scsi0\nvmaconv: ok\x1b]0;pwned\x07\x1b[2J", Data: testutil.GenDisk(8, 2*vma.ClusterSize, "data")},
 			{Name: "drive-scsi1", Data: testutil.GenDisk(9, 65536, "data")},
-		}, []vma.Config{{Name: "qemu-server.conf\n\x1b[31mred", Data: []byte("x\n")}}, "seq", 0)
-		if args[0] == "forgecut" { // cut after the first extent: clusters missing
+		}, []format.Config{{Name: "qemu-server.conf\n\x1b[31mred", Data: []byte("x\n")}}, "seq", 0)
+		if args[0] == "forgecut" { // cut after the first cluster's data: clusters missing
 			rd, err := vma.NewReader(bytes.NewReader(raw))
 			ts.Check(err)
-			raw = raw[:rd.Header().Size+512+58*vma.ClusterSize]
+			raw = raw[:rd.Header().Size+512+vma.ClusterSize]
 		}
 	case "collide": // two configs that sanitise to the same file name
-		raw = testutil.WriteArchive(t, nil, []vma.Config{{Name: "aXb", Data: []byte("1")}, {Name: "a_b", Data: []byte("2")}}, "seq", 0)
+		raw = testutil.WriteArchive(t, nil, []format.Config{{Name: "aXb", Data: []byte("1")}, {Name: "a_b", Data: []byte("2")}}, "seq", 0)
 		raw = testutil.PatchName(t, raw, "aXb", "a/b")
 	case "clashes": // made elsewhere: map lines and file names that clash
 		raw = testutil.WriteArchive(t, []testutil.Disk{
 			{Name: "drive-scsi0", Data: testutil.GenDisk(10, 8192, "data")},
 			{Name: "drive-scsi1", Data: testutil.GenDisk(11, 8192, "data")},
-		}, []vma.Config{
+		}, []format.Config{
 			{Name: "qemu-server.conf", Data: []byte("scsi0: local-lvm:vm-100-disk-0,size=8K\n#qmdump#map:scsi0:drive-scsi0:local-lvm:raw:\n#qmdump#map:scsi1:drive-scsi0:local-lvm:raw:\n#qmdump#map:scsi1:drive-scsi1:::\n")},
 			{Name: "disk-drive-scsi1.raw", Data: []byte("1\n")},
 			{Name: "drive-scsi0.raw", Data: []byte("2\n")},

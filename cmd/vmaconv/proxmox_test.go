@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
@@ -602,7 +603,7 @@ func TestNameRules(t *testing.T) {
 	disk := testutil.GenDisk(4, 8192, "data")
 	os.WriteFile(at("d.raw"), disk, 0o644)
 	os.WriteFile(at("c.conf"), []byte("memory: 512\n"), 0o644)
-	conf := vma.Config{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}
+	conf := format.Config{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}
 	os.Mkdir(at("mnt"), 0o755)
 	for _, tc := range []struct {
 		name    string
@@ -625,10 +626,10 @@ func TestNameRules(t *testing.T) {
 		{"sanitised devices", nil, []string{"drive-scsi0", "x y", "x_y"},
 			`device "x y" and device x_y would both be extracted as disk-x_y.raw`, []string{"extract", "extract-qcow2", "mount"}, "disk-x_y.raw"},
 	} {
-		var cs []vma.Config
+		var cs []format.Config
 		cs = append(cs, conf)
 		for _, c := range tc.configs {
-			cs = append(cs, vma.Config{Name: c, Data: []byte("x\n")})
+			cs = append(cs, format.Config{Name: c, Data: []byte("x\n")})
 		}
 		var ds []testutil.Disk
 		for _, d := range tc.devices {

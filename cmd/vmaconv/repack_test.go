@@ -12,6 +12,7 @@ import (
 	"testing"
 	_ "time/tzdata" // testscripts name backups in a zone the machine may lack
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
@@ -148,7 +149,7 @@ func TestRepackExact(t *testing.T) {
 		{Name: "drive-efidisk0", Data: testutil.GenDisk(2, 540672, "data")},
 		{Name: "drive-tpmstate0-backup", Data: testutil.GenDisk(3, 2<<20, "zero")},
 	}
-	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
+	conf := []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
 	for _, order := range []string{"runs", "shuffle"} {
 		src := filepath.Join(dir, order+".vma")
 		if err := os.WriteFile(src, testutil.WriteArchive(t, disks, conf, order, 4), 0o644); err != nil {

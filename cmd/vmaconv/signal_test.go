@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
@@ -49,15 +49,14 @@ func vmaconvBinary(t *testing.T) string {
 const extractGrace = time.Second
 
 // stalledExtract starts vmaconv extract (this test binary under the name
-// vmaconv, as testscript runs it) on a FIFO that delivers part of an
-// archive and then stays open and silent, and waits until the output
-// directory exists: the command is then blocked in a read.
-func stalledExtract(t *testing.T) (cmd *exec.Cmd, out string, stderr *bytes.Buffer) {
+// vmaconv, as testscript runs it) on a FIFO that delivers the first 300000
+// bytes of archive raw, cut inside its first extent, and then stays open
+// and silent, and waits until the output directory exists: the command is
+// then blocked in a read.
+func stalledExtract(t *testing.T, raw []byte) (cmd *exec.Cmd, out string, stderr *bytes.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	bin := vmaconvBinary(t)
-	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 8<<20, "data")}},
-		[]vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "seq", 0)
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
@@ -95,12 +94,15 @@ func stalledExtract(t *testing.T) (cmd *exec.Cmd, out string, stderr *bytes.Buff
 // stuck in a read (after the grace period); a second signal during it
 // kills the process at once.
 func TestSignals(t *testing.T) {
+	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(3, 1<<20, "data")}},
+		[]format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}, "seq", 0)
 	for _, tc := range []struct {
 		sig  syscall.Signal
 		want int
 	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
 		t.Run(tc.sig.String(), func(t *testing.T) {
-			cmd, out, stderr := stalledExtract(t)
+			t.Parallel() // each mostly waits for its process
+			cmd, out, stderr := stalledExtract(t, raw)
 			cmd.Process.Signal(tc.sig)
 			err := cmd.Wait()
 			var ee *exec.ExitError
@@ -116,11 +118,12 @@ func TestSignals(t *testing.T) {
 		})
 	}
 	t.Run("second signal", func(t *testing.T) {
+		t.Parallel()
 		// The first signal must find the command still blocked in its
 		// read (on a loaded machine it may not have got there yet, and
 		// then ends by itself, 130): such attempts are retried.
 		for attempt := 1; ; attempt++ {
-			cmd, _, _ := stalledExtract(t)
+			cmd, _, _ := stalledExtract(t, raw)
 			time.Sleep(300 * time.Millisecond) // into the read that never returns
 			cmd.Process.Signal(syscall.SIGINT)
 			time.Sleep(200 * time.Millisecond) // within the grace period

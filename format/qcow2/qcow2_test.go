@@ -191,6 +191,14 @@ func conformanceImages() error {
 	return conformance.err
 }
 
+// serialOnly are the conformance cases read without formattest's reads in
+// parallel: compressed clusters under extended L2 entries are read by the
+// library, which decodes an L2 table per cluster (with encoding/binary,
+// slow under -race: 15 s of the two passes); reads in parallel through
+// the library are checked on extended-l2-backing, of zstd clusters on
+// zstd.
+var serialOnly = map[string]bool{"extended-l2-zstd": true}
+
 func TestConformance(t *testing.T) {
 	testutil.RequireTool(t, "qemu-img")
 	testutil.RequireTool(t, "qemu-io")
@@ -209,6 +217,10 @@ func TestConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer src.Close()
+			if serialOnly[name] {
+				formattest.TestSourceSerial(t, src, want)
+				return
+			}
 			formattest.TestSource(t, src, want)
 		})
 	}

@@ -14,9 +14,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // fixChecksums recomputes the header MD5 and every extent MD5 it can find,
@@ -43,7 +45,7 @@ func fixChecksums(b []byte) {
 const fuzzAllocBound = 160 << 20
 
 func FuzzReader(f *testing.F) {
-	f.Add(writeArchive(f, []testDev{{Name: "drive-scsi0", Data: genDisk(1, 200000, "mixed")}}, []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "shuffle", 1), false)
+	f.Add(writeArchive(f, []testDev{{Name: "drive-scsi0", Data: genDisk(1, 200000, "mixed")}}, []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "shuffle", 1), false)
 	f.Add(writeArchive(f, []testDev{{Name: "a", Data: genDisk(2, 5000, "data")}, {Name: vma.VMStateName, Data: genDisk(3, 70000, "mixed")}}, nil, "interleave", 1), true)
 	f.Add(cat(testHeader(f), extent(complete...)), true)
 	if os.Getenv("CI") == "true" || fileExists(filepath.Join(testutil.ModuleRoot(f), "..", "shared", "testdata", "vma")) {
@@ -273,6 +275,7 @@ func salvageRead(t testing.TB, raw []byte) (map[[2]int64][]byte, *vma.Reader) {
 	}
 	rd.Salvage()
 	out := map[[2]int64][]byte{}
+	var ex expander
 	for {
 		c, err := rd.Next()
 		if err == io.EOF {
@@ -281,10 +284,27 @@ func salvageRead(t testing.TB, raw []byte) (map[[2]int64][]byte, *vma.Reader) {
 		if err != nil {
 			t.Fatalf("salvage failed: %v", err)
 		}
-		b := make([]byte, vma.ClusterSize)
-		c.Expand(b)
-		out[[2]int64{int64(c.Device.ID), c.Index}] = b
+		out[[2]int64{int64(c.Device.ID), c.Index}] = ex.expand(c)
 	}
+}
+
+// expander expands clusters into new buffers, but for those all zero,
+// which share one: a disk of 4096 zero clusters costs 256 MiB otherwise.
+type expander struct{ spare []byte }
+
+var zeroCluster = make([]byte, vma.ClusterSize)
+
+func (x *expander) expand(c vma.Cluster) []byte {
+	if x.spare == nil {
+		x.spare = make([]byte, vma.ClusterSize)
+	}
+	b := x.spare
+	c.Expand(b) // the spare is kept only while all zero, as a new one is
+	if zero.IsZero(b) {
+		return zeroCluster
+	}
+	x.spare = nil
+	return b
 }
 
 // salvageClusters reads an archive in salvage mode (unless damaged < 0:
@@ -298,6 +318,7 @@ func salvageClusters(data []byte, damaged int) (*salvaged, error) {
 		rd.Salvage()
 	}
 	s := &salvaged{headerSize: rd.Header().Size, clusters: map[[2]int64]salvagedCluster{}}
+	var ex expander
 	for {
 		e, err := rd.NextExtent()
 		if err == io.EOF {
@@ -309,9 +330,7 @@ func salvageClusters(data []byte, damaged int) (*salvaged, error) {
 		end := e.Offset + int64(len(e.Data)) + vma.ExtentHeaderSize
 		s.extents = append(s.extents, [2]int64{e.Offset, end})
 		for _, c := range e.Clusters {
-			b := make([]byte, vma.ClusterSize)
-			c.Expand(b)
-			s.clusters[[2]int64{int64(c.Device.ID), c.Index}] = salvagedCluster{b, len(s.extents) - 1}
+			s.clusters[[2]int64{int64(c.Device.ID), c.Index}] = salvagedCluster{ex.expand(c), len(s.extents) - 1}
 		}
 	}
 	if damaged >= 0 {

@@ -6,9 +6,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // Byte offsets inside the fixed 12288-byte header struct.
@@ -30,11 +35,11 @@ const (
 
 // Header is the parsed archive header.
 type Header struct {
-	UUID    uuid.UUID // archive identity, repeated in every extent header
-	CTime   time.Time // when the writer wrote the header (seconds)
-	Configs []Config  // in slot order
-	Devices []Device  // in ascending id order
-	Size    int       // header_size: bytes before the first extent
+	UUID    uuid.UUID       // archive identity, repeated in every extent header
+	CTime   time.Time       // when the writer wrote the header (seconds)
+	Configs []format.Config // in slot order
+	Devices []Device        // in ascending id order
+	Size    int             // header_size: bytes before the first extent
 }
 
 // Device returns the device with the given name.
@@ -48,13 +53,13 @@ func (h *Header) Device(name string) (Device, bool) {
 }
 
 // Config returns the first config blob with the given name.
-func (h *Header) Config(name string) (Config, bool) {
+func (h *Header) Config(name string) (format.Config, bool) {
 	for _, c := range h.Configs {
 		if c.Name == name {
 			return c, true
 		}
 	}
-	return Config{}, false
+	return format.Config{}, false
 }
 
 // readHeader reads and validates the header from r and returns it with
@@ -143,6 +148,35 @@ type blobWalker struct {
 	cur        int64            // the blob being read: its start, or -1
 	need       int64            // bytes of it still to come
 	lenBuf     []byte           // a length field split between two pieces
+	ahead      []int64          // want's keys from next on, in order (once sorted)
+	sorted     bool
+}
+
+// nextWanted returns the first wanted blob start at or after w.next, or
+// w.end if there is none.
+func (w *blobWalker) nextWanted() int64 {
+	if !w.sorted {
+		w.ahead, w.sorted = slices.Sorted(maps.Keys(w.want)), true
+	}
+	for len(w.ahead) > 0 && w.ahead[0] < w.next {
+		w.ahead = w.ahead[1:]
+	}
+	if len(w.ahead) == 0 {
+		return w.end
+	}
+	return w.ahead[0]
+}
+
+// zeroPrefix returns how many bytes at the start of b are zero.
+func zeroPrefix(b []byte) int64 {
+	n := 0
+	for n+BlockSize <= len(b) && zero.IsZero(b[n:n+BlockSize]) {
+		n += BlockSize
+	}
+	for n < len(b) && b[n] == 0 {
+		n++
+	}
+	return int64(n)
 }
 
 // feed takes the header bytes p found at offset pos; pieces come in
@@ -162,6 +196,17 @@ func (w *blobWalker) feed(pos int64, p []byte) {
 		}
 		if w.next+2 > w.end {
 			return
+		}
+		// A run of zero bytes is a run of empty blobs: skipped at once, up
+		// to the next wanted one (a hostile header holds up to 32 M). A
+		// length field split between pieces (w.next < pos) is read below.
+		if w.next >= pos {
+			if stop := min(end, w.end, w.nextWanted()); stop-w.next >= 2 {
+				if z := zeroPrefix(p[w.next-pos : stop-pos]); z >= 2 {
+					w.next += z &^ 1
+					continue
+				}
+			}
 		}
 		// The length field at w.next, maybe split between pieces.
 		for len(w.lenBuf) < 2 {
@@ -252,7 +297,7 @@ func parseFixed(buf []byte, size int64, w *blobWalker) (*Header, error) {
 		if !ok || data == nil {
 			return nil, errAt(ErrCorrupt, at, "config %d: invalid blob pointers name=%d data=%d", i, n, d)
 		}
-		h.Configs = append(h.Configs, Config{Name: name, Data: data})
+		h.Configs = append(h.Configs, format.Config{Name: name, Data: data})
 	}
 	return h, nil
 }
@@ -299,7 +344,7 @@ func (t *blobTable) add(data []byte) uint32 {
 
 // marshalHeader lays out a complete header. Configs are stored first (name,
 // data), then device names in id order, as Proxmox does.
-func marshalHeader(id uuid.UUID, ctime int64, configs []Config, devs []Device) ([]byte, error) {
+func marshalHeader(id uuid.UUID, ctime int64, configs []format.Config, devs []Device) ([]byte, error) {
 	var t blobTable
 	be := binary.BigEndian
 	var cfgPtrs [][2]uint32

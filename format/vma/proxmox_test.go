@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
@@ -236,7 +237,7 @@ func TestCompleteConfigStorage(t *testing.T) {
 
 // TestRestoreProblemsMapping: verify's view of map lines made elsewhere.
 func TestRestoreProblemsMapping(t *testing.T) {
-	h := &vma.Header{Devices: devices("drive-scsi0", "drive-scsi1"), Configs: []vma.Config{{Name: vma.ConfigName, Data: []byte(
+	h := &vma.Header{Devices: devices("drive-scsi0", "drive-scsi1"), Configs: []format.Config{{Name: vma.ConfigName, Data: []byte(
 		"#qmdump#map:scsi0:drive-scsi0:local-lvm:raw:\n#qmdump#map:scsi1:drive-scsi0:local-lvm:raw:\n#qmdump#map:scsi1:drive-scsi1:::\n")}}}
 	got := vma.RestoreProblems(h)
 	want := []string{

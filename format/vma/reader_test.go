@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
@@ -536,7 +538,7 @@ func TestSalvageLongDamage(t *testing.T) {
 // few MiB: the header is streamed, not assembled.
 func TestHeaderMemory(t *testing.T) {
 	good := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: testutil.GenDisk(1, 65536, "data")}},
-		[]vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "seq", 0)
+		[]format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 1\n")}}, "seq", 0)
 	hs := int(binary.BigEndian.Uint32(good[56:]))
 	big := make([]byte, vma.MaxHeaderSize)
 	copy(big, good[:hs])

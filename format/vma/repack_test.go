@@ -110,7 +110,7 @@ var repackDisks = []testutil.Disk{
 // clusters locally out of order, shuffled, a vmstate stream among them,
 // no devices.
 func TestRepackKeepsArchives(t *testing.T) {
-	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
+	conf := []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
 	archives := map[string][]byte{
 		"vmstate": testutil.WriteArchive(t, []testutil.Disk{repackDisks[1], {Name: vma.VMStateName, Data: testutil.GenDisk(4, 200000, "mixed")}}, nil, "interleave", 0),
 		"none":    testutil.WriteArchive(t, nil, conf, "seq", 0),

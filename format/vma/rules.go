@@ -254,10 +254,7 @@ func (r *rules) noStorageNote(conf []byte, why string) {
 // noteKeptConfigs says, for an archive repacked with its configs as they
 // are, why Proxmox's restore would refuse it, if it would.
 func (r *rules) noteKeptConfigs(configs []format.Config, disks []format.Device) {
-	h := &Header{}
-	for _, c := range configs {
-		h.Configs = append(h.Configs, Config{Name: c.Name, Data: c.Data})
-	}
+	h := &Header{Configs: configs}
 	for i, d := range disks {
 		h.Devices = append(h.Devices, Device{ID: i + 1, Name: d.Name, Size: d.Size})
 	}

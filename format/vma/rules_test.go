@@ -113,7 +113,7 @@ func TestCreateRules(t *testing.T) {
 func TestStreamReports(t *testing.T) {
 	data := testutil.GenDisk(5, 2*vma.ClusterSize, "data")
 	raw := testutil.WriteArchive(t, []testutil.Disk{{Name: "drive-scsi0", Data: data}},
-		[]vma.Config{{Name: "disk-drive-scsi0.raw", Data: []byte("x\n")}}, "seq", 0)
+		[]format.Config{{Name: "disk-drive-scsi0.raw", Data: []byte("x\n")}}, "seq", 0)
 	open := func(raw []byte) format.Stream {
 		t.Helper()
 		st, err := vma.OpenStream(bytes.NewReader(raw), format.OpenOptions{})

@@ -29,7 +29,7 @@ func TestSalvageCandidateFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs := 12800
-	flood := bytes.Repeat(pattern, 2<<20) // 16 MiB of candidates
+	flood := bytes.Repeat(pattern, 512<<10) // 4 MiB of candidates
 	raw := append(append(bytes.Clone(out.Bytes()[:hs]), flood...), out.Bytes()[hs:]...)
 	rd, err := NewReader(bytes.NewReader(raw))
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -125,13 +126,9 @@ func deviceIDs(h *Header, disks []int) []int {
 	return ids
 }
 
-// configs returns h's configs as format.Configs.
+// configs returns a copy of h's list of configs (sharing their data).
 func configs(h *Header) []format.Config {
-	var cs []format.Config
-	for _, c := range h.Configs {
-		cs = append(cs, format.Config{Name: c.Name, Data: c.Data})
-	}
-	return cs
+	return slices.Clone(h.Configs)
 }
 
 // Info implements format.Informer: what info shows of the archive.

@@ -14,6 +14,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // memDisk is an io.WriterAt over a byte slice that counts writes.
@@ -145,7 +146,7 @@ func countZeroBlocks(b []byte) int64 {
 	n := int64(0)
 	for off := 0; off < len(b); off += vma.BlockSize {
 		blk := b[off:min(off+vma.BlockSize, len(b))]
-		if vma.IsZero(blk) {
+		if zero.IsZero(blk) {
 			n += int64(len(blk))
 		}
 	}

@@ -115,13 +115,6 @@ func errAt(kind error, off int64, format string, args ...any) *FormatError {
 	return &FormatError{Offset: off, Cluster: -1, Msg: fmt.Sprintf(format, args...), Err: kind}
 }
 
-// Config is a configuration file stored in the archive header, such as
-// qemu-server.conf or qemu-server.fw.
-type Config struct {
-	Name string
-	Data []byte
-}
-
 // Device is one stream of the archive: a disk, or the RAM state of a
 // suspended VM (named VMStateName).
 type Device struct {

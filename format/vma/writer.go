@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // Writer writes an archive to an io.Writer, laid out exactly as Proxmox's
@@ -31,7 +34,7 @@ type Writer struct {
 	w       io.Writer
 	id      uuid.UUID
 	ctime   time.Time
-	configs []Config
+	configs []format.Config
 	devs    []*wdev // index id-1
 	started bool    // clusters queued: no more configs or devices
 	hdrDone bool    // header written
@@ -105,7 +108,7 @@ func (w *Writer) AddConfig(name string, data []byte) error {
 	if len(data) > MaxBlobSize {
 		return fmt.Errorf("vma: config %s: %d bytes exceed the limit of %d", base, len(data), MaxBlobSize)
 	}
-	w.configs = append(w.configs, Config{Name: base, Data: bytes.Clone(data)})
+	w.configs = append(w.configs, format.Config{Name: base, Data: bytes.Clone(data)})
 	return nil
 }
 
@@ -158,19 +161,6 @@ func (w *Writer) Header() *Header {
 		h.Devices = append(h.Devices, d.Device)
 	}
 	return h
-}
-
-var zeroBlock [BlockSize]byte
-
-// IsZero reports whether b is all zero bytes.
-func IsZero(b []byte) bool {
-	for len(b) >= BlockSize {
-		if !bytes.Equal(b[:BlockSize], zeroBlock[:]) {
-			return false
-		}
-		b = b[BlockSize:]
-	}
-	return bytes.Equal(b, zeroBlock[:len(b)])
 }
 
 // WriteCluster stores cluster idx of device id. data holds the cluster's
@@ -303,11 +293,14 @@ func (w *Writer) take(d *wdev, idx int64) (valid int64) {
 	return min(d.Size-idx*ClusterSize, ClusterSize)
 }
 
+// zeroBlock pads a short last block.
+var zeroBlock [BlockSize]byte
+
 // store appends block b (BlockSize bytes or, at a device's end, fewer: the
 // rest is stored as zero) to the extent being filled, unless it is all
 // zero, and reports whether it did.
 func (w *Writer) store(b []byte) bool {
-	if IsZero(b) {
+	if zero.IsZero(b) {
 		return false
 	}
 	w.buf = append(w.buf, b...)

@@ -15,13 +15,14 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 type testDev = testutil.Disk
 
 var genDisk = testutil.GenDisk
 
-func writeArchive(t testing.TB, devs []testDev, configs []vma.Config, order string, seed uint64) []byte {
+func writeArchive(t testing.TB, devs []testDev, configs []format.Config, order string, seed uint64) []byte {
 	return testutil.WriteArchive(t, devs, configs, order, seed)
 }
 
@@ -102,7 +103,7 @@ func TestRoundTrip(t *testing.T) {
 	sizes := []int64{1, 511, 512, 513, 4095, 4096, 4097, 65535, 65536, 65537, 100000, 540672, 3158528, 58*65536 + 1, 59 * 65536, 3*65536 + 4096 + 100}
 	styles := []string{"zero", "data", "mixed"}
 	orders := []string{"seq", "interleave", "shuffle"}
-	configs := []vma.Config{
+	configs := []format.Config{
 		{Name: "qemu-server.conf", Data: []byte("memory: 2048\nscsi0: local:vm-100-disk-0,size=4M\n")},
 		{Name: "empty.conf", Data: []byte{}},
 		{Name: "big.conf", Data: bytes.Repeat([]byte{'x'}, vma.MaxBlobSize)},
@@ -146,7 +147,7 @@ func TestWriterDeterministic(t *testing.T) {
 	data := genDisk(1, 1<<20+5*4096, "mixed")
 	clear(data[200000:400000]) // whole zero clusters among the data
 	devs := []testDev{{Name: "drive-scsi0", Data: data}}
-	cfg := []vma.Config{{Name: "qemu-server.conf", Data: []byte("x")}}
+	cfg := []format.Config{{Name: "qemu-server.conf", Data: []byte("x")}}
 	want := writeArchive(t, devs, cfg, "seq", 1)
 	if again := writeArchive(t, devs, cfg, "seq", 1); !bytes.Equal(again, want) {
 		t.Fatal("same input, different archives")
@@ -210,7 +211,7 @@ func TestWriterZeroesPastEnd(t *testing.T) {
 		t.Fatalf("mask %016b, want 11", c.Mask)
 	}
 	blk := c.Block(1)
-	if !bytes.Equal(blk[:5000-4096], data[:5000-4096]) || !vma.IsZero(blk[5000-4096:]) {
+	if !bytes.Equal(blk[:5000-4096], data[:5000-4096]) || !zero.IsZero(blk[5000-4096:]) {
 		t.Fatal("straddling block not zeroed past the device end")
 	}
 	// A block that is zero inside the device but junk outside is not stored.
@@ -473,7 +474,7 @@ func TestWriteExtentKeepsArchives(t *testing.T) {
 			}
 		}
 	}
-	conf := []vma.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
+	conf := []format.Config{{Name: "qemu-server.conf", Data: []byte("memory: 512\n")}}
 	devs := []testDev{
 		{Name: "drive-scsi0", Data: genDisk(1, 2<<20+4096, "mixed")},
 		{Name: "drive-efidisk0", Data: genDisk(2, 540672, "data")},

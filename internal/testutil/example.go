@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
@@ -35,6 +36,6 @@ func ExampleArchive(t TB) []byte {
 	efi := make([]byte, 540672)
 	copy(efi[vma.ClusterSize*8:], "EFI variables live here")
 	return WriteArchive(t, []Disk{{Name: "drive-efidisk0", Data: efi}, {Name: "drive-scsi0", Data: scsi}},
-		[]vma.Config{{Name: "qemu-server.conf", Data: []byte(ExampleConfig)},
+		[]format.Config{{Name: "qemu-server.conf", Data: []byte(ExampleConfig)},
 			{Name: "qemu-server.fw", Data: []byte("[OPTIONS]\nenable: 1\n")}}, "interleave", 0)
 }
