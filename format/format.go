@@ -32,19 +32,19 @@ type Source interface {
 	Size() int64 // bytes
 }
 
-// Extent is a byte range of a Source whose content is either all zero
+// Region is a byte range of a Source whose content is either all zero
 // (Zero) or possibly not.
-type Extent struct {
+type Region struct {
 	Start, Length int64
 	Zero          bool
 }
 
-// Extenter is implemented by sources that know where their zeros are
+// ZeroMapper is implemented by sources that know where their zeros are
 // (holes of a sparse file, unallocated or zero clusters of a qcow2 image),
-// so that zero ranges need not be read. Extent returns the extent that
+// so that zero ranges need not be read. Region returns the region that
 // starts at start, at most length bytes long. Safe for parallel calls.
-type Extenter interface {
-	Extent(start, length int64) (Extent, error)
+type ZeroMapper interface {
+	Region(start, length int64) (Region, error)
 }
 
 // OpenOptions are given to a driver's Open.

@@ -74,9 +74,9 @@ func TestPad(t *testing.T) {
 	b := bytes.Repeat([]byte{7}, 1000)
 	p := format.Pad(memSource{b}, 1024)
 	formattest.TestSource(t, p, append(bytes.Clone(b), make([]byte, 24)...))
-	e, err := p.(format.Extenter).Extent(1000, 100)
+	e, err := p.(format.ZeroMapper).Region(1000, 100)
 	if err != nil || !e.Zero || e.Length != 24 {
-		t.Errorf("Extent(1000) = %+v, %v", e, err)
+		t.Errorf("Region(1000) = %+v, %v", e, err)
 	}
 	if _, same := format.Pad(memSource{b}, 1000).(memSource); !same {
 		t.Error("Pad to the same size wraps the source")

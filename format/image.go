@@ -57,7 +57,7 @@ func (s single) Configs() []Config { return nil }
 func (s single) Close() error      { return s.src.Close() }
 
 // Pad returns src seen as size bytes, size >= src.Size(): the bytes past
-// its end read as zeros (and are reported as a zero extent). QEMU presents
+// its end read as zeros (and are reported as a zero region). QEMU presents
 // a raw file as a disk of whole 512-byte sectors; Pad(src, (n+511)&^511)
 // does the same.
 func Pad(src Source, size int64) Source {
@@ -100,15 +100,15 @@ func (p *padded) ReadAt(b []byte, off int64) (int, error) {
 	return want, nil
 }
 
-// Extent implements Extenter: the source's map, then zeros.
-func (p *padded) Extent(start, length int64) (Extent, error) {
+// Region implements ZeroMapper: the source's map, then zeros.
+func (p *padded) Region(start, length int64) (Region, error) {
 	length = min(length, p.size-start)
 	end := p.src.Size()
 	if start >= end {
-		return Extent{Start: start, Length: length, Zero: true}, nil
+		return Region{Start: start, Length: length, Zero: true}, nil
 	}
-	if x, ok := p.src.(Extenter); ok {
-		return x.Extent(start, min(length, end-start))
+	if x, ok := p.src.(ZeroMapper); ok {
+		return x.Region(start, min(length, end-start))
 	}
-	return Extent{Start: start, Length: min(length, end-start)}, nil
+	return Region{Start: start, Length: min(length, end-start)}, nil
 }

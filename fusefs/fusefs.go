@@ -3,7 +3,7 @@
 // Package fusefs mounts read-only files backed by format.Sources — an
 // archive's disks and configs, an image's disk — as a FUSE file system,
 // through github.com/hanwen/go-fuse/v2. Files report their holes to lseek
-// (SEEK_DATA, SEEK_HOLE) from their format.Extenter, so that cp --sparse,
+// (SEEK_DATA, SEEK_HOLE) from their format.ZeroMapper, so that cp --sparse,
 // tar and the kernel's loop driver see them.
 package fusefs
 
@@ -32,7 +32,7 @@ import (
 type File struct {
 	Name string // a plain file name: no '/', not "." or ".."
 	// Source is the file's content: its Size is the file's, and its
-	// ReadAt is called in parallel. If it is a format.Extenter, SEEK_DATA
+	// ReadAt is called in parallel. If it is a format.ZeroMapper, SEEK_DATA
 	// and SEEK_HOLE answer from its map. If it is a format.Stored, the
 	// file takes the bytes it stores (st_blocks); else its size, unless
 	// it has a map (then 0: the size is not known). The mount never
@@ -331,7 +331,7 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	if s, ok := n.f.Source.(format.Stored); ok {
 		stored = s.Stored()
 	}
-	if _, mapped := n.f.Source.(format.Extenter); stored <= 0 && !mapped {
+	if _, mapped := n.f.Source.(format.ZeroMapper); stored <= 0 && !mapped {
 		stored = size
 	}
 	out.Blocks = uint64(stored+511) / 512
@@ -383,7 +383,7 @@ func (n *fileNode) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, when
 	if whence != seekData && whence != seekHole {
 		return 0, syscall.EINVAL
 	}
-	zmap, mapped := n.f.Source.(format.Extenter)
+	zmap, mapped := n.f.Source.(format.ZeroMapper)
 	if !mapped { // all data
 		if whence == seekData {
 			return off, 0
@@ -392,7 +392,7 @@ func (n *fileNode) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, when
 	}
 	wantZero := whence == seekHole
 	for pos := int64(off); pos < size; {
-		x, err := zmap.Extent(pos, size-pos)
+		x, err := zmap.Region(pos, size-pos)
 		if err != nil || x.Start != pos || x.Length <= 0 {
 			return 0, syscall.EIO
 		}

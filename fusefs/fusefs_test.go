@@ -47,9 +47,9 @@ func (s *source) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // fileSource is a format.Source of size bytes read from data; with a map
-// m (not nil), also a format.Extenter; with stored > 0, also a
+// m (not nil), also a format.ZeroMapper; with stored > 0, also a
 // format.Stored.
-func fileSource(size int64, data io.ReaderAt, m format.Extenter, stored int64) format.Source {
+func fileSource(size int64, data io.ReaderAt, m format.ZeroMapper, stored int64) format.Source {
 	s := plainSource{data, size}
 	switch {
 	case m == nil && stored <= 0:
@@ -72,7 +72,7 @@ func (s plainSource) Close() error { return nil }
 
 type mappedSource struct {
 	plainSource
-	format.Extenter
+	format.ZeroMapper
 }
 
 type storedSource struct {
@@ -90,8 +90,8 @@ type mappedStoredSource struct {
 func (s mappedStoredSource) Stored() int64 { return s.stored }
 
 // extents maps data in extents of 4 KiB blocks (a zero block is a hole),
-// the map a format.Extenter answers from.
-type extents []format.Extent
+// the map a format.ZeroMapper answers from.
+type extents []format.Region
 
 func mapOf(data []byte) extents {
 	var xs extents
@@ -102,18 +102,18 @@ func mapOf(data []byte) extents {
 			xs[n-1].Length += end - off
 			continue
 		}
-		xs = append(xs, format.Extent{Start: off, Length: end - off, Zero: zero})
+		xs = append(xs, format.Region{Start: off, Length: end - off, Zero: zero})
 	}
 	return xs
 }
 
-func (xs extents) Extent(start, length int64) (format.Extent, error) {
+func (xs extents) Region(start, length int64) (format.Region, error) {
 	i := sort.Search(len(xs), func(i int) bool { return xs[i].Start+xs[i].Length > start })
 	if i == len(xs) || start < 0 || length <= 0 {
-		return format.Extent{}, fmt.Errorf("extent at %d beyond the map", start)
+		return format.Region{}, fmt.Errorf("extent at %d beyond the map", start)
 	}
 	x := xs[i]
-	return format.Extent{Start: start, Length: min(x.Start+x.Length-start, length), Zero: x.Zero}, nil
+	return format.Region{Start: start, Length: min(x.Start+x.Length-start, length), Zero: x.Zero}, nil
 }
 
 // badMap answers extents that do not move forward: of length 0
@@ -126,17 +126,17 @@ type badMap struct {
 	calls atomic.Int64
 }
 
-func (b *badMap) Extent(start, length int64) (format.Extent, error) {
+func (b *badMap) Region(start, length int64) (format.Region, error) {
 	if b.calls.Add(1) > 100 {
-		return format.Extent{}, errors.New("called 100 times")
+		return format.Region{}, errors.New("called 100 times")
 	}
 	switch b.kind {
 	case "empty":
-		return format.Extent{Start: start, Length: 0, Zero: b.zero}, nil
+		return format.Region{Start: start, Length: 0, Zero: b.zero}, nil
 	case "negative":
-		return format.Extent{Start: start, Length: -4096, Zero: b.zero}, nil
+		return format.Region{Start: start, Length: -4096, Zero: b.zero}, nil
 	default: // backwards
-		return format.Extent{Start: start - 4096, Length: 4096, Zero: b.zero}, nil
+		return format.Region{Start: start - 4096, Length: 4096, Zero: b.zero}, nil
 	}
 }
 

@@ -36,9 +36,9 @@ func (zebra) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-func (zebra) Extent(start, length int64) (format.Extent, error) {
+func (zebra) Region(start, length int64) (format.Region, error) {
 	end := min((start>>20+1)<<20, start+length)
-	return format.Extent{Start: start, Length: end - start, Zero: zebraZero(start)}, nil
+	return format.Region{Start: start, Length: end - start, Zero: zebraZero(start)}, nil
 }
 
 // fuzzExport is an export of the fuzzed server with what the client

@@ -50,16 +50,16 @@ func (f failAt) ReadAt(p []byte, off int64) (int, error) {
 // allData maps everything as one run of data.
 type allData struct{}
 
-func (allData) Extent(start, length int64) (format.Extent, error) {
-	return format.Extent{Start: start, Length: length}, nil
+func (allData) Region(start, length int64) (format.Region, error) {
+	return format.Region{Start: start, Length: length}, nil
 }
 
 // stripes maps 64 KiB runs, zeros and data in turn, zeros first.
 type stripes struct{}
 
-func (stripes) Extent(start, length int64) (format.Extent, error) {
+func (stripes) Region(start, length int64) (format.Region, error) {
 	end := min(start|0xffff+1, start+length)
-	return format.Extent{Start: start, Length: end - start, Zero: start>>16%2 == 0}, nil
+	return format.Region{Start: start, Length: end - start, Zero: start>>16%2 == 0}, nil
 }
 
 // answer reads the reply to request h: its error, and for a read of n

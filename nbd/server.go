@@ -25,7 +25,7 @@ type Export struct {
 	// Description is shown by clients that list exports.
 	Description string
 	// Source is the disk: its Size is the export's, and its ReadAt is
-	// called in parallel. If it is a format.Extenter, its map of the
+	// called in parallel. If it is a format.ZeroMapper, its map of the
 	// ranges that read as zeros is used: block status (base:allocation)
 	// shows them as holes, and reads send them as holes without reading
 	// them. The Server never closes it.
@@ -1033,12 +1033,12 @@ func (e *mapError) Error() string { return fmt.Sprintf("map at %d: %v", e.off, e
 // the walk and is returned. Without a map all is data. Memory does not
 // grow with the runs.
 func runs(e *Export, off, n int64, fn func(p piece, last bool) error) error {
-	zmap, mapped := e.Source.(format.Extenter)
+	zmap, mapped := e.Source.(format.ZeroMapper)
 	var pend piece // the run being extended
 	for pos := off; pos < off+n; {
 		p := piece{pos, off + n - pos, false}
 		if mapped {
-			x, err := zmap.Extent(pos, off+n-pos)
+			x, err := zmap.Region(pos, off+n-pos)
 			if err == nil && x.Length <= 0 {
 				err = errors.New("empty extent")
 			}

@@ -32,7 +32,7 @@ func (d disk) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-func (d disk) Extent(start, length int64) (format.Extent, error) {
+func (d disk) Region(start, length int64) (format.Region, error) {
 	end := min(start+length, int64(len(d.b)))
 	zeroAt := func(o int64) bool {
 		b := o &^ 4095
@@ -43,7 +43,7 @@ func (d disk) Extent(start, length int64) (format.Extent, error) {
 	for pos < end && zeroAt(pos) == z {
 		pos = min((pos&^4095)+4096, end)
 	}
-	return format.Extent{Start: start, Length: pos - start, Zero: z}, nil
+	return format.Region{Start: start, Length: pos - start, Zero: z}, nil
 }
 
 // testDisk has every third 4 KiB block zero, and 256 KiB of zeros at
@@ -618,8 +618,8 @@ func TestConnectionLimits(t *testing.T) {
 // holes is a map of nothing but zeros.
 type holes struct{}
 
-func (holes) Extent(start, length int64) (format.Extent, error) {
-	return format.Extent{Start: start, Length: length, Zero: true}, nil
+func (holes) Region(start, length int64) (format.Region, error) {
+	return format.Region{Start: start, Length: length, Zero: true}, nil
 }
 
 // TestHoleReadsCostNoMemory: a structured read of a hole is answered
@@ -643,8 +643,8 @@ func TestHoleReadsCostNoMemory(t *testing.T) {
 }
 
 // source is a format.Source of size bytes read from data; with a map m
-// (not nil), also a format.Extenter.
-func source(size int64, data io.ReaderAt, m format.Extenter) format.Source {
+// (not nil), also a format.ZeroMapper.
+func source(size int64, data io.ReaderAt, m format.ZeroMapper) format.Source {
 	s := plainSource{data, size}
 	if m == nil {
 		return s
@@ -662,5 +662,5 @@ func (s plainSource) Close() error { return nil }
 
 type mappedSource struct {
 	plainSource
-	format.Extenter
+	format.ZeroMapper
 }

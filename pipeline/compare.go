@@ -148,30 +148,30 @@ func readPadded(src format.Source, p []byte, off int64) error {
 	return fmt.Errorf("reading %d bytes at %d: %w", n, off, err)
 }
 
-// Extent implements format.Extenter: zero where both disks report zeros.
-func (d *xorSource) Extent(start, length int64) (format.Extent, error) {
-	ea, err := zeroExtent(d.a, start, length)
+// Region implements format.ZeroMapper: zero where both disks report zeros.
+func (d *xorSource) Region(start, length int64) (format.Region, error) {
+	ea, err := zeroRegion(d.a, start, length)
 	if err != nil {
-		return format.Extent{}, err
+		return format.Region{}, err
 	}
-	eb, err := zeroExtent(d.b, start, length)
+	eb, err := zeroRegion(d.b, start, length)
 	if err != nil {
-		return format.Extent{}, err
+		return format.Region{}, err
 	}
-	return format.Extent{Start: start, Length: min(ea.Length, eb.Length), Zero: ea.Zero && eb.Zero}, nil
+	return format.Region{Start: start, Length: min(ea.Length, eb.Length), Zero: ea.Zero && eb.Zero}, nil
 }
 
-// zeroExtent is src's extent at start, zero past its end.
-func zeroExtent(src format.Source, start, length int64) (format.Extent, error) {
+// zeroRegion is src's region at start, zero past its end.
+func zeroRegion(src format.Source, start, length int64) (format.Region, error) {
 	if start >= src.Size() {
-		return format.Extent{Start: start, Length: length, Zero: true}, nil
+		return format.Region{Start: start, Length: length, Zero: true}, nil
 	}
 	length = min(length, src.Size()-start)
-	x, ok := src.(format.Extenter)
+	x, ok := src.(format.ZeroMapper)
 	if !ok {
-		return format.Extent{Start: start, Length: length}, nil
+		return format.Region{Start: start, Length: length}, nil
 	}
-	e, err := x.Extent(start, length)
+	e, err := x.Region(start, length)
 	if err != nil {
 		return e, MapError{err}
 	}

@@ -14,8 +14,8 @@ import (
 // badMap is a source whose zero map fails.
 type badMap struct{ *memSource }
 
-func (badMap) Extent(int64, int64) (format.Extent, error) {
-	return format.Extent{}, errors.New("no map")
+func (badMap) Region(int64, int64) (format.Region, error) {
+	return format.Region{}, errors.New("no map")
 }
 
 // firstData is the start of the first sector of b that is not zero.

@@ -98,8 +98,8 @@ type extentMapper struct{ src format.Source }
 func (x extentMapper) Mapping(start, length int64) (format.Mapping, error) {
 	length = min(length, x.src.Size()-start)
 	m := format.Mapping{Start: start, Length: length, Present: true, Data: true, Offset: -1}
-	if ext, ok := x.src.(format.Extenter); ok {
-		e, err := ext.Extent(start, length)
+	if ext, ok := x.src.(format.ZeroMapper); ok {
+		e, err := ext.Region(start, length)
 		if err != nil {
 			return m, err
 		}

@@ -24,7 +24,7 @@ import (
 )
 
 // memSource is a Source over a byte slice; wrapped in holeySource it also
-// reports all-zero 64 KiB clusters as zero extents.
+// reports all-zero 64 KiB clusters as zero regions.
 type memSource struct {
 	b     []byte
 	reads atomic.Int64 // bytes read
@@ -46,7 +46,7 @@ func (m *memSource) Close() error { return nil }
 
 type holeySource struct{ *memSource }
 
-func (h holeySource) Extent(start, length int64) (format.Extent, error) {
+func (h holeySource) Region(start, length int64) (format.Region, error) {
 	end := min(start+length, int64(len(h.b)))
 	isZero := zero.IsZero(h.b[start:min((start/vma.ClusterSize+1)*vma.ClusterSize, end)])
 	pos := start
@@ -57,7 +57,7 @@ func (h holeySource) Extent(start, length int64) (format.Extent, error) {
 		}
 		pos = next
 	}
-	return format.Extent{Start: start, Length: pos - start, Zero: isZero}, nil
+	return format.Region{Start: start, Length: pos - start, Zero: isZero}, nil
 }
 
 // pack writes the sources as an archive through the VMA sink, one after
@@ -249,7 +249,7 @@ func TestRawSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	e, err := src.Extent(0, src.Size())
+	e, err := src.Region(0, src.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,19 +305,19 @@ func (s *sparseSource) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-func (s *sparseSource) Extent(start, length int64) (format.Extent, error) {
+func (s *sparseSource) Region(start, length int64) (format.Region, error) {
 	s.queries.Add(1)
 	end := min(start+length, s.size)
 	next := end
 	for at, d := range s.data {
 		if start >= at && start < at+int64(len(d)) {
-			return format.Extent{Start: start, Length: min(at+int64(len(d)), end) - start}, nil
+			return format.Region{Start: start, Length: min(at+int64(len(d)), end) - start}, nil
 		}
 		if at > start {
 			next = min(next, at)
 		}
 	}
-	return format.Extent{Start: start, Length: next - start, Zero: true}, nil
+	return format.Region{Start: start, Length: next - start, Zero: true}, nil
 }
 
 func (s *sparseSource) Size() int64  { return s.size }

@@ -64,7 +64,7 @@ type chunk struct {
 // fn for every range [off, off+n) in ascending order, from the calling
 // goroutine. data is nil for a range the source reports as all zero (it
 // was not read): a chunk, or a run of whole chunks as long as the source's
-// zero extent, so that a source's holes cost one call however large they
+// zero region, so that a source's holes cost one call however large they
 // are. Otherwise data holds the chunk (the last one may be short), valid
 // only during the call. Ranges the source reports as zero inside a chunk
 // are zero-filled, not read. The first error stops everything and is
@@ -80,7 +80,7 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 		return err
 	}
 	size := src.Size()
-	ext, _ := src.(format.Extenter)
+	ext, _ := src.(format.ZeroMapper)
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -232,8 +232,8 @@ func scan(parent context.Context, src format.Source, o Options, ordered bool, fn
 // to the end), and how far the map is known: a data extent need not be
 // asked about again until its end. Errors are left for the chunk's reader
 // to meet, where they are reported with their place.
-func zeroRun(ext format.Extenter, off, size, cs int64) (*chunk, int64) {
-	e, err := ext.Extent(off, size-off)
+func zeroRun(ext format.ZeroMapper, off, size, cs int64) (*chunk, int64) {
+	e, err := ext.Region(off, size-off)
 	if err != nil || e.Length <= 0 {
 		return nil, off + cs
 	}
@@ -255,14 +255,14 @@ func zeroRun(ext format.Extenter, off, size, cs int64) (*chunk, int64) {
 // readChunk fills p with the source's bytes at off, reading only what the
 // source does not report as zero. It reports whether everything was zero;
 // then p is left as it was (nobody reads it).
-func readChunk(src format.Source, ext format.Extenter, p []byte, off int64) (allZero bool, err error) {
+func readChunk(src format.Source, ext format.ZeroMapper, p []byte, off int64) (allZero bool, err error) {
 	if ext == nil {
 		return false, readFull(src, p, off)
 	}
 	allZero = true
 	var zeros [][2]int // zero ranges met before the first data: cleared only if data follows
 	for pos := 0; pos < len(p); {
-		e, err := ext.Extent(off+int64(pos), int64(len(p)-pos))
+		e, err := ext.Region(off+int64(pos), int64(len(p)-pos))
 		if err != nil {
 			return false, err
 		}

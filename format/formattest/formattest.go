@@ -85,18 +85,18 @@ func testSource(t *testing.T, src format.Source, want []byte, parallel bool) {
 		wg.Wait()
 	}
 
-	ext, ok := src.(format.Extenter)
+	ext, ok := src.(format.ZeroMapper)
 	if !ok {
 		return
 	}
-	// Extents from 0 tile the disk; zero extents are zero.
+	// Regions from 0 tile the disk; zero regions are zero.
 	for pos := int64(0); pos < size; {
-		e, err := ext.Extent(pos, size-pos)
+		e, err := ext.Region(pos, size-pos)
 		if err != nil {
-			t.Fatalf("Extent(%d, %d): %v", pos, size-pos, err)
+			t.Fatalf("Region(%d, %d): %v", pos, size-pos, err)
 		}
 		if e.Start != pos || e.Length <= 0 || e.Start+e.Length > size {
-			t.Fatalf("Extent(%d, %d) = %+v", pos, size-pos, e)
+			t.Fatalf("Region(%d, %d) = %+v", pos, size-pos, e)
 		}
 		if e.Zero && !zero.IsZero(want[pos:pos+e.Length]) {
 			t.Errorf("extent %+v is reported zero but is not", e)
@@ -107,9 +107,9 @@ func testSource(t *testing.T, src format.Source, want []byte, parallel bool) {
 	for range 100 {
 		pos := rng.Int64N(size)
 		n := 1 + rng.Int64N(size-pos)
-		e, err := ext.Extent(pos, n)
+		e, err := ext.Region(pos, n)
 		if err != nil || e.Start != pos || e.Length <= 0 || e.Length > n {
-			t.Errorf("Extent(%d, %d) = %+v, %v", pos, n, e, err)
+			t.Errorf("Region(%d, %d) = %+v, %v", pos, n, e, err)
 		}
 	}
 }

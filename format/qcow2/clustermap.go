@@ -37,7 +37,7 @@ type clusterMap struct {
 	perL2    int64 // entries in an L2 table
 	l1       []uint64
 	backing  bool
-	host     format.Extenter // the file's holes; nil: none known
+	host     format.ZeroMapper // the file's holes; nil: none known
 
 	prealloc     bool // the file is metadata-preallocated, as qemu detects it (mapping.go)
 	preallocOnce sync.Once
@@ -74,7 +74,7 @@ const (
 	compressed
 )
 
-func newClusterMap(ra io.ReaderAt, lib *libqcow2.Qcow2, fileSize int64, h *header, ext bool, host format.Extenter) (*clusterMap, error) {
+func newClusterMap(ra io.ReaderAt, lib *libqcow2.Qcow2, fileSize int64, h *header, ext bool, host format.ZeroMapper) (*clusterMap, error) {
 	m := &clusterMap{
 		ra: ra, lib: lib, fileSize: fileSize,
 		bits: uint(h.clusterBits), csize: 1 << h.clusterBits, v3: h.version >= 3, ext: ext,
@@ -270,7 +270,7 @@ func (m *clusterMap) readAt(p []byte, off int64) error {
 	return flush()
 }
 
-// maxDataExtent bounds the data run one extent call walks, cluster by
+// maxDataExtent bounds the data run one Region call walks, cluster by
 // cluster: the caller only needs to know it is data, and asks again.
 const maxDataExtent = 1 << 30
 
@@ -278,14 +278,14 @@ const maxDataExtent = 1 << 30
 // all read as zeros or all may not: zero clusters and subclusters,
 // unallocated ones without a backing file (or zero in it), and data
 // clusters that the file holds as holes (preallocated ones).
-func (m *clusterMap) extent(start, length int64) (format.Extent, error) {
+func (m *clusterMap) extent(start, length int64) (format.Region, error) {
 	end := start + length
 	var zero bool
 	pos := start
 	for pos < end {
 		k, host, n, err := m.span(pos)
 		if err != nil {
-			return format.Extent{}, err
+			return format.Region{}, err
 		}
 		n = min(n, end-pos)
 		var z bool
@@ -297,7 +297,7 @@ func (m *clusterMap) extent(start, length int64) (format.Extent, error) {
 			if m.backing {
 				x, err := m.lib.Extent(pos, n)
 				if err != nil {
-					return format.Extent{}, fmt.Errorf("qcow2: cluster map at %#x: %w", pos, err)
+					return format.Region{}, fmt.Errorf("qcow2: cluster map at %#x: %w", pos, err)
 				}
 				z, n = x.Zero, min(n, max(x.Length, 1))
 			}
@@ -311,7 +311,7 @@ func (m *clusterMap) extent(start, length int64) (format.Extent, error) {
 		}
 		pos += n
 	}
-	return format.Extent{Start: start, Length: pos - start, Zero: zero}, nil
+	return format.Region{Start: start, Length: pos - start, Zero: zero}, nil
 }
 
 // hole reports whether the file holds host..host+n as a hole.
@@ -319,6 +319,6 @@ func (m *clusterMap) hole(host, n int64) bool {
 	if m.host == nil || host+n > m.fileSize {
 		return false
 	}
-	x, err := m.host.Extent(host, n)
+	x, err := m.host.Region(host, n)
 	return err == nil && x.Zero && x.Length >= n
 }

@@ -70,12 +70,12 @@ func walk(t *testing.T, s *Source) (zero, data int64) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
 	for pos := int64(0); pos < s.Size(); {
-		e, err := s.Extent(pos, s.Size()-pos)
+		e, err := s.Region(pos, s.Size()-pos)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if e.Start != pos || e.Length <= 0 || e.Length > s.Size()-pos {
-			t.Fatalf("Extent(%#x, %#x) = %+v: no progress, or past the end", pos, s.Size()-pos, e)
+			t.Fatalf("Region(%#x, %#x) = %+v: no progress, or past the end", pos, s.Size()-pos, e)
 		}
 		if e.Zero {
 			zero += e.Length
@@ -95,7 +95,7 @@ func walk(t *testing.T, s *Source) (zero, data int64) {
 }
 
 // TestMapCost: what the cluster map reads is the metadata, each table
-// once, plus the data: an empty 8 TiB disk is one zero extent read from
+// once, plus the data: an empty 8 TiB disk is one zero region read from
 // the L1 table alone; an image with extended L2 entries reads each L2
 // table once; clusters preallocated in the file's holes are zeros that are
 // never read.
@@ -105,7 +105,7 @@ func TestMapCost(t *testing.T) {
 	dir := t.TempDir()
 
 	s, c := openCounting(t, qemuImage(t, dir, "empty.qcow2", "8T", nil))
-	if e, err := s.Extent(0, s.Size()); err != nil || !e.Zero || e.Length != s.Size() {
+	if e, err := s.Region(0, s.Size()); err != nil || !e.Zero || e.Length != s.Size() {
 		t.Errorf("empty 8 TiB image: first extent %+v, %v; want all of it, zero", e, err)
 	}
 	if c.bytes != 0 {
@@ -210,7 +210,7 @@ func TestHostileTables(t *testing.T) {
 			defer s.Close()
 			buf := make([]byte, s.Size())
 			_, rerr := s.ReadAt(buf, 0)
-			_, eerr := s.Extent(0, s.Size())
+			_, eerr := s.Region(0, s.Size())
 			err = errors.Join(rerr, eerr)
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.match) {
 				t.Errorf("got %v, want ErrCorrupt: …%s…", err, tc.match)
@@ -224,7 +224,7 @@ func TestHostileTables(t *testing.T) {
 // checked against qemu-img map over ranges that start and end at every
 // 4 KiB inside clusters: an extent is zero exactly when the first piece
 // of it (up to the end of its cluster or of the range) lies in a hole, and
-// a zero extent covers nothing qemu-img maps as data.
+// a zero region covers nothing qemu-img maps as data.
 func TestPartialHostHole(t *testing.T) {
 	testutil.RequireTool(t, "qemu-io")
 	dir := t.TempDir()
@@ -262,18 +262,18 @@ func TestPartialHostHole(t *testing.T) {
 	for start := int64(0); start < size && !t.Failed(); start += 4 << 10 {
 		for _, length := range []int64{4 << 10, 12 << 10, 40 << 10, csize, 100 << 10} {
 			length = min(length, size-start)
-			e, err := s.Extent(start, length)
+			e, err := s.Region(start, length)
 			if err != nil {
 				t.Fatal(err)
 			}
 			first := min((start/csize+1)*csize, start+length)
 			switch {
 			case e.Start != start || e.Length < first-start || e.Length > length:
-				t.Fatalf("Extent(%#x, %#x) = %+v: not a run from the start of at least its first piece (to %#x)", start, length, e, first)
+				t.Fatalf("Region(%#x, %#x) = %+v: not a run from the start of at least its first piece (to %#x)", start, length, e, first)
 			case e.Zero != zero(start, first):
-				t.Errorf("Extent(%#x, %#x) = %+v; qemu-img maps %#x..%#x as zero: %v", start, length, e, start, first, zero(start, first))
+				t.Errorf("Region(%#x, %#x) = %+v; qemu-img maps %#x..%#x as zero: %v", start, length, e, start, first, zero(start, first))
 			case e.Zero && !zero(start, start+e.Length):
-				t.Errorf("Extent(%#x, %#x) = %+v covers data that qemu-img maps", start, length, e)
+				t.Errorf("Region(%#x, %#x) = %+v covers data that qemu-img maps", start, length, e)
 			}
 		}
 	}

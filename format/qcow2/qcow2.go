@@ -111,7 +111,7 @@ func mapImage(f *os.File, img *libqcow2.Qcow2, ch *chain) (*clusterMap, error) {
 		return nil, fmt.Errorf("%w: the backing chain's L1 tables need more than %d MiB", ErrBacking, maxChainL1>>20)
 	}
 	ext := h.version >= 3 && img.Header.IncompatibleFeatures&(1<<4) != 0
-	var host format.Extenter
+	var host format.ZeroMapper
 	if fi.Mode().IsRegular() {
 		host = raw.Map(f, fi.Size())
 	}
@@ -429,10 +429,10 @@ func (s *Source) ReadAt(p []byte, off int64) (n int, err error) {
 	return len(p), nil
 }
 
-// Extent implements format.Extenter from the image's cluster map:
+// Region implements format.ZeroMapper from the image's cluster map:
 // unallocated clusters (without a backing file behind them) and zero
 // clusters are Zero and never read.
-func (s *Source) Extent(start, length int64) (e format.Extent, err error) {
+func (s *Source) Region(start, length int64) (e format.Region, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %s: cluster map at %#x: %v", ErrCorrupt, s.name, start, r)
@@ -440,14 +440,14 @@ func (s *Source) Extent(start, length int64) (e format.Extent, err error) {
 	}()
 	length = min(length, s.Size()-start)
 	if start < 0 || length <= 0 {
-		return format.Extent{}, fmt.Errorf("qcow2: %s: extent at %#x outside the disk (%d bytes)", s.name, start, s.Size())
+		return format.Region{}, fmt.Errorf("qcow2: %s: extent at %#x outside the disk (%d bytes)", s.name, start, s.Size())
 	}
 	x, err := s.m.extent(start, length)
 	if err != nil {
-		return format.Extent{}, err
+		return format.Region{}, err
 	}
 	if x.Length <= 0 {
-		return format.Extent{}, fmt.Errorf("%w: %s: empty extent at %#x", ErrCorrupt, s.name, start)
+		return format.Region{}, fmt.Errorf("%w: %s: empty extent at %#x", ErrCorrupt, s.name, start)
 	}
 	// Clusters that fall through to a backing file carry the backing
 	// image's status, so Zero is right for the whole chain.

@@ -247,9 +247,9 @@ func TestConformance(t *testing.T) {
 				t.Error("the disk read whole differs from qemu-img's")
 			}
 			for pos := int64(0); pos < src.Size(); {
-				e, err := src.Extent(pos, src.Size()-pos)
+				e, err := src.Region(pos, src.Size()-pos)
 				if err != nil || e.Start != pos || e.Length <= 0 || e.Start+e.Length > src.Size() {
-					t.Fatalf("Extent(%d, %d) = %+v, %v", pos, src.Size()-pos, e, err)
+					t.Fatalf("Region(%d, %d) = %+v, %v", pos, src.Size()-pos, e, err)
 				}
 				if e.Zero && !testutil.AllZero(want[pos:pos+e.Length]) {
 					t.Errorf("extent %+v is reported zero but is not", e)
@@ -463,7 +463,7 @@ func FuzzOpen(f *testing.F) {
 		size := min(src.Size(), 4<<20)
 		got := make([]byte, size)
 		for off := int64(0); off < size; {
-			e, err := src.Extent(off, size-off)
+			e, err := src.Region(off, size-off)
 			if err != nil {
 				return
 			}

@@ -8,7 +8,7 @@ import (
 
 // Mapping implements format.Mapper as qemu's file driver answers: every
 // range is present at its own offset; holes of the file read as zeros,
-// the rest is data. It asks the file system every time (Extent may stop
+// the rest is data. It asks the file system every time (Region may stop
 // asking on a slow one; a map must not).
 func (s *Source) Mapping(start, length int64) (format.Mapping, error) {
 	length = min(length, s.size-start)

@@ -47,7 +47,7 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 
 // Source is a raw image file. It is safe for concurrent use.
 //
-// Its Extent asks the file system where the holes are (SEEK_DATA and
+// Its Region asks the file system where the holes are (SEEK_DATA and
 // SEEK_HOLE), and only as often as it pays: every answer is a run that is
 // remembered, so that no later question falls inside it; a file whose
 // allocated blocks cover its size is not asked at all; and if the answers
@@ -116,28 +116,28 @@ func (s *Source) Close() error {
 	return s.f.Close()
 }
 
-// Extent implements format.Extenter: it returns the hole or data run that
+// Region implements format.ZeroMapper: it returns the hole or data run that
 // starts at start, clipped to length bytes.
-func (s *Source) Extent(start, length int64) (format.Extent, error) {
+func (s *Source) Region(start, length int64) (format.Region, error) {
 	length = min(length, s.size-start)
 	if length <= 0 || start < 0 {
-		return format.Extent{}, fmt.Errorf("raw: extent at %d beyond the end (%d)", start, s.size)
+		return format.Region{}, fmt.Errorf("raw: extent at %d beyond the end (%d)", start, s.size)
 	}
 	if !s.holes.Load() {
-		return format.Extent{Start: start, Length: length}, nil
+		return format.Region{Start: start, Length: length}, nil
 	}
 	s.mu.Lock()
 	for _, r := range s.runs {
 		if r.start <= start && start < r.end {
 			s.mu.Unlock()
-			return format.Extent{Start: start, Length: min(r.end-start, length), Zero: r.zero}, nil
+			return format.Region{Start: start, Length: min(r.end-start, length), Zero: r.zero}, nil
 		}
 	}
 	s.mu.Unlock()
 	t := time.Now()
 	n, zero, err := holeAt(s.f, start, s.size)
 	if err != nil {
-		return format.Extent{}, fmt.Errorf("raw: %s: %w", s.f.Name(), err)
+		return format.Region{}, fmt.Errorf("raw: %s: %w", s.f.Name(), err)
 	}
 	took := time.Since(t)
 	s.mu.Lock()
@@ -149,5 +149,5 @@ func (s *Source) Extent(start, length int64) (format.Extent, error) {
 		s.holes.Store(false)
 	}
 	s.mu.Unlock()
-	return format.Extent{Start: start, Length: min(n, length), Zero: zero}, nil
+	return format.Region{Start: start, Length: min(n, length), Zero: zero}, nil
 }

@@ -437,7 +437,7 @@ func (x *devIndex) dataOffset(r *run, k int64) int64 {
 }
 
 // DeviceReader reads one device of an Archive at any offset: a
-// format.Source (and format.Extenter) whose unstored blocks read as
+// format.Source (and format.ZeroMapper) whose unstored blocks read as
 // zeros. ReadAt may be called in parallel; each call reads the stored
 // data of a run of clusters with one ReadAt of the archive.
 type DeviceReader struct {
@@ -600,29 +600,29 @@ func (d *DeviceReader) read(p []byte, off int64) error {
 	return fmt.Errorf("vma: reading %s at archive byte offset %d: %w", d.dev.Name, off+int64(n), err)
 }
 
-// Extent implements format.Extenter at cluster granularity: clusters
+// Region implements format.ZeroMapper at cluster granularity: clusters
 // the archive stores no block of are zero and never read.
-func (d *DeviceReader) Extent(start, length int64) (format.Extent, error) {
+func (d *DeviceReader) Region(start, length int64) (format.Region, error) {
 	end := min(start+length, d.dev.Size)
 	if start < 0 || start >= end {
-		return format.Extent{}, fmt.Errorf("vma: %s: extent at %d beyond the end (%d)", d.dev.Name, start, d.dev.Size)
+		return format.Region{}, fmt.Errorf("vma: %s: extent at %d beyond the end (%d)", d.dev.Name, start, d.dev.Size)
 	}
 	if d.tail >= 0 && end > d.tail {
 		if start >= d.tail {
-			return format.Extent{}, d.tailErr
+			return format.Region{}, d.tailErr
 		}
 		end = d.tail
 	}
 	zero, err := d.clusterZero(start/ClusterSize, start)
 	if err != nil {
-		return format.Extent{}, err
+		return format.Region{}, err
 	}
 	pos := (start/ClusterSize + 1) * ClusterSize
 	for pos < end {
 		c := pos / ClusterSize
 		r, next, err := d.lookup(c, pos)
 		if err != nil {
-			return format.Extent{}, err
+			return format.Region{}, err
 		}
 		switch {
 		case r == nil && zero: // a gap: up to the next run
@@ -646,7 +646,7 @@ func (d *DeviceReader) Extent(start, length int64) (format.Extent, error) {
 		}
 		break
 	}
-	return format.Extent{Start: start, Length: min(pos, end) - start, Zero: zero}, nil
+	return format.Region{Start: start, Length: min(pos, end) - start, Zero: zero}, nil
 }
 
 // clusterZero reports whether cluster c, which pos is in, stores nothing.

@@ -333,7 +333,7 @@ func TestOpenIndexChunks(t *testing.T) {
 			if n, err := d.ReadAt(block, off); n != len(block) || err != nil || block[0] != byte(g%251+1) || block[len(block)-1] != block[0] {
 				t.Fatalf("stride %d: group %d: ReadAt(%d) = %d, %v", stride, g, off, n, err)
 			}
-			e, err := d.Extent(off, 3*vma.ClusterSize)
+			e, err := d.Region(off, 3*vma.ClusterSize)
 			if err != nil || e.Zero || e.Length != vma.ClusterSize {
 				t.Fatalf("stride %d: group %d: extent %+v, %v", stride, g, e, err)
 			}

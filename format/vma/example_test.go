@@ -109,7 +109,7 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 	fmt.Printf("%q\n", buf)
-	e, _ := d.Extent(777*vma.ClusterSize+vma.BlockSize, vma.ClusterSize)
+	e, _ := d.Region(777*vma.ClusterSize+vma.BlockSize, vma.ClusterSize)
 	fmt.Printf("%d bytes from %d: zero %v\n", e.Length, e.Start, e.Zero)
 	fmt.Printf("%d extents; %d bytes stored; index of %d bytes\n", a.Extents(), d.Stored(), a.IndexBytes())
 	// Output:

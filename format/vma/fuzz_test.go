@@ -451,7 +451,7 @@ func FuzzOpen(f *testing.F) {
 			}
 			// The extent map never calls stored data zero.
 			for pos := int64(0); pos < int64(len(w)); {
-				e, err := d.Extent(pos, int64(len(w))-pos)
+				e, err := d.Region(pos, int64(len(w))-pos)
 				if err != nil || e.Length <= 0 {
 					t.Fatalf("%s: Extent(%d) = %+v, %v", d.Device().Name, pos, e, err)
 				}
