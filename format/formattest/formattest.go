@@ -54,6 +54,7 @@ func testSource(t *testing.T, src format.Source, want []byte, parallel bool) {
 		// reads recorded, a fifth of this suite's cost. A reader that
 		// writes into p after ReadAt returned is caught all the same: that
 		// write races with the next poisoned fill.
+		//lint:ignore S1004 bytes.Compare is deliberate (above)
 		if bytes.Compare(p[:got], want[off:off+int64(got)]) != 0 {
 			t.Errorf("ReadAt(%d bytes at %d): wrong content", n, off)
 		}
@@ -76,6 +77,7 @@ func testSource(t *testing.T, src format.Source, want []byte, parallel bool) {
 					off := r.Int64N(size)
 					n := int(min(1+r.Int64N(1<<20), size-off))
 					p := poisoned(&buf, n)
+					//lint:ignore S1004 bytes.Compare, not Equal: cheaper under -race (above)
 					if got, err := src.ReadAt(p, off); got != n || bytes.Compare(p, want[off:off+int64(n)]) != 0 {
 						t.Errorf("parallel ReadAt(%d at %d) = %d, %v, or wrong content", n, off, got, err)
 					}
