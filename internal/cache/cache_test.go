@@ -495,6 +495,31 @@ func TestNotFollowed(t *testing.T) {
 	}
 }
 
+// TestLockNotFollowed: a symlink or a directory at a build's lock file
+// is removed, never followed: the build goes on, and nothing is created
+// where the symlink points.
+func TestLockNotFollowed(t *testing.T) {
+	f := newFixture(t, content(15, 70000))
+	c := f.open(-1)
+	lockFile := filepath.Join(f.dir, strings.TrimSuffix(entryName(t, f.arc), entrySuffix)+lockSuffix)
+	target := filepath.Join(t.TempDir(), "target")
+	for what, plant := range map[string]func() error{
+		"dangling symlink": func() error { return os.Symlink(target, lockFile) },
+		"directory":        func() error { return os.Mkdir(lockFile, 0o700) },
+	} {
+		if err := plant(); err != nil {
+			t.Fatal(err)
+		}
+		if e := f.get(c, f.arc); !e.Built() {
+			t.Errorf("%s: no build", what)
+		}
+		if _, err := os.Lstat(target); err == nil {
+			t.Errorf("%s: the symlink's target was created", what)
+		}
+		os.Remove(filepath.Join(f.dir, entryName(t, f.arc)))
+	}
+}
+
 // TestRecordChecked: an entry whose record names another archive (an
 // entry renamed to this archive's key) is not served.
 func TestRecordChecked(t *testing.T) {
