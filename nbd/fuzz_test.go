@@ -779,7 +779,7 @@ func FuzzServer(f *testing.F) {
 		req(0, 0, 7, 0, 4, 1).             // MaxPayload + 1
 		req(0, 0, 0, 4096, 4, 64).         // MaxPayload + 64
 		req(9, 0, 7, 0, 7)))
-	f.Add([]byte(append(seed{0, 3}.opt(pStructured).opt(pSetMeta, 0, nBig, 1, 0).opt(pGo, nBig), 4).
+	f.Add([]byte(append(seed{0, 2}.opt(pStructured).opt(pSetMeta, 0, nBig, 1, 0).opt(pGo, nBig), 4).
 		req(0, 0, 0, 1<<20-5, 3, 0, 0x1f, 0xff, 0xff). // 2 MiB - 1, a hole among data
 		req(0, 0, 7, 0, 4, 0x7f).                      // MaxPayload + 127
 		req(4, 163, 0, 1<<20+7, 6).

@@ -393,6 +393,43 @@ func TestBlockStatus(t *testing.T) {
 	}
 }
 
+// wholeExtents maps 1 MiB extents, zeros and data in turn, and reports
+// each whole whatever length is asked: a map that does not clip.
+type wholeExtents struct{}
+
+func (wholeExtents) Region(start, length int64) (format.Region, error) {
+	return format.Region{Start: start, Length: (start>>20+1)<<20 - start, Zero: start>>20%2 == 0}, nil
+}
+
+// TestUnclippedMap: a map whose regions run past the range asked still
+// gets replies that cover that range and no more, for reads and block
+// status alike.
+func TestUnclippedMap(t *testing.T) {
+	s := &Server{Exports: []Export{{Name: "d", Source: source(8<<20, zeros{}, wholeExtents{})}}}
+	c := dial(t, s)
+	c.negotiate("d", true)
+	h := uint64(0)
+	for _, r := range []struct{ off, n int64 }{{0, 512 << 10}, {1 << 20, 300 << 10}, {512 << 10, 1 << 20}, {3<<20 + 4096, 4096}} {
+		h++
+		c.request(cmdRead, 0, h, uint64(r.off), uint32(r.n))
+		if errno, _ := c.answer(true, h, r.off, int(r.n)); errno != 0 {
+			t.Fatalf("read %d+%d: error %d", r.off, r.n, errno)
+		}
+		for _, flags := range []uint16{0, cmdFlagReqOne} {
+			h++
+			c.request(cmdBlockStatus, flags, h, uint64(r.off), uint32(r.n))
+			lens, _ := descriptors(t, c.chunk())
+			var sum int64
+			for _, l := range lens {
+				sum += l
+			}
+			if sum > r.n || flags == 0 && sum != r.n {
+				t.Errorf("block status %d+%d (flags %d): descriptors %v cover %d bytes", r.off, r.n, flags, lens, sum)
+			}
+		}
+	}
+}
+
 // The steps of a negotiation, for tests that mix them.
 
 // setMeta sends NBD_OPT_SET_META_CONTEXT and reports whether a context

@@ -316,7 +316,13 @@ func TestSeekableParallelMemory(t *testing.T) {
 		}()
 	}
 	close(start)
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second): // a budget not given back
+		t.Fatal("ReadAt calls in parallel still wait after 30 s")
+	}
 	close(stop)
 	top := <-peak
 	close(errs)

@@ -204,18 +204,20 @@ func TestOpenIndexSize(t *testing.T) {
 //   - interleaved: clusters [30g, 30g+30) of device 1 and [29g, 29g+29)
 //     of device 2 taking turns, each storing block 0: 59 runs of one mask,
 //     1534 bytes of index.
+//   - empty: clusters [59g, 59g+59) of one device, none storing anything:
+//     no index at all, but the reader's tracking of clusters seen out of
+//     order (a page of 600 bytes for 4096 clusters) grows.
 type synthArchive struct {
 	hdr             []byte
 	extents, stride int64
 	interleaved     bool
+	empty           bool
 	mu              sync.Mutex
 	ext             [vma.ExtentHeaderSize]byte // scratch: ReadAt allocates nothing
 }
 
 func newSynthArchive(t testing.TB, extents, stride int64, interleaved bool) *synthArchive {
 	t.Helper()
-	var b bytes.Buffer
-	w := vma.NewWriter(&b, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
 	size := extents * vma.SlotsPerExtent * vma.ClusterSize
 	if interleaved {
 		size = extents * 30 * vma.ClusterSize
@@ -224,6 +226,22 @@ func newSynthArchive(t testing.TB, extents, stride int64, interleaved bool) *syn
 	if interleaved {
 		sizes = []int64{size, size - extents*vma.ClusterSize}
 	}
+	return &synthArchive{hdr: synthHeader(t, sizes), extents: extents, stride: stride, interleaved: interleaved}
+}
+
+// newEmptyArchive returns a synthArchive in the empty layout.
+func newEmptyArchive(t testing.TB, extents, stride int64) *synthArchive {
+	t.Helper()
+	hdr := synthHeader(t, []int64{extents * vma.SlotsPerExtent * vma.ClusterSize})
+	return &synthArchive{hdr: hdr, extents: extents, stride: stride, empty: true}
+}
+
+// synthHeader returns the header of an archive of devices of the sizes
+// given.
+func synthHeader(t testing.TB, sizes []int64) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := vma.NewWriter(&b, vma.WithUUID(testutil.TestUUID), vma.WithCTime(testutil.TestCTime))
 	for i, size := range sizes {
 		if _, err := w.AddDevice(fmt.Sprintf("drive-scsi%d", i), size); err != nil {
 			t.Fatal(err)
@@ -240,7 +258,7 @@ func newSynthArchive(t testing.TB, extents, stride int64, interleaved bool) *syn
 		t.Fatal(err)
 	}
 	hs := int(binary.BigEndian.Uint32(b.Bytes()[56:]))
-	return &synthArchive{hdr: b.Bytes()[:hs], extents: extents, stride: stride, interleaved: interleaved}
+	return b.Bytes()[:hs]
 }
 
 func boolInt(b bool) int {
@@ -252,8 +270,11 @@ func boolInt(b bool) int {
 
 // extentSize is the size of every extent.
 func (a *synthArchive) extentSize() int64 {
-	if a.interleaved {
+	switch {
+	case a.interleaved:
 		return vma.ExtentHeaderSize + vma.SlotsPerExtent*vma.BlockSize
+	case a.empty:
+		return vma.ExtentHeaderSize
 	}
 	return vma.ExtentHeaderSize + vma.BlockSize
 }
@@ -295,12 +316,12 @@ func (a *synthArchive) ReadAt(p []byte, off int64) (int, error) {
 			switch {
 			case a.interleaved:
 				slot = testutil.Slot(1, byte(1+i%2), uint32(g*(30-i%2)+i/2))
-			case i == 0:
+			case i == 0 && !a.empty:
 				slot = testutil.Slot(1, 1, uint32(g*vma.SlotsPerExtent))
 			}
 			binary.BigEndian.PutUint64(e[40+8*i:], slot)
 		}
-		binary.BigEndian.PutUint16(e[6:], uint16(1+(vma.SlotsPerExtent-1)*boolInt(a.interleaved))) // blocks
+		binary.BigEndian.PutUint16(e[6:], uint16(1+(vma.SlotsPerExtent-1)*boolInt(a.interleaved)-boolInt(a.empty))) // blocks
 		testutil.FixExtentMD5(e)
 		n += copy(p[n:], e[in:])
 		a.mu.Unlock()
@@ -395,5 +416,27 @@ func TestOpenIndexMemory(t *testing.T) {
 	}
 	if over := int64(got-base) - limit; over > 1<<20 {
 		t.Errorf("an index stopped at its limit of %d KiB allocated %d KiB more", limit>>10, over>>10)
+	}
+}
+
+// TestOpenIndexTracking: the limit covers the reader's tracking of the
+// clusters seen out of order, not only the index: an archive of zero
+// clusters (no index) in an order that keeps 59 pages of tracking (35 KiB)
+// partly filled is refused under a limit of 16 KiB.
+func TestOpenIndexTracking(t *testing.T) {
+	const extents = 4099 // prime: a stride visits every group
+	for _, tc := range []struct {
+		stride int64
+		limit  int64
+		ok     bool
+	}{{1, 16 << 10, true}, {7919, 16 << 10, false}, {7919, 64 << 10, true}} {
+		a := newEmptyArchive(t, extents, tc.stride)
+		ar, err := vma.Open(a, a.Size(), vma.WithIndexLimit(tc.limit))
+		if tc.ok != (err == nil) || err != nil && !errors.Is(err, vma.ErrIndexLimit) {
+			t.Errorf("stride %d, limit %d KiB: %v", tc.stride, tc.limit>>10, err)
+		}
+		if err == nil && ar.IndexBytes() != 0 {
+			t.Errorf("stride %d: %d bytes of index for zero clusters", tc.stride, ar.IndexBytes())
+		}
 	}
 }

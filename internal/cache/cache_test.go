@@ -320,6 +320,57 @@ func TestUntrustedEntries(t *testing.T) {
 	}
 }
 
+// TestIdentityFields: Identify hashes each end of the file, a change at
+// either end (and only there) changes the hash of that end; every field
+// but the path tells two identities apart and changes the key.
+func TestIdentityFields(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a")
+	b := content(10, 3<<20)
+	identify := func() Identity {
+		t.Helper()
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		id, err := Identify(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	id := identify()
+	b[len(b)-1]++
+	tail := identify()
+	b[0]++
+	head := identify()
+	if tail.Head != id.Head || tail.Tail == id.Tail || head.Head == tail.Head || head.Tail != tail.Tail {
+		t.Errorf("ends hashed wrong: first %.8s %.8s, last byte changed %.8s %.8s, first byte changed %.8s %.8s",
+			id.Head, id.Tail, tail.Head, tail.Tail, head.Head, head.Tail)
+	}
+	changes := map[string]func(*Identity){
+		"dev": func(o *Identity) { o.Dev++ }, "ino": func(o *Identity) { o.Ino++ },
+		"size": func(o *Identity) { o.Size++ }, "mtime": func(o *Identity) { o.MTime++ },
+		"ctime": func(o *Identity) { o.CTime++ }, "head": func(o *Identity) { o.Head = tail.Tail },
+		"tail": func(o *Identity) { o.Tail = tail.Head },
+	}
+	for what, change := range changes {
+		o := id
+		change(&o)
+		if id.Same(o) || o.Same(id) || id.Key() == o.Key() {
+			t.Errorf("identities that differ in %s: same %v, keys %s %s", what, id.Same(o), id.Key(), o.Key())
+		}
+	}
+	o := id
+	o.Path = "/elsewhere"
+	if !id.Same(o) || id.Key() != o.Key() {
+		t.Error("identities that differ in the path only are told apart")
+	}
+}
+
 // TestRewrittenInPlace: an archive rewritten in place, same inode and
 // size, its modification time set back (touch -r), is never served from
 // its old entry, even when its first and last MiB are unchanged.
@@ -393,6 +444,7 @@ func TestNotFollowed(t *testing.T) {
 		"directory":        func() error { return os.Mkdir(entry, 0o700) },
 		"no record":        func() error { return os.WriteFile(entry, content(7, 70000), 0o600) },
 	}
+	noted := "" // said once for both symlinks
 	for what, plant := range plants {
 		os.Remove(entry)
 		if err := plant(); err != nil {
@@ -426,6 +478,7 @@ func TestNotFollowed(t *testing.T) {
 		if !e.Built() || !checkData(e, f.arc) {
 			t.Errorf("%s: followed or used", what)
 		}
+		noted += f.noted() + "\n"
 		e.Close()
 		if fi, err := os.Lstat(entry); err != nil || !fi.Mode().IsRegular() {
 			t.Errorf("%s: not replaced (%v)", what, err)
@@ -433,6 +486,37 @@ func TestNotFollowed(t *testing.T) {
 		if _, err := os.Lstat(target); err == nil {
 			t.Errorf("%s: the symlink's target was written", what)
 		}
+	}
+	for _, why := range []string{"not a regular file (a symlink)", "not a regular file (a special file)",
+		"not a regular file (a directory)", "not a cache entry of vmaconv"} {
+		if !strings.Contains(noted, why) {
+			t.Errorf("no note %q in %q", why, noted)
+		}
+	}
+}
+
+// TestLockNotFollowed: a symlink or a directory at a build's lock file
+// is removed, never followed: the build goes on, and nothing is created
+// where the symlink points.
+func TestLockNotFollowed(t *testing.T) {
+	f := newFixture(t, content(15, 70000))
+	c := f.open(-1)
+	lockFile := filepath.Join(f.dir, strings.TrimSuffix(entryName(t, f.arc), entrySuffix)+lockSuffix)
+	target := filepath.Join(t.TempDir(), "target")
+	for what, plant := range map[string]func() error{
+		"dangling symlink": func() error { return os.Symlink(target, lockFile) },
+		"directory":        func() error { return os.Mkdir(lockFile, 0o700) },
+	} {
+		if err := plant(); err != nil {
+			t.Fatal(err)
+		}
+		if e := f.get(c, f.arc); !e.Built() {
+			t.Errorf("%s: no build", what)
+		}
+		if _, err := os.Lstat(target); err == nil {
+			t.Errorf("%s: the symlink's target was created", what)
+		}
+		os.Remove(filepath.Join(f.dir, entryName(t, f.arc)))
 	}
 }
 
