@@ -53,6 +53,14 @@ go build -C "$root" -o "$bin/vmaconv" ./cmd/vmaconv
 go build -C "$root" -o "$bin/gendisk" ./bench/gendisk
 go build -C "$root" -o "$bin/diskcheck" ./bench/diskcheck
 V=$bin/vmaconv D=$bin/diskcheck
+# migrations: NAME|FORMAT|OPTIONS of the migration formats this vmaconv
+# writes (issue 21), each timed both ways against qemu-img in two steps.
+migrations=()
+for m in "vmdk-stream|vmdk|subformat=streamOptimized" "vmdk-sparse|vmdk|subformat=monolithicSparse" \
+  "vpc-fixed|vpc|subformat=fixed" "vpc-dynamic|vpc|subformat=dynamic" "vhdx|vhdx|" "vdi|vdi|"; do
+  IFS='|' read -r mn mf mo <<< "$m"
+  if "$V" -O "$mf" -o help > /dev/null 2>&1; then migrations+=("$m"); else missing+=("$mf: this vmaconv does not write it"); fi
+done
 
 fail() { echo "compare.sh: $*" >&2; exit 1; }
 
@@ -70,6 +78,8 @@ digest() {
 #   vma.zst  the same, compressed with zstd
 #   zst      PATH decompresses to bytes whose digest is WANT
 #   qcow2    PATH is a consistent qcow2 image with the content of raw image WANT
+#   vmdk, vhdx, vdi, vpc: the same for those formats (qemu-img check has
+#            no vpc checker: VHDs are compared only)
 verify() {
   local kind=$1 p=$2 want=$3 got lines
   case $kind in
@@ -93,9 +103,10 @@ verify() {
         verify dir "$x" "$want" || return 1
       fi ;;
     zst) got=$(zstd -q -d -c "$p" | "$D" raw - | cut -d' ' -f2,3) || return 1 ;;
-    qcow2)
-      qemu-img check -q "$p" || { echo "qemu-img check fails on $p"; return 1; }
-      qemu-img compare -q -f raw -F qcow2 "$want" "$p" || { echo "qemu-img compare: $p differs from $want"; return 1; }
+    qcow2 | vmdk | vhdx | vdi | vpc)
+      # qemu-img check has no vpc checker; compare reads every VHD.
+      if [[ $kind != vpc ]]; then qemu-img check -q -f "$kind" "$p" || { echo "qemu-img check fails on $p"; return 1; }; fi
+      qemu-img compare -q -f raw -F "$kind" "$want" "$p" || { echo "qemu-img compare: $p differs from $want"; return 1; }
       return 0 ;;
     *) echo "verify: unknown kind $kind"; return 1 ;;
   esac
@@ -110,7 +121,7 @@ bench() {
   echo "generating data in $dir: $size dense disk, $sparse sparse disk" >&2
   [[ -f disk.raw && $(cat disk.size 2>/dev/null) == "$size" ]] || { "$bin/gendisk" -size "$size" -out disk.raw; echo "$size" > disk.size; }
   [[ -f sparse.raw && $(cat sparse.size 2>/dev/null) == "$sparse" ]] || { "$bin/gendisk" -size "$sparse" -sparse 4M -out sparse.raw; echo "$sparse" > sparse.size; }
-  rm -f disk.vma disk.qcow2 disk.vma.zst extl2.qcow2 prealloc.qcow2 empty1t.qcow2 out.*
+  rm -f disk.vma disk.qcow2 disk.vma.zst extl2.qcow2 prealloc.qcow2 empty1t.qcow2 disk.vmdk-* disk.vpc-* disk.vhdx disk.vdi out.*
   rm -rf out.d
   "$V" -f raw disk.raw disk.vma --uuid 6f1c2b9e-3c4d-4e5f-8a9b-0c1d2e3f4a5b --ctime 1718000000
   if have qemu-img; then
@@ -121,6 +132,14 @@ bench() {
     qemu-img create -q -f qcow2 empty1t.qcow2 1T
   fi
   have zstd && zstd -q -T0 disk.vma -o disk.vma.zst
+  # The migration formats (issue 21): each as qemu-img writes it, the
+  # input of its → VMA case.
+  if have qemu-img; then
+    for m in "${migrations[@]}"; do
+      IFS='|' read -r mn mf mo <<< "$m"
+      qemu-img convert -f raw -O "$mf" ${mo:+-o "$mo"} disk.raw "disk.$mn"
+    done
+  fi
   # What the outputs must hold, and the inputs vmaconv or qemu-img made,
   # checked once.
   local sum sparsesum presum emptysum vmasum
@@ -212,6 +231,13 @@ bench() {
       t qemu-img-prealloc raw out.raw "$presum" qemu-img convert -O raw prealloc.qcow2 out.raw
       t empty-raw raw out.raw "$emptysum" "$V" empty1t.qcow2 out.raw
       t qemu-img-empty raw out.raw "$emptysum" qemu-img convert -O raw empty1t.qcow2 out.raw
+      for m in "${migrations[@]}"; do
+        IFS='|' read -r mn mf mo <<< "$m"
+        t "vma-$mn" "$mf" "out.$mn" disk.raw "$V" -O "$mf" ${mo:+-o "$mo"} disk.vma "out.$mn"
+        t "two-step-$mn" "$mf" "out.$mn" disk.raw sh -c "$V disk.vma out.raw && qemu-img convert -f raw -O $mf ${mo:+-o $mo} out.raw out.$mn"
+        t "$mn-vma" vma out.vma "$sum" "$V" -f "$mf" "disk.$mn" out.vma
+        t "two-step-$mn-vma" vma out.vma "$sum" sh -c "qemu-img convert -f $mf -O raw disk.$mn out.raw && $V -f raw out.raw out.vma"
+      done
     fi
     if have zstd; then
       t zstd-d - "" "" sh -c 'zstd -q -d -c disk.vma.zst > /dev/null'
@@ -263,6 +289,11 @@ bench() {
     row ".vma.zst → qcow2 (stream)" zst-qcow2 vma-qcow2
   fi
   row "$sparse sparse raw (4 MiB data) → VMA" sparse-vma sparse-cp
+  for m in "${migrations[@]}"; do
+    IFS='|' read -r mn mf mo <<< "$m"
+    row "VMA → $mn" "vma-$mn" "two-step-$mn" vma-qcow2
+    row "$mn → VMA" "$mn-vma" "two-step-$mn-vma" qcow2-vma
+  done
   echo
   echo "Every output checked: $checked in all, in $(printf %.1f "$checktime") s, beside $(printf %.1f "$runtime") s of timed runs."
   cd - > /dev/null
@@ -274,6 +305,7 @@ echo "vmaconv $("$V" --version 2>&1 | awk '{print $2}') on $(nproc) cores, $(awk
 cat "$bin/tables"
 echo
 echo "cp = cp --sparse=always; cp+sync adds 'sync FILE' (vmaconv fsyncs its output before renaming it);"
-echo "two-step = vmaconv restore to raw, then qemu-img convert -O qcow2; zstd-or-restore = the slower of 'zstd -d' and the plain restore;"
+echo "two-step = vmaconv restore to raw, then qemu-img convert -O qcow2 (for VMA → FMT: -O FMT; for FMT → VMA: qemu-img convert -O raw, then vmaconv create);"
+echo "the extra ratio of VMA → FMT is to VMA → qcow2, of FMT → VMA to qcow2 → VMA (issue 21's targets: ≤ 0.5× two-step, ≤ 1.2× qcow2); zstd-or-restore = the slower of 'zstd -d' and the plain restore;"
 echo "create+zstd = the plain create plus 'zstd -T2' of the archive; qemu-img-* = qemu-img convert -O raw of the same image (cache mode unsafe, its default)."
 for m in "${missing[@]}"; do echo "not compared: $m"; done
