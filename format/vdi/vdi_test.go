@@ -408,10 +408,16 @@ func TestHostile(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	u32 := func(off int, v uint32) func([]byte) []byte {
-		return func(b []byte) []byte { le.PutUint32(b[off:], v); return b }
+	// u32 sets little-endian words: offset, value, offset, value…
+	u32 := func(kv ...uint32) func([]byte) []byte {
+		return func(b []byte) []byte {
+			for i := 0; i < len(kv); i += 2 {
+				le.PutUint32(b[kv[i]:], kv[i+1])
+			}
+			return b
+		}
 	}
-	entry := func(i int, v uint32) func([]byte) []byte { return u32(0x200+4*i, v) }
+	entry := func(i, v uint32) func([]byte) []byte { return u32(0x200+4*i, v) }
 	tests := []struct {
 		name  string
 		f     func([]byte) []byte
@@ -437,8 +443,8 @@ func TestHostile(t *testing.T) {
 		{"bmap-past-eof", func(b []byte) []byte { return b[:0x210] }, vdi.ErrCorrupt, "offset_bmap at 0x154: the block map at 0x200 (7 entries) runs past the end of the file (0x210 bytes)", false},
 		// The largest block map QEMU takes, 2 GiB, is refused before it
 		// is read (qemu-img check would allocate it: no oracle).
-		{"bmap-max", func(b []byte) []byte { le.PutUint32(b[0x180:], vdi.MaxBlocks); le.PutUint32(b[0x158:], 0x80000000); return b }, vdi.ErrCorrupt, "offset_bmap at 0x154: the block map at 0x200 (536870784 entries) runs past the end of the file (0x400400 bytes)", false},
-		{"bmap-offset-past-eof", func(b []byte) []byte { le.PutUint32(b[0x154:], 0x7fff0000); le.PutUint32(b[0x158:], 0x80000000); return b }, vdi.ErrCorrupt, "offset_bmap at 0x154: the block map at 0x7fff0000 (7 entries) runs past the end of the file", false},
+		{"bmap-max", u32(0x180, vdi.MaxBlocks, 0x158, 0x80000000), vdi.ErrCorrupt, "offset_bmap at 0x154: the block map at 0x200 (536870784 entries) runs past the end of the file (0x400400 bytes)", false},
+		{"bmap-offset-past-eof", u32(0x154, 0x7fff0000, 0x158, 0x80000000), vdi.ErrCorrupt, "offset_bmap at 0x154: the block map at 0x7fff0000 (7 entries) runs past the end of the file", false},
 		{"header-size", u32(0x48, 0x100), vdi.ErrCorrupt, "header_size at 0x48: 0x100, less than the 0x180 bytes", true},
 		{"image-type-diff", u32(0x4c, 4), vdi.ErrUnsupported, "image_type at 0x4c: 4", true},
 		{"image-type-0", u32(0x4c, 0), vdi.ErrUnsupported, "image_type at 0x4c: 0", true},
