@@ -159,8 +159,8 @@ func loadFixtures() error {
 			"out-of-order": b.qemuIO("ooo", "6M", nil, "write -P 0x11 4M 1M", "write -P 0x22 100k 100k",
 				"write -P 0x33 2M 64k", "write -P 0x44 4M 4k", "write -z 1M 1M", "write -P 0x55 5M 512"),
 			"created-static": b.qemuIO("cstatic", "5M", []string{"-o", "static=on"}, "write -P 0x66 1M 300k", "write -P 0x77 3M 4k"),
-			// create keeps a size that is not a whole sector: qemu reads
-			// it rounded up.
+			// create keeps a size that is not a whole sector (qemu
+			// writes it back rounded up when it allocates a block).
 			"odd-created": b.qemuIO("oddc", "3000000", nil, "write -P 0x12 2M 4096", "write -P 0x13 2999808 512"),
 		}
 		// Blocks 0 and 3 discarded: 0xfffffffe reads as zeros.
@@ -334,7 +334,7 @@ func deref(m []qemuMap) []string {
 // TestInfo: info's fields are qemu-img info's, key for key.
 func TestInfo(t *testing.T) {
 	fixture(t)
-	for _, name := range []string{"dynamic", "static", "odd-created", "virtualbox"} {
+	for _, name := range []string{"dynamic", "static", "odd-size", "virtualbox"} {
 		path := fixtures.images[name]
 		out, err := exec.Command("qemu-img", "info", "--output", "json", "-f", "vdi", path).Output()
 		if err != nil {
