@@ -151,10 +151,10 @@ func TestWriterQemuImg(t *testing.T) {
 	fixture(t)
 	dir := t.TempDir()
 	disks := map[string][]byte{
-		"mixed":  fixtures.data,
-		"empty":  make([]byte, 5*mib),
-		"full":   testutil.GenDisk(3, 2*mib+4096, "data"),
-		"tiny":   testutil.GenDisk(5, 1000, "data"),
+		"mixed": fixtures.data,
+		"empty": make([]byte, 5*mib),
+		"full":  testutil.GenDisk(3, 2*mib+4096, "data"),
+		"tiny":  testutil.GenDisk(5, 1000, "data"),
 	}
 	raws := map[string]string{}
 	for name, data := range disks {
