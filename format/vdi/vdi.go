@@ -42,6 +42,10 @@ func probe(head []byte) bool {
 }
 
 // Source is an open VDI image. It is safe for concurrent use.
+//
+// Memory: at most 4 MiB of its block map (the whole map of a disk up to
+// 1 TiB; the largest image QEMU takes has a map of 2 GiB), and, while Open
+// checks the map, a page of it and one bit per MiB of the file.
 type Source struct {
 	ra       io.ReaderAt
 	closer   io.Closer // the file, or nil (OpenAt)
