@@ -26,19 +26,21 @@
 // in the file. QEMU reads data past the end of the file as zeros; a
 // block map or data block that does not fit the file is refused here. The
 // virtual size is the header's disk size rounded up to whole 512-byte
-// sectors, as QEMU reads it (VirtualBox rounds it down). Unallocated and
+// sectors, as QEMU reads it (and writes it back when it allocates a
+// block; VirtualBox rounds it down). Unallocated and
 // discarded blocks, and data blocks the file holds as holes, are zero
 // regions (format.ZeroMapper); Mapping answers as qemu-img map does.
 //
 // Writing (Writer, Create): a header as qemu-img writes it (header_size
 // 0x180, the block map at 0x200, the data after it, qemu's pre-header
 // text), dynamic by default, static with -o static=on. The disk size is
-// rounded up to whole sectors, as qemu-img convert records it. Blocks of
+// its source's rounded up to whole sectors, as qemu-img convert records
+// it (qemu-img create records the size it is given, exactly). Blocks of
 // zeros stay unallocated in a dynamic image, and zero 4 KiB pieces of the
-// others stay holes of the file. The image UUID is random unless -o
-// uuid= gives it; the last-modification UUID is random too, or derived
-// from a given image UUID, so that the same input and options give the
-// same bytes.
+// others stay holes of the file. The image UUID is random unless -o uuid=
+// gives it; the last-modification UUID is random too, or derived from a
+// given image UUID, so that the same input and options give the same
+// bytes.
 package vdi
 
 // Name is the format's name in vmaconv's driver registry.

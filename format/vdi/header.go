@@ -23,19 +23,21 @@ var (
 
 // Constants of the format, as block/vdi.c and VDICore.h name them.
 const (
-	headerSize   = 512        // the header with its pre-header, as QEMU reads it
-	version11    = 0x00010001 // VDI_VERSION_1_1
-	typeDynamic  = 1          // VDI_TYPE_DYNAMIC, VirtualBox's VDI_IMAGE_TYPE_NORMAL
-	typeStatic   = 2          // VDI_TYPE_STATIC, VirtualBox's VDI_IMAGE_TYPE_FIXED
-	sectorSize   = 512
-	BlockSize    = 1 << 20    // the only block size QEMU reads (DEFAULT_CLUSTER_SIZE)
-	header1Size  = 0x180      // sizeof(VDIHEADER1): the least header_size VirtualBox takes
-	unallocated  = 0xffffffff // VDI_UNALLOCATED: a block never written
-	discarded    = 0xfffffffe // VDI_DISCARDED: a block that reads as zeros
-	qemuText     = "<<< QEMU VM Virtual Disk Image >>>\n"
-	bmapOffset   = 0x200 // where qemu-img puts the block map
-	headerSizeV1 = 0x180 // the header_size qemu-img writes
+	headerSize  = 512        // the header with its pre-header, as QEMU reads it
+	version11   = 0x00010001 // VDI_VERSION_1_1
+	typeDynamic = 1          // VDI_TYPE_DYNAMIC, VirtualBox's VDI_IMAGE_TYPE_NORMAL
+	typeStatic  = 2          // VDI_TYPE_STATIC, VirtualBox's VDI_IMAGE_TYPE_FIXED
+	sectorSize  = 512
+	header1Size = 0x180      // sizeof(VDIHEADER1): the header_size qemu-img writes, the least VirtualBox takes
+	unallocated = 0xffffffff // VDI_UNALLOCATED: a block never written
+	discarded   = 0xfffffffe // VDI_DISCARDED: a block that reads as zeros
+	qemuText    = "<<< QEMU VM Virtual Disk Image >>>\n"
+	bmapOffset  = 0x200 // where qemu-img puts the block map
 )
+
+// BlockSize is the size of a block, the unit of allocation: 1 MiB, the
+// only size QEMU reads (DEFAULT_CLUSTER_SIZE) and VirtualBox's default.
+const BlockSize = 1 << 20
 
 // MaxBlocks is the most blocks QEMU takes in an image
 // (VDI_BLOCKS_IN_IMAGE_MAX): a block map that a 32-bit int can hold,
@@ -48,24 +50,22 @@ const MaxSize = MaxBlocks * BlockSize
 
 // Byte offsets of the header's fields in the file.
 const (
-	offSignature   = 0x40
-	offVersion     = 0x44
-	offHeaderSize  = 0x48
-	offImageType   = 0x4c
-	offImageFlags  = 0x50
-	offBmap        = 0x154
-	offData        = 0x158
-	offSectorSize  = 0x168
-	offDiskSize    = 0x170
-	offBlockSize   = 0x178
-	offBlockExtra  = 0x17c
-	offBlocks      = 0x180
-	offAllocated   = 0x184
-	offUUIDImage   = 0x188
-	offUUIDSnap    = 0x198
-	offUUIDLink    = 0x1a8
-	offUUIDParent  = 0x1b8
-	offDescription = 0x54
+	offSignature  = 0x40
+	offVersion    = 0x44
+	offHeaderSize = 0x48
+	offImageType  = 0x4c
+	offBmap       = 0x154
+	offData       = 0x158
+	offSectorSize = 0x168
+	offDiskSize   = 0x170
+	offBlockSize  = 0x178
+	offBlockExtra = 0x17c
+	offBlocks     = 0x180
+	offAllocated  = 0x184
+	offUUIDImage  = 0x188
+	offUUIDSnap   = 0x198
+	offUUIDLink   = 0x1a8
+	offUUIDParent = 0x1b8
 )
 
 // header is a checked VDI header.
@@ -75,10 +75,7 @@ type header struct {
 	offData    int64
 	diskSize   uint64 // as recorded
 	blocks     int64
-	allocated  uint32
 	headerSize uint32
-	uuidImage  uuid.UUID // in RFC 4122 byte order
-	uuidSnap   uuid.UUID
 }
 
 // size returns the virtual size as QEMU reads it: the disk size rounded
@@ -116,10 +113,7 @@ func readHeader(ra io.ReaderAt, fileSize int64) (*header, error) {
 		offData:    int64(u32(offData)),
 		diskSize:   le.Uint64(b[offDiskSize:]),
 		blocks:     int64(u32(offBlocks)),
-		allocated:  u32(offAllocated),
 		headerSize: u32(offHeaderSize),
-		uuidImage:  uuidAt(b[:], offUUIDImage),
-		uuidSnap:   uuidAt(b[:], offUUIDSnap),
 	}
 	blockSize := u32(offBlockSize)
 	if sig := u32(offSignature); sig != Signature {

@@ -135,7 +135,7 @@ func (l layout) header(static bool, allocated int64) []byte {
 	copy(b, qemuText)
 	le.PutUint32(b[offSignature:], Signature)
 	le.PutUint32(b[offVersion:], version11)
-	le.PutUint32(b[offHeaderSize:], headerSizeV1)
+	le.PutUint32(b[offHeaderSize:], header1Size)
 	le.PutUint32(b[offImageType:], typeDynamic)
 	if static {
 		le.PutUint32(b[offImageType:], typeStatic)
@@ -295,9 +295,7 @@ func (w *Writer) load(pg int64) error {
 			return fmt.Errorf("vdi: reading back the block map: %w", err)
 		}
 	} else {
-		for i := range buf {
-			buf[i] = 0xff
-		}
+		fillUnallocated(buf)
 	}
 	w.page = pg
 	return nil
@@ -360,9 +358,7 @@ func (w *Writer) finish() error {
 		}
 		// The pages never written: all unallocated, in runs.
 		ff := make([]byte, min(mapChunk, 4*w.blocks))
-		for i := range ff {
-			ff[i] = 0xff
-		}
+		fillUnallocated(ff)
 		for pg := int64(0); pg < w.pages(); {
 			if w.flushed[pg/64]&(1<<(pg%64)) != 0 {
 				pg++
@@ -386,6 +382,14 @@ func (w *Writer) finish() error {
 		return fmt.Errorf("vdi: writing the header: %w", err)
 	}
 	return nil
+}
+
+// fillUnallocated sets every entry of a piece of block map to
+// unallocated.
+func fillUnallocated(b []byte) {
+	for i := 0; i+4 <= len(b); i += 4 {
+		binary.LittleEndian.PutUint32(b[i:], unallocated)
+	}
 }
 
 // writeIdentityMap writes a static image's block map: block i in data
