@@ -368,8 +368,8 @@ func TestInfo(t *testing.T) {
 	}
 }
 
-// TestEmpty: an image of no bytes (qemu-img create's 0) opens, reads
-// nothing, and is described.
+// TestEmpty: an image of no bytes (qemu-img create's 0) opens and reads
+// nothing, and the Writer writes it as qemu-img does.
 func TestEmpty(t *testing.T) {
 	testutil.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
@@ -381,6 +381,24 @@ func TestEmpty(t *testing.T) {
 			t.Errorf("static=%s: size %d, ReadAt = %d, %v", static, src.Size(), n, err)
 		}
 		src.Close()
+		ours := p + ".ours"
+		f, err := os.Create(ours)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := vdi.NewWriter(f, 0, vdi.WriterOptions{Static: static == "on"})
+		if err == nil {
+			err = w.Close()
+		}
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := os.ReadFile(ours)
+		b, _ := os.ReadFile(p)
+		if len(a) != len(b) || !bytes.Equal(a[:0x188], b[:0x188]) || !bytes.Equal(a[0x1a8:], b[0x1a8:]) {
+			t.Errorf("static=%s: the empty image differs from qemu-img's beyond the UUIDs", static)
+		}
 	}
 }
 
