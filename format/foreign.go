@@ -34,9 +34,6 @@ var Foreigns = []Foreign{
 		return bytes.HasPrefix(head, []byte("conectix")) || len(tail) == 512 && bytes.HasPrefix(tail, []byte("conectix"))
 	}},
 	{"VHDX", "vhdx", []string{".vhdx"}, prefix("vhdxfile")},
-	{"VDI", "vdi", []string{".vdi"}, func(head, _ []byte) bool {
-		return len(head) >= 0x44 && bytes.Equal(head[0x40:0x44], []byte{0x7f, 0x10, 0xda, 0xbe})
-	}},
 	{"QED", "qed", []string{".qed"}, prefix("QED\x00")},
 	{"LUKS", "luks", []string{".luks"}, prefix("LUKS\xba\xbe")},
 	{"Parallels", "parallels", []string{".hds"}, func(head, _ []byte) bool {
