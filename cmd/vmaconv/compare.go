@@ -12,7 +12,7 @@ import (
 type compareCmd struct {
 	A            string `arg:"" name:"a" help:"First disk: an image (qcow2, raw), ARCHIVE:DEVICE, or an archive with one disk."`
 	B            string `arg:"" name:"b" help:"Second disk, likewise."`
-	SecondFormat string `short:"F" name:"second-format" placeholder:"FMT" help:"Format of B (qcow2, raw, vma), as -f is A's; default: detected."`
+	SecondFormat string `short:"F" name:"second-format" placeholder:"FMT" help:"Format of B (${formats}), as -f is A's; default: detected."`
 	Strict       bool   `short:"s" help:"Strict mode, as qemu-img compare -s: disks of different sizes differ (without it, the larger one's extra part must read as zeros). Allocation is not compared: vmaconv compares content."`
 	readFlags
 }

@@ -13,7 +13,7 @@ import (
 
 // readFlags are the source options convert, create and checksum share.
 type readFlags struct {
-	Format       string `short:"f" placeholder:"FMT" help:"Source format (qcow2, raw, vma); default: detected from the file's magic bytes, raw if none."`
+	Format       string `short:"f" placeholder:"FMT" help:"Source format (${formats}); default: detected from the file's magic bytes, raw if none."`
 	AllowBacking bool   `help:"Let a qcow2 image read its backing files (their format must be recorded in the image); each one read is named in a note. Nothing else, -f qcow2 included, allows it."`
 	Workers      *int   `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
 	Progress     bool   `short:"p" help:"Show progress on stderr."`
@@ -78,7 +78,7 @@ type writeFlags struct {
 type convertCmd struct {
 	Src         string    `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
 	Dst         string    `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups (a repacked archive after its source: its VMID, ctime and compression); its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
-	OFmt        string    `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format: raw, qcow2 or vma."`
+	OFmt        string    `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format (${oformats}); default: from DST's name."`
 	NoCreate    bool      `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
 	Name        string    `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
 	ClusterSize *byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`

@@ -10,8 +10,8 @@ import (
 )
 
 type infoCmd struct {
-	Files  []string `arg:"" name:"file" help:"Images (raw, qcow2) and archives (VMA, compressed or not); - for an archive on stdin."`
-	Format string   `short:"f" placeholder:"FMT" help:"Format of the files (qcow2, raw, vma); default: detected from their magic bytes."`
+	Files  []string `arg:"" name:"file" help:"Images and archives (${formats}; archives compressed or not); - for an archive on stdin."`
+	Format string   `short:"f" placeholder:"FMT" help:"Format of the files (${formats}); default: detected from their magic bytes."`
 	Output string   `help:"Output format: human or json." enum:"human,json" default:"human"`
 }
 

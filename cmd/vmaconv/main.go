@@ -44,7 +44,7 @@ const (
 )
 
 type cli struct {
-	Convert    convertCmd       `cmd:"" default:"withargs" help:"Convert SRC to DST: images (raw, qcow2) and archives (VMA) to each other. The default command: vmaconv SRC DST."`
+	Convert    convertCmd       `cmd:"" default:"withargs" help:"Convert SRC to DST, from any of ${formats} to any of ${oformats}. The default command: vmaconv SRC DST."`
 	Create     createCmd        `cmd:"" help:"Write an archive of several disks: vmaconv create vm.vma drive-scsi0=disk.qcow2 drive-efidisk0=efi.raw -c qemu-server.conf."`
 	Checksum   checksumCmd      `cmd:"" help:"Print the sha256 of disks' content (images, or archive devices), to prove a conversion kept every byte; -c checks a list."`
 	Info       infoCmd          `cmd:"" aliases:"list" help:"Show what images and archives hold: format, sizes; an archive's UUID, creation time, configs and devices."`
@@ -119,7 +119,7 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 
 // commands are the command words, from the CLI's definition.
 var commands = func() []string {
-	p, err := kong.New(&cli{}, kong.Name("vmaconv"), kong.Vars{"version": ""})
+	p, err := kong.New(&cli{}, kong.Name("vmaconv"), helpVars(""))
 	if err != nil {
 		panic(err)
 	}
@@ -153,6 +153,21 @@ func bareWord(s string) bool {
 // recorded (internal/buildinfo).
 func versionString() string { return "vmaconv " + buildinfo.Version(version) }
 
+// helpVars are the variables of the CLI's help texts: the version, and
+// the formats of the registry, so that no help text names a format.
+func helpVars(version string) kong.Vars {
+	var in, out []string
+	for _, f := range registry.Formats() {
+		if f.Open != nil || f.OpenAt != nil || f.OpenStream != nil {
+			in = append(in, f.Name)
+		}
+		if f.Create != nil {
+			out = append(out, f.Name)
+		}
+	}
+	return kong.Vars{"version": version, "formats": strings.Join(in, ", "), "oformats": strings.Join(out, ", ")}
+}
+
 // kongExit carries kong's exit status (after --help or --version) out of
 // kong to run, which returns it instead of exiting the process.
 type kongExit int
@@ -164,7 +179,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.Description("Convert disk images to and from Proxmox VMA backup archives (vzdump-qemu-*.vma); read, check and restore archives."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(kongExit(code)) }),
-		kong.Vars{"version": versionString()},
+		helpVars(versionString()),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	if err != nil {

@@ -38,7 +38,7 @@ func TestManPage(t *testing.T) {
 			t.Errorf("the page does not mention %s", want)
 		}
 	}
-	p, err := kong.New(&cli{}, kong.Name("vmaconv"), kong.Vars{"version": ""})
+	p, err := kong.New(&cli{}, kong.Name("vmaconv"), helpVars(""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestManPage(t *testing.T) {
 			Knob string `placeholder:"K" help:"Turn the knob."`
 		} `cmd:"" help:"Frobnicate."`
 	}
-	p, err = kong.New(&extra{}, kong.Name("vmaconv"), kong.Vars{"version": ""})
+	p, err = kong.New(&extra{}, kong.Name("vmaconv"), helpVars(""))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ type mapCmd struct {
 	Output       string   `enum:"human,json" default:"human" help:"human (qemu-img map's table of data ranges) or json (every range, with qemu-img map's keys: start, length, depth, present, zero, data, compressed, offset)."`
 	StartOffset  byteSize `name:"start-offset" placeholder:"OFFSET" help:"Map from this offset (bytes, or with a suffix: 1G)."`
 	MaxLength    byteSize `name:"max-length" placeholder:"LENGTH" help:"Map at most this many bytes (bytes, or with a suffix: 64M)."`
-	Format       string   `short:"f" placeholder:"FMT" help:"Format of FILE (qcow2, raw, vma); default: detected from the file's magic bytes, raw if none."`
+	Format       string   `short:"f" placeholder:"FMT" help:"Format of FILE (${formats}); default: detected from the file's magic bytes, raw if none."`
 	AllowBacking bool     `help:"Let a qcow2 image read its backing files; their ranges are reported at depth 1, without offsets."`
 }
 

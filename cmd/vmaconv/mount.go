@@ -14,7 +14,7 @@ import (
 )
 
 type mountCmd struct {
-	Archive string   `arg:"" help:"A disk image (raw, qcow2), mounted as DIR/disk.raw, or an archive (VMA: .vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache), its disks as DIR/NAME.raw and its configs."`
+	Archive string   `arg:"" help:"An input of any format vmaconv reads (${formats}): an image is mounted as DIR/disk.raw; an archive (.vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache), its disks as DIR/NAME.raw and its configs."`
 	Dir     string   `arg:"" help:"An existing directory to mount on."`
 	Device  []string `short:"d" placeholder:"NAME" help:"Show only this disk (repeatable; default: every disk)."`
 	cacheOpts

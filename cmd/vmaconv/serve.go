@@ -17,7 +17,7 @@ import (
 )
 
 type serveCmd struct {
-	Archive string   `arg:"" help:"A disk image (raw, qcow2), exported as disk, or an archive (VMA: .vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache), each disk under its name."`
+	Archive string   `arg:"" help:"An input of any format vmaconv reads (${formats}): an image is exported as disk; an archive (.vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache), each disk under its name."`
 	Socket  string   `placeholder:"PATH" help:"Unix socket to serve on (default: vmaconv-<pid>.sock in $XDG_RUNTIME_DIR, else the temporary directory), created for the owner only and removed at the end."`
 	Listen  string   `placeholder:"HOST:PORT" help:"Serve on TCP instead (NBD has no authentication: a trusted network only)."`
 	Device  []string `short:"d" placeholder:"NAME" help:"Export only this disk (repeatable; default: every disk)."`
