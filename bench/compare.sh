@@ -59,7 +59,11 @@ migrations=()
 for m in "vmdk-stream|vmdk|subformat=streamOptimized" "vmdk-sparse|vmdk|subformat=monolithicSparse" \
   "vpc-fixed|vpc|subformat=fixed" "vpc-dynamic|vpc|subformat=dynamic" "vhdx|vhdx|" "vdi|vdi|"; do
   IFS='|' read -r mn mf mo <<< "$m"
-  if "$V" -O "$mf" -o help > /dev/null 2>&1; then migrations+=("$m"); else missing+=("$mf: this vmaconv does not write it"); fi
+  if "$V" -O "$mf" -o help > /dev/null 2>&1; then
+    migrations+=("$m")
+  elif [[ " ${missing[*]} " != *" $mf: "* ]]; then
+    missing+=("$mf: this vmaconv does not write it")
+  fi
 done
 
 fail() { echo "compare.sh: $*" >&2; exit 1; }
