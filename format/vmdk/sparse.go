@@ -213,6 +213,7 @@ type sparse struct {
 	zero     bool  // grain table entry 1 is a zeroed grain
 	tables   *tables
 	grains   *grainCache
+	holes    format.ZeroMapper // the file's holes; nil if not known
 }
 
 func newSparse(r io.ReaderAt, name string, fileSize int64, h *header, t *tables) *sparse {
@@ -255,7 +256,7 @@ func (s *sparse) span(off int64) (k kind, host, n int64, err error) {
 	if gtSector*sector+s.gtes*4 > s.fileSize {
 		return 0, 0, 0, fmt.Errorf("%w: grain table at %#x (grain directory entry %d) runs past the end of the file (%#x bytes)", ErrCorrupt, gtSector*sector, gt, s.fileSize)
 	}
-	t, err := s.tables.get(s, gtSector*sector, s.gtes)
+	t, err := s.table(gtSector*sector, s.gtes)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -295,6 +296,22 @@ func (s *sparse) span(off int64) (k kind, host, n int64, err error) {
 	return data, e*sector + inner, (end-i)*s.grain - inner, nil
 }
 
+// table returns the n entries at off, through the cache; a table the
+// file holds as a hole (a table QEMU made and no grain was written into)
+// is empty, known without reading it.
+func (s *sparse) table(off, n int64) (*table, error) {
+	if s.holes != nil {
+		if x, err := s.holes.Region(off, n*4); err == nil && x.Zero && x.Length >= n*4 {
+			return emptyTable, nil
+		}
+	}
+	return s.tables.get(s, off, n)
+}
+
+// emptyTable is a grain table that maps nothing: its entries are never
+// read (span returns first).
+var emptyTable = &table{empty: true}
+
 // readGrain returns the decompressed bytes of the compressed grain g at
 // host, at least as many as the disk has of it.
 func (s *sparse) readGrain(g, host int64) ([]byte, error) {
@@ -320,7 +337,7 @@ func (s *sparse) readGrain(g, host int64) ([]byte, error) {
 	}
 	in := make([]byte, size)
 	if n, err := s.r.ReadAt(in, data); int64(n) < size {
-		return nil, fmt.Errorf("vmdk: %s: reading the grain at %#x: %w", s.name, host, err)
+		return nil, fmt.Errorf("reading the grain at %#x: %w", host, err)
 	}
 	out := make([]byte, s.grain)
 	n, err := inflate(out, in)
@@ -353,18 +370,28 @@ func inflate(out, in []byte) (int, error) {
 		}
 	}
 	defer zlibPool.Put(zr)
-	n, err := io.ReadFull(zr, out)
-	switch {
-	case err == io.ErrUnexpectedEOF || err == io.EOF:
-		return n, nil
-	case err != nil:
-		return n, err
+	n := 0
+	for n < len(out) {
+		k, err := zr.Read(out[n:])
+		n += k
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err == io.ErrUnexpectedEOF:
+			return n, errors.New("the zlib stream is cut short")
+		case err != nil:
+			return n, err
+		}
 	}
 	// out is full: the stream must end here.
 	var one [1]byte
-	if k, err := zr.Read(one[:]); k > 0 {
+	k, err := zr.Read(one[:])
+	switch {
+	case k > 0:
 		return n, fmt.Errorf("decompresses to more than the grain's %d bytes", len(out))
-	} else if err != io.EOF {
+	case err == io.ErrUnexpectedEOF:
+		return n, errors.New("the zlib stream is cut short")
+	case err != io.EOF:
 		return n, err
 	}
 	return n, nil

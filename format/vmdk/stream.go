@@ -375,6 +375,10 @@ func (s *StreamWriter) covered(off, n int64) error {
 	for n > 0 {
 		t := off / span
 		k := min(n, (t+1)*span-off)
+		if s.live[t] == nil && k == s.rangeLen(t) {
+			off, n = off+k, n-k // a whole range of zeros: no table
+			continue
+		}
 		lt := s.table(t)
 		lt.cover += k
 		switch {
