@@ -1,7 +1,6 @@
 package vmdk
 
 import (
-
 	"github.com/vmaconv/vmaconv/format"
 )
 
