@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -362,5 +363,37 @@ func TestHugeHoles(t *testing.T) {
 		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 24<<20 {
 			t.Errorf("%s: reading allocated %d MiB", sub, alloc>>20)
 		}
+	}
+}
+
+// TestDescriptorSemantics: a descriptor is read as VMware reads it where
+// QEMU differs: a ZERO extent is zeros (in the zero map too), a RDONLY
+// extent is read, an extent line after a blank line is read once, keys
+// take spaces around "=" and unquoted values; a sparse extent's size is
+// its header's, as QEMU reads it.
+func TestDescriptorSemantics(t *testing.T) {
+	dir := t.TempDir()
+	a, b := testutil.GenDisk(41, 64<<10, "data"), testutil.GenDisk(42, 32<<10, "data")
+	os.WriteFile(filepath.Join(dir, "a.bin"), a, 0o644)
+	os.WriteFile(filepath.Join(dir, "b.bin"), b, 0o644)
+	var s bytes.Buffer
+	create(t, filepath.Join(dir, "s.vmdk"), &s, b, "subformat=streamOptimized", "seq")
+	os.WriteFile(filepath.Join(dir, "s.vmdk"), s.Bytes(), 0o644)
+	desc := "# Disk DescriptorFile\nversion=1\nCID = 0000abcd\nparentCID=ffffffff\ncreateType = twoGbMaxExtentFlat\n\n" +
+		"RW 128 FLAT \"a.bin\" 0\n\nRW 256 ZERO\n   \nRDONLY 64 FLAT \"b.bin\" 0\nRW 1 SPARSE \"s.vmdk\"\n"
+	p := filepath.Join(dir, "d.vmdk")
+	os.WriteFile(p, []byte(desc), 0o644)
+	want := slices.Concat(a, make([]byte, 128<<10), b, b)
+	src, err := open(t, p, format.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	got := make([]byte, src.Size())
+	if n, err := src.ReadAt(got, 0); n != len(want) || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (%v), want %d: the extents FLAT, ZERO, RDONLY FLAT, SPARSE", n, err, len(want))
+	}
+	if e, err := src.Region(64<<10, 128<<10); err != nil || !e.Zero || e.Length != 128<<10 {
+		t.Errorf("the ZERO extent: Region = %+v, %v", e, err)
 	}
 }

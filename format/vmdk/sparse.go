@@ -312,43 +312,77 @@ func (s *sparse) table(off, n int64) (*table, error) {
 // read (span returns first).
 var emptyTable = &table{empty: true}
 
-// readGrain returns the decompressed bytes of the compressed grain g at
-// host, at least as many as the disk has of it.
-func (s *sparse) readGrain(g, host int64) ([]byte, error) {
+// readGrain fills p with the disk's bytes of the compressed grain g at
+// host, from inner on. A read of a whole grain decompresses into p; others
+// go through the image's cache of decompressed grains.
+func (s *sparse) readGrain(p []byte, g, host, inner int64) error {
 	if b := s.grains.get(s, host); b != nil {
-		return b, nil
+		copy(p, b[inner:])
+		return nil
 	}
-	need := min(s.grain, s.capacity-g*s.grain)
-	data, size := host, s.grain
-	if s.h.flags&flagMarker != 0 {
-		var m [12]byte
-		if n, err := s.r.ReadAt(m[:], host); n < len(m) {
-			return nil, fmt.Errorf("%w: grain marker at %#x (disk offset %#x) runs past the end of the file (%#x bytes): %v", ErrCorrupt, host, g*s.grain, s.fileSize, err)
-		}
-		data, size = host+12, int64(binary.LittleEndian.Uint32(m[8:]))
-		if size == 0 || size > 2*s.grain {
-			return nil, fmt.Errorf("%w: grain marker at %#x (disk offset %#x): compressed size %d (want 1 to %d)", ErrCorrupt, host, g*s.grain, size, 2*s.grain)
-		}
-		if data+size > s.fileSize {
-			return nil, fmt.Errorf("%w: compressed grain at %#x (%d bytes, disk offset %#x) runs past the end of the file (%#x bytes)", ErrCorrupt, host, size, g*s.grain, s.fileSize)
-		}
-	} else {
-		size = min(size, s.fileSize-data) // QEMU reads a grain's worth
-	}
-	in := make([]byte, size)
-	if n, err := s.r.ReadAt(in, data); int64(n) < size {
-		return nil, fmt.Errorf("reading the grain at %#x: %w", host, err)
+	if inner == 0 && int64(len(p)) >= s.grain {
+		return s.inflateGrain(p[:s.grain], g, host)
 	}
 	out := make([]byte, s.grain)
-	n, err := inflate(out, in)
-	if err != nil {
-		return nil, fmt.Errorf("%w: compressed grain at %#x (disk offset %#x): %v", ErrCorrupt, host, g*s.grain, err)
-	}
-	if int64(n) < need {
-		return nil, fmt.Errorf("%w: compressed grain at %#x (disk offset %#x) holds %d bytes, want %d", ErrCorrupt, host, g*s.grain, n, need)
+	if err := s.inflateGrain(out, g, host); err != nil {
+		return err
 	}
 	s.grains.put(s, host, out)
-	return out, nil
+	copy(p, out[inner:])
+	return nil
+}
+
+// inBufs holds buffers for compressed grains.
+var inBufs sync.Pool
+
+// inflateGrain decompresses the compressed grain g at host into out (a
+// grain's worth), and checks it holds at least the disk's bytes of it.
+func (s *sparse) inflateGrain(out []byte, g, host int64) error {
+	bp, _ := inBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer inBufs.Put(bp)
+	// The marker and, most often, all of the data, with one read.
+	want := min(s.grain+s.grain/8+sector, s.fileSize-host)
+	if s.h.flags&flagMarker == 0 {
+		want = min(s.grain, s.fileSize-host) // QEMU reads a grain's worth
+	}
+	if int64(cap(*bp)) < want {
+		*bp = make([]byte, want)
+	}
+	in := (*bp)[:want]
+	if n, err := s.r.ReadAt(in, host); int64(n) < want {
+		return fmt.Errorf("reading the grain at %#x: %w", host, err)
+	}
+	if s.h.flags&flagMarker != 0 {
+		if len(in) < 12 {
+			return fmt.Errorf("%w: grain marker at %#x (disk offset %#x) runs past the end of the file (%#x bytes)", ErrCorrupt, host, g*s.grain, s.fileSize)
+		}
+		size := int64(binary.LittleEndian.Uint32(in[8:]))
+		switch {
+		case size == 0 || size > 2*s.grain:
+			return fmt.Errorf("%w: grain marker at %#x (disk offset %#x): compressed size %d (want 1 to %d)", ErrCorrupt, host, g*s.grain, size, 2*s.grain)
+		case host+12+size > s.fileSize:
+			return fmt.Errorf("%w: compressed grain at %#x (%d bytes, disk offset %#x) runs past the end of the file (%#x bytes)", ErrCorrupt, host, size, g*s.grain, s.fileSize)
+		case 12+size > int64(len(in)):
+			*bp = append(in, make([]byte, 12+size-int64(len(in)))...)
+			rest := (*bp)[len(in):]
+			if n, err := s.r.ReadAt(rest, host+int64(len(in))); n < len(rest) {
+				return fmt.Errorf("reading the grain at %#x: %w", host, err)
+			}
+			in = *bp
+		}
+		in = in[12 : 12+size]
+	}
+	n, err := inflate(out, in)
+	if err != nil {
+		return fmt.Errorf("%w: compressed grain at %#x (disk offset %#x): %v", ErrCorrupt, host, g*s.grain, err)
+	}
+	if need := min(s.grain, s.capacity-g*s.grain); int64(n) < need {
+		return fmt.Errorf("%w: compressed grain at %#x (disk offset %#x) holds %d bytes, want %d", ErrCorrupt, host, g*s.grain, n, need)
+	}
+	return nil
 }
 
 var zlibPool sync.Pool
@@ -371,9 +405,15 @@ func inflate(out, in []byte) (int, error) {
 	}
 	defer zlibPool.Put(zr)
 	n := 0
-	for n < len(out) {
+	for stalls := 0; n < len(out); {
 		k, err := zr.Read(out[n:])
 		n += k
+		if k == 0 && err == nil {
+			if stalls++; stalls > 100 {
+				return n, io.ErrNoProgress
+			}
+			continue
+		}
 		switch {
 		case err == io.EOF:
 			return n, nil

@@ -573,11 +573,9 @@ func (s *Source) read(p []byte, off int64) error {
 		case compressed:
 			in := at - e.start
 			g := in / e.sp.grain
-			b, err := e.sp.readGrain(g, host)
-			if err != nil {
+			if err := e.sp.readGrain(piece, g, host, in-g*e.sp.grain); err != nil {
 				return s.errorf("at disk offset %#x: %w", at, err)
 			}
-			copy(piece, b[in-g*e.sp.grain:])
 		case unallocated:
 			if s.parent == nil {
 				clear(piece)
