@@ -135,19 +135,29 @@ func qemuMap(t *testing.T, img string) []map[string]any {
 	return m
 }
 
-// readBack reads an image whole through the package.
-func readBack(t *testing.T, path string) []byte {
+// sameAs reads an image through the package, a MiB at a time, and fails
+// the test unless it holds data, then zeros to a whole sector.
+func sameAs(t *testing.T, path string, data []byte) {
 	t.Helper()
 	src, err := open(t, path, format.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	got := make([]byte, src.Size())
-	if n, err := src.ReadAt(got, 0); n != len(got) {
-		t.Fatalf("read %d of %d: %v", n, len(got), err)
+	if want := int64(len(data)+511) &^ 511; src.Size() != want {
+		t.Fatalf("size %d, want %d", src.Size(), want)
 	}
-	return got
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < src.Size(); off += int64(len(buf)) {
+		n := min(int64(len(buf)), src.Size()-off)
+		if k, err := src.ReadAt(buf[:n], off); int64(k) != n {
+			t.Fatalf("read %d of %d bytes at %d: %v", k, n, off, err)
+		}
+		want := data[min(off, int64(len(data))):min(off+n, int64(len(data)))]
+		if !bytes.Equal(buf[:len(want)], want) || !allZero(buf[len(want):n]) {
+			t.Fatalf("content read back differs in the MiB at %d", off)
+		}
+	}
 }
 
 // TestWriteQemuImg: every image written, both subformats, for sizes not a
@@ -167,7 +177,7 @@ func TestWriteQemuImg(t *testing.T) {
 		"empty":  make([]byte, 5<<20),
 		"full":   testutil.GenDisk(3, 1<<20, "data"),
 		"tiny":   testutil.GenDisk(5, 1000, "data"),
-		"tables": sparseDisk(6, 66<<20, 100<<10, 40<<20, 66<<20-1000), // three grain tables, one of them empty
+		"tables": sparseDisk(6, 40<<20, 33<<20, 40<<20-1000), // two grain tables, the first empty
 	}
 	raws := map[string]string{}
 	for name, data := range disks {
@@ -179,7 +189,8 @@ func TestWriteQemuImg(t *testing.T) {
 	for _, sub := range []string{vmdk.MonolithicSparse, vmdk.StreamOptimized} {
 		for name, data := range disks {
 			for _, order := range []string{"seq", "shuffle", "pieces", "stream"} {
-				if order == "stream" && sub != vmdk.StreamOptimized || name == "tables" && order != "seq" && order != "stream" {
+				// Out of order: the disks with pieces of every kind.
+				if order == "stream" && sub != vmdk.StreamOptimized || (order == "shuffle" || order == "pieces") && name != "mixed" && name != "odd" {
 					continue
 				}
 				t.Run(fmt.Sprintf("%s-%s-%s", sub, name, order), func(t *testing.T) {
@@ -211,10 +222,7 @@ func TestWriteQemuImg(t *testing.T) {
 					if got := createType(info); got != sub {
 						t.Errorf("qemu-img info: create type %q, want %s", got, sub)
 					}
-					got := readBack(t, path)
-					if len(got) < len(data) || !bytes.Equal(got[:len(data)], data) || !zero.IsZero(got[len(data):]) {
-						t.Fatal("content read back differs")
-					}
+					sameAs(t, path, data)
 					// Zero grains are unallocated: qemu-img maps nothing of them.
 					mapped := int64(0)
 					for _, e := range qemuMap(t, path) {
@@ -237,7 +245,7 @@ func dataGrains(data []byte) int64 {
 	size := int64(len(data)+511) &^ 511
 	n := int64(0)
 	for off := int64(0); off < int64(len(data)); off += 64 << 10 {
-		if !zero.IsZero(data[off:min(off+64<<10, int64(len(data)))]) {
+		if !allZero(data[off:min(off+64<<10, int64(len(data)))]) {
 			n += min(64<<10, size-off)
 		}
 	}
@@ -390,10 +398,10 @@ func descOf(b []byte) []byte {
 // TestDeterministic: the same writes give the same bytes, whatever the
 // number of compressing goroutines, in order or in pieces out of order.
 func TestDeterministic(t *testing.T) {
-	data := testutil.GenDisk(12, 5<<20+1000, "mixed")
+	data := testutil.GenDisk(12, 2<<20+1000, "mixed")
 	for _, order := range []string{"seq", "pieces"} {
 		var first []byte
-		for _, workers := range []int{1, 4, 4} {
+		for _, workers := range []int{1, 4} {
 			v, _ := format.ParseOptions(vmdk.Format, "subformat=streamOptimized")
 			var buf bytes.Buffer
 			sink, err := vmdk.Format.Create(format.Dest{Stream: &buf, Name: "d.vmdk"}, []format.Device{{Size: int64(len(data))}},
