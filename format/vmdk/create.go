@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// Subformats and adapter types Create writes (qemu-img's names).
+// Subformats Create writes (-o subformat=, qemu-img's names).
 const (
 	MonolithicSparse = "monolithicSparse"
 	StreamOptimized  = "streamOptimized"

@@ -34,8 +34,9 @@
 //
 // Nothing a header says is trusted for an allocation: tables are checked
 // against the file before they are read, and read on demand through a
-// bounded cache (tables.go), so that opening and reading any image costs
-// memory bounded by a constant. Where QEMU reads zeros past the end of a
+// bounded cache, so that opening and reading an image of any size costs
+// memory bounded by a constant: 4 MiB of grain directory pages and grain
+// tables, 4 MiB of decompressed grains, and a grain or two per reader. Where QEMU reads zeros past the end of a
 // file (a grain table or a grain beyond it), this package refuses the
 // image, naming the field and its offset.
 //

@@ -2,7 +2,6 @@ package vmdk
 
 import (
 	"fmt"
-	"io"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/internal/outfile"
@@ -160,5 +159,3 @@ func (s *streamSink) Abort() error {
 	}
 	return nil
 }
-
-var _ io.Writer = (*countWriter)(nil)
