@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -169,9 +168,7 @@ func TestHostile(t *testing.T) {
 func TestDescriptorHostile(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "f.bin"), make([]byte, 8192), 0o644)
-	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Run(t, "mkfifo", filepath.Join(dir, "fifo"))
 	many := make([]string, 4097)
 	for i := range many {
 		many[i] = `RW 1 FLAT "f.bin" 0`

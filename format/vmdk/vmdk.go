@@ -281,7 +281,8 @@ func displayName(desc, file string) string {
 // resolve finds a file a descriptor names (an extent or a parent), and
 // applies the consent rule: a name that is absolute, or leaves the
 // descriptor's directory by "..", or by a symbolic link, needs
-// AllowBacking; always does a parent.
+// AllowBacking; always does a parent. It returns the path to open: for a
+// file inside the directory, with its links resolved.
 func (op *opener) resolve(desc, file string, what error, parent bool) (string, error) {
 	shown := displayName(desc, file)
 	if strings.IndexByte(file, 0) >= 0 {
@@ -299,7 +300,9 @@ func (op *opener) resolve(desc, file string, what error, parent bool) (string, e
 			return "", fmt.Errorf("%w %q: %v", what, file, unwrapPath(err))
 		}
 		realDir, err := filepath.EvalSymlinks(dir)
-		outside = err != nil || !within(realDir, real)
+		if outside = err != nil || !within(realDir, real); !outside {
+			path = real // opened without following a link again
+		}
 	}
 	switch {
 	case parent && !op.o.AllowBacking:
