@@ -48,7 +48,7 @@ func ourMap(t *testing.T, path string) ([]map[string]any, string) {
 // each range, the extent files of a descriptor included.
 func TestMapQemuImg(t *testing.T) {
 	requireFixtures(t)
-	for _, set := range []map[string]string{fixtures.cases, fixtures.whole} {
+	for _, set := range []map[string]string{fixtures.cases, fixtures.whole, fixtures.split} {
 		for name, path := range set {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
@@ -79,7 +79,7 @@ func TestMapQemuImg(t *testing.T) {
 // compression); the disk size counts the extent files.
 func TestInfoQemuImg(t *testing.T) {
 	requireFixtures(t)
-	for _, set := range []map[string]string{fixtures.cases, fixtures.whole} {
+	for _, set := range []map[string]string{fixtures.cases, fixtures.whole, fixtures.split} {
 		for name, path := range set {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/formattest"
+	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vmdk"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
@@ -26,6 +27,7 @@ var fixtures struct {
 	dir   string
 	cases map[string]string // name -> image, checked by formattest.TestSource
 	whole map[string]string // name -> image, read whole and mapped
+	split map[string]string // name -> image of over 2 GiB, read where it holds data
 	err   error
 }
 
@@ -213,13 +215,23 @@ func fixtureImages() error {
 		b.write("cont-b.vmdk", append(make([]byte, 1<<20), testutil.GenDisk(11, 1<<20, "data")...))
 		cases["contiguous-files"] = b.write("cont.vmdk", descriptorFile("twoGbMaxExtentFlat", 0xbeef, 0xffffffff, "",
 			`RW 2048 FLAT "cont-a.vmdk" 0`, `RW 2048 FLAT "cont-b.vmdk" 2048`))
+		// twoGbMaxExtent disks of two extent files each, written by qemu-io
+		// on either side of the files' border and at the disk's end.
+		split := map[string]string{}
+		for _, sub := range []string{"twoGbMaxExtentSparse", "twoGbMaxExtentFlat"} {
+			p := filepath.Join(dir, "2g-"+sub+".vmdk")
+			b.run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, p, fmt.Sprint(2<<30+9*65536))
+			b.run("qemu-io", "-f", "vmdk", "-c", "write -P 0x11 1M 64k", "-c", "write -P 0x22 2047M 1M", "-c", "write -P 0x44 2048M 256k",
+				"-c", fmt.Sprintf("write -P 0x33 %d 65536", 2<<30+8*65536), p)
+			split[sub+"-2g"] = p
+		}
 		// What qemu-img reads from each: path + ".oracle".
-		for _, m := range []map[string]string{cases, whole} {
+		for _, m := range []map[string]string{cases, whole, split} {
 			for _, path := range m {
 				b.run("qemu-img", "convert", "-f", "vmdk", "-O", "raw", path, path+".oracle")
 			}
 		}
-		fixtures.cases, fixtures.whole, fixtures.err = cases, whole, b.err
+		fixtures.cases, fixtures.whole, fixtures.split, fixtures.err = cases, whole, split, b.err
 	})
 	return fixtures.err
 }
@@ -332,6 +344,65 @@ func TestConformance(t *testing.T) {
 						t.Fatalf("extent %+v is reported zero but is not", z)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestSplitExtents: disks of over 2 GiB in two extent files
+// (twoGbMaxExtentSparse and Flat, as qemu-img makes them) read as qemu-img
+// reads them, where either holds data; the zero maps agree elsewhere.
+func TestSplitExtents(t *testing.T) {
+	requireFixtures(t)
+	for name, path := range fixtures.split {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			src, err := open(t, path, format.OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			f, err := os.Open(path + ".oracle")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := raw.Open(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ref.Close()
+			if src.Size() != ref.Size() {
+				t.Fatalf("Size() = %d, want %d", src.Size(), ref.Size())
+			}
+			got, want := make([]byte, 1<<20), make([]byte, 1<<20)
+			data := int64(0)
+			for pos := int64(0); pos < src.Size(); {
+				a, err := src.Region(pos, src.Size()-pos)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := ref.Region(pos, src.Size()-pos)
+				if err != nil {
+					t.Fatal(err)
+				}
+				end := pos + min(a.Length, b.Length, 1<<20)
+				if !a.Zero || !b.Zero {
+					n := end - pos
+					if k, err := src.ReadAt(got[:n], pos); int64(k) != n {
+						t.Fatalf("ReadAt(%d bytes at %d) = %d, %v", n, pos, k, err)
+					}
+					if k, err := ref.ReadAt(want[:n], pos); int64(k) != n {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got[:n], want[:n]) {
+						t.Fatalf("%d bytes at %d differ from qemu-img's", n, pos)
+					}
+					data += n
+				}
+				pos = end
+			}
+			if data < 1<<20 || data > 4<<20 {
+				t.Errorf("%d bytes compared: the disk holds 1.4 MiB of data, in a few grains", data)
 			}
 		})
 	}
