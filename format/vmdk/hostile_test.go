@@ -119,6 +119,7 @@ func TestHostile(t *testing.T) {
 			le.PutUint32(b[int64(le.Uint32(b[gtOf(b):]))*512+8:], 100000)
 			return b[:int64(le.Uint32(b[gtOf(b):]))*512+50000]
 		}), "runs past the end of the file"},
+		{"compressed grain past the end of the file", edit(stream, func(b []byte) []byte { le.PutUint32(b[gtOf(b)+4:], 1<<30); return b }), "compressed grain for disk offset 0x10000 at 0x8000000000, past the end"},
 		{"compressed garbage", edit(stream, func(b []byte) []byte {
 			g := int64(le.Uint32(b[gtOf(b):])) * 512
 			copy(b[g+12:g+40], "not a zlib stream, no no no")

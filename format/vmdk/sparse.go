@@ -343,6 +343,9 @@ func (s *sparse) inflateGrain(out []byte, g, host int64) error {
 		bp = new([]byte)
 	}
 	defer inBufs.Put(bp)
+	if host >= s.fileSize {
+		return fmt.Errorf("%w: compressed grain for disk offset %#x at %#x, past the end of the file (%#x bytes)", ErrCorrupt, g*s.grain, host, s.fileSize)
+	}
 	// The marker and, most often, all of the data, with one read.
 	want := min(s.grain+s.grain/8+sector, s.fileSize-host)
 	if s.h.flags&flagMarker == 0 {
