@@ -41,7 +41,7 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 	case magic != Magic && magic != MagicCOWD, err == nil && h.capacity == 0 && h.descOffset != 0:
 		off := int64(0)
 		if h != nil {
-			off = int64(h.descOffset) * sector
+			off = h.descAt()
 		}
 		text, err := readText(f, size, off, maxDescriptor)
 		if err != nil {

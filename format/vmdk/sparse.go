@@ -88,6 +88,15 @@ type header struct {
 
 func (h *header) compressed() bool { return !h.cowd && h.compression == compressDeflate }
 
+// descAt returns where the embedded descriptor starts, or -1 if that is
+// past any file (readText refuses it).
+func (h *header) descAt() int64 {
+	if h.descOffset > maxCapacity {
+		return -1
+	}
+	return int64(h.descOffset) * sector
+}
+
 // readHeader reads and checks a sparse extent's header as QEMU does when it
 // opens one (vmdk_open_vmdk4, vmdk_open_vmfs_sparse, vmdk_add_extent), and
 // more: every table it points to must lie within the file. A hosted

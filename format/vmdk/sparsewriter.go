@@ -294,8 +294,10 @@ func (w *SparseWriter) writeTable(t int64) error {
 func (w *SparseWriter) Abort() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.fail(errors.New("vmdk: write aborted"))
-	w.closed = true
+	if !w.closed {
+		w.fail(errors.New("vmdk: write aborted"))
+		w.closed = true
+	}
 }
 
 // Close writes the grain tables not yet written, both directories, the

@@ -424,11 +424,11 @@ func (s *StreamWriter) writeTable(t int64) error {
 // Abort stops the compressors; the image is left incomplete (no footer).
 func (s *StreamWriter) Abort() {
 	s.mu.Lock()
-	s.fail(errors.New("vmdk: write aborted"))
-	if s.closed {
+	if s.closed { // after Close: nothing to stop
 		s.mu.Unlock()
 		return
 	}
+	s.fail(errors.New("vmdk: write aborted"))
 	s.closed = true
 	s.mu.Unlock()
 	s.stop()

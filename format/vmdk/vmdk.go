@@ -154,7 +154,7 @@ func (op *opener) open(r io.ReaderAt, size int64, name string, inDir bool, depth
 		}
 		if h.capacity == 0 && h.descOffset != 0 {
 			// QEMU reads such a file as a descriptor file.
-			text, err := readText(r, size, int64(h.descOffset)*sector, maxDescriptor)
+			text, err := readText(r, size, h.descAt(), maxDescriptor)
 			if err != nil {
 				return nil, err
 			}
@@ -174,7 +174,7 @@ func (op *opener) open(r io.ReaderAt, size int64, name string, inDir bool, depth
 
 // readText reads up to n bytes at off, fewer where the file ends.
 func readText(r io.ReaderAt, size, off, n int64) ([]byte, error) {
-	if off >= size {
+	if off < 0 || off >= size {
 		return nil, fmt.Errorf("%w: descriptor at %#x, past the end of the file (%#x bytes)", ErrCorrupt, off, size)
 	}
 	b := make([]byte, min(n, size-off))
@@ -213,11 +213,11 @@ func sparseAbout(r io.ReaderAt, size int64, h *header) (about, error) {
 	if h.compressed() {
 		ab.createType = "streamOptimized"
 	}
-	if h.cowd || h.descOffset == 0 || int64(h.descOffset) >= size/sector {
+	if h.cowd || h.descOffset == 0 || h.descOffset >= uint64(size)/sector {
 		return ab, nil
 	}
-	n := min(int64(h.descSize)*sector, maxDescriptor)
-	text, err := readText(r, size, int64(h.descOffset)*sector, max(n, sector))
+	n := int64(min(h.descSize, maxDescriptor/sector)) * sector
+	text, err := readText(r, size, h.descAt(), max(n, sector))
 	if err != nil {
 		return ab, err
 	}
