@@ -7,16 +7,18 @@ import (
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vdi"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/format/vmdk"
 )
 
 // Registry returns a new registry holding the built-in formats. Probing
-// order is qcow2, vma, vdi; raw is never probed, only the fallback, for inputs
+// order is qcow2, vma, vdi, vmdk; raw is never probed, only the fallback, for inputs
 // and for outputs whose name matches no format's extension.
 func Registry() *format.Registry {
 	r := &format.Registry{}
 	r.Register(qcow2.Format)
 	r.Register(vma.Format)
 	r.Register(vdi.Format)
+	r.Register(vmdk.Format)
 	r.Register(raw.Format)
 	return r
 }
