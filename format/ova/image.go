@@ -337,11 +337,11 @@ func openOVF(f *os.File, size int64, o format.OpenOptions, dd diskDriver) (*imag
 		if err != nil {
 			return nil, nil, err
 		}
-		full, err := beside(dir, name, o.AllowBacking)
+		full, out, err := beside(dir, name, o.AllowBacking)
 		if err != nil {
 			return nil, nil, err
 		}
-		if full != filepath.Join(dir, name) || !filepath.IsLocal(name) {
+		if out {
 			note(fmt.Sprintf("following %s (%s), outside the descriptor's directory", text.Printable(d.File), text.Printable(full)))
 		}
 		df, err := os.Open(full)
@@ -374,34 +374,31 @@ func openOVF(f *os.File, size int64, o format.OpenOptions, dd diskDriver) (*imag
 }
 
 // beside returns the path of the file name (a relative path, or an
-// absolute one) that a descriptor in dir refers to. Without consent
-// (allow) it must stay within dir, symbolic links resolved.
-func beside(dir, name string, allow bool) (string, error) {
+// absolute one) that a descriptor in dir refers to, and whether it is
+// out of dir (absolute, "..", or a symbolic link out, links resolved):
+// that only with consent (allow).
+func beside(dir, name string, allow bool) (string, bool, error) {
 	full := name
 	if !filepath.IsAbs(name) {
 		full = filepath.Join(dir, name)
 	}
-	if allow {
-		return full, nil
+	out := !filepath.IsLocal(name)
+	if !out {
+		realDir, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			return "", false, err
+		}
+		real, err := filepath.EvalSymlinks(full)
+		if err != nil {
+			return "", false, err // the file does not exist: said as it is
+		}
+		rel, err := filepath.Rel(realDir, real)
+		out = err != nil || !filepath.IsLocal(rel)
 	}
-	refuse := func() error {
-		return format.Unsupported("the file reference %s leaves the descriptor's directory; pass --allow-backing to read it", text.Printable(name))
+	if out && !allow {
+		return "", true, format.Unsupported("the file reference %s leaves the descriptor's directory; pass --allow-backing to read it", text.Printable(name))
 	}
-	if !filepath.IsLocal(name) {
-		return "", refuse()
-	}
-	realDir, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return "", err
-	}
-	real, err := filepath.EvalSymlinks(full)
-	if err != nil {
-		return "", err // the file does not exist: said as it is
-	}
-	if rel, err := filepath.Rel(realDir, real); err != nil || !filepath.IsLocal(rel) {
-		return "", refuse()
-	}
-	return full, nil
+	return full, out, nil
 }
 
 // reference returns the path a file reference (ovf:href, a URI

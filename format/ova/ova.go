@@ -58,22 +58,30 @@ const ustarMagic = "ustar"
 // tar archive whose first header, or one within head, names a .ovf) or
 // an OVF descriptor (XML whose root is an OVF Envelope).
 func Probe(head []byte) bool {
+	long := "" // a name an extended header gives the next member
 	for off := 0; off+blockSize <= len(head); off += blockSize {
 		h := head[off : off+blockSize]
 		if string(h[257:262]) != ustarMagic || !validChecksum(h) {
 			break
 		}
-		if name := cstring(h[0:100]); strings.HasSuffix(strings.ToLower(name), ".ovf") {
+		name := cstring(h[0:100])
+		if long != "" {
+			name = long
+		}
+		if strings.HasSuffix(strings.ToLower(name), ".ovf") {
 			return true
 		}
-		if off > 0 || !bytes.ContainsAny(h[156:157], "xLgK") {
+		size, ok := parseOctal(h[124:136])
+		if off > 0 || !ok || (h[156] != 'L' && h[156] != 'x') || size > blockSize {
 			break // only an extended header may come before the descriptor's
 		}
-		size, ok := parseOctal(h[124:136])
-		if !ok {
-			break
+		data := head[min(off+blockSize, len(head)):min(off+blockSize+int(size), len(head))]
+		if h[156] == 'L' {
+			long = cstring(data)
+		} else if _, rest, ok := strings.Cut(string(data), " path="); ok {
+			long, _, _ = strings.Cut(rest, "\n")
 		}
-		off += int(min(size+blockSize-1, 1<<20)) / blockSize * blockSize
+		off += int(padded(size))
 	}
 	return isOVF(head)
 }
