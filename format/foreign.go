@@ -24,10 +24,6 @@ func prefix(p string) func(head, _ []byte) bool {
 // Foreigns are the formats QEMU reads that vmaconv does not, with the
 // signatures QEMU's own probes look for.
 var Foreigns = []Foreign{
-	{"VMDK", "vmdk", []string{".vmdk"}, func(head, _ []byte) bool {
-		return bytes.HasPrefix(head, []byte("KDMV")) || bytes.HasPrefix(head, []byte("COWD")) ||
-			bytes.HasPrefix(head, []byte("# Disk DescriptorFile"))
-	}},
 	// A dynamic VHD starts with a copy of its footer; a fixed one is the
 	// disk followed by the 512-byte footer.
 	{"VHD", "vpc", []string{".vhd"}, func(head, tail []byte) bool {

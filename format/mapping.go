@@ -25,6 +25,10 @@ type Mapping struct {
 	// Offset is where the range starts in the file that holds it, or -1
 	// where it has no such place (unallocated or compressed clusters).
 	Offset int64
+	// File is the file that holds the range where it is not the image's
+	// own (an extent file a VMDK descriptor names, a parent image), as
+	// qemu-img map names it; "" for the image's own.
+	File string
 }
 
 // Mapper is implemented by sources that can say, as qemu's block status
@@ -34,10 +38,10 @@ type Mapper interface {
 	Mapping(start, length int64) (Mapping, error)
 }
 
-// Text returns m as a line of qemu-img map's human format: start, length
-// and place in file ("-" where it has none: archive devices, compressed
-// clusters), or "" for a range that is not data, which that format does
-// not show.
+// Text returns m as a line of qemu-img map's human format: start, length,
+// place in file ("-" where it has none: archive devices, compressed
+// clusters) and the file (m.File, or file for the image's own), or "" for
+// a range that is not data, which that format does not show.
 func (m Mapping) Text(file string) string {
 	if !m.Data || m.Zero {
 		return ""
@@ -45,6 +49,9 @@ func (m Mapping) Text(file string) string {
 	at := "-"
 	if m.Offset >= 0 {
 		at = cHex(m.Offset)
+	}
+	if m.File != "" {
+		file = m.File
 	}
 	return fmt.Sprintf("%-16s%-16s%-16s%s\n", cHex(m.Start), cHex(m.Length), at, text.EscapeControls(file))
 }

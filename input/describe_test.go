@@ -97,7 +97,7 @@ func TestDescribe(t *testing.T) {
 		{at("a.ni", []byte("NI")), input.Options{}, "error: -f noinfo: info cannot describe noinfo files"},
 		{dir, input.Options{}, "error: " + dir + " is a directory"},
 		{dir, input.Options{Format: "st"}, "error: " + dir + ": is a directory, not an archive"},
-		{at("x.vmdk", []byte("KDMV....")), input.Options{}, "error: " + dir + "/x.vmdk: a VMDK image, which vmaconv does not read (qemu-img info -f vmdk reads it)"},
+		{at("x.qed", []byte("QED\x00....")), input.Options{}, "error: " + dir + "/x.qed: a QED image, which vmaconv does not read (qemu-img info -f qed reads it)"},
 	} {
 		if got := describe(tc.path, tc.o); got != tc.want {
 			t.Errorf("Describe(%s, -f %q) = %q, want %q", filepath.Base(tc.path), tc.o.Format, got, tc.want)

@@ -220,13 +220,13 @@ func TestOpenImage(t *testing.T) {
 	if _, notes, _ := open(t, format.Ref{Path: img}, input.Options{Format: "raw"}); len(notes) != 0 {
 		t.Errorf("-f raw: notes %q", notes)
 	}
-	vmdk := file(t, "disk.vmdk", append([]byte("KDMV"), data...))
+	qed := file(t, "disk.qed", append([]byte("QED\x00"), data...))
 	var fe *input.ForeignError
-	if _, notes, err := open(t, format.Ref{Path: vmdk}, input.Options{}); !errors.As(err, &fe) || fe.Foreign.QEMU != "vmdk" || len(notes) != 0 {
-		t.Errorf("a VMDK image: %v, notes %q", err, notes)
+	if _, notes, err := open(t, format.Ref{Path: qed}, input.Options{}); !errors.As(err, &fe) || fe.Foreign.QEMU != "qed" || len(notes) != 0 {
+		t.Errorf("a QED image: %v, notes %q", err, notes)
 	}
-	if _, _, err := open(t, format.Ref{Path: vmdk}, input.Options{Format: "raw"}); err != nil {
-		t.Errorf("a VMDK image with -f raw: %v", err)
+	if _, _, err := open(t, format.Ref{Path: qed}, input.Options{Format: "raw"}); err != nil {
+		t.Errorf("a QED image with -f raw: %v", err)
 	}
 	if _, _, err := open(t, format.Ref{Path: img}, input.Options{Format: "nope"}); !errors.Is(err, format.ErrUnsupportedOption) {
 		t.Errorf("-f nope: %v", err)

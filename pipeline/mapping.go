@@ -58,7 +58,7 @@ func mergeable(curr, next format.Mapping) bool {
 		return false
 	}
 	if curr.Zero != next.Zero || curr.Data != next.Data || curr.Compressed != next.Compressed ||
-		curr.Depth != next.Depth || curr.Present != next.Present || (curr.Offset < 0) != (next.Offset < 0) {
+		curr.Depth != next.Depth || curr.Present != next.Present || (curr.Offset < 0) != (next.Offset < 0) || curr.File != next.File {
 		return false
 	}
 	return curr.Offset < 0 || curr.Offset+curr.Length == next.Offset
