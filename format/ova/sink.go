@@ -2,7 +2,6 @@ package ova
 
 import (
 	"bufio"
-	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -291,9 +290,8 @@ func (s *sink) start(m *diskOut, inPlace bool) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.dev, err)
 	}
-	file := s.h.Disks[m.disk].File
-	name := fmt.Sprintf("%s:%s", cmp.Or(s.dest.Name, s.dest.Path), file)
-	vs, err := s.dd.format.Create(format.Dest{Path: file, Name: name, Stream: m.out},
+	file := s.h.Disks[m.disk].File // also the name the VMDK's descriptor gives its extent
+	vs, err := s.dd.format.Create(format.Dest{Path: file, Stream: m.out},
 		[]format.Device{{Size: s.h.Disks[m.disk].Capacity}}, format.CreateOptions{Options: opts, Workers: s.workers, Note: s.note})
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.dev, err)

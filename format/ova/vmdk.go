@@ -1,18 +1,23 @@
 package ova
 
 import (
-	"errors"
-
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/vmdk"
 )
 
-// vmdkDriver writes each disk of an OVA as a streamOptimized VMDK, and
-// reads the VMDKs of a package. (A placeholder until format/vmdk is
-// merged.)
+// vmdkDriver writes each disk of an OVA as a streamOptimized VMDK (the
+// adapter type of its controller: ide, else lsilogic, as ovftool writes
+// them), and reads the VMDKs of a package: through vmdk.Format.OpenAt
+// from an OVA (a self-contained sparse VMDK), through vmdk.Format.Open
+// beside a bare OVF (a descriptor's extents too, by the VMDK driver's own
+// consent rules).
 var vmdkDriver = diskDriver{
-	format: format.Format{Name: "vmdk",
-		Create: func(format.Dest, []format.Device, format.CreateOptions) (format.Sink, error) {
-			return nil, errors.New("vmdk: not yet")
-		}},
-	settings: func(Bus) []format.Setting { return nil },
+	format: vmdk.Format,
+	settings: func(bus Bus) []format.Setting {
+		adapter := "lsilogic"
+		if bus == BusIDE {
+			adapter = "ide"
+		}
+		return []format.Setting{{Name: "subformat", Value: vmdk.StreamOptimized}, {Name: "adapter_type", Value: adapter}}
+	},
 }
