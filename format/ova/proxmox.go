@@ -423,29 +423,36 @@ func (h *Hardware) Config(seed []byte, note func(string)) []byte {
 		note("the VM boots with UEFI (bios: ovmf) but an OVA holds no EFI variables: Proxmox starts it with temporary ones until you add an EFI disk (qm set VMID --efidisk0 STORAGE:1,efitype=4m)")
 	}
 	scsihw := ""
-	var boot, mapLines []string
+	var boot, mapLines, others []string
 	vol := 0
 	for _, d := range h.Disks {
 		if d.CDROM {
 			set[d.Key] = "none,media=cdrom"
 			continue
 		}
-		c := h.Controllers[d.Controller]
-		if c.Bus == BusSCSI || c.Bus == BusNVMe {
-			switch m := strings.ToLower(c.SubType); {
-			case scsihw != "":
-			case m == "virtualscsi":
-				scsihw = "pvscsi"
-			case m == "virtioscsi" || m == "virtio-scsi":
-				scsihw = "virtio-scsi-single"
-			default:
-				scsihw = "lsi"
+		if d.Controller >= 0 {
+			if c := h.Controllers[d.Controller]; c.Bus == BusSCSI {
+				hw := "lsi"
+				switch m := strings.ToLower(c.SubType); m {
+				case "virtualscsi":
+					hw = "pvscsi"
+				case "virtioscsi", "virtio-scsi":
+					hw = "virtio-scsi-single"
+				}
+				if scsihw == "" {
+					scsihw = hw
+				} else if hw != scsihw && !slices.Contains(others, hw) {
+					others = append(others, hw)
+				}
 			}
 		}
 		set[d.Key] = fmt.Sprintf("local:ova-disk-%d,size=%s", vol, vma.FormatSize(d.Capacity))
 		vol++
 		boot = append(boot, d.Key)
 		mapLines = append(mapLines, vma.MapLine{VirtDev: d.Key, DevName: d.Device}.String())
+	}
+	if len(others) > 0 {
+		notef("the OVF's SCSI controllers are of several models, a Proxmox VM's all of one: scsihw %s (the first disk's) for the disks of %s controllers too", scsihw, strings.Join(others, ", "))
 	}
 	if h.EFI && (scsihw == "" || scsihw == "lsi") && slices.ContainsFunc(h.Disks, func(d Disk) bool { return strings.HasPrefix(d.Key, "scsi") }) {
 		// As Proxmox's ESXi import: OVMF has no LSI driver.
