@@ -51,7 +51,6 @@ func parseManifest(data []byte) ([]digest, error) {
 	var out []digest
 	seen := map[string]bool{}
 	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimRight(line, "\r")
 		if strings.TrimSpace(line) == "" {
 			continue
 		}

@@ -246,8 +246,18 @@ func TestOVFFields(t *testing.T) {
 	var items []kv
 	for _, it := range s.HW.Items {
 		m := kv{}
+		var order []string // the schema's: rasd elements alphabetically, then VMware's
 		for _, r := range it.Raw {
-			prefix := map[string]string{nsRASD: "rasd:", nsVMW: "vmw:"}[r.XMLName.Space]
+			order = append(order, r.XMLName.Space+" "+r.XMLName.Local)
+		}
+		if !slices.IsSorted(order) {
+			t.Errorf("item elements out of order: %q", order)
+		}
+		for _, r := range it.Raw {
+			prefix := map[string]string{
+				"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData": "rasd:",
+				"http://www.vmware.com/schema/ovf": "vmw:",
+			}[r.XMLName.Space]
 			if prefix == "" {
 				t.Errorf("item element %s in namespace %s", r.XMLName.Local, r.XMLName.Space)
 			}
