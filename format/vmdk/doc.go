@@ -16,6 +16,13 @@
 //   - a parent image (parentFileNameHint), whose content shows through
 //     unallocated grains.
 //
+// Descriptors are read as VMware's tools read them: a ZERO extent is
+// zeros and a RDONLY one is read, where QEMU skips both lines (and so
+// makes the disk shorter), and an extent line after a blank line is read
+// once, where QEMU's sscanf reads it twice. QEMU's other rules are kept:
+// a sparse extent's size is its header's, not its line's, and only the
+// createTypes QEMU opens are opened.
+//
 // Extent files are opened from the descriptor's directory only: an
 // absolute name, one that leaves the directory ("..") or a symbolic link
 // out of it is refused unless format.OpenOptions.AllowBacking is set, and
@@ -45,6 +52,8 @@
 // The embedded descriptor carries what ESXi checks: createType,
 // ddb.adapterType, ddb.virtualHWVersion, ddb.toolsVersion and the geometry
 // QEMU computes (-o adapter_type=, hwversion=, toolsversion=, compat6).
+// Its CID, which qemu-img draws at random, is derived from the file's
+// name and the disk's size, so that the same input gives the same bytes.
 package vmdk
 
 // Name is the format's name in vmaconv's driver registry (qemu-img's).

@@ -80,18 +80,28 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 		{Key: "virtual-size", Label: "virtual size", Value: total, Show: format.ShowSize},
 		{Key: "actual-size", Label: "disk size", Value: allocated, Show: format.ShowDiskSize},
 	}
-	if len(exts) > 0 && exts[0].grain > 0 {
-		same := true
-		for _, x := range exts[1:] {
-			same = same && x.grain == exts[0].grain && x.compressed == exts[0].compressed
-		}
-		if same {
-			in = append(in, format.Field{Key: "cluster-size", Label: "cluster_size", Value: exts[0].grain})
-		}
+	// QEMU has block driver info (a cluster size, the dirty flag) only for
+	// extents all of a kind (vmdk_co_get_info).
+	same := len(exts) > 0
+	for _, x := range exts {
+		same = same && (x.grain > 0) == (exts[0].grain > 0) && x.compressed == exts[0].compressed &&
+			(x.grain == 0 || x.grain == exts[0].grain)
+	}
+	if same && exts[0].grain > 0 {
+		in = append(in, format.Field{Key: "cluster-size", Label: "cluster_size", Value: exts[0].grain})
 	}
 	if ab.parentHint != "" {
+		// The parent's path as QEMU resolves it: beside the image.
+		full := displayName(st.Name, ab.parentHint)
+		shown := format.Field{Label: "backing file", Value: ab.parentHint, Show: format.ShowName}
+		if full != ab.parentHint {
+			shown = format.Field{Label: "backing file", Value: fmt.Sprintf("%s (actual path: %s)",
+				format.Field{Value: ab.parentHint, Show: format.ShowName}.Text(), format.Field{Value: full, Show: format.ShowName}.Text())}
+		}
 		in = append(in,
-			format.Field{Key: "backing-filename", Label: "backing file", Value: ab.parentHint, Show: format.ShowName},
+			format.Field{Key: "backing-filename", Value: ab.parentHint, Show: format.ShowHidden},
+			format.Field{Key: "full-backing-filename", Value: full, Show: format.ShowHidden},
+			shown,
 			format.Field{Key: "backing-filename-format", Label: "backing file format", Value: Name})
 	}
 	var rows []format.Info
@@ -118,8 +128,10 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 		{Key: "extents", Value: rows, Show: format.ShowHidden},
 		{Label: "extents", Value: text},
 	}
+	if same {
+		in = append(in, format.Field{Key: "dirty-flag", Value: false, Show: format.ShowHidden})
+	}
 	return append(in,
-		format.Field{Key: "dirty-flag", Value: false, Show: format.ShowHidden},
 		format.Field{Key: "format-specific", Label: "Format specific information", Value: format.Info{
 			{Key: "type", Value: Name, Show: format.ShowHidden},
 			{Key: "data", Value: data},

@@ -1,8 +1,6 @@
 package vmdk
 
 import (
-	"fmt"
-
 	"github.com/vmaconv/vmaconv/format"
 )
 
@@ -18,7 +16,7 @@ const maxDataExtent = 1 << 30
 func (s *Source) Region(start, length int64) (format.Region, error) {
 	length = min(length, s.size-start)
 	if start < 0 || length <= 0 {
-		return format.Region{}, fmt.Errorf("vmdk: %s: region at %#x outside the disk (%d bytes)", s.name, start, s.size)
+		return format.Region{}, s.errorf("region at %#x outside the disk (%d bytes)", start, s.size)
 	}
 	end := start + length
 	var zero bool
@@ -51,7 +49,7 @@ func (s *Source) Region(start, length int64) (format.Region, error) {
 			}
 		}
 		if n <= 0 {
-			return format.Region{}, fmt.Errorf("vmdk: %s: empty run at %#x", s.name, pos)
+			return format.Region{}, s.errorf("empty run at %#x", pos)
 		}
 		if pos == start {
 			zero = z
@@ -72,7 +70,7 @@ func (s *Source) Region(start, length int64) (format.Region, error) {
 func (s *Source) Mapping(start, length int64) (format.Mapping, error) {
 	length = min(length, s.size-start)
 	if start < 0 || length <= 0 {
-		return format.Mapping{}, fmt.Errorf("vmdk: %s: mapping at %#x outside the disk (%d bytes)", s.name, start, s.size)
+		return format.Mapping{}, s.errorf("mapping at %#x outside the disk (%d bytes)", start, s.size)
 	}
 	m, err := s.mapOne(start, length)
 	if err != nil {

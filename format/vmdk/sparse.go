@@ -213,6 +213,7 @@ type sparse struct {
 	zero     bool  // grain table entry 1 is a zeroed grain
 	tables   *tables
 	grains   *grainCache
+	holes    format.ZeroMapper // the file's holes; nil if not known
 }
 
 func newSparse(r io.ReaderAt, name string, fileSize int64, h *header, t *tables) *sparse {
@@ -255,7 +256,7 @@ func (s *sparse) span(off int64) (k kind, host, n int64, err error) {
 	if gtSector*sector+s.gtes*4 > s.fileSize {
 		return 0, 0, 0, fmt.Errorf("%w: grain table at %#x (grain directory entry %d) runs past the end of the file (%#x bytes)", ErrCorrupt, gtSector*sector, gt, s.fileSize)
 	}
-	t, err := s.tables.get(s, gtSector*sector, s.gtes)
+	t, err := s.table(gtSector*sector, s.gtes)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -295,43 +296,93 @@ func (s *sparse) span(off int64) (k kind, host, n int64, err error) {
 	return data, e*sector + inner, (end-i)*s.grain - inner, nil
 }
 
-// readGrain returns the decompressed bytes of the compressed grain g at
-// host, at least as many as the disk has of it.
-func (s *sparse) readGrain(g, host int64) ([]byte, error) {
+// table returns the n entries at off, through the cache; a table the
+// file holds as a hole (a table QEMU made and no grain was written into)
+// is empty, known without reading it.
+func (s *sparse) table(off, n int64) (*table, error) {
+	if s.holes != nil {
+		if x, err := s.holes.Region(off, n*4); err == nil && x.Zero && x.Length >= n*4 {
+			return emptyTable, nil
+		}
+	}
+	return s.tables.get(s, off, n)
+}
+
+// emptyTable is a grain table that maps nothing: its entries are never
+// read (span returns first).
+var emptyTable = &table{empty: true}
+
+// readGrain fills p with the disk's bytes of the compressed grain g at
+// host, from inner on. A read of a whole grain decompresses into p; others
+// go through the image's cache of decompressed grains.
+func (s *sparse) readGrain(p []byte, g, host, inner int64) error {
 	if b := s.grains.get(s, host); b != nil {
-		return b, nil
+		copy(p, b[inner:])
+		return nil
 	}
-	need := min(s.grain, s.capacity-g*s.grain)
-	data, size := host, s.grain
-	if s.h.flags&flagMarker != 0 {
-		var m [12]byte
-		if n, err := s.r.ReadAt(m[:], host); n < len(m) {
-			return nil, fmt.Errorf("%w: grain marker at %#x (disk offset %#x) runs past the end of the file (%#x bytes): %v", ErrCorrupt, host, g*s.grain, s.fileSize, err)
-		}
-		data, size = host+12, int64(binary.LittleEndian.Uint32(m[8:]))
-		if size == 0 || size > 2*s.grain {
-			return nil, fmt.Errorf("%w: grain marker at %#x (disk offset %#x): compressed size %d (want 1 to %d)", ErrCorrupt, host, g*s.grain, size, 2*s.grain)
-		}
-		if data+size > s.fileSize {
-			return nil, fmt.Errorf("%w: compressed grain at %#x (%d bytes, disk offset %#x) runs past the end of the file (%#x bytes)", ErrCorrupt, host, size, g*s.grain, s.fileSize)
-		}
-	} else {
-		size = min(size, s.fileSize-data) // QEMU reads a grain's worth
-	}
-	in := make([]byte, size)
-	if n, err := s.r.ReadAt(in, data); int64(n) < size {
-		return nil, fmt.Errorf("vmdk: %s: reading the grain at %#x: %w", s.name, host, err)
+	if inner == 0 && int64(len(p)) >= s.grain {
+		return s.inflateGrain(p[:s.grain], g, host)
 	}
 	out := make([]byte, s.grain)
-	n, err := inflate(out, in)
-	if err != nil {
-		return nil, fmt.Errorf("%w: compressed grain at %#x (disk offset %#x): %v", ErrCorrupt, host, g*s.grain, err)
-	}
-	if int64(n) < need {
-		return nil, fmt.Errorf("%w: compressed grain at %#x (disk offset %#x) holds %d bytes, want %d", ErrCorrupt, host, g*s.grain, n, need)
+	if err := s.inflateGrain(out, g, host); err != nil {
+		return err
 	}
 	s.grains.put(s, host, out)
-	return out, nil
+	copy(p, out[inner:])
+	return nil
+}
+
+// inBufs holds buffers for compressed grains.
+var inBufs sync.Pool
+
+// inflateGrain decompresses the compressed grain g at host into out (a
+// grain's worth), and checks it holds at least the disk's bytes of it.
+func (s *sparse) inflateGrain(out []byte, g, host int64) error {
+	bp, _ := inBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer inBufs.Put(bp)
+	// The marker and, most often, all of the data, with one read.
+	want := min(s.grain+s.grain/8+sector, s.fileSize-host)
+	if s.h.flags&flagMarker == 0 {
+		want = min(s.grain, s.fileSize-host) // QEMU reads a grain's worth
+	}
+	if int64(cap(*bp)) < want {
+		*bp = make([]byte, want)
+	}
+	in := (*bp)[:want]
+	if n, err := s.r.ReadAt(in, host); int64(n) < want {
+		return fmt.Errorf("reading the grain at %#x: %w", host, err)
+	}
+	if s.h.flags&flagMarker != 0 {
+		if len(in) < 12 {
+			return fmt.Errorf("%w: grain marker at %#x (disk offset %#x) runs past the end of the file (%#x bytes)", ErrCorrupt, host, g*s.grain, s.fileSize)
+		}
+		size := int64(binary.LittleEndian.Uint32(in[8:]))
+		switch {
+		case size == 0 || size > 2*s.grain:
+			return fmt.Errorf("%w: grain marker at %#x (disk offset %#x): compressed size %d (want 1 to %d)", ErrCorrupt, host, g*s.grain, size, 2*s.grain)
+		case host+12+size > s.fileSize:
+			return fmt.Errorf("%w: compressed grain at %#x (%d bytes, disk offset %#x) runs past the end of the file (%#x bytes)", ErrCorrupt, host, size, g*s.grain, s.fileSize)
+		case 12+size > int64(len(in)):
+			*bp = append(in, make([]byte, 12+size-int64(len(in)))...)
+			rest := (*bp)[len(in):]
+			if n, err := s.r.ReadAt(rest, host+int64(len(in))); n < len(rest) {
+				return fmt.Errorf("reading the grain at %#x: %w", host, err)
+			}
+			in = *bp
+		}
+		in = in[12 : 12+size]
+	}
+	n, err := inflate(out, in)
+	if err != nil {
+		return fmt.Errorf("%w: compressed grain at %#x (disk offset %#x): %v", ErrCorrupt, host, g*s.grain, err)
+	}
+	if need := min(s.grain, s.capacity-g*s.grain); int64(n) < need {
+		return fmt.Errorf("%w: compressed grain at %#x (disk offset %#x) holds %d bytes, want %d", ErrCorrupt, host, g*s.grain, n, need)
+	}
+	return nil
 }
 
 var zlibPool sync.Pool
@@ -353,18 +404,34 @@ func inflate(out, in []byte) (int, error) {
 		}
 	}
 	defer zlibPool.Put(zr)
-	n, err := io.ReadFull(zr, out)
-	switch {
-	case err == io.ErrUnexpectedEOF || err == io.EOF:
-		return n, nil
-	case err != nil:
-		return n, err
+	n := 0
+	for stalls := 0; n < len(out); {
+		k, err := zr.Read(out[n:])
+		n += k
+		if k == 0 && err == nil {
+			if stalls++; stalls > 100 {
+				return n, io.ErrNoProgress
+			}
+			continue
+		}
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err == io.ErrUnexpectedEOF:
+			return n, errors.New("the zlib stream is cut short")
+		case err != nil:
+			return n, err
+		}
 	}
 	// out is full: the stream must end here.
 	var one [1]byte
-	if k, err := zr.Read(one[:]); k > 0 {
+	k, err := zr.Read(one[:])
+	switch {
+	case k > 0:
 		return n, fmt.Errorf("decompresses to more than the grain's %d bytes", len(out))
-	} else if err != io.EOF {
+	case err == io.ErrUnexpectedEOF:
+		return n, errors.New("the zlib stream is cut short")
+	case err != io.EOF:
 		return n, err
 	}
 	return n, nil

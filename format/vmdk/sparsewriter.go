@@ -246,6 +246,10 @@ func (w *SparseWriter) covered(off, n int64) error {
 	for n > 0 {
 		t := off / span
 		k := min(n, (t+1)*span-off)
+		if w.live[t] == nil && k == w.rangeLen(t) {
+			off, n = off+k, n-k // a whole range of zeros: no table
+			continue
+		}
 		lt := w.table(t)
 		lt.cover += k
 		switch {

@@ -17,9 +17,10 @@ import (
 )
 
 // compressLevel is the zlib level of compressed grains. QEMU compresses
-// at zlib's default (6); level 5 of klauspost/compress is about as tight
-// and twice as fast.
-const compressLevel = 5
+// at zlib's default (6); level 3 of klauspost/compress is 4 to 6 % larger
+// on binaries and source code, and 1.3 to 2 times as fast as its level 5
+// (and twice as fast as that again as zlib's 6).
+const compressLevel = 3
 
 // StreamWriter writes a streamOptimized image (version 3) to an
 // io.Writer, front to back, as VMware's tools write one for an OVA: the
@@ -375,6 +376,10 @@ func (s *StreamWriter) covered(off, n int64) error {
 	for n > 0 {
 		t := off / span
 		k := min(n, (t+1)*span-off)
+		if s.live[t] == nil && k == s.rangeLen(t) {
+			off, n = off+k, n-k // a whole range of zeros: no table
+			continue
+		}
 		lt := s.table(t)
 		lt.cover += k
 		switch {

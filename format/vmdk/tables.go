@@ -65,7 +65,7 @@ func (c *tables) get(ext *sparse, off, n int64) (*table, error) {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("vmdk: %s: reading a table at %#x: %w", ext.name, off, err)
+		return nil, fmt.Errorf("reading a table at %#x of %s: %w", off, cmpOr(ext.name, "the image"), err)
 	}
 	t := &table{key: k, e: make([]uint32, n), empty: true}
 	for i := range t.e {

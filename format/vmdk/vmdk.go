@@ -190,7 +190,9 @@ func (op *opener) openSparse(r io.ReaderAt, size int64, name string, h *header, 
 	s := &Source{name: name, size: sp.capacity}
 	s.exts = []*extent{{size: sp.capacity, r: r, fileSize: size, sp: sp}}
 	if f, ok := r.(*os.File); ok {
-		s.exts[0].holes = regularHoles(f, size)
+		if h := regularHoles(f, size); h != nil {
+			s.exts[0].holes, sp.holes = h, h
+		}
 	}
 	ab, err := sparseAbout(r, size, h)
 	if err != nil {
@@ -255,9 +257,10 @@ func (op *opener) openDescriptor(text []byte, name string, inDir bool, depth int
 			return nil, err
 		}
 		e.start = s.size
-		if s.size += e.size; s.size > maxCapacity*sector {
+		if e.size > maxCapacity*sector-s.size {
 			return nil, fmt.Errorf("%w: the extents add up to more than %d bytes", ErrCorrupt, int64(maxCapacity*sector))
 		}
+		s.size += e.size
 		s.exts = append(s.exts, e)
 	}
 	if err := op.openParent(s, true, depth); err != nil {
@@ -388,6 +391,9 @@ func (op *opener) openExtent(desc string, l extentLine) (*extent, error) {
 		return e, nil
 	}
 	h, err := readHeader(f, size)
+	if errors.Is(err, format.ErrUnknownFormat) {
+		return nil, fmt.Errorf("%w %q (line %d): not a sparse extent (magic %q)", ErrExtentFile, l.file, l.line, h4(f))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %w", ErrExtentFile, l.file, err)
 	}
@@ -396,8 +402,18 @@ func (op *opener) openExtent(desc string, l extentLine) (*extent, error) {
 	}
 	// As QEMU, the extent's size is its header's, not the descriptor's.
 	e.sp = newSparse(f, e.file, size, h, op.tables)
+	if e.holes != nil {
+		e.sp.holes = e.holes
+	}
 	e.size = e.sp.capacity
 	return e, nil
+}
+
+// h4 returns the first four bytes of a file, for messages.
+func h4(r io.ReaderAt) []byte {
+	b := make([]byte, 4)
+	n, _ := r.ReadAt(b, 0)
+	return b[:n]
 }
 
 // regularHoles returns the hole map of a regular file, nil for others.
@@ -437,6 +453,9 @@ func (op *opener) openParent(s *Source, inDir bool, depth int) error {
 	}
 	op.seen, op.names = append(op.seen, fi), append(op.names, path)
 	p, err := op.open(f, size, displayName(s.name, hint), true, depth+1)
+	if errors.Is(err, format.ErrUnknownFormat) {
+		return fmt.Errorf("%w %q: not a VMDK image (magic %q)", ErrParent, hint, h4(f))
+	}
 	if err != nil {
 		return fmt.Errorf("%w %q: %w", ErrParent, hint, err)
 	}
@@ -486,7 +505,7 @@ func (s *Source) span(off int64) (e *extent, k kind, host, n int64, err error) {
 	}
 	k, host, n, err = e.sp.span(in)
 	if err != nil {
-		return nil, 0, 0, 0, fmt.Errorf("vmdk: %s: at disk offset %#x: %w", s.name, off, err)
+		return nil, 0, 0, 0, s.errorf("at disk offset %#x: %w", off, err)
 	}
 	return e, k, host, min(n, e.size-in), nil
 }
@@ -527,7 +546,7 @@ func (s *Source) read(p []byte, off int64) error {
 			if err == nil || errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return fmt.Errorf("vmdk: %s: reading at %#x of %s: %w", s.name, runHost, cmpOr(runExt.file, s.name), err)
+			return s.errorf("reading %s at %#x: %w", cmpOr(runExt.file, "the image"), runHost, err)
 		}
 		runExt = nil
 		return nil
@@ -554,11 +573,9 @@ func (s *Source) read(p []byte, off int64) error {
 		case compressed:
 			in := at - e.start
 			g := in / e.sp.grain
-			b, err := e.sp.readGrain(g, host)
-			if err != nil {
-				return fmt.Errorf("vmdk: %s: %w", s.name, err)
+			if err := e.sp.readGrain(piece, g, host, in-g*e.sp.grain); err != nil {
+				return s.errorf("at disk offset %#x: %w", at, err)
 			}
-			copy(piece, b[in-g*e.sp.grain:])
 		case unallocated:
 			if s.parent == nil {
 				clear(piece)
@@ -587,6 +604,16 @@ func (s *Source) readPadded(p []byte, off int64) error {
 	}
 	clear(p[k:])
 	return nil
+}
+
+// errorf returns an error about the image: "NAME: …" (or "vmdk: …" for
+// an image without a name, opened with OpenAt).
+func (s *Source) errorf(format string, args ...any) error {
+	prefix := "vmdk: "
+	if s.name != "" {
+		prefix = s.name + ": "
+	}
+	return fmt.Errorf(prefix+format, args...)
 }
 
 func cmpOr(a, b string) string {

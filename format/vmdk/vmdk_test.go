@@ -208,6 +208,12 @@ func fixtureImages() error {
 		cases["multi-extent"] = b.write("multi.vmdk", descriptorFile("twoGbMaxExtentFlat", 0xcafe, 0xffffffff, "",
 			`RW 2048 FLAT "multi-f1.vmdk" 8`, `RW 2048 SPARSE "multi-s2.vmdk"`, `RW 1024 VMFSSPARSE "multi-c3.vmdk"`,
 			`RW 512 FLAT "multi-f4.vmdk" 0`))
+		// Two flat extents whose places run on from one file into the
+		// next: qemu-img map keeps them apart, by file.
+		b.write("cont-a.vmdk", testutil.GenDisk(10, 1<<20, "data"))
+		b.write("cont-b.vmdk", append(make([]byte, 1<<20), testutil.GenDisk(11, 1<<20, "data")...))
+		cases["contiguous-files"] = b.write("cont.vmdk", descriptorFile("twoGbMaxExtentFlat", 0xbeef, 0xffffffff, "",
+			`RW 2048 FLAT "cont-a.vmdk" 0`, `RW 2048 FLAT "cont-b.vmdk" 2048`))
 		// What qemu-img reads from each: path + ".oracle".
 		for _, m := range []map[string]string{cases, whole} {
 			for _, path := range m {

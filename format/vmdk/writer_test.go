@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -150,10 +152,12 @@ func readBack(t *testing.T, path string) []byte {
 
 // TestWriteQemuImg: every image written, both subformats, for sizes not a
 // multiple of 64 KiB or of 512, empty and full disks, more than one grain
-// table, data in order, shuffled or in pieces, to a file and (streamOptimized)
-// to a stream, passes qemu-img check, equals its data for qemu-img compare
-// and for this package's reader, has the create type qemu-img info
-// reports, and keeps its zeros unallocated (qemu-img map).
+// table, data in order, shuffled or in pieces, to a file and
+// (streamOptimized) to a stream, passes qemu-img check, equals its data
+// for qemu-img compare and for this package's reader, has the create type
+// qemu-img info reports, and keeps its zeros unallocated (qemu-img map); a
+// monolithicSparse image written in order is qemu-img convert's, byte for
+// byte (its CID aside).
 func TestWriteQemuImg(t *testing.T) {
 	testutil.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
@@ -189,6 +193,19 @@ func TestWriteQemuImg(t *testing.T) {
 						}
 					} else {
 						create(t, path, nil, data, "subformat="+sub, order)
+					}
+					if sub == vmdk.MonolithicSparse && order == "seq" {
+						// qemu-img convert writes the same bytes, its CID aside (our
+						// zero blocks in grains are holes, which read the same).
+						theirs := path + ".qemu.vmdk"
+						testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", raws[name], theirs)
+						a, _ := os.ReadFile(path)
+						b, _ := os.ReadFile(theirs)
+						da := bytes.Replace(cidLine.ReplaceAll(descOf(a), nil), []byte(filepath.Base(path)), []byte(filepath.Base(theirs)), 1)
+						if db := cidLine.ReplaceAll(descOf(b), nil); !bytes.Equal(da, db) ||
+							len(a) != len(b) || !bytes.Equal(a[:512], b[:512]) || !bytes.Equal(a[512+10240:], b[512+10240:]) {
+							t.Errorf("the image differs from qemu-img convert's (%d and %d bytes)", len(a), len(b))
+						}
 					}
 					info := qemuCheck(t, path, raws[name])
 					if got := createType(info); got != sub {
@@ -280,4 +297,126 @@ func TestStreamAPI(t *testing.T) {
 	os.WriteFile(p, stream, 0o644)
 	os.WriteFile(raw, data, 0o644)
 	qemuCheck(t, p, raw)
+}
+
+// cidLine matches the descriptor's CID line, which qemu-img draws at
+// random.
+var cidLine = regexp.MustCompile(`(?m)^CID=[0-9a-f]+$`)
+
+// TestOptionsQemuImg: with every option qemu-img takes, an empty
+// monolithicSparse image is byte for byte the one qemu-img create makes
+// (its CID aside): header, descriptor (adapter type, hardware and tools
+// versions, geometry, createType), both grain directories and the size of
+// the file; a streamOptimized image's descriptor is qemu-img's. compat6
+// with hwversion is refused, as qemu-img refuses it.
+func TestOptionsQemuImg(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	for i, opts := range []string{"", "adapter_type=lsilogic", "adapter_type=buslogic,hwversion=14", "adapter_type=legacyESX,toolsversion=12345",
+		"compat6=on", "zeroed_grain=on", "hwversion=21,adapter_type=ide"} {
+		for _, size := range []int64{100 << 20, 3<<30 + 7*512} {
+			name := fmt.Sprintf("o%d-%d.vmdk", i, size)
+			ours, theirs := filepath.Join(dir, name), filepath.Join(dir, "q"+name)
+			testutil.Run(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", strings.TrimPrefix(opts+",subformat=monolithicSparse", ","), theirs, fmt.Sprint(size))
+			v, err := format.ParseOptions(vmdk.Format, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The descriptor names the extent by its file's name: qemu-img's.
+			sink, err := vmdk.Format.Create(format.Dest{Path: ours, Name: theirs}, []format.Device{{Size: size}}, format.CreateOptions{Options: v})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sink.Disk(0).ZeroAt(0, size); err != nil {
+				t.Fatal(err)
+			}
+			if err := sink.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := os.ReadFile(ours)
+			b, _ := os.ReadFile(theirs)
+			da, db := cidLine.ReplaceAll(descOf(a), nil), cidLine.ReplaceAll(descOf(b), nil)
+			if len(a) != len(b) || !bytes.Equal(a[:512], b[:512]) || !bytes.Equal(a[512+10240:], b[512+10240:]) || !bytes.Equal(da, db) {
+				t.Errorf("-o %q, %d bytes: the image differs from qemu-img create's (%d and %d bytes; descriptor:\n%s\nqemu-img's:\n%s)",
+					opts, size, len(a), len(b), da, db)
+			}
+			// streamOptimized: the same descriptor.
+			sv, err := format.ParseOptions(vmdk.Format, strings.TrimPrefix(opts+",subformat=streamOptimized", ","))
+			if err != nil {
+				t.Fatal(err)
+			}
+			qs := filepath.Join(dir, "qs"+name)
+			testutil.Run(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", strings.TrimPrefix(opts+",subformat=streamOptimized", ","), qs, fmt.Sprint(size))
+			var buf bytes.Buffer
+			sink, err = vmdk.Format.Create(format.Dest{Stream: &buf, Name: qs}, []format.Device{{Size: size}}, format.CreateOptions{Options: sv})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sink.Disk(0).ZeroAt(0, size); err != nil {
+				t.Fatal(err)
+			}
+			if err := sink.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			qb, _ := os.ReadFile(qs)
+			if got, want := cidLine.ReplaceAll(descOf(buf.Bytes()), nil), cidLine.ReplaceAll(descOf(qb), nil); !bytes.Equal(got, want) {
+				t.Errorf("-o %q, streamOptimized: descriptor\n%s\nqemu-img's:\n%s", opts, got, want)
+			}
+		}
+	}
+	v, err := format.ParseOptions(vmdk.Format, "compat6=on,hwversion=7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vmdk.Format.Create(format.Dest{Path: filepath.Join(dir, "x.vmdk")}, []format.Device{{Size: 1 << 20}}, format.CreateOptions{Options: v}); !errors.Is(err, format.ErrUnsupportedOption) {
+		t.Errorf("compat6 with hwversion: %v", err)
+	}
+	for _, bad := range []string{`hwversion=4"`, "toolsversion=a\tb", "adapter_type=scsi", "subformat=monolithicFlat"} {
+		if _, err := format.ParseOptions(vmdk.Format, bad); !errors.Is(err, format.ErrUnsupportedOption) {
+			t.Errorf("-o %s: %v", bad, err)
+		}
+	}
+}
+
+// descOf returns the descriptor embedded in a sparse image.
+func descOf(b []byte) []byte {
+	d := b[512 : 512+10240]
+	if i := bytes.IndexByte(d, 0); i >= 0 {
+		d = d[:i]
+	}
+	return d
+}
+
+// TestDeterministic: the same writes give the same bytes, whatever the
+// number of compressing goroutines, in order or in pieces out of order.
+func TestDeterministic(t *testing.T) {
+	data := testutil.GenDisk(12, 5<<20+1000, "mixed")
+	for _, order := range []string{"seq", "pieces"} {
+		var first []byte
+		for _, workers := range []int{1, 4, 4} {
+			v, _ := format.ParseOptions(vmdk.Format, "subformat=streamOptimized")
+			var buf bytes.Buffer
+			sink, err := vmdk.Format.Create(format.Dest{Stream: &buf, Name: "d.vmdk"}, []format.Device{{Size: int64(len(data))}},
+				format.CreateOptions{Options: v, Workers: workers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if order == "seq" {
+				err = pipeline.Copy(context.Background(), sink.Disk(0), mem(data), pipeline.Options{ChunkSize: 192 << 10})
+			} else {
+				err = writePieces(sink.Disk(0), data, order)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sink.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if first == nil {
+				first = buf.Bytes()
+			} else if !bytes.Equal(first, buf.Bytes()) {
+				t.Errorf("%s, %d workers: the bytes differ from 1 worker's", order, workers)
+			}
+		}
+	}
 }
