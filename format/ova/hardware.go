@@ -1,6 +1,7 @@
 package ova
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -28,6 +29,15 @@ type Hardware struct {
 	Controllers []Controller
 	Disks       []Disk
 	NICs        []NIC
+
+	// remarks are what a Proxmox config of the VM cannot keep of the OVF,
+	// written into it as comments (see Config).
+	remarks []string
+}
+
+// remark records what a Proxmox config of the VM loses.
+func (h *Hardware) remark(format string, args ...any) {
+	h.remarks = append(h.remarks, fmt.Sprintf(format, args...))
 }
 
 // OS is a guest operating system as the three sides name it.

@@ -472,7 +472,7 @@ func (i *image) openDisks(p *pkg, note func(string), opener func(d *Disk) (forma
 		d.Capacity = src.Size()
 		i.disks = append(i.disks, format.Disk{Name: d.Device, Source: src})
 	}
-	i.configs = []format.Config{{Name: vma.ConfigName, Data: p.h.Config(p.ovf, note)}}
+	i.configs = []format.Config{{Name: vma.ConfigName, Data: p.h.Config(p.ovf)}}
 	return nil
 }
 

@@ -289,6 +289,8 @@ func TestImport(t *testing.T) {
 	}
 	cs := img.Configs()
 	want := `# imported by vmaconv from the OVF of Win Server (2022)
+# UEFI (bios: ovmf) without the EFI variables an OVA does not hold: Proxmox starts the VM with temporary ones until it gets an EFI disk (qm set VMID --efidisk0 STORAGE:1,efitype=4m)
+# scsihw pvscsi, not lsi: OVMF has no driver for LSI controllers
 bios: ovmf
 boot: order=scsi0;sata1
 cores: 2
@@ -312,10 +314,8 @@ sockets: 2
 	if i < 0 || conf != fmt.Sprintf(want, conf[i+9:i+17]) {
 		t.Errorf("config\n%s\nwant\n%s", conf, want)
 	}
-	for _, n := range []string{"add an EFI disk", "scsihw pvscsi: OVMF has no driver for LSI controllers"} {
-		if !slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, n) }) {
-			t.Errorf("no note %q in %q", n, notes)
-		}
+	if len(notes) != 0 {
+		t.Errorf("notes %q", notes)
 	}
 	// The same through OpenAt (a view that is not a file).
 	b, err := os.ReadFile(path)

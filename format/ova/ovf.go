@@ -357,8 +357,9 @@ type vmwConfig struct {
 // under the Proxmox keys their controllers and units give them, and
 // NICs. Items of other deployment options than the default are left out,
 // and so are devices Proxmox's configs have no place for. Every disk
-// gets a key; note is told where one is not the natural one, and of
-// what else changes. A descriptor over MaxOVFSize, malformed XML
+// gets a key; note is told where one is not the natural one, or a disk
+// is not on a controller Proxmox has; what the config cannot keep is
+// remarked in it (see Hardware.Config). A descriptor over MaxOVFSize, malformed XML
 // (external entities are never expanded: encoding/xml knows none), or
 // values out of range are errors naming what is wrong.
 func ParseOVF(data []byte, note func(string)) (*Hardware, error) {
@@ -402,7 +403,7 @@ func ParseOVF(data []byte, note func(string)) (*Hardware, error) {
 		return nil, fmt.Errorf("%w: the OVF's VirtualSystem has no VirtualHardwareSection", ErrCorrupt)
 	}
 	if len(vs.Hardware) > 1 {
-		notef("the OVF has %d VirtualHardwareSections: the first is imported", len(vs.Hardware))
+		h.remark("the OVF has %d VirtualHardwareSections: the first is imported", len(vs.Hardware))
 	}
 	hw := vs.Hardware[0]
 	for _, t := range hw.Types {
@@ -502,7 +503,7 @@ func ParseOVF(data []byte, note func(string)) (*Hardware, error) {
 			switch nic.Model {
 			case "e1000", "e1000e", "vmxnet3", "virtio", "rtl8139":
 			default:
-				notef("network adapter %d: a %q adapter becomes an e1000 (as Proxmox's OVF import has it)", len(h.NICs)+1, cleanName(it.ResourceSubType))
+				h.remark("net%d: the OVF's %q adapter is an e1000 here, as Proxmox's OVF import has it", len(h.NICs), cleanName(it.ResourceSubType))
 				nic.Model = "e1000"
 			}
 			h.NICs = append(h.NICs, nic)

@@ -182,6 +182,9 @@ func fromConfig(conf []byte, devs []format.Device, name string, hw int, note fun
 	for i, d := range devs {
 		out[i] = -1
 		key, ok := vma.DiskKey(d.Name)
+		if n, err := vma.NormalizeDeviceName(d.Name); !ok && err == nil {
+			key, ok = vma.DiskKey(n) // a disk key as a name (create scsi0=disk.raw)
+		}
 		switch {
 		case d.Name == vma.VMStateName:
 			notef("%s: the VM's saved RAM is no disk of an OVA: left out (the VM starts powered off)", d.Name)
@@ -397,16 +400,19 @@ func dnsName(s string) string {
 
 // Config returns the qemu-server.conf of an archive made of the VM: its
 // name, CPUs, memory, firmware, guest, SCSI controller model (scsihw),
-// disks and CD-ROM drives under their keys, NICs (bridge vmbr0), boot
-// order (the disks in the OVF's order), and a #qmdump#map line for each
-// disk, naming no storage (qmrestore --storage chooses it). The disks'
-// volumes are placeholders, replaced by the restore. seed makes the MAC
-// addresses of NICs that have none (Proxmox's prefix BC:24:11 and three
-// bytes of sha256(seed, NIC number)): the same package gives the same
-// ones, as a backup restored twice does. note is told of what the VM
-// loses on the way.
-func (h *Hardware) Config(seed []byte, note func(string)) []byte {
-	notef := func(f string, args ...any) { note(fmt.Sprintf(f, args...)) }
+// disks and CD-ROM drives under their keys, NICs (on bridge vmbr0, or the
+// one their network names), boot order (the disks in the OVF's order),
+// and a #qmdump#map line for each disk, naming no storage (qmrestore
+// --storage chooses it). The disks' volumes are placeholders, replaced by
+// the restore. seed makes the MAC addresses of NICs that have none
+// (Proxmox's prefix BC:24:11 and three bytes of sha256(seed, NIC
+// number)): the same package gives the same ones, as a backup restored
+// twice does. What the VM loses on the way (EFI variables, SCSI models,
+// NIC models) is said in comment lines at the top, which Proxmox shows
+// as the VM's notes.
+func (h *Hardware) Config(seed []byte) []byte {
+	remarks := append([]string(nil), h.remarks...)
+	notef := func(f string, args ...any) { remarks = append(remarks, fmt.Sprintf(f, args...)) }
 	set := map[string]string{
 		"cores":  strconv.Itoa(h.Cores),
 		"memory": strconv.FormatInt(h.MemoryMiB, 10),
@@ -420,7 +426,7 @@ func (h *Hardware) Config(seed []byte, note func(string)) []byte {
 	}
 	if h.EFI {
 		set["bios"] = "ovmf"
-		note("the VM boots with UEFI (bios: ovmf) but an OVA holds no EFI variables: Proxmox starts it with temporary ones until you add an EFI disk (qm set VMID --efidisk0 STORAGE:1,efitype=4m)")
+		notef("UEFI (bios: ovmf) without the EFI variables an OVA does not hold: Proxmox starts the VM with temporary ones until it gets an EFI disk (qm set VMID --efidisk0 STORAGE:1,efitype=4m)")
 	}
 	scsihw := ""
 	var boot, mapLines, others []string
@@ -460,7 +466,7 @@ func (h *Hardware) Config(seed []byte, note func(string)) []byte {
 		if isWindows(h.OS.Proxmox) {
 			scsihw = "pvscsi"
 		}
-		notef("scsihw %s: OVMF has no driver for LSI controllers", scsihw)
+		notef("scsihw %s, not lsi: OVMF has no driver for LSI controllers", scsihw)
 	}
 	if scsihw == "" && h.OS.Proxmox == "l26" {
 		scsihw = "virtio-scsi-single"
@@ -489,6 +495,9 @@ func (h *Hardware) Config(seed []byte, note func(string)) []byte {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# imported by vmaconv from the OVF of %s\n", cleanName(h.Name))
+	for _, r := range remarks {
+		fmt.Fprintf(&b, "# %s\n", r)
+	}
 	for _, k := range slices.Sorted(maps.Keys(set)) {
 		fmt.Fprintf(&b, "%s: %s\n", k, set[k])
 	}
