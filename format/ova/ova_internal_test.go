@@ -2,6 +2,7 @@ package ova
 
 import (
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -392,5 +393,39 @@ sockets: 2
 	}
 	if p := vma.RestoreProblems(&vma.Header{Configs: []format.Config{{Name: vma.ConfigName, Data: conf}}, Devices: devs}); len(p) != 1 || !strings.Contains(p[0], "no storage") {
 		t.Errorf("restore problems %q", p)
+	}
+}
+
+// TestParseLimits checks what an OVF may have more of than a Proxmox VM:
+// NICs past net31 are left out (said in the config), CD-ROM drives
+// without a free key too (noted), and disks without one are an error.
+func TestParseLimits(t *testing.T) {
+	h := &Hardware{Name: "many", Sockets: 1, Cores: 1, MemoryMiB: 512, Version: 14, OS: osTypes["l26"],
+		Controllers: []Controller{{Bus: BusIDE}}}
+	for range 40 {
+		h.NICs = append(h.NICs, NIC{Model: "e1000", Network: "VM Network"})
+	}
+	for i := range 36 { // ide0-3, then scsi0-30, then none left
+		h.Disks = append(h.Disks, Disk{Key: fmt.Sprintf("cd%d", i), CDROM: true, Unit: i % 2})
+	}
+	var notes []string
+	back, err := ParseOVF(h.OVF(), collect(&notes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(back.Config(nil))
+	if len(back.NICs) != 32 || !strings.Contains(conf, "\n# 8 more network adapters of the OVF are left out") || !strings.Contains(conf, "\nnet31: ") {
+		t.Errorf("NICs %d, config\n%s", len(back.NICs), conf)
+	}
+	if len(back.Disks) != 35 || back.Disks[4].Key != "scsi0" || !hasNote(notes, "a CD-ROM drive: no free disk key left for it: left out") {
+		t.Errorf("%d CD-ROM drives, notes %q", len(back.Disks), notes)
+	}
+	h.NICs, h.Disks = nil, nil
+	h.Controllers = []Controller{{Bus: BusSATA, SubType: "vmware.sata.ahci"}}
+	for i := range 42 {
+		h.Disks = append(h.Disks, Disk{Key: "x", Device: "x", Unit: i, Capacity: 512, File: "d.vmdk", FileSize: -1})
+	}
+	if _, err := ParseOVF(h.OVF(), func(string) {}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "more disks than a Proxmox VM holds") {
+		t.Errorf("42 disks: %v", err)
 	}
 }

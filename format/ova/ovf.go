@@ -48,6 +48,9 @@ const (
 	rtOtherDisk = 20 // "Other storage device": SATA (AHCI) and NVMe controllers
 )
 
+// maxNICs is how many network adapters a Proxmox VM has (net0-31).
+const maxNICs = 32
+
 // MaxOVFSize bounds the OVF descriptor read: far more than any real one
 // (ovftool's are a few KiB; product sections and EULAs reach a few hundred).
 const MaxOVFSize = 4 << 20
@@ -451,6 +454,7 @@ func ParseOVF(data []byte, note func(string)) (*Hardware, error) {
 	}
 	var drives []pending
 	var err error
+	extraNICs := 0
 	for _, it := range items {
 		rt, _ := strconv.Atoi(strings.TrimSpace(it.ResourceType))
 		switch rt {
@@ -493,6 +497,10 @@ func ParseOVF(data []byte, note func(string)) (*Hardware, error) {
 		case rtDisk, rtCDDrive, rtDVDDrive:
 			drives = append(drives, pending{it, rt != rtDisk})
 		case rtEthernet:
+			if len(h.NICs) == maxNICs {
+				extraNICs++
+				continue
+			}
 			nic := NIC{Model: strings.ToLower(strings.TrimSpace(it.ResourceSubType)), Disconnected: strings.TrimSpace(it.Automatic) == "false"}
 			if len(it.Connection) > 0 {
 				nic.Network = cleanName(it.Connection[0])
@@ -511,6 +519,9 @@ func ParseOVF(data []byte, note func(string)) (*Hardware, error) {
 	}
 	if h.CPUs() > maxCPUs {
 		return nil, fmt.Errorf("%w: %d virtual CPUs, over %d", ErrCorrupt, h.CPUs(), maxCPUs)
+	}
+	if extraNICs > 0 {
+		h.remark("%d more network adapters of the OVF are left out: Proxmox's configs hold net0 to net%d", extraNICs, maxNICs-1)
 	}
 
 	// Disks, then CD-ROM drives, get their keys: the natural one for
