@@ -63,7 +63,9 @@ type diskDriver struct {
 // stream interleaves its disks) is written as a VMDK into a temporary
 // file beside d.Path until its turn, then copied in: only compressed
 // data is ever staged, and only then. Memory is that of the VMDK
-// writers at work (one, or one per interleaved disk).
+// writers at work (one, or one per interleaved disk), with 1 MiB of
+// buffer each and 1 MiB to copy a staged disk in: independent of the
+// disks' sizes (TestHugeDisk writes 1 TiB in a few MiB).
 //
 // The same devices and configs give the same bytes: the tar headers'
 // times are the source archive's ctime (o.From), or 0.
