@@ -37,6 +37,9 @@ func openAt(r io.ReaderAt, size int64, o format.OpenOptions) (format.Image, erro
 	return openPackage(r, size, o, vmdkDriver)
 }
 
+// errBareOVF is openPackage's error for a bare OVF descriptor.
+var errBareOVF = fmt.Errorf("%w: a bare OVF descriptor, whose files are beside it: open the .ovf file itself", ErrUnsupported)
+
 // openFile opens f: an OVF descriptor if it reads as one, else an OVA.
 // The image takes f over.
 func openFile(f *os.File, o format.OpenOptions, dd diskDriver) (*image, error) {
@@ -191,6 +194,9 @@ func readMember(r io.ReaderAt, m member, limit int64, what string) ([]byte, erro
 // is ever read.
 func openPackage(r io.ReaderAt, size int64, o format.OpenOptions, dd diskDriver) (*image, error) {
 	note := noter(o)
+	if head, err := format.ReadHead(io.NewSectionReader(r, 0, size)); err == nil && isOVF(head) {
+		return nil, errBareOVF
+	}
 	members, err := listMembers(r, size)
 	if err != nil {
 		return nil, err
