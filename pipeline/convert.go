@@ -55,7 +55,9 @@ type ConvertOptions struct {
 	Progress func(done, total int64)
 	// Repack says the sink holds several disks (an archive): an input
 	// that can (format.Repacker) writes into it in its own order, so that
-	// the output depends only on the input.
+	// the output depends only on the input. A sink with a
+	// format.Sequential disk (an OVA's VMDKs) is not repacked into: its
+	// disks take their bytes in order.
 	Repack bool
 }
 
@@ -64,9 +66,13 @@ type ConvertOptions struct {
 // copied disk after disk with parallel readers (Copy); a stream is read
 // once, in its order, every selected disk written as its data comes: at
 // its offsets, or, to a format.Sequential writer (standard output), in
-// order; with o.Repack, an input that is a format.Repacker repacks itself.
+// order; with o.Repack, an input that is a format.Repacker repacks itself
+// (unless a disk of sink is format.Sequential).
 // Errors name the input or the disk they come from.
 func Convert(ctx context.Context, sink format.Sink, from []Selection, o ConvertOptions) error {
+	if o.Repack && sequential(sink, from) {
+		o.Repack = false
+	}
 	totals := make([]int64, len(from))
 	total := int64(0)
 	for k, s := range from {
@@ -94,6 +100,21 @@ func Convert(ctx context.Context, sink format.Sink, from []Selection, o ConvertO
 		first += len(s.Disks)
 	}
 	return nil
+}
+
+// sequential reports whether a disk of sink that from writes is
+// format.Sequential.
+func sequential(sink format.Sink, from []Selection) bool {
+	n := 0
+	for _, s := range from {
+		n += len(s.Disks)
+	}
+	for i := range n {
+		if _, ok := sink.Disk(i).(format.Sequential); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // repacker returns the input as a format.Repacker, if it is one.

@@ -229,6 +229,50 @@ func TestConvertRepack(t *testing.T) {
 	}
 }
 
+// TestConvertRepackSequential: an archive is not repacked into a sink
+// whose disks are Sequential (an OVA's VMDKs): each disk comes in order,
+// whole, from a file or a stream, however the archive stores it.
+func TestConvertRepackSequential(t *testing.T) {
+	disks := []testutil.Disk{
+		{Name: "drive-scsi0", Data: testutil.GenDisk(12, 300000, "mixed")},
+		{Name: "drive-scsi1", Data: testutil.GenDisk(13, 200000, "data")},
+	}
+	// Clusters out of order within a device, as copy-before-write stores
+	// them: a repack would write them so.
+	raw := testutil.WriteArchive(t, disks, nil, "local", 3)
+	path := filepath.Join(t.TempDir(), "vm.vma")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := vma.Format.Open(f, format.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	st, err := vma.OpenStream(bytes.NewReader(raw), format.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []*fakeInput{
+		{name: "file", devs: st.Devices(), img: img, size: int64(len(raw))},
+		{name: "stream", devs: st.Devices(), st: st, size: int64(len(raw))},
+	} {
+		s, _, bufs := newSink([]int64{300000, 200000}, []bool{true, true})
+		if err := pipeline.Convert(context.Background(), s, []pipeline.Selection{{Input: in, Disks: []int{0, 1}}}, pipeline.ConvertOptions{Repack: true, Workers: 3}); err != nil {
+			t.Fatalf("%s: %v", in.name, err)
+		}
+		for i, d := range disks {
+			if !bytes.Equal(bufs[i].Bytes(), d.Data) {
+				t.Errorf("%s: %s differs", in.name, d.Name)
+			}
+		}
+	}
+}
+
 // recStream is a stream of three disks that records where Read was asked
 // to deliver them, and fails as told.
 type recStream struct {

@@ -3,6 +3,7 @@ package all
 
 import (
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/ova"
 	"github.com/vmaconv/vmaconv/format/qcow2"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vdi"
@@ -11,7 +12,7 @@ import (
 )
 
 // Registry returns a new registry holding the built-in formats. Probing
-// order is qcow2, vma, vdi, vmdk; raw is never probed, only the fallback, for inputs
+// order is qcow2, vma, vdi, vmdk, ova; raw is never probed, only the fallback, for inputs
 // and for outputs whose name matches no format's extension.
 func Registry() *format.Registry {
 	r := &format.Registry{}
@@ -19,6 +20,7 @@ func Registry() *format.Registry {
 	r.Register(vma.Format)
 	r.Register(vdi.Format)
 	r.Register(vmdk.Format)
+	r.Register(ova.Format) // after vma: a directory DST is vma's (output.Choose)
 	r.Register(raw.Format)
 	return r
 }
