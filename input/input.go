@@ -27,6 +27,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/internal/text"
+	"github.com/vmaconv/vmaconv/remote"
 )
 
 // Options say how Open opens an input: what the command reading it needs.
@@ -54,6 +55,9 @@ type Options struct {
 	MaxWindow int64
 	// Stdin is what "-" reads (default: os.Stdin).
 	Stdin io.Reader
+	// Remote configures the reading of remote objects (s3://, https://,
+	// http://).
+	Remote remote.Options
 	// Note, if set, is told of what the user should know: a raw fallback,
 	// each backing file followed, a cache entry built. Notes come only
 	// from an Open that succeeds, except the cache's own.
@@ -74,6 +78,7 @@ func (e *sequential) Is(target error) bool { return target == ErrSequential }
 // Source) or as a stream (Stream), and the configs stored with them.
 type Input struct {
 	ref      format.Ref
+	name     string // for messages, if not ref.Path (a remote object's)
 	format   format.Format
 	comp     string // the compression layer (compress.Zstd, …), "" for none
 	size     int64  // the file's size; -1 if unknown
@@ -137,6 +142,9 @@ func (op *opener) streamable() (format.Format, bool) {
 
 func (op *opener) open() (*Input, error) {
 	path := op.ref.Path
+	if IsRemote(path) {
+		return op.openRemote()
+	}
 	if path == "-" {
 		fm, ok := op.streamable()
 		if !ok {
@@ -290,10 +298,14 @@ func (in *Input) Compression() string { return in.comp }
 // (standard input, a pipe).
 func (in *Input) Size() int64 { return in.size }
 
-// Name is how the input is called in messages: its path, or "<stdin>".
+// Name is how the input is called in messages: its path, or "<stdin>",
+// or a remote object's URL without credentials (remote.Object.Name).
 func (in *Input) Name() string {
 	if in.ref.Path == "-" {
 		return "<stdin>"
+	}
+	if in.name != "" {
+		return in.name
 	}
 	return in.ref.Path
 }
@@ -450,11 +462,11 @@ func (in *Input) Exported(names []string, image string, shown func(name string) 
 	}
 	for _, n := range names {
 		if !slices.Contains(have, n) {
-			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.ref.Path, text.Printable(n), strings.Join(have, ", "))
+			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.Name(), text.Printable(n), strings.Join(have, ", "))
 		}
 	}
 	if len(disks) == 0 {
-		return nil, fmt.Errorf("%s: no disk devices in the archive", in.ref.Path)
+		return nil, fmt.Errorf("%s: no disk devices in the archive", in.Name())
 	}
 	return disks, nil
 }
@@ -477,16 +489,16 @@ func (in *Input) One() (int, error) {
 	if len(in.sel) == 1 {
 		return in.sel[0], nil
 	}
-	return 0, fmt.Errorf("%s: name one device as %s:DEVICE (%s)", in.Name(), in.ref.Path, in.DeviceList())
+	return 0, fmt.Errorf("%s: name one device as %s:DEVICE (%s)", in.Name(), in.Name(), in.DeviceList())
 }
 
 // DiskName returns how device i is named as a source: FILE for a plain
 // image, FILE:DEVICE in an archive.
 func (in *Input) DiskName(i int) string {
 	if !in.Archive() {
-		return in.ref.Path
+		return in.Name()
 	}
-	return format.Ref{Path: in.ref.Path, Device: in.devices[i].Name}.String()
+	return format.Ref{Path: in.Name(), Device: in.devices[i].Name}.String()
 }
 
 // Check refuses, before any output exists, devices that reading would fail

@@ -194,14 +194,23 @@ const (
 
 // NewS3 starts an S3 server for the test, stopped at its end.
 func NewS3(t testing.TB) *S3 {
+	s := StartS3()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// StartS3 starts an S3 server; Close stops it.
+func StartS3() *S3 {
 	s := &S3{Backend: s3mem.New()}
 	fake := gofakes3.New(s.Backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithLogger(gofakes3.DiscardLog()))
 	s.front = front{next: s.fixes(fake.Server()), counts: &s.Counts}
 	s.srv = httptest.NewServer(&s.front)
 	s.URL = s.srv.URL
-	t.Cleanup(s.srv.Close)
 	return s
 }
+
+// Close stops the server.
+func (s *S3) Close() { s.srv.Close() }
 
 // Env returns the environment that points vmaconv at the server, as
 // KEY=VALUE lines' keys and values.
@@ -218,37 +227,40 @@ func (s *S3) Env() map[string]string {
 // Getenv reads Env (for remote.Options.Env).
 func (s *S3) Getenv(key string) string { return s.Env()[key] }
 
+// Fataler is what the helpers need of a test: testing.TB, or a
+// testscript's TestScript.
+type Fataler interface {
+	Fatalf(format string, args ...any)
+}
+
 // Bucket creates a bucket.
-func (s *S3) Bucket(t testing.TB, name string) {
-	t.Helper()
+func (s *S3) Bucket(t Fataler, name string) {
 	if err := s.Backend.CreateBucket(name); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 }
 
 // Put stores data under bucket/key, directly in the backend.
-func (s *S3) Put(t testing.TB, bucket, key string, data []byte) {
-	t.Helper()
+func (s *S3) Put(t Fataler, bucket, key string, data []byte) {
 	meta := map[string]string{"Last-Modified": time.Now().UTC().Format(http.TimeFormat)}
 	if _, err := s.Backend.PutObject(bucket, key, meta, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 }
 
 // Get returns the object's content, or false if there is none.
-func (s *S3) Get(t testing.TB, bucket, key string) ([]byte, bool) {
-	t.Helper()
+func (s *S3) Get(t Fataler, bucket, key string) ([]byte, bool) {
 	obj, err := s.Backend.GetObject(bucket, key, nil)
 	if gofakes3.HasErrorCode(err, gofakes3.ErrNoSuchKey) {
 		return nil, false
 	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	defer obj.Contents.Close()
 	b, err := io.ReadAll(obj.Contents)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	return b, true
 }
@@ -357,13 +369,22 @@ type httpFile struct {
 
 // NewHTTP starts an HTTP server for the test, stopped at its end.
 func NewHTTP(t testing.TB) *HTTP {
+	h := StartHTTP()
+	t.Cleanup(h.Close)
+	return h
+}
+
+// StartHTTP starts an HTTP server; Close stops it.
+func StartHTTP() *HTTP {
 	h := &HTTP{files: map[string]httpFile{}}
 	h.front = front{next: http.HandlerFunc(h.serve), counts: &h.Counts}
 	h.srv = httptest.NewServer(&h.front)
 	h.URL = h.srv.URL
-	t.Cleanup(h.srv.Close)
 	return h
 }
+
+// Close stops the server.
+func (h *HTTP) Close() { h.srv.Close() }
 
 // Put serves data at path (starting with /), with a new ETag and time.
 func (h *HTTP) Put(path string, data []byte) {
@@ -400,16 +421,15 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // Uploads returns the number of multipart uploads under way in bucket.
-func Uploads(t testing.TB, s *S3, bucket string) int {
-	t.Helper()
+func Uploads(t Fataler, s *S3, bucket string) int {
 	c, err := minio.NewCore(strings.TrimPrefix(s.URL, "http://"), &minio.Options{
 		Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""), Region: Region, BucketLookup: minio.BucketLookupPath})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	res, err := c.ListMultipartUploads(context.Background(), bucket, "", "", "", "", 1000)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	return len(res.Uploads)
 }
