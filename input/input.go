@@ -58,6 +58,8 @@ type Options struct {
 	// Remote configures the reading of remote objects (s3://, https://,
 	// http://).
 	Remote remote.Options
+	// NoIndex ignores a remote archive's sidecar index (IndexSuffix).
+	NoIndex bool
 	// Note, if set, is told of what the user should know: a raw fallback,
 	// each backing file followed, a cache entry built. Notes come only
 	// from an Open that succeeds, except the cache's own.

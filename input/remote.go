@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -97,7 +98,13 @@ func (op *opener) openRemoteAt(fm format.Format, ob *remote.Object) (*Input, err
 	var notes []string
 	o := op.openOptions()
 	o.Note = func(msg string) { notes = append(notes, msg) }
-	img, err := op.openIndexed(fm, ob, ob.Size(), o)
+	var ra io.ReaderAt = ob
+	opened := func() {}
+	if fm.Multi {
+		ra, opened = op.sidecar(ob)
+	}
+	img, err := fm.OpenAt(ra, ob.Size(), o)
+	opened()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ob.Name(), err)
 	}
@@ -114,10 +121,12 @@ func (op *opener) openRemoteCompressed(fm format.Format, ob *remote.Object, comp
 		return nil, fmt.Errorf("%s: a compressed %s cannot be read at random", name, fm.Name)
 	}
 	if comp == compress.Zstd {
-		sk, err := compress.OpenSeekable(ob, ob.Size())
+		ra, opened := op.sidecar(ob)
+		defer opened()
+		sk, err := compress.OpenSeekable(ra, ob.Size())
 		switch {
 		case err == nil:
-			img, err := op.openIndexed(fm, sk, sk.Size(), op.openOptions())
+			img, err := fm.OpenAt(sk, sk.Size(), op.openOptions())
 			if err != nil {
 				sk.Close()
 				return nil, fmt.Errorf("%s: %w", name, err)

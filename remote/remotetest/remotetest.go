@@ -59,6 +59,9 @@ type Counts struct {
 	Sent     atomic.Int64 // body bytes sent in answers to GETs
 	Received atomic.Int64 // body bytes received (decoded)
 	Faults   atomic.Int64 // faults injected
+	// MaxGets is the most GETs that were answered at once.
+	MaxGets atomic.Int64
+	gets    atomic.Int64
 }
 
 // front is the handler in front of a server: counts and faults.
@@ -81,6 +84,10 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.counts.Requests.Add(1)
 	if r.Method == http.MethodGet {
 		f.counts.Gets.Add(1)
+		n := f.counts.gets.Add(1)
+		defer f.counts.gets.Add(-1)
+		for m := f.counts.MaxGets.Load(); n > m && !f.counts.MaxGets.CompareAndSwap(m, n); m = f.counts.MaxGets.Load() {
+		}
 	}
 	f.mu.Lock()
 	fn := f.fault
