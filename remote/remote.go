@@ -40,6 +40,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,7 @@ type Options struct {
 	// (default 4): its memory is ReadAhead·ChunkSize at most.
 	ReadAhead int
 	// PartSize is the largest part an Upload buffers (default
-	// DefaultMaxPart).
+	// DefaultMaxPart, or VMACONV_S3_PART_SIZE bytes if set).
 	PartSize int64
 }
 
@@ -117,11 +118,16 @@ func (o Options) withDefaults() Options {
 	if o.ReadAhead <= 0 {
 		o.ReadAhead = 4
 	}
-	if o.PartSize <= 0 {
-		o.PartSize = DefaultMaxPart
-	}
 	if o.Env == nil {
 		o.Env = getenv
+	}
+	if o.PartSize <= 0 {
+		o.PartSize = DefaultMaxPart
+		// VMACONV_S3_PART_SIZE (bytes) caps the parts: less memory, a
+		// smaller largest object (10,000 parts).
+		if n, err := strconv.ParseInt(o.Env("VMACONV_S3_PART_SIZE"), 10, 64); err == nil && n >= 64<<10 && n <= 5<<30 {
+			o.PartSize = n
+		}
 	}
 	return o
 }
