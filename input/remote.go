@@ -233,3 +233,40 @@ func (op *opener) formatOf(ob *remote.Object) (format.Format, error) {
 	}
 	return op.detectRemote(ob)
 }
+
+// Expand returns the archives args name: each argument as it is, except an
+// s3:// prefix (an argument ending in "/"), which stands for every
+// archive under it (a key ending in an archive format's extension, or one
+// compressed: .vma, .vma.zst, .vma.gz, .vma.lzo), in key order. A prefix
+// that holds none is an error.
+func Expand(ctx context.Context, reg *format.Registry, args []string, o Options) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		if !IsRemote(a) || !strings.HasSuffix(a, "/") {
+			out = append(out, a)
+			continue
+		}
+		urls, err := remote.List(ctx, a, o.Remote, func(key string) bool { return isArchiveName(reg, key) })
+		if err != nil {
+			return nil, err
+		}
+		if len(urls) == 0 {
+			return nil, fmt.Errorf("%s: no archives under this prefix", a)
+		}
+		out = append(out, urls...)
+	}
+	return out, nil
+}
+
+// isArchiveName reports whether a key is named as an archive of a format
+// of reg, compressed or not.
+func isArchiveName(reg *format.Registry, key string) bool {
+	lower := strings.ToLower(key)
+	for _, ext := range []string{".zst", ".gz", ".lzo"} {
+		if fm, ok := reg.ForPath(strings.TrimSuffix(lower, ext)); ok && fm.Multi {
+			return true
+		}
+	}
+	fm, ok := reg.ForPath(lower)
+	return ok && fm.Multi
+}

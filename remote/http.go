@@ -40,6 +40,19 @@ func newStore(rawurl string, o Options) (store, string, error) {
 	return nil, "", fmt.Errorf("%s: not a URL vmaconv reads (s3://, https://, http://)", redact(rawurl))
 }
 
+// Redact returns a URL as messages show it: without its user information
+// and query (a presigned URL's signature shows as "?…"). Anything else is
+// returned as it is.
+func Redact(s string) string {
+	if !IsURL(s) {
+		return s
+	}
+	if strings.HasPrefix(strings.ToLower(s), "s3://") {
+		return s
+	}
+	return redact(s)
+}
+
 // redact returns rawurl without its user information and query.
 func redact(rawurl string) string {
 	u, err := url.Parse(rawurl)
