@@ -277,6 +277,20 @@ func (op *opener) newInput(fm format.Format, img format.Image, comp string, size
 	return in
 }
 
+// remoteReaders is how many parallel readers a remote input read at random
+// asks for (pipeline.Parallel): enough requests in flight to hide the
+// round trips, each reading a chunk (1 MiB) at a time.
+const remoteReaders = 16
+
+// Readers implements pipeline.Parallel: a remote input read at random asks
+// for remoteReaders parallel readers; any other for the default (0).
+func (in *Input) Readers() int {
+	if in.name != "" && in.img != nil {
+		return remoteReaders
+	}
+	return 0
+}
+
 // Close closes the input.
 func (in *Input) Close() error {
 	for _, c := range in.closers {
