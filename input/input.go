@@ -478,11 +478,11 @@ func (in *Input) Exported(names []string, image string, shown func(name string) 
 	}
 	for _, n := range names {
 		if !slices.Contains(have, n) {
-			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.Name(), text.Printable(n), strings.Join(have, ", "))
+			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.path(), text.Printable(n), strings.Join(have, ", "))
 		}
 	}
 	if len(disks) == 0 {
-		return nil, fmt.Errorf("%s: no disk devices in the archive", in.Name())
+		return nil, fmt.Errorf("%s: no disk devices in the archive", in.path())
 	}
 	return disks, nil
 }
@@ -505,16 +505,25 @@ func (in *Input) One() (int, error) {
 	if len(in.sel) == 1 {
 		return in.sel[0], nil
 	}
-	return 0, fmt.Errorf("%s: name one device as %s:DEVICE (%s)", in.Name(), in.Name(), in.DeviceList())
+	return 0, fmt.Errorf("%s: name one device as %s:DEVICE (%s)", in.Name(), in.path(), in.DeviceList())
 }
 
 // DiskName returns how device i is named as a source: FILE for a plain
 // image, FILE:DEVICE in an archive.
 func (in *Input) DiskName(i int) string {
 	if !in.Archive() {
-		return in.Name()
+		return in.path()
 	}
-	return format.Ref{Path: in.Name(), Device: in.devices[i].Name}.String()
+	return format.Ref{Path: in.path(), Device: in.devices[i].Name}.String()
+}
+
+// path is the ref's path as messages show it: a remote object's without
+// credentials (Name), any other as given ("-" included).
+func (in *Input) path() string {
+	if in.name != "" {
+		return in.name
+	}
+	return in.ref.Path
 }
 
 // Check refuses, before any output exists, devices that reading would fail

@@ -171,7 +171,10 @@ func TestChanged(t *testing.T) {
 			if k := f.cnt.Requests.Load() - before; k != 1 {
 				t.Fatalf("a change was retried: %d requests", k)
 			}
-			t.Log(err)
+			// Read front to back: the same.
+			if _, err := io.ReadAll(ob.NewReader(0)); !errors.Is(err, remote.ErrChanged) {
+				t.Fatalf("stream after the object changed: %v", err)
+			}
 		})
 	}
 }
