@@ -263,3 +263,51 @@ func TestUpload(t *testing.T) {
 		t.Fatalf("small: %q", got)
 	}
 }
+
+// TestNoRanges: a server that ignores Range serves a stream (one GET,
+// read front to back) and refuses reads at random; without ETags, an
+// object is pinned by its modification time.
+func TestNoRanges(t *testing.T) {
+	data := content(100<<10, 6)
+	h := remotetest.NewHTTP(t)
+	h.Put("/x", data)
+	h.NoRanges.Store(true)
+	ob, err := remote.Open(context.Background(), h.URL+"/x", remote.Options{Retry: fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ob.RandomAccess() {
+		t.Fatal("random access without ranges")
+	}
+	if _, err := ob.ReadAt(make([]byte, 10), 5000); !errors.Is(err, remote.ErrNoRanges) {
+		t.Fatalf("ReadAt: %v", err)
+	}
+	got, err := io.ReadAll(ob.NewReader(0))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("stream: %d bytes, %v", len(got), err)
+	}
+	h.NoRanges.Store(false)
+	h.NoETag.Store(true)
+	ob, err = remote.Open(context.Background(), h.URL+"/x", remote.Options{Retry: fast})
+	if err != nil || ob.ETag() != "" {
+		t.Fatalf("%v, ETag %q", err, ob.ETag())
+	}
+	h.Put("/x", content(len(data), 7))
+	if _, err := ob.ReadAt(make([]byte, 10), 50000); !errors.Is(err, remote.ErrChanged) {
+		t.Fatalf("changed without an ETag: %v", err)
+	}
+}
+
+// TestList: the keys under a prefix, in order, over pages.
+func TestList(t *testing.T) {
+	s3 := remotetest.NewS3(t)
+	s3.Bucket(t, "bkt")
+	for _, k := range []string{"p/a.vma", "p/b/c.vma.zst", "p/d.txt", "q/e.vma"} {
+		s3.Put(t, "bkt", k, []byte("x"))
+	}
+	urls, err := remote.List(context.Background(), "s3://bkt/p/", remote.Options{Env: s3.Getenv, Retry: fast},
+		func(key string) bool { return !strings.HasSuffix(key, ".txt") })
+	if err != nil || strings.Join(urls, " ") != "s3://bkt/p/a.vma s3://bkt/p/b/c.vma.zst" {
+		t.Fatalf("%q, %v", urls, err)
+	}
+}

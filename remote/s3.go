@@ -249,13 +249,26 @@ func List(ctx context.Context, prefix string, o Options, keep func(key string) b
 		return nil, err
 	}
 	var urls []string
-	for obj := range core.Client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: key, Recursive: true}) {
-		if obj.Err != nil {
-			return nil, wrapErr(prefix, s3Err(obj.Err, c.source))
+	token := ""
+	for {
+		var res minio.ListBucketV2Result
+		err := retry(ctx, o.Retry, nil, func() error {
+			var err error
+			res, err = core.ListObjectsV2(bucket, key, "", token, "", 1000)
+			return s3Err(err, c.source)
+		})
+		if err != nil {
+			return nil, wrapErr(prefix, err)
 		}
-		if keep == nil || keep(obj.Key) {
-			urls = append(urls, "s3://"+bucket+"/"+obj.Key)
+		for _, obj := range res.Contents {
+			if keep == nil || keep(obj.Key) {
+				urls = append(urls, "s3://"+bucket+"/"+obj.Key)
+			}
 		}
+		if !res.IsTruncated || res.NextContinuationToken == "" {
+			break
+		}
+		token = res.NextContinuationToken
 	}
 	return urls, nil
 }
