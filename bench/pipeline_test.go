@@ -53,7 +53,7 @@ func e2eFiles(b *testing.B) (diskPath, archivePath, qcow2Path string) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, d := range []string{e2eDir, sparseDir} {
+	for _, d := range []string{e2eDir, sparseDir, remoteDir} {
 		if d != "" {
 			os.RemoveAll(d)
 		}

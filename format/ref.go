@@ -18,7 +18,16 @@ type Ref struct {
 // names with colons work; otherwise the text after the last colon is the
 // device, if the part before it exists. Anything else is a path (and
 // opening it reports that it does not exist).
+//
+// A URL (s3://, http://, https://) cannot be asked whether it exists: the
+// text after a colon past its last slash is the device if it is a device
+// name (letters, digits, - and _) and a path precedes it
+// (s3://bucket/vm.vma:drive-scsi0); input.Open takes the URL whole if
+// the object without the suffix does not exist.
 func ParseRef(s string) Ref {
+	if isURL(s) {
+		return parseURLRef(s)
+	}
 	if s == "-" || exists(s) {
 		return Ref{Path: s}
 	}
@@ -45,4 +54,36 @@ func (r Ref) String() string {
 func (r *Ref) UnmarshalText(b []byte) error {
 	*r = ParseRef(string(b))
 	return nil
+}
+
+// isURL reports whether s starts with a scheme of a remote object (as
+// remote.IsURL, which format does not import).
+func isURL(s string) bool {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || rest == "" {
+		return false
+	}
+	switch strings.ToLower(scheme) {
+	case "s3", "http", "https":
+		return true
+	}
+	return false
+}
+
+// parseURLRef splits a URL's device suffix (see ParseRef).
+func parseURLRef(s string) Ref {
+	_, rest, _ := strings.Cut(s, "://")
+	slash := strings.IndexByte(rest, '/')
+	i := strings.LastIndexByte(rest, ':')
+	if slash < 0 || i <= strings.LastIndexByte(rest, '/') || i == len(rest)-1 || i == slash+1 {
+		return Ref{Path: s}
+	}
+	dev := rest[i+1:]
+	for _, r := range dev {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
+			return Ref{Path: s}
+		}
+	}
+	cut := len(s) - len(rest) + i
+	return Ref{Path: s[:cut], Device: dev}
 }

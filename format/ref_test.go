@@ -33,6 +33,19 @@ func TestParseRef(t *testing.T) {
 		"missing:x":          {Path: "missing:x"}, // opening it says it does not exist
 		"vm.vma:":            {Path: "vm.vma:"},
 		":x":                 {Path: ":x"},
+		// URLs: the device after the last slash, if it is a device name.
+		"s3://bkt/vm.vma":                          {Path: "s3://bkt/vm.vma"},
+		"s3://bkt/d/vm.vma:drive-scsi0":            {Path: "s3://bkt/d/vm.vma", Device: "drive-scsi0"},
+		"https://h:8443/vm.vma.zst:scsi0":          {Path: "https://h:8443/vm.vma.zst", Device: "scsi0"},
+		"https://h:8443":                           {Path: "https://h:8443"},
+		"https://h:8443/":                          {Path: "https://h:8443/"},
+		"http://h/a:b/vm.vma":                      {Path: "http://h/a:b/vm.vma"},
+		"s3://bkt/vm-12:00:00.vma":                 {Path: "s3://bkt/vm-12:00:00.vma"},
+		"s3://bkt/vm.vma:":                         {Path: "s3://bkt/vm.vma:"},
+		"HTTPS://h/x.vma?sig=a%3Ab":                {Path: "HTTPS://h/x.vma?sig=a%3Ab"},
+		"https://h/x.vma?X-Amz-Signature=ab:scsi0": {Path: "https://h/x.vma?X-Amz-Signature=ab", Device: "scsi0"},
+		"s3://bkt/:x":                              {Path: "s3://bkt/:x"},
+		"http://user:pw@h/vm.vma:drive-virtio0":    {Path: "http://user:pw@h/vm.vma", Device: "drive-virtio0"},
 	} {
 		got := format.ParseRef(in)
 		if got != want {

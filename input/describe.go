@@ -22,6 +22,9 @@ func Describe(ctx context.Context, reg *format.Registry, path string, o Options)
 	if path == "-" {
 		return describeStream(ctx, reg, path, o)
 	}
+	if IsRemote(path) {
+		return describeRemote(ctx, reg, path, o)
+	}
 	if o.Format != "" {
 		if fm, err := reg.Lookup(o.Format); err == nil && fm.OpenStream != nil {
 			return describeStream(ctx, reg, path, o)
@@ -82,7 +85,7 @@ func Describe(ctx context.Context, reg *format.Registry, path string, o Options)
 // format o names, or the first that reads as a stream.
 func describeStream(ctx context.Context, reg *format.Registry, path string, o Options) (format.Info, error) {
 	name, size := "<stdin>", int64(-1)
-	if path != "-" {
+	if path != "-" && !IsRemote(path) {
 		fi, err := os.Stat(path)
 		if err == nil && fi.IsDir() {
 			return nil, fmt.Errorf("%s: is a directory, not an archive", path)
@@ -105,6 +108,9 @@ func describeStream(ctx context.Context, reg *format.Registry, path string, o Op
 		return nil, err
 	}
 	defer in.Close()
+	if IsRemote(path) {
+		name, size = in.Name(), in.Size()
+	}
 	inf, ok := in.Stream().(format.Informer)
 	if !ok {
 		return nil, fmt.Errorf("%s: a %s stream that cannot describe itself", name, in.Format().Name)

@@ -27,6 +27,7 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/internal/text"
+	"github.com/vmaconv/vmaconv/remote"
 )
 
 // Options say how Open opens an input: what the command reading it needs.
@@ -54,6 +55,11 @@ type Options struct {
 	MaxWindow int64
 	// Stdin is what "-" reads (default: os.Stdin).
 	Stdin io.Reader
+	// Remote configures the reading of remote objects (s3://, https://,
+	// http://).
+	Remote remote.Options
+	// NoIndex ignores a remote archive's sidecar index (IndexSuffix).
+	NoIndex bool
 	// Note, if set, is told of what the user should know: a raw fallback,
 	// each backing file followed, a cache entry built. Notes come only
 	// from an Open that succeeds, except the cache's own.
@@ -74,6 +80,7 @@ func (e *sequential) Is(target error) bool { return target == ErrSequential }
 // Source) or as a stream (Stream), and the configs stored with them.
 type Input struct {
 	ref      format.Ref
+	name     string // for messages, if not ref.Path (a remote object's)
 	format   format.Format
 	comp     string // the compression layer (compress.Zstd, …), "" for none
 	size     int64  // the file's size; -1 if unknown
@@ -137,6 +144,9 @@ func (op *opener) streamable() (format.Format, bool) {
 
 func (op *opener) open() (*Input, error) {
 	path := op.ref.Path
+	if IsRemote(path) {
+		return op.openRemote()
+	}
 	if path == "-" {
 		fm, ok := op.streamable()
 		if !ok {
@@ -267,6 +277,20 @@ func (op *opener) newInput(fm format.Format, img format.Image, comp string, size
 	return in
 }
 
+// remoteReaders is how many parallel readers a remote input read at random
+// asks for (pipeline.Parallel): enough requests in flight to hide the
+// round trips, each reading a chunk (1 MiB) at a time.
+const remoteReaders = 16
+
+// Readers implements pipeline.Parallel: a remote input read at random asks
+// for remoteReaders parallel readers; any other for the default (0).
+func (in *Input) Readers() int {
+	if in.name != "" && in.img != nil {
+		return remoteReaders
+	}
+	return 0
+}
+
 // Close closes the input.
 func (in *Input) Close() error {
 	for _, c := range in.closers {
@@ -290,10 +314,14 @@ func (in *Input) Compression() string { return in.comp }
 // (standard input, a pipe).
 func (in *Input) Size() int64 { return in.size }
 
-// Name is how the input is called in messages: its path, or "<stdin>".
+// Name is how the input is called in messages: its path, or "<stdin>",
+// or a remote object's URL without credentials (remote.Object.Name).
 func (in *Input) Name() string {
 	if in.ref.Path == "-" {
 		return "<stdin>"
+	}
+	if in.name != "" {
+		return in.name
 	}
 	return in.ref.Path
 }
@@ -450,11 +478,11 @@ func (in *Input) Exported(names []string, image string, shown func(name string) 
 	}
 	for _, n := range names {
 		if !slices.Contains(have, n) {
-			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.ref.Path, text.Printable(n), strings.Join(have, ", "))
+			return nil, fmt.Errorf("%s: no device %q in the archive (devices: %s)", in.path(), text.Printable(n), strings.Join(have, ", "))
 		}
 	}
 	if len(disks) == 0 {
-		return nil, fmt.Errorf("%s: no disk devices in the archive", in.ref.Path)
+		return nil, fmt.Errorf("%s: no disk devices in the archive", in.path())
 	}
 	return disks, nil
 }
@@ -477,16 +505,25 @@ func (in *Input) One() (int, error) {
 	if len(in.sel) == 1 {
 		return in.sel[0], nil
 	}
-	return 0, fmt.Errorf("%s: name one device as %s:DEVICE (%s)", in.Name(), in.ref.Path, in.DeviceList())
+	return 0, fmt.Errorf("%s: name one device as %s:DEVICE (%s)", in.Name(), in.path(), in.DeviceList())
 }
 
 // DiskName returns how device i is named as a source: FILE for a plain
 // image, FILE:DEVICE in an archive.
 func (in *Input) DiskName(i int) string {
 	if !in.Archive() {
-		return in.ref.Path
+		return in.path()
 	}
-	return format.Ref{Path: in.ref.Path, Device: in.devices[i].Name}.String()
+	return format.Ref{Path: in.path(), Device: in.devices[i].Name}.String()
+}
+
+// path is the ref's path as messages show it: a remote object's without
+// credentials (Name), any other as given ("-" included).
+func (in *Input) path() string {
+	if in.name != "" {
+		return in.name
+	}
+	return in.ref.Path
 }
 
 // Check refuses, before any output exists, devices that reading would fail

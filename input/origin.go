@@ -1,13 +1,21 @@
 package input
 
-import "github.com/vmaconv/vmaconv/format"
+import (
+	"strings"
+
+	"github.com/vmaconv/vmaconv/format"
+)
 
 // Origin describes the input for an archive written from it
 // (format.CreateOptions.From): its path, whether it is an archive, its
 // compression, and when it was made (format.Created). The caller says
 // whether its configs are kept (OwnConfigs) and all its disks (Whole).
 func (in *Input) Origin() *format.Origin {
-	o := &format.Origin{Path: in.ref.Path, Archive: in.Archive(), Compression: in.comp}
+	path := in.ref.Path
+	if in.name != "" {
+		path, _, _ = strings.Cut(in.name, "?")
+	}
+	o := &format.Origin{Path: path, Archive: in.Archive(), Compression: in.comp}
 	var c any = in.img
 	if in.stream != nil {
 		c = in.stream

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/remote"
 )
 
 // openStream opens r as a stream of fm (the first stream format if none
@@ -47,8 +48,15 @@ func (op *opener) openStream(fm format.Format, r io.Reader, name string, file *o
 // stream's own count for a plain input, the compressed bytes the
 // decompressor consumed for a compressed one.
 func (op *opener) streamOf(fm format.Format, r io.Reader, name string) (st format.Stream, consumed format.Consumed, stop func(), err error) {
-	// A plain file is read directly, so that the stream can seek over
-	// data it is not asked for.
+	// A plain file or remote object is read directly, so that the
+	// stream can seek over data it is not asked for.
+	if rr, ok := r.(*remote.Reader); ok && compress.Detect(rr.Object().Head()) == "" {
+		st, err := fm.OpenStream(rr, op.openOptions())
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return st, counter(st), func() {}, nil
+	}
 	if f, ok := r.(*os.File); ok {
 		if head, err := format.ReadHead(f); err == nil && compress.Detect(head) == "" {
 			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
@@ -91,6 +99,9 @@ func counter(st format.Stream) format.Consumed {
 // be read directly, seeking), and its head read at offset 0; anything else
 // goes through a reader that keeps the first bytes read.
 func sniff(r io.Reader) (io.Reader, func() string) {
+	if rr, ok := r.(*remote.Reader); ok {
+		return rr, func() string { return compress.Detect(rr.Object().Head()) }
+	}
 	if f, ok := r.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
 			head, _ := format.ReadHead(f)

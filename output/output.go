@@ -160,7 +160,8 @@ func ReadConfigs(args []string, limit int) ([]format.Config, error) {
 
 // Create starts the output of disks devs in format fm at d: standard
 // output if d.Path is "-" (d.Stream then receives it), which must not be
-// a terminal (binary data is not written to one). Options fm does not
+// a terminal (binary data is not written to one); an s3:// object if
+// d.Path names one (see createRemote). Options fm does not
 // take, or an output it cannot write (a pipe for qcow2, -n to standard
 // output), are errors matching format.ErrUnsupportedOption.
 func Create(fm format.Format, d format.Dest, devs []format.Device, o format.CreateOptions, terminal bool) (format.Sink, error) {
@@ -169,6 +170,9 @@ func Create(fm format.Format, d format.Dest, devs []format.Device, o format.Crea
 	}
 	if d.Path == "-" && d.InPlace {
 		return nil, format.Unsupported("-n writes into an existing file; - is standard output")
+	}
+	if IsRemote(d.Path) {
+		return createRemote(fm, d, devs, o)
 	}
 	if d.Path != "-" {
 		d.Stream = nil

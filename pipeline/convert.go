@@ -33,6 +33,23 @@ type Input interface {
 	Consumed() int64
 }
 
+// Parallel is implemented by inputs read best with more parallel readers
+// than there are CPUs: a remote object, where every read is a round trip.
+// Readers returns how many; Convert and Checksum use it when
+// ConvertOptions.Workers is 0.
+type Parallel interface {
+	Readers() int
+}
+
+// readers returns the parallel readers of in: workers if set, else what
+// in asks for, if it does.
+func readers(in Input, workers int) int {
+	if p, ok := in.(Parallel); ok && workers == 0 {
+		return p.Readers()
+	}
+	return workers
+}
+
 // Selection is disks of one input (indices into its Devices), in the order
 // a sink takes them.
 type Selection struct {
@@ -143,6 +160,7 @@ func (s Selection) total(repack bool) int64 {
 // progress gets the bytes done.
 func (s Selection) convert(ctx context.Context, sink format.Sink, first int, o ConvertOptions, progress func(int64)) error {
 	in := s.Input
+	o.Workers = readers(in, o.Workers)
 	if r, ok := s.repacker(); ok && o.Repack {
 		ro := format.RepackOptions{Workers: o.Workers, Progress: progress}
 		if in.Stream() != nil {
@@ -220,6 +238,7 @@ func (s *seqWriter) Write(p []byte) (int, error) {
 // order: of an input read at random, disk after disk with parallel readers
 // (Hash); of a stream, every disk's in one pass. o.Repack is ignored.
 func Checksum(ctx context.Context, in Input, sel []int, o ConvertOptions) ([][]byte, error) {
+	o.Workers = readers(in, o.Workers)
 	sums := make([][]byte, len(sel))
 	total := Selection{in, sel}.total(false)
 	progress := func(n int64) {

@@ -10,7 +10,8 @@
 //	vmaconv verify --digest vzdump-qemu-100.vma
 //	vmaconv extract vzdump-qemu-100.vma restored/
 //
-// ARCHIVE may be "-" to read from standard input.
+// ARCHIVE may be "-" to read from standard input, and any input an
+// s3://BUCKET/KEY or https:// URL.
 package main
 
 import (
@@ -55,6 +56,7 @@ type cli struct {
 	Extract    extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
 	Serve      serveCmd         `cmd:"" help:"Serve an archive's disks read-only over NBD (qemu-img, qemu-nbd, nbd-client, guestfish) without restoring them."`
 	Mount      mountCmd         `cmd:"" help:"Mount an archive's disks and configs as read-only files (FUSE, Linux): DIR/drive-scsi0.raw, …, for losetup -r -P and mount -o ro."`
+	Index      indexCmd         `cmd:"" help:"Write ARCHIVE.vmaidx beside an archive (a file, or an s3:// object): the reads opening it at random takes, which opening it from object storage then makes in parallel instead of one after another. Plain .vma and seekable .vma.zst."`
 	Cache      cacheCmd         `cmd:"" help:"List or clear the cache where serve and mount keep compressed archives decompressed ($XDG_CACHE_HOME/vmaconv, else ~/.cache/vmaconv): vmaconv cache list, vmaconv cache clear [ARCHIVE…]."`
 	Help       helpCmd          `cmd:"" help:"Show the commands, or one command's options: vmaconv help convert."`
 	Completion completionCmd    `cmd:"" help:"Print shell code for tab completion: source <(vmaconv completion bash) (or zsh, fish)."`

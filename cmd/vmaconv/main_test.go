@@ -68,6 +68,13 @@ func TestScripts(t *testing.T) {
 			"salvaged": salvagedCmd,
 			"flip":     flipCmd,
 			"gendisk":  gendiskCmd,
+			// Object stores on loopback (remote_test.go).
+			"s3serve":   s3serveCmd,
+			"s3put":     s3putCmd,
+			"s3get":     s3getCmd,
+			"s3uploads": s3uploadsCmd,
+			"httpserve": httpserveCmd,
+			"httpput":   httpputCmd,
 		},
 	})
 }

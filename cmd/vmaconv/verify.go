@@ -1,21 +1,28 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/remote"
 )
 
 type verifyCmd struct {
-	Archives []string `arg:"" name:"archive" help:"VMA archives (compressed or not), or - for standard input."`
+	Archives []string `arg:"" name:"archive" help:"VMA archives (compressed or not), or - for standard input; s3://BUCKET/PREFIX/ (ending in /) for every archive under a prefix."`
 	Digest   bool     `help:"Also compute the sha256 of every device's content (compare with 'sha256sum' of a restored disk)."`
 	Verbose  bool     `short:"v" help:"Print the archive header before the report."`
-	Output   string   `help:"Output format: human or json." enum:"human,json" default:"human"`
+	Output   string   `help:"Output format: human, json, or jsonl (one line of JSON per archive, as each is done)." enum:"human,json,jsonl" default:"human"`
 	Progress bool     `short:"p" help:"Show progress on stderr."`
+	Jobs     int      `short:"j" placeholder:"N" default:"1" help:"Verify N archives at once, 1 to 256; each reads its archive as a stream, in bounded memory (some 40 MiB and the zstd window)."`
 }
 
 type verifyJSON struct {
@@ -48,6 +55,17 @@ type verifyDeviceJSON struct {
 // Run verifies every archive given, reporting each; it fails (status 1)
 // if any of them fails, after all were read.
 func (c *verifyCmd) Run(e *env) error {
+	if c.Jobs < 1 || c.Jobs > 256 {
+		return usageError{fmt.Errorf("--jobs %d: want 1 to 256", c.Jobs)}
+	}
+	archives, err := input.Expand(e.ctx, registry, c.Archives, e.inputOptions(input.Options{}))
+	if err != nil {
+		return err
+	}
+	if len(archives) != len(c.Archives) || c.Jobs > 1 || c.Output == "jsonl" {
+		c.Archives = archives
+		return c.runJobs(e)
+	}
 	var failed []string
 	var reports []verifyJSON
 	for i, name := range c.Archives {
@@ -92,10 +110,78 @@ func (c *verifyCmd) Run(e *env) error {
 	return nil
 }
 
+// runJobs verifies the archives, c.Jobs at a time, each archive's report
+// (and warnings) printed whole once it is done, in the order they finish;
+// with --output jsonl, a line of JSON each. It fails (status 1) if any
+// archive fails, after all were read.
+func (c *verifyCmd) runJobs(e *env) error {
+	c.Progress = c.Progress && c.Jobs == 1 // bars of parallel jobs would mix
+	var (
+		mu     sync.Mutex
+		failed int
+		werr   error
+	)
+	jobs := make(chan string)
+	var wg sync.WaitGroup
+	for range min(c.Jobs, len(c.Archives)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range jobs {
+				var out, errs bytes.Buffer
+				je := *e
+				je.stdout, je.stderr, je.notes, je.stderrTTY = &out, &errs, nil, false
+				j, err := c.verify(&je, name)
+				mu.Lock()
+				if err != nil && e.ctx.Err() == nil {
+					failed++
+					fmt.Fprintf(&errs, "vmaconv: %s\n", oneLine(err))
+				}
+				switch c.Output {
+				case "jsonl":
+					b, jerr := json.Marshal(j)
+					if jerr == nil {
+						_, jerr = fmt.Fprintf(e.stdout, "%s\n", b)
+					}
+					werr = cmp.Or(werr, jerr)
+				case "json":
+					werr = cmp.Or(werr, writeJSON(e.stdout, j))
+				default:
+					fmt.Fprintf(e.stdout, "%s:\n", printable(remote.Redact(name)))
+					out.WriteTo(e.stdout)
+				}
+				errs.WriteTo(e.stderr)
+				for _, n := range je.notes {
+					fmt.Fprintln(e.stderr, n)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, a := range c.Archives {
+		select {
+		case jobs <- a:
+		case <-e.ctx.Done():
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := e.ctx.Err(); err != nil {
+		return err
+	}
+	if werr != nil {
+		return werr
+	}
+	if failed > 0 {
+		return quietError{fmt.Errorf("%d of %d archives failed to verify", failed, len(c.Archives))}
+	}
+	return nil
+}
+
 // verify reads one archive through and reports it.
 func (c *verifyCmd) verify(e *env, name string) (verifyJSON, error) {
 	a := archiveArg{Archive: name}
-	j := verifyJSON{Filename: a.name(), Devices: []verifyDeviceJSON{}, Proxmox: []string{}, NameClashes: []string{}}
+	j := verifyJSON{Filename: remote.Redact(a.name()), Devices: []verifyDeviceJSON{}, Proxmox: []string{}, NameClashes: []string{}}
 	fail := func(err error) (verifyJSON, error) {
 		j.Error = oneLine(err)
 		var l format.Located

@@ -32,6 +32,13 @@ var Format = format.Format{
 		}
 		return format.SingleDisk(s), nil
 	},
+	OpenAt: func(r io.ReaderAt, size int64, o format.OpenOptions) (format.Image, error) {
+		s, err := OpenAt(r, size, o)
+		if err != nil {
+			return nil, err
+		}
+		return format.SingleDisk(s), nil
+	},
 	Extensions: []string{".qcow2"},
 	Create:     Create,
 	Options:    options,
@@ -73,16 +80,60 @@ type Source struct {
 
 var setup sync.Once
 
-// Open opens f as a qcow2 image; the Source's Close closes f (and backing
-// files), and so does a failing Open.
-func Open(f *os.File, o format.OpenOptions) (*Source, error) {
+// setupLibrary sets the library's codec map and logger, globals: once,
+// before any image is opened, and never again.
+func setupLibrary() {
 	setup.Do(func() {
-		// The library's codec map and logger are globals: set them once,
-		// before any image is opened, and never again.
 		libqcow2.SetDecompressor(libqcow2.CompressionTypeZlib, zlibDecompressor)
 		libqcow2.SetDecompressor(libqcow2.CompressionTypeZstd, zstdDecompressor)
 		log.SetWarnFunc(nil)
 	})
+}
+
+// OpenAt opens the size bytes of r, a view that is not a file (a remote
+// object), as a qcow2 image, with the same checks as Open; an image with a
+// backing file is refused (its backing file is a path beside a file). The
+// Source's Close does not close r.
+func OpenAt(r io.ReaderAt, size int64, o format.OpenOptions) (s *Source, err error) {
+	setupLibrary()
+	h, err := readHeader(r, size)
+	if err != nil {
+		return nil, err
+	}
+	if h.backingOffset != 0 {
+		return nil, fmt.Errorf("%w: the image has a backing file, which is not followed from a view that is not a file: download the image and its backing file", ErrBacking)
+	}
+	defer func() { // the library panics on some corrupt images
+		if p := recover(); p != nil {
+			s, err = nil, fmt.Errorf("%w: qcow2 reader failed: %v", ErrCorrupt, p)
+		}
+	}()
+	ra := readerOnly{r}
+	img, err := libqcow2.Open(ra, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err := img.Readable(); err != nil {
+		return nil, err
+	}
+	ext := h.version >= 3 && img.Header.IncompatibleFeatures&(1<<4) != 0
+	m, err := newClusterMap(ra, img, size, h, ext, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{img: img, m: m}, nil
+}
+
+// readerOnly hides a Close of the reader from the library, which closes
+// what it reads when it has one.
+type readerOnly struct{ r io.ReaderAt }
+
+func (r readerOnly) ReadAt(p []byte, off int64) (int, error) { return r.r.ReadAt(p, off) }
+
+// Open opens f as a qcow2 image; the Source's Close closes f (and backing
+// files), and so does a failing Open.
+func Open(f *os.File, o format.OpenOptions) (*Source, error) {
+	setupLibrary()
 	ch := &chain{}
 	img, err := open(f, f.Name(), o, ch)
 	if err != nil {

@@ -23,10 +23,22 @@ var Format = format.Format{
 		}
 		return format.SingleDisk(s), nil
 	},
+	OpenAt: func(r io.ReaderAt, size int64, _ format.OpenOptions) (format.Image, error) {
+		return format.SingleDisk(At(r, size)), nil
+	},
 	Extensions: []string{".raw", ".img"},
 	Create:     Create,
 	Info:       info,
 }
+
+// At returns the size bytes of r as a raw image, for a view that is not a
+// file (a remote object): it has no holes to ask about, and its Close does
+// not close r.
+func At(r io.ReaderAt, size int64) format.Source { return &view{io.NewSectionReader(r, 0, size)} }
+
+type view struct{ *io.SectionReader }
+
+func (v *view) Close() error { return nil }
 
 // info describes a raw image as qemu-img info does: its size, rounded up
 // to whole 512-byte sectors as QEMU sizes it, and what the file takes on
