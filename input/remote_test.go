@@ -101,12 +101,12 @@ func TestRemoteGolden(t *testing.T) {
 // one line; the URL's secrets never show.
 func TestRemoteOpen(t *testing.T) {
 	files := map[string][]byte{
-		"vm.vma":          archive(t, ""),
-		"vm.vma.zst":      archive(t, "seekable"),
-		"vm.vma.gz":       archive(t, "gzip"),
-		"disk.raw":        disks[1].Data,
-		"odd:v2":          archive(t, ""),
-		"disk.vmdk.inner": append([]byte("KDMV"), make([]byte, 1020)...),
+		"vm.vma":         archive(t, ""),
+		"vm.vma.zst":     archive(t, "seekable"),
+		"vm.vma.gz":      archive(t, "gzip"),
+		"disk.raw":       disks[1].Data,
+		"odd:v2":         archive(t, ""),
+		"disk.qed.inner": append([]byte("QED\x00"), make([]byte, 1020)...),
 	}
 	w := want()
 	for _, st := range newStores(t, files) {
@@ -149,8 +149,8 @@ func TestRemoteOpen(t *testing.T) {
 				t.Fatalf("missing: %v", err)
 			}
 			var fe *input.ForeignError
-			if _, _, err = open(t, format.ParseRef(st.base+"disk.vmdk.inner"), input.Options{Remote: st.o}); !errors.As(err, &fe) {
-				t.Fatalf("vmdk: %v", err)
+			if _, _, err = open(t, format.ParseRef(st.base+"disk.qed.inner"), input.Options{Remote: st.o}); !errors.As(err, &fe) {
+				t.Fatalf("qed: %v", err)
 			}
 			info, err := input.Describe(t.Context(), reg, st.base+"vm.vma.zst", input.Options{Remote: st.o})
 			if err != nil {

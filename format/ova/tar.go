@@ -196,7 +196,7 @@ func listMembers(r io.ReaderAt, size int64) ([]member, error) {
 // regular reports whether a member is a regular file (its data the
 // file's bytes, not a sparse map).
 func (m member) regular() bool {
-	return m.Type == tar.TypeReg || m.Type == tar.TypeRegA
+	return m.Type == tar.TypeReg || m.Type == 0 // 0: old tars' regular file (tar.TypeRegA, deprecated)
 }
 
 // kind describes a member that is not a regular file, for messages.
