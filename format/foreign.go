@@ -33,7 +33,6 @@ var Foreigns = []Foreign{
 	{"VHD", "vpc", []string{".vhd"}, func(head, tail []byte) bool {
 		return bytes.HasPrefix(head, []byte("conectix")) || len(tail) == 512 && bytes.HasPrefix(tail, []byte("conectix"))
 	}},
-	{"VHDX", "vhdx", []string{".vhdx"}, prefix("vhdxfile")},
 	{"VDI", "vdi", []string{".vdi"}, func(head, _ []byte) bool {
 		return len(head) >= 0x44 && bytes.Equal(head[0x40:0x44], []byte{0x7f, 0x10, 0xda, 0xbe})
 	}},

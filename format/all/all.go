@@ -5,16 +5,18 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/qcow2"
 	"github.com/vmaconv/vmaconv/format/raw"
+	"github.com/vmaconv/vmaconv/format/vhdx"
 	"github.com/vmaconv/vmaconv/format/vma"
 )
 
 // Registry returns a new registry holding the built-in formats. Probing
-// order is qcow2, vma; raw is never probed, only the fallback, for inputs
+// order is qcow2, vma, vhdx; raw is never probed, only the fallback, for inputs
 // and for outputs whose name matches no format's extension.
 func Registry() *format.Registry {
 	r := &format.Registry{}
 	r.Register(qcow2.Format)
 	r.Register(vma.Format)
+	r.Register(vhdx.Format)
 	r.Register(raw.Format)
 	return r
 }
