@@ -30,7 +30,7 @@ func TestChoose(t *testing.T) {
 		noted bool
 	}{
 		{"x.qcow2", output.Options{Forced: "raw"}, "raw", false},
-		{"x", output.Options{Forced: "nope"}, `error: unknown format "nope" (known: qcow2, raw, readonly, vma)`, false},
+		{"x", output.Options{Forced: "nope"}, `error: unknown format "nope" (known: qcow2, raw, readonly, vhdx, vma)`, false},
 		{"x", output.Options{Forced: "readonly"}, "error: readonly cannot be written", false},
 		{"-", output.Options{FromArchive: true}, "raw", false},
 		{"-", output.Options{}, "vma", false},
