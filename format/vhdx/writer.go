@@ -344,7 +344,7 @@ func (w *Writer) chunk(c int64) (*chunk, error) {
 			e[i] = binary.LittleEndian.Uint64(b[8*i:])
 		}
 	default:
-		return nil, fmt.Errorf("vhdx: data for chunk %d written after the chunk was complete", c)
+		return nil, fmt.Errorf("vhdx: bytes of chunk %d written twice (after all its bytes were)", c)
 	}
 	if len(w.held) >= maxHeld {
 		old := int64(-1)
