@@ -25,6 +25,7 @@ type batCache struct {
 
 	mu    sync.Mutex
 	pages []batPage
+	index map[int64]int // page number -> its place in pages
 	tick  uint64
 }
 
@@ -40,11 +41,12 @@ func (c *batCache) entry(i int64) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.tick++
-	for k := range c.pages {
-		if c.pages[k].n == n {
-			c.pages[k].used = c.tick
-			return c.pages[k].e[i%batPageEntries], nil
-		}
+	if k, ok := c.index[n]; ok {
+		c.pages[k].used = c.tick
+		return c.pages[k].e[i%batPageEntries], nil
+	}
+	if c.index == nil {
+		c.index = map[int64]int{}
 	}
 	first := n * batPageEntries
 	cnt := min(batPageEntries, c.entries-first)
@@ -57,6 +59,7 @@ func (c *batCache) entry(i int64) (uint64, error) {
 		p.e[k] = binary.LittleEndian.Uint64(b[8*k:])
 	}
 	if len(c.pages) < batCacheBytes/(batPageEntries*8) {
+		c.index[n] = len(c.pages)
 		c.pages = append(c.pages, p)
 	} else {
 		old := 0
@@ -65,6 +68,8 @@ func (c *batCache) entry(i int64) (uint64, error) {
 				old = k
 			}
 		}
+		delete(c.index, c.pages[old].n)
+		c.index[n] = old
 		c.pages[old] = p
 	}
 	return p.e[i%batPageEntries], nil

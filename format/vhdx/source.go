@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/format/raw"
 )
 
 // Source is an open VHDX image: its disk, read at random. It is safe for
-// concurrent use. Memory: the BAT cache (batCacheBytes), for it and for
-// each parent.
+// concurrent use. Memory: the BAT cache (batCacheBytes) and, for a
+// differencing image, the sector bitmap cache (bitmapCacheBytes), for it
+// and for each parent.
 type Source struct {
 	l      *layout
 	name   string
@@ -19,6 +21,8 @@ type Source struct {
 	parent *Source           // a differencing image's parent
 	host   format.ZeroMapper // the file's holes; nil: none known
 	closer io.Closer         // the file, for Close; nil for OpenAt
+
+	bitmaps bitmapCache
 }
 
 // Open opens f as a VHDX image. The Source's Close closes f (and the
@@ -169,42 +173,80 @@ func (s *Source) span(off int64) (k kind, host, n int64, err error) {
 	return 0, 0, 0, corrupt("%s: block %d: %s", s.name, b, stateName(state)) // scanBAT refused it already
 }
 
-// bitmapRun reads the sector bitmap bits of block b from inner, for at
-// most n bytes, and returns the first bit (set: the sector is in this
-// file) and the bytes of the run of sectors with that bit.
+// bitmapRun returns the sector bitmap bit of the sector at inner in
+// block b (set: the sector is in this file) and the bytes, at most n, of
+// the run of sectors from inner with that bit.
 func (s *Source) bitmapRun(b, inner, n int64) (bool, int64, error) {
-	l := s.l
-	chunk := b / l.chunkRatio
-	e, err := s.bat.entry(chunk*(l.chunkRatio+1) + l.chunkRatio)
+	bm, err := s.bitmap(b)
 	if err != nil {
 		return false, 0, err
 	}
-	sbOff := int64(e >> offsetShift << offsetShift)
-	bitsBits := l.sectorBits()
-	first := (b%l.chunkRatio*l.blockSize + inner) >> bitsBits // bit within the bitmap block
-	last := (b%l.chunkRatio*l.blockSize + inner + n - 1) >> bitsBits
-	// Read the bitmap bytes the range covers, 4 KiB (32768 sectors) at a
-	// time at most.
-	var buf [4096]byte
-	var set bool
-	count := int64(0)
-	for bit := first; bit <= last; {
-		lo := bit / 8
-		hi := min(last/8+1, lo+int64(len(buf)))
-		if err := readAt(l.r, l.fileSize, buf[:hi-lo], sbOff+lo); err != nil {
-			return false, 0, fmt.Errorf("vhdx: %s: reading the sector bitmap at %#x: %w", s.name, sbOff+lo, err)
-		}
-		for ; bit <= last && bit/8 < hi; bit++ {
-			v := buf[bit/8-lo]>>(bit%8)&1 != 0
-			if bit == first {
-				set = v
-			} else if v != set {
-				return set, min(n, (count<<bitsBits)-(inner&(l.logical-1))), nil
-			}
-			count++
+	bits := s.l.sectorBits()
+	first := inner >> bits
+	last := (inner + n - 1) >> bits
+	set := bm[first/8]>>(first%8)&1 != 0
+	for i := first + 1; i <= last; i++ {
+		if bm[i/8]>>(i%8)&1 != 0 != set {
+			return set, (i << bits) - inner, nil
 		}
 	}
 	return set, n, nil
+}
+
+// bitmapCacheBytes bounds the sector bitmaps of blocks kept in memory
+// (256 bytes a block of 1 MiB, 64 KiB of 256 MiB, at 512-byte sectors).
+const bitmapCacheBytes = 1 << 20
+
+// bitmap returns the sector bitmap bits of partially present block b, a
+// bit a sector, read from its chunk's sector bitmap block once while it
+// stays in a bounded cache.
+func (s *Source) bitmap(b int64) ([]byte, error) {
+	l := s.l
+	c := &s.bitmaps
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tick++
+	for i := range c.blocks {
+		if c.blocks[i].b == b {
+			c.blocks[i].used = c.tick
+			return c.blocks[i].bits, nil
+		}
+	}
+	chunk := b / l.chunkRatio
+	e, err := s.bat.entry(chunk*(l.chunkRatio+1) + l.chunkRatio)
+	if err != nil {
+		return nil, err
+	}
+	n := l.blockSize >> l.sectorBits() / 8
+	at := int64(e>>offsetShift<<offsetShift) + b%l.chunkRatio*n
+	bm := make([]byte, n)
+	if err := readAt(l.r, l.fileSize, bm, at); err != nil {
+		return nil, fmt.Errorf("vhdx: %s: reading the sector bitmap at %#x: %w", s.name, at, err)
+	}
+	if int64(len(c.blocks)) < max(1, bitmapCacheBytes/n) {
+		c.blocks = append(c.blocks, cachedBitmap{b: b, bits: bm, used: c.tick})
+		return bm, nil
+	}
+	old := 0
+	for i := range c.blocks {
+		if c.blocks[i].used < c.blocks[old].used {
+			old = i
+		}
+	}
+	c.blocks[old] = cachedBitmap{b: b, bits: bm, used: c.tick}
+	return bm, nil
+}
+
+type bitmapCache struct {
+	mu     sync.Mutex
+	blocks []cachedBitmap
+	tick   uint64
+}
+
+type cachedBitmap struct {
+	b    int64
+	bits []byte
+	used uint64
 }
 
 // ReadAt implements io.ReaderAt.
