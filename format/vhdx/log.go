@@ -26,6 +26,8 @@ type logReader struct {
 	fileSize    int64
 	off, length int64 // the log's place in the file
 	guid        guid  // the header's LogGuid
+	read        int64 // bytes read, for bounding the search
+	buf, descs  []byte
 }
 
 // entryHeader is a log entry's header (64 bytes).
@@ -47,6 +49,7 @@ type logSeq struct {
 }
 
 func (lg *logReader) sector(pos int64, b []byte) error {
+	lg.read += logSector
 	if err := readAt(lg.r, lg.fileSize, b[:logSector], lg.off+pos); err != nil {
 		return fmt.Errorf("vhdx: reading the log at %#x: %w", lg.off+pos, err)
 	}
@@ -116,7 +119,10 @@ func decodeDescriptor(b []byte) (descriptor, error) {
 // h), reading its descriptor sectors one at a time, and returns the
 // position after them. crc, if not nil, accumulates their CRC-32C.
 func (lg *logReader) descriptors(pos int64, h entryHeader, crc *uint32, f func(k int, d descriptor) error) (int64, error) {
-	buf := make([]byte, logSector)
+	if lg.descs == nil {
+		lg.descs = make([]byte, logSector)
+	}
+	buf := lg.descs
 	start, k := lg.off+pos, uint32(0)
 	for s := range descSectors(h.descs) {
 		if err := lg.sector(pos, buf); err != nil {
@@ -159,7 +165,10 @@ func (lg *logReader) descriptors(pos int64, h entryHeader, crc *uint32, f func(k
 // to go on from: after the entry, or after its first sector if its header
 // is not valid.
 func (lg *logReader) validate(pos int64, prev uint64) (ok bool, h entryHeader, next int64, err error) {
-	buf := make([]byte, logSector)
+	if lg.buf == nil {
+		lg.buf = make([]byte, logSector)
+	}
+	buf := lg.buf
 	if err := lg.sector(pos, buf); err != nil {
 		return false, h, 0, err
 	}
@@ -184,36 +193,29 @@ func (lg *logReader) validate(pos int64, prev uint64) (ok bool, h entryHeader, n
 
 // search finds the sequence of entries to replay as vhdx_log_search
 // does: walking the buffer from its start, the run of valid entries whose
-// first has the largest sequence number. It reads the buffer about once:
-// it stops when it has gone all the way round (where QEMU would go round
-// forever on an entry as long as the log).
+// first has the largest sequence number. It stops once it has gone round
+// the buffer, and has read at most about twice its length (QEMU goes
+// round forever on an entry as long as the log, and reads an entry that
+// ends where it starts again and again).
 func (lg *logReader) search() (logSeq, error) {
 	var cand logSeq
-	pos, walked := int64(0), int64(0)
-	advance := func(from, to int64) {
-		if to > from {
-			walked += to - from
-		} else {
-			walked += lg.length - from + to
-		}
-	}
-	for walked < lg.length {
+	pos := int64(0)
+	lg.read = 0
+	for lg.read < lg.length {
 		tail := pos
 		ok, h, next, err := lg.validate(pos, 0)
 		if err != nil {
 			return logSeq{}, err
 		}
-		advance(pos, next)
 		pos = next
 		if ok {
 			cur := logSeq{start: tail, count: 1, first: h}
 			prev := uint64(0) // QEMU checks the order from the third entry on
-			for walked < 2*lg.length {
+			for lg.read < 2*lg.length {
 				ok, h2, next, err := lg.validate(pos, prev)
 				if err != nil {
 					return logSeq{}, err
 				}
-				advance(pos, next)
 				pos = next
 				if !ok {
 					break

@@ -260,3 +260,23 @@ func TestLogBound(t *testing.T) {
 		t.Errorf("%v", err)
 	}
 }
+
+// TestLogSearchBound: an entry as long as the log that starts where the
+// search starts (valid as QEMU checks it; its checksum wrong) ends where
+// it starts, the search goes round once and stops, having read the log
+// about once; QEMU goes round forever.
+func TestLogSearchBound(t *testing.T) {
+	const length = 1 << 20
+	file := make([]byte, 2<<20)
+	g := msguid(9, 9, 9)
+	e := file[1<<20:]
+	copy(e, "loge")
+	le32(e[8:], length)
+	le64(e[16:], 1)
+	copy(e[32:], g[:])
+	lg := &logReader{r: readerAt(file), fileSize: int64(len(file)), off: 1 << 20, length: length, guid: g}
+	seq, err := lg.search()
+	if err != nil || seq.count != 0 || lg.read > 2*length {
+		t.Errorf("search: %+v, %v after reading %d bytes of a %d-byte log", seq, err, lg.read, length)
+	}
+}
