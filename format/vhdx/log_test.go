@@ -96,11 +96,12 @@ func TestLogReplay(t *testing.T) {
 	g := msguid(0x12345678, 0x9abc, 0x4def, 1, 2, 3, 4, 5, 6, 7, 8)
 	size := uint64(len(m))
 	pattern := bytes.Repeat([]byte{0xab, 0xcd, 0xef, 0x01}, 1024)
-	var a []logWrite
+	// Zeros over a sector, then data in it: the data wins.
+	a := []logWrite{{off: host(present[1]), zeroLen: 16384}}
 	for i := range 100 {
-		a = append(a, logWrite{off: host(present[0]) + 64<<10 + uint64(i)*4096, zeroLen: 4096})
+		a = append(a, logWrite{off: host(present[1]) + 64<<10 + uint64(i)*4096, zeroLen: 4096})
 	}
-	a = append(a, logWrite{off: host(present[0]) + 4096, data: pattern})
+	a = append(a, logWrite{off: host(present[1]) + 4096, data: pattern})
 	// The second entry swaps two blocks and drops a third.
 	newBAT := bytes.Clone(bat)
 	copy(newBAT[8*present[1]:], bat[8*present[2]:8*present[2]+8])
@@ -108,8 +109,8 @@ func TestLogReplay(t *testing.T) {
 	le64(newBAT[8*present[0]:], blockZero)
 	entryA := logEntry(5, g, size, size, a)
 	entryB := logEntry(6, g, size, size, []logWrite{{off: l.bat.off, data: newBAT}})
-	stale := logEntry(3, g, size, size, []logWrite{{off: host(present[0]), data: bytes.Repeat([]byte{0x77}, 4096)}})
-	bad := logEntry(7, g, size, size, []logWrite{{off: host(present[0]), data: bytes.Repeat([]byte{0x66}, 4096)}})
+	stale := logEntry(3, g, size, size, []logWrite{{off: host(present[1]), data: bytes.Repeat([]byte{0x77}, 4096)}})
+	bad := logEntry(7, g, size, size, []logWrite{{off: host(present[1]), data: bytes.Repeat([]byte{0x66}, 4096)}})
 	bad[100]++
 	logAt := l.head.logOffset
 	copy(m[logAt:], entryA)

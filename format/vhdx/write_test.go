@@ -312,6 +312,15 @@ func TestWriterErrors(t *testing.T) {
 	if err := w.Close(); err == nil {
 		t.Error("Close after a failed write succeeded")
 	}
+	// Zeros declared twice: too many bytes for the chunk.
+	w, err = NewWriter(f, 3<<20, WriterOptions{BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.ZeroAt(0, 3<<20)
+	if err := w.ZeroAt(0, 3<<20); err == nil || !strings.Contains(err.Error(), "written twice") {
+		t.Errorf("zeros declared twice: %v", err)
+	}
 	for _, o := range []WriterOptions{{BlockSize: 3 << 20}, {BlockSize: 512 << 20}, {LogSize: 1000}, {LogSize: 4 << 30}} {
 		if _, err := NewWriter(f, 1<<20, o); err == nil {
 			t.Errorf("%+v accepted", o)
