@@ -21,8 +21,8 @@ func heapAfterGC() int64 {
 	return int64(ms.HeapAlloc)
 }
 
-// TestBoundedMemory: a 1 TiB dynamic image of 1 MiB blocks (a BAT of
-// 8 MiB: 256 chunks of 4097 entries), with 4 KiB of data in 300 blocks
+// TestBoundedMemory: a 512 GiB dynamic image of 2 MiB blocks (a BAT of
+// 2 MiB: 128 chunks of 2049 entries), with 4 KiB of data in 300 blocks
 // written in random order and the holes declared last, also out of
 // order, is written holding at most maxHeld chunks' entries (the others
 // put aside in the file and read back), passes qemu-img check, and is
@@ -30,7 +30,7 @@ func heapAfterGC() int64 {
 // holes mapped without reading them.
 func TestBoundedMemory(t *testing.T) {
 	testutil.RequireTool(t, "qemu-img")
-	const size = 1 << 40
+	const size = 512 << 30
 	path := filepath.Join(t.TempDir(), "big.vhdx")
 	f, err := os.Create(path)
 	if err != nil {
@@ -38,7 +38,7 @@ func TestBoundedMemory(t *testing.T) {
 	}
 	defer f.Close()
 	base := heapAfterGC()
-	w, err := NewWriter(f, size, WriterOptions{BlockSize: 1 << 20})
+	w, err := NewWriter(f, size, WriterOptions{BlockSize: 2 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,10 +46,10 @@ func TestBoundedMemory(t *testing.T) {
 	var pieces []int64
 	seen := map[int64]bool{}
 	for len(pieces) < 300 {
-		b := rng.Int64N(size >> 20)
+		b := rng.Int64N(size >> 21)
 		if !seen[b] {
 			seen[b] = true
-			pieces = append(pieces, b<<20+rng.Int64N(256)*4096)
+			pieces = append(pieces, b<<21+rng.Int64N(510)*4096) // and 4 KiB of zeros after it
 		}
 	}
 	data := func(off int64) []byte { return bytes.Repeat([]byte{byte(off >> 20), byte(off >> 12), 0x5a, 1}, 1024) }
@@ -79,12 +79,14 @@ func TestBoundedMemory(t *testing.T) {
 		maxHeldSeen = max(maxHeldSeen, len(w.held))
 	}
 	if maxHeldSeen > maxHeld || maxHeldSeen < maxHeld {
-		t.Errorf("at most %d chunks held, want %d (the writes span 256 chunks)", maxHeldSeen, maxHeld)
+		t.Errorf("at most %d chunks held, want %d (the writes span 128 chunks)", maxHeldSeen, maxHeld)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Run(t, "qemu-img", "check", path)
+	if firstRun("bound") {
+		testutil.Run(t, "qemu-img", "check", path)
+	}
 
 	base = heapAfterGC()
 	src, err := openPath(t, path, format.OpenOptions{})
@@ -111,7 +113,7 @@ func TestBoundedMemory(t *testing.T) {
 		if _, err := src.ReadAt(buf, off); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(buf[:4096], data(off)) || !testutil.AllZero(buf[4096:]) && !seen[(off+4096)>>20] {
+		if !bytes.Equal(buf[:4096], data(off)) || !testutil.AllZero(buf[4096:]) {
 			t.Fatalf("data at %d differs", off)
 		}
 	}

@@ -3,6 +3,7 @@ package vhdx
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -80,7 +81,11 @@ func (ps *pages) ReadAt(p []byte, off int64) (int, error) {
 // 8 MiB blocks, with zero blocks recorded both ways) of a 3 MiB disk
 // with a little data, and one with a log to replay.
 func fuzzSeeds(f *testing.F) [][]byte {
-	dir := f.TempDir()
+	dir, err := os.MkdirTemp("", "vmaconv-vhdx-fuzz-")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
 	data := make([]byte, 3<<20+1536)
 	copy(data[100<<10:], testutil.GenDisk(13, 20000, "data"))
 	copy(data[2<<20+512:], testutil.GenDisk(14, 9000, "mixed"))
@@ -117,7 +122,7 @@ func fuzzSeeds(f *testing.F) [][]byte {
 func FuzzOpen(f *testing.F) {
 	qemuImg, _ := exec.LookPath("qemu-img")
 	if qemuImg != "" || os.Getenv("CI") == "true" {
-		for _, s := range fuzzSeeds(f) {
+		for _, s := range memo(f, "fuzz seeds", func() ([][]byte, error) { return fuzzSeeds(f), nil }) {
 			f.Add(encodePages(s))
 		}
 	}
@@ -151,7 +156,7 @@ func FuzzOpen(f *testing.F) {
 		if s := src.Size(); s > 0 {
 			src.ReadAt(make([]byte, 1), s-1)
 		}
-		if qemuImg == "" || r.size > 64<<20 || src.Size() > 64<<20 || src.l.logical != 512 {
+		if qemuImg == "" || r.size > 64<<20 || src.Size() > 64<<20 || src.l.logical != 512 || !firstRun(fmt.Sprintf("fuzz/%x", sha256.Sum256(b))) {
 			return
 		}
 		dir := t.TempDir()

@@ -1,15 +1,41 @@
 package vhdx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vmaconv/vmaconv/format"
 )
+
+// compact moves the blocks of a qemu-img-made image (which leaves 4 MiB
+// after its metadata region) to just after the metadata, so that the
+// image costs less to copy and save.
+func compact(t *testing.T, m image) image {
+	l := m.layout(t)
+	end := int64(0)
+	for i := range l.entries {
+		at := l.bat.off + 8*uint64(i)
+		e := binary.LittleEndian.Uint64(m[at:])
+		if e&stateMask != blockFullyPresent {
+			continue
+		}
+		from := int64(e >> offsetShift << offsetShift)
+		to := from - 4<<20
+		if to < int64(l.meta.off+l.meta.length) {
+			t.Fatal("compact: the image is not laid out as qemu-img lays it out")
+		}
+		copy(m[to:to+l.blockSize], m[from:])
+		le64(m[at:], uint64(to)|blockFullyPresent)
+		end = max(end, to+l.blockSize)
+	}
+	return m[:end]
+}
 
 // TestHostile: damaged or hostile structures are refused when the image
 // is opened, with one line naming the structure, the field and its
@@ -19,7 +45,7 @@ import (
 // specification does not allow), the test says so; elsewhere it checks
 // that qemu-img refuses it as well.
 func TestHostile(t *testing.T) {
-	good := loadImage(t, fixtures(t)["dynamic-1m"])
+	good := compact(t, loadImage(t, fixtures(t)["few-1m"]))
 	l := good.layout(t)
 	cur, other := l.headAt, int64(header1Offset+header2Offset-l.headAt)
 	meta := int64(l.meta.off)
@@ -129,7 +155,7 @@ func TestHostile(t *testing.T) {
 		{"bat-on-metadata", func(m image) image { le64(m[batEntry(1):], l.meta.off|blockFullyPresent); return m }, ErrCorrupt,
 			"payload block 1 at 0x300000: overlaps the metadata region (at 0x300000, 1048576 bytes)", false},
 		{"bat-overlap", func(m image) image { le64(m[batEntry(2):], block0); return m }, ErrCorrupt,
-			"BAT entry 2 (at 0x200010), payload block 2 at 0x800000: overlaps another block", true},
+			"BAT entry 2 (at 0x200010), payload block 2 at 0x400000: overlaps another block", true},
 		{"bat-reserved", func(m image) image { le64(m[batEntry(1):], 4); return m }, ErrCorrupt,
 			"BAT entry 1 (at 0x200008), block 1: reserved state 4", false},
 		{"bat-partial", func(m image) image { le64(m[batEntry(1):], block0&^7|blockPartiallyPresent); return m }, ErrCorrupt,
@@ -139,9 +165,24 @@ func TestHostile(t *testing.T) {
 		{"short", func(m image) image { return m[:30] }, ErrCorrupt, "no valid header", false},
 		{"not-vhdx", func(m image) image { m[7] = 'X'; return m }, format.ErrUnknownFormat, "not a VHDX file (signature \"vhdxfilX\")", false},
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	// Each case patches buf, a copy of good; what it changed is copied
+	// back from good after it (a whole copy costs much under -race).
+	buf := append(image(nil), good...)
+	restore := func() { // the patches change structures, not the data
+		const chunk = 64 << 10
+		for off := 0; off < int(l.meta.off+l.meta.length); off += chunk {
+			end := min(off+chunk, len(good))
+			if !bytes.Equal(buf[off:end], good[off:end]) {
+				copy(buf[off:end], good[off:end])
+			}
+		}
+	}
 	for _, tc := range tests {
-		m := tc.patch(append(image(nil), good...))
+		m := tc.patch(buf)
 		path := m.save(t, filepath.Join(dir, tc.name+".vhdx"))
+		restore()
 		src, err := openPath(t, path, format.OpenOptions{})
 		if err == nil {
 			src.Close()
@@ -151,17 +192,22 @@ func TestHostile(t *testing.T) {
 		if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.match) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: %v; want %v mentioning %q, on one line", tc.name, err, tc.kind, tc.match)
 		}
-		if tc.name == "not-vhdx" {
+		if tc.name == "not-vhdx" || !firstRun("hostile/"+tc.name) {
 			continue
 		}
 		// qemu-img info opens the image (and checks its BAT); some states
 		// fail only when read.
-		out, qerr := exec.Command("qemu-img", "info", "-f", "vhdx", path).CombinedOutput()
-		if qerr == nil && !tc.qemu {
-			out, qerr = exec.Command("qemu-img", "convert", "-f", "vhdx", "-O", "raw", path, filepath.Join(dir, "oracle.raw")).CombinedOutput()
-		}
-		if read := qerr == nil; read != tc.qemu {
-			t.Errorf("%s: qemu-img reads it: %v, the test expects %v\n%s", tc.name, read, tc.qemu, out)
-		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			out, qerr := exec.Command("qemu-img", "info", "-f", "vhdx", path).CombinedOutput()
+			if qerr == nil && !tc.qemu {
+				out, qerr = exec.Command("qemu-img", "convert", "-f", "vhdx", "-O", "raw", path, path+".raw").CombinedOutput()
+			}
+			if read := qerr == nil; read != tc.qemu {
+				t.Errorf("%s: qemu-img reads it: %v, the test expects %v\n%s", tc.name, read, tc.qemu, out)
+			}
+		})
 	}
+	wg.Wait()
 }

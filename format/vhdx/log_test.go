@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,8 +80,8 @@ func (m image) dirty(t testing.TB, g guid) {
 // to move blocks), not a stale entry with a lower sequence number, nor
 // one with a bad checksum.
 func TestLogReplay(t *testing.T) {
-	path := fixtures(t)["dynamic-1m"]
-	m := loadImage(t, path)
+	path := fixtures(t)["few-1m"]
+	m := compact(t, loadImage(t, path))
 	l := m.layout(t)
 	bat := m[l.bat.off : l.bat.off+4096]
 	var present []int
@@ -120,14 +121,20 @@ func TestLogReplay(t *testing.T) {
 	m.dirty(t, g)
 	dir := t.TempDir()
 	dirtyPath := m.save(t, filepath.Join(dir, "dirty.vhdx"))
-	if out, err := exec.Command("qemu-img", "info", dirtyPath).CombinedOutput(); err == nil || !strings.Contains(string(out), "contains a log that needs to be replayed") {
-		t.Fatalf("qemu-img info does not refuse the image for its log, so the test's log is wrong: %v\n%s", err, out)
-	}
-	// The oracle: qemu-img replays the log of a copy.
-	fixed := m.save(t, filepath.Join(dir, "replayed.vhdx"))
-	testutil.Run(t, "qemu-img", "check", "-r", "all", fixed)
-	testutil.Run(t, "qemu-img", "convert", "-O", "raw", fixed, fixed+".oracle")
-	want := oracle(t, fixed)
+	// The oracle: qemu-img refuses the image, and replays the log of a
+	// copy.
+	want := memo(t, "log replay", func() ([]byte, error) {
+		if out, err := exec.Command("qemu-img", "info", dirtyPath).CombinedOutput(); err == nil || !strings.Contains(string(out), "contains a log that needs to be replayed") {
+			return nil, fmt.Errorf("qemu-img info does not refuse the image for its log, so the test's log is wrong: %v\n%s", err, out)
+		}
+		fixed := m.save(t, filepath.Join(shared.dir, "replayed.vhdx"))
+		for _, args := range [][]string{{"check", "-r", "all", fixed}, {"convert", "-O", "raw", fixed, fixed + ".oracle"}} {
+			if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("qemu-img %v: %v\n%s", args, err, out)
+			}
+		}
+		return os.ReadFile(fixed + ".oracle")
+	})
 	if bytes.Equal(want, oracle(t, path)) {
 		t.Fatal("the replayed log changed nothing: the test is wrong")
 	}
@@ -160,10 +167,12 @@ func TestLogReplay(t *testing.T) {
 
 	// A log GUID with nothing valid in the log: nothing to replay, for
 	// qemu-img too.
-	c := loadImage(t, path)
+	c := compact(t, loadImage(t, path))
 	c.dirty(t, g)
 	p := c.save(t, filepath.Join(dir, "emptylog.vhdx"))
-	testutil.Run(t, "qemu-img", "info", p)
+	if firstRun("log/empty") {
+		testutil.Run(t, "qemu-img", "info", p)
+	}
 	if src, err := openPath(t, p, format.OpenOptions{}); err != nil || src.l.replayed != 0 {
 		t.Errorf("empty log: %v", err)
 	} else {
@@ -171,7 +180,7 @@ func TestLogReplay(t *testing.T) {
 	}
 
 	// An entry that says the file was longer: truncated.
-	c = loadImage(t, path)
+	c = compact(t, loadImage(t, path))
 	copy(c[logAt:], logEntry(5, g, size+mib, size, []logWrite{{off: host(present[0]), data: pattern}}))
 	c.dirty(t, g)
 	p = c.save(t, filepath.Join(dir, "truncated.vhdx"))
@@ -179,7 +188,7 @@ func TestLogReplay(t *testing.T) {
 		t.Errorf("truncated: %v", err)
 	}
 	// A descriptor that is not one: refused, as qemu-img refuses it.
-	c = loadImage(t, path)
+	c = compact(t, loadImage(t, path))
 	e := logEntry(5, g, size, size, []logWrite{{off: host(present[0]), data: pattern}})
 	copy(e[64:], "dexc")
 	le32(e[4:], checksum(e, 4))
@@ -189,7 +198,7 @@ func TestLogReplay(t *testing.T) {
 	if _, err := openPath(t, p, format.OpenOptions{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `descriptor 0: signature "dexc"`) {
 		t.Errorf("bad descriptor: %v", err)
 	}
-	if exec.Command("qemu-img", "check", "-r", "all", p).Run() == nil {
+	if firstRun("log/baddesc") && exec.Command("qemu-img", "check", "-r", "all", p).Run() == nil {
 		t.Error("qemu-img replays a log with a bad descriptor: the test is wrong")
 	}
 }
@@ -199,8 +208,8 @@ func TestLogReplay(t *testing.T) {
 // entry (vhdx_log_read_sectors reads every sector into the same 4 KiB)
 // and refuses the image: the expected disk is worked out here.
 func TestLogDescriptorSectors(t *testing.T) {
-	path := fixtures(t)["dynamic-1m"]
-	m := loadImage(t, path)
+	path := fixtures(t)["few-1m"]
+	m := compact(t, loadImage(t, path))
 	l := m.layout(t)
 	want := oracle(t, path)
 	e0 := binary.LittleEndian.Uint64(m[l.bat.off:])

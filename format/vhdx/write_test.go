@@ -126,8 +126,11 @@ func TestWriterQemuImg(t *testing.T) {
 					data := disks[name]
 					path := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".vhdx")
 					writeImage(t, path, data, c.o, order)
-					qemuCheck(t, path, raws[name])
-					checkWritten(t, path, data, c.o)
+					qemu := firstRun(t.Name())
+					if qemu {
+						qemuCheck(t, path, raws[name])
+					}
+					checkWritten(t, path, data, c.o, qemu && name == "mixed")
 				})
 			}
 		}
@@ -135,21 +138,23 @@ func TestWriterQemuImg(t *testing.T) {
 }
 
 // checkWritten reads an image written from data with o back, and checks
-// what qemu-img info says of it and where its blocks are.
-func checkWritten(t *testing.T, path string, data []byte, o WriterOptions) {
+// where its blocks are and (with info) what qemu-img info says of it.
+func checkWritten(t *testing.T, path string, data []byte, o WriterOptions, info bool) {
 	t.Helper()
 	checkOptions(&o, int64(len(data)+511)&^511)
-	out, err := exec.Command("qemu-img", "info", "--output", "json", path).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var qi struct {
-		Size    int64 `json:"virtual-size"`
-		Cluster int64 `json:"cluster-size"`
-	}
-	json.Unmarshal(out, &qi)
-	if qi.Size != int64(len(data)+511)&^511 || qi.Cluster != o.BlockSize {
-		t.Errorf("qemu-img info: size %d, cluster size %d; want %d, %d", qi.Size, qi.Cluster, (len(data)+511)&^511, o.BlockSize)
+	if info {
+		out, err := exec.Command("qemu-img", "info", "--output", "json", path).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var qi struct {
+			Size    int64 `json:"virtual-size"`
+			Cluster int64 `json:"cluster-size"`
+		}
+		json.Unmarshal(out, &qi)
+		if qi.Size != int64(len(data)+511)&^511 || qi.Cluster != o.BlockSize {
+			t.Errorf("qemu-img info: size %d, cluster size %d; want %d, %d", qi.Size, qi.Cluster, (len(data)+511)&^511, o.BlockSize)
+		}
 	}
 	src, err := openPath(t, path, format.OpenOptions{})
 	if err != nil {
@@ -204,9 +209,9 @@ func checkWritten(t *testing.T, path string, data []byte, o WriterOptions) {
 // the same file size; for an empty disk too, whose BAT QEMU sizes from a
 // count that wraps.
 func TestLayoutAsQemu(t *testing.T) {
-	testutil.RequireTool(t, "qemu-img")
+	fixtures(t) // the directory
 	dir := t.TempDir()
-	for _, c := range []struct {
+	for i, c := range []struct {
 		size int64
 		opts string
 		o    WriterOptions
@@ -214,24 +219,23 @@ func TestLayoutAsQemu(t *testing.T) {
 		{5 << 20, "", WriterOptions{}},
 		{3<<30 + 512, "", WriterOptions{}},
 		{200 << 20, "block_size=1M,log_size=2M", WriterOptions{BlockSize: 1 << 20, LogSize: 2 << 20}},
-		{48 << 20, "subformat=fixed,block_state_zero=off", WriterOptions{Fixed: true}},
-		{48 << 20, "subformat=fixed,block_size=2M", WriterOptions{Fixed: true, BlockSize: 2 << 20, Zeros: ZerosBlockZero}},
+		{24 << 20, "subformat=fixed,block_state_zero=off", WriterOptions{Fixed: true}},
+		{24 << 20, "subformat=fixed,block_size=2M", WriterOptions{Fixed: true, BlockSize: 2 << 20, Zeros: ZerosBlockZero}},
 		{0, "block_size=1M", WriterOptions{BlockSize: 1 << 20}},
 	} {
 		name := fmt.Sprintf("%d-%s", c.size, c.opts)
-		q := filepath.Join(dir, "q.vhdx")
-		os.Remove(q)
+		q := filepath.Join(shared.dir, fmt.Sprintf("layout-%d.vhdx", i))
 		args := []string{"create", "-q", "-f", "vhdx"}
 		if c.opts != "" {
 			args = append(args, "-o", c.opts)
 		}
-		testutil.Run(t, "qemu-img", append(args, q, fmt.Sprint(c.size))...)
+		qemuOutput(t, append(args, q, fmt.Sprint(c.size))...)
 		v := filepath.Join(dir, "v.vhdx")
 		writeEmpty(t, v, c.size, c.o)
-		qm, vm := loadImage(t, q), loadImage(t, v)
-		ql, vl := qm.layout(t), vm.layout(t)
-		if len(qm) != len(vm) {
-			t.Errorf("%s: file of %d bytes, qemu-img's has %d", name, len(vm), len(qm))
+		ql, qread, qsize := fileLayout(t, q)
+		vl, vread, vsize := fileLayout(t, v)
+		if qsize != vsize {
+			t.Errorf("%s: file of %d bytes, qemu-img's has %d", name, vsize, qsize)
 		}
 		if ql.bat != vl.bat || ql.meta != vl.meta || !reflect.DeepEqual(ql.regions, vl.regions) {
 			t.Errorf("%s: regions %+v, qemu-img's %+v", name, vl.regions, ql.regions)
@@ -240,12 +244,12 @@ func TestLayoutAsQemu(t *testing.T) {
 			t.Errorf("%s: header %+v, qemu-img's %+v", name, vl.head, ql.head)
 		}
 		// The metadata table and items, page 83 data aside.
-		mq, mv := qm[ql.meta.off:ql.meta.off+metaTableBytes+40], vm[vl.meta.off:vl.meta.off+metaTableBytes+40]
+		mq, mv := qread(ql.meta.off, metaTableBytes+40), vread(vl.meta.off, metaTableBytes+40)
 		p83 := metaTableBytes + 16
 		if !bytes.Equal(mq[:p83], mv[:p83]) || !bytes.Equal(mq[p83+16:], mv[p83+16:]) {
 			t.Errorf("%s: metadata differs from qemu-img's", name)
 		}
-		if !bytes.Equal(qm[ql.bat.off:ql.bat.off+ql.bat.length], vm[vl.bat.off:vl.bat.off+vl.bat.length]) {
+		if !bytes.Equal(qread(ql.bat.off, ql.bat.length), vread(vl.bat.off, vl.bat.length)) {
 			t.Errorf("%s: BAT differs from qemu-img's", name)
 		}
 	}
