@@ -334,3 +334,33 @@ func TestWriterErrors(t *testing.T) {
 		t.Error("a disk over 64 TiB accepted")
 	}
 }
+
+// TestBlockSizes: for every block size (1 MiB to 256 MiB), an image
+// qemu-img writes reads as qemu-img reads it, and one written here passes
+// qemu-img check and compare.
+func TestBlockSizes(t *testing.T) {
+	testutil.RequireTool(t, "qemu-img")
+	fixtures(t) // the directory
+	dir := t.TempDir()
+	data := testutil.GenDisk(21, 1<<20+1536, "mixed")
+	raw := filepath.Join(shared.dir, "blocksizes.raw")
+	memo(t, "blocksizes raw", func() (bool, error) { return true, os.WriteFile(raw, data, 0o644) })
+	for bs := int64(1 << 20); bs <= 256<<20; bs *= 2 {
+		q := filepath.Join(shared.dir, fmt.Sprintf("bs%d.vhdx", bs>>20))
+		qemuOutput(t, "convert", "-f", "raw", "-O", "vhdx", "-o", fmt.Sprintf("block_size=%d", bs), raw, q)
+		src, err := openPath(t, q, format.OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readAll(t, src)
+		src.Close()
+		if src.l.blockSize != bs || !bytes.Equal(got[:len(data)], data) || !zero.IsZero(got[len(data):]) {
+			t.Errorf("block size %d: qemu-img's image reads %d bytes of blocks of %d, not the data", bs, len(got), src.l.blockSize)
+		}
+		v := filepath.Join(dir, fmt.Sprintf("bs%d.vhdx", bs>>20))
+		writeImage(t, v, data, WriterOptions{BlockSize: bs}, "seq")
+		if firstRun(t.Name() + v[len(dir):]) {
+			qemuCheck(t, v, raw)
+		}
+	}
+}
