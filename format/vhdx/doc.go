@@ -11,8 +11,9 @@
 // sizes, page 83 data, parent locator) and every BAT entry are checked
 // when the image is opened, as QEMU checks them and as strictly as the
 // specification asks where QEMU would read past a damaged structure:
-// regions and blocks may not overlap each other or lie past the end of the
-// file. A log that holds entries to replay (QEMU refuses such an image
+// regions may not overlap, and a block may not overlap a region or another
+// block, nor lie in the header section or past the end of the file (a
+// region past it reads as zeros, as QEMU reads it). A log that holds entries to replay (QEMU refuses such an image
 // when it opens it read-only) is replayed in memory, within a bound
 // (maxLogOps descriptors); a larger log is refused with the way out. A
 // differencing image reads its parent (found through its parent locator,
