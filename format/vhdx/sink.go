@@ -26,8 +26,11 @@ var options = []format.Option{
 // blockSize rounds a block_size as qemu-img does.
 func blockSize(v int64) (int64, error) {
 	r := min((v+mib-1)&^(mib-1), maxBlockSize)
-	if r != 0 && r&(r-1) != 0 {
+	switch {
+	case r != 0 && r&(r-1) != 0 && r != v:
 		return 0, fmt.Errorf("block size %d (rounded up to %d): want a power of two", v, r)
+	case r != 0 && r&(r-1) != 0:
+		return 0, fmt.Errorf("block size %d: want a power of two", v)
 	}
 	return r, nil
 }
