@@ -29,7 +29,6 @@ var Foreigns = []Foreign{
 	{"VHD", "vpc", []string{".vhd"}, func(head, tail []byte) bool {
 		return bytes.HasPrefix(head, []byte("conectix")) || len(tail) == 512 && bytes.HasPrefix(tail, []byte("conectix"))
 	}},
-	{"VHDX", "vhdx", []string{".vhdx"}, prefix("vhdxfile")},
 	{"QED", "qed", []string{".qed"}, prefix("QED\x00")},
 	{"LUKS", "luks", []string{".luks"}, prefix("LUKS\xba\xbe")},
 	{"Parallels", "parallels", []string{".hds"}, func(head, _ []byte) bool {

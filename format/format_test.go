@@ -14,10 +14,10 @@ import (
 
 func TestRegistry(t *testing.T) {
 	r := all.Registry()
-	if got := strings.Join(r.Names(), ","); got != "ova,qcow2,raw,vdi,vma,vmdk" {
+	if got := strings.Join(r.Names(), ","); got != "ova,qcow2,raw,vdi,vhdx,vma,vmdk" {
 		t.Errorf("Names() = %s", got)
 	}
-	for head, want := range map[string]string{"QFI\xfb\x00\x00\x00\x03": "qcow2", "VMA\x00\x00\x00\x00\x01": "vma", "KDMV\x01\x00\x00\x00": "vmdk",
+	for head, want := range map[string]string{"QFI\xfb\x00\x00\x00\x03": "qcow2", "VMA\x00\x00\x00\x00\x01": "vma", "KDMV\x01\x00\x00\x00": "vmdk", "vhdxfile": "vhdx",
 		`<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">`: "ova"} {
 		f, err := r.Detect([]byte(head))
 		if err != nil || f.Name != want {
@@ -31,7 +31,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("Detect(%q): %v", head, err)
 		}
 	}
-	if _, err := r.Lookup("qed"); !errors.Is(err, format.ErrUnknownFormat) || !strings.Contains(err.Error(), "known: ova, qcow2, raw, vdi, vma, vmdk") {
+	if _, err := r.Lookup("qed"); !errors.Is(err, format.ErrUnknownFormat) || !strings.Contains(err.Error(), "known: ova, qcow2, raw, vdi, vhdx, vma, vmdk") {
 		t.Errorf("Lookup(qed): %v", err)
 	}
 	for _, f := range []format.Format{{}, {Name: "raw"},

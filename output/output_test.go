@@ -30,7 +30,7 @@ func TestChoose(t *testing.T) {
 		noted bool
 	}{
 		{"x.qcow2", output.Options{Forced: "raw"}, "raw", false},
-		{"x", output.Options{Forced: "nope"}, `error: unknown format "nope" (known: ova, qcow2, raw, readonly, vdi, vma, vmdk)`, false},
+		{"x", output.Options{Forced: "nope"}, `error: unknown format "nope" (known: ova, qcow2, raw, readonly, vdi, vhdx, vma, vmdk)`, false},
 		{"x", output.Options{Forced: "readonly"}, "error: readonly cannot be written", false},
 		{"-", output.Options{FromArchive: true}, "raw", false},
 		{"-", output.Options{}, "vma", false},
