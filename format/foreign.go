@@ -28,11 +28,6 @@ var Foreigns = []Foreign{
 		return bytes.HasPrefix(head, []byte("KDMV")) || bytes.HasPrefix(head, []byte("COWD")) ||
 			bytes.HasPrefix(head, []byte("# Disk DescriptorFile"))
 	}},
-	// A dynamic VHD starts with a copy of its footer; a fixed one is the
-	// disk followed by the 512-byte footer.
-	{"VHD", "vpc", []string{".vhd"}, func(head, tail []byte) bool {
-		return bytes.HasPrefix(head, []byte("conectix")) || len(tail) == 512 && bytes.HasPrefix(tail, []byte("conectix"))
-	}},
 	{"VHDX", "vhdx", []string{".vhdx"}, prefix("vhdxfile")},
 	{"VDI", "vdi", []string{".vdi"}, func(head, _ []byte) bool {
 		return len(head) >= 0x44 && bytes.Equal(head[0x40:0x44], []byte{0x7f, 0x10, 0xda, 0xbe})

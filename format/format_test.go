@@ -14,7 +14,7 @@ import (
 
 func TestRegistry(t *testing.T) {
 	r := all.Registry()
-	if got := strings.Join(r.Names(), ","); got != "qcow2,raw,vma" {
+	if got := strings.Join(r.Names(), ","); got != "qcow2,raw,vma,vpc" {
 		t.Errorf("Names() = %s", got)
 	}
 	for head, want := range map[string]string{"QFI\xfb\x00\x00\x00\x03": "qcow2", "VMA\x00\x00\x00\x00\x01": "vma"} {
@@ -30,7 +30,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("Detect(%q): %v", head, err)
 		}
 	}
-	if _, err := r.Lookup("vmdk"); !errors.Is(err, format.ErrUnknownFormat) || !strings.Contains(err.Error(), "known: qcow2, raw, vma") {
+	if _, err := r.Lookup("vmdk"); !errors.Is(err, format.ErrUnknownFormat) || !strings.Contains(err.Error(), "known: qcow2, raw, vma, vpc") {
 		t.Errorf("Lookup(vmdk): %v", err)
 	}
 	for _, f := range []format.Format{{}, {Name: "raw"},

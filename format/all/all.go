@@ -6,6 +6,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/qcow2"
 	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/format/vma"
+	"github.com/vmaconv/vmaconv/format/vpc"
 )
 
 // Registry returns a new registry holding the built-in formats. Probing
@@ -15,6 +16,7 @@ func Registry() *format.Registry {
 	r := &format.Registry{}
 	r.Register(qcow2.Format)
 	r.Register(vma.Format)
+	r.Register(vpc.Format)
 	r.Register(raw.Format)
 	return r
 }
