@@ -16,8 +16,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/all"
 	"github.com/vmaconv/vmaconv/format/formattest"
 	"github.com/vmaconv/vmaconv/format/vpc"
+	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 	"github.com/vmaconv/vmaconv/pipeline"
 )
@@ -214,6 +216,16 @@ func TestDifferencing(t *testing.T) {
 	})
 	if err != nil || depth[0] != 5*512 || depth[1] != 5*512 || depth[0]+depth[1]+depth[2] != src.Size() {
 		t.Errorf("map by depth %v, %v", depth, err)
+	}
+	// info names the parent as the child does, without opening it.
+	in, err := input.Describe(context.Background(), all.Registry(), child, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	in.WriteText(&text)
+	if !strings.Contains(text.String(), "\nbacking file: .\\snap1.avhd\n") || !strings.Contains(text.String(), "\nfile format: vpc\n") {
+		t.Errorf("info:\n%s", text.String())
 	}
 	// libvhdi (20210425) reads the parent over the grandparent as we
 	// do; over two levels, where child and parent both hold a block, it

@@ -78,17 +78,11 @@ func checksum(b []byte) uint32 {
 	return ^sum
 }
 
-// errFooter describes a footer that is not one: no cookie, or a checksum
-// that does not add up.
-type errFooter struct{ msg string }
-
-func (e *errFooter) Error() string { return e.msg }
-
 // parseFooter reads a footer from b (512 bytes) read at off, checking
 // its cookie and its checksum, as QEMU does.
 func parseFooter(b []byte, off int64) (*footer, error) {
 	if len(b) < footerSize || !bytes.Equal(b[:8], footerCookie) {
-		return nil, &errFooter{fmt.Sprintf("no VHD footer at %#x (cookie %q, want %q)", off, cookiePrefix(b), footerCookie)}
+		return nil, fmt.Errorf("no VHD footer at %#x (cookie %q, want %q)", off, cookiePrefix(b), footerCookie)
 	}
 	be := binary.BigEndian
 	f := &footer{
@@ -107,7 +101,7 @@ func parseFooter(b []byte, off int64) (*footer, error) {
 	copy(c[:], b[:footerSize])
 	clear(c[64:68])
 	if sum := checksum(c[:]); sum != f.checksum {
-		return nil, &errFooter{fmt.Sprintf("footer at %#x: checksum %#08x, the footer's bytes sum to %#08x", off, f.checksum, sum)}
+		return nil, fmt.Errorf("footer at %#x: checksum %#08x, the footer's bytes sum to %#08x", off, f.checksum, sum)
 	}
 	return f, nil
 }

@@ -1,6 +1,7 @@
 package vpc
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strconv"
@@ -133,9 +134,9 @@ func Create(d format.Dest, disks []format.Device, o format.CreateOptions) (forma
 		return nil, format.Unsupported("a VHD holds at most 2040 GiB, not %d bytes", given)
 	}
 	size := requested(given, o.Options)
-	name := d.Name
-	if name == "" {
-		name = d.Path
+	name := cmp.Or(d.Name, d.Path)
+	if d.Stream != nil && name == "-" {
+		name = "standard output"
 	}
 	var w *Writer
 	var f *outfile.File

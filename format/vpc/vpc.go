@@ -226,11 +226,11 @@ func readFooter(r io.ReaderAt, size int64) (*footer, error) {
 	if _, err := r.ReadAt(b[:], off); err != nil && err != io.EOF {
 		return nil, fmt.Errorf("reading the footer at %#x: %w", off, err)
 	}
-	f, err := parseFooter(b[:], off)
-	var nf *errFooter
-	switch {
-	case errors.As(err, &nf) && !Probe(b[:]):
+	if !Probe(b[:]) {
 		return nil, fmt.Errorf("%w: not a VHD: no footer (%q) at the start or the end", format.ErrUnknownFormat, footerCookie)
+	}
+	f, err := parseFooter(b[:], off)
+	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	case f.diskType != TypeFixed:
