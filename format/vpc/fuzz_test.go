@@ -17,10 +17,9 @@ import (
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
-// fuzzSeeds are images of every kind, small: qemu-img's (dynamic empty
-// and with data, fixed, force_size), the dynamic one with its blocks
-// shrunk to 4 KiB (so that the fuzzer can afford blocks with data), and
-// a differencing disk.
+// fuzzSeeds are images of every kind, small: qemu-img's (dynamic empty,
+// fixed, force_size, and dynamic with data, its blocks shrunk to 4 KiB
+// so that the fuzzer can afford them), and a differencing disk.
 func fuzzSeeds(t testing.TB) [][]byte {
 	testutil.RequireTool(t, "qemu-img")
 	testutil.RequireTool(t, "qemu-io")
@@ -48,9 +47,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	img("force.vhd", []string{"-o", "force_size=on,subformat=fixed"}, "20K", "write -P 9 0 512")
 	img("force-dyn.vhd", []string{"-o", "force_size=on"}, "5M")
 	data := img("data.vhd", nil, "5M", "write -P 1 0 4k", "write -P 2 4M 8k")
-	// Its blocks shrunk to 4 KiB, so that the fuzzer can afford them.
-	small := shrink(data)
-	seeds = append(seeds, small)
+	// Its blocks shrunk to 4 KiB, so that the fuzzer can afford them: in
+	// its place.
+	seeds[len(seeds)-1] = shrink(data)
 	seeds = append(seeds, buildDiff(diffSpec{size: 1 << 20, id: uuid.New(), parentID: uuid.New(), parentName: "p.vhd",
 		locators: []loc{{"W2ru", `.\p.vhd`}, {"MacX", "file:///p.vhd"}}}))
 	return seeds
