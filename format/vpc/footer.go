@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 )
@@ -168,9 +167,6 @@ func (f *footer) diskSize() int64 {
 func (f *footer) creator() string {
 	return fmt.Sprintf("%q %d.%d", f.creatorApp[:], f.creatorVer>>16, f.creatorVer&0xffff)
 }
-
-// created is the footer's time stamp as a time.
-func (f *footer) created() time.Time { return time.Unix(vhdEpoch+int64(f.timestamp), 0).UTC() }
 
 // geometry computes the CHS geometry of a disk of at least total sectors
 // (at most maxGeometry) by the specification's algorithm, as QEMU's
