@@ -24,11 +24,6 @@ func prefix(p string) func(head, _ []byte) bool {
 // Foreigns are the formats QEMU reads that vmaconv does not, with the
 // signatures QEMU's own probes look for.
 var Foreigns = []Foreign{
-	// A dynamic VHD starts with a copy of its footer; a fixed one is the
-	// disk followed by the 512-byte footer.
-	{"VHD", "vpc", []string{".vhd"}, func(head, tail []byte) bool {
-		return bytes.HasPrefix(head, []byte("conectix")) || len(tail) == 512 && bytes.HasPrefix(tail, []byte("conectix"))
-	}},
 	{"QED", "qed", []string{".qed"}, prefix("QED\x00")},
 	{"LUKS", "luks", []string{".luks"}, prefix("LUKS\xba\xbe")},
 	{"Parallels", "parallels", []string{".hds"}, func(head, _ []byte) bool {

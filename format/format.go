@@ -67,6 +67,12 @@ type Format struct {
 	// fewer if the file is shorter), belong to this format. Nil: the format
 	// is never detected, only named.
 	Probe func(head []byte) bool
+	// ProbeTail reports whether tail, the last 512 bytes of a regular file
+	// of size bytes, belong to this format: a format whose signature is a
+	// footer (a fixed VHD is the disk, then a 512-byte footer). It is asked
+	// only of files, never of a stream, and only after every Probe has
+	// declined the head. Nil: the format is recognised by its head only.
+	ProbeTail func(tail []byte, size int64) bool
 	// Open opens f. It takes ownership of f: the Image's Close closes it,
 	// and so does a failing Open. Nil: the format cannot be read at random.
 	Open func(f *os.File, o OpenOptions) (Image, error)
@@ -99,6 +105,15 @@ type Format struct {
 	// cannot be written. Errors for options the format cannot honour wrap
 	// ErrUnsupportedOption.
 	Create func(d Dest, disks []Device, o CreateOptions) (Sink, error)
+	// DiskSize, if set, returns the size of the disk Create makes for a
+	// device of size bytes with options o, where that is more than size
+	// rounded up to whole 512-byte sectors (a VHD's is rounded up to its
+	// cylinder/head/sector geometry, as qemu-img rounds it). Nil: at most
+	// that.
+	DiskSize func(size int64, o Values) int64
+	// Targets are the platforms the format writes for (--target azure),
+	// each standing for some of its Options.
+	Targets []Target
 	// Options are the options Create takes (CreateOptions.Options), as
 	// qemu's create_opts: -o NAME=VALUE, listed by -o help. An option not
 	// declared here is refused by CheckOptions, never ignored.
@@ -122,8 +137,8 @@ type Registry struct {
 
 // Register adds a format. It panics if the name is empty or taken, or an
 // option is declared amiss (no name, one name twice, no type, an enum
-// without values), as database/sql.Register does: all are programming
-// errors.
+// without values), or a target (one name twice, options the format does
+// not take), as database/sql.Register does: all are programming errors.
 func (r *Registry) Register(f Format) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -136,6 +151,9 @@ func (r *Registry) Register(f Format) {
 		}
 	}
 	if err := checkDeclarations(f.Options); err != nil {
+		panic("format: Register " + f.Name + ": " + err.Error())
+	}
+	if err := checkTargets(f); err != nil {
 		panic("format: Register " + f.Name + ": " + err.Error())
 	}
 	r.formats = append(r.formats, f)
@@ -214,6 +232,20 @@ func (r *Registry) Detect(head []byte) (Format, error) {
 	defer r.mu.RUnlock()
 	for _, f := range r.formats {
 		if f.Probe != nil && f.Probe(head) {
+			return f, nil
+		}
+	}
+	return Format{}, ErrUnknownFormat
+}
+
+// DetectTail returns the first format, in registration order, whose
+// ProbeTail accepts tail, the last 512 bytes of a regular file of size
+// bytes. It returns ErrUnknownFormat if none does.
+func (r *Registry) DetectTail(tail []byte, size int64) (Format, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, f := range r.formats {
+		if f.ProbeTail != nil && len(tail) == 512 && f.ProbeTail(tail, size) {
 			return f, nil
 		}
 	}

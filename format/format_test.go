@@ -14,7 +14,7 @@ import (
 
 func TestRegistry(t *testing.T) {
 	r := all.Registry()
-	if got := strings.Join(r.Names(), ","); got != "ova,qcow2,raw,vdi,vhdx,vma,vmdk" {
+	if got := strings.Join(r.Names(), ","); got != "ova,qcow2,raw,vdi,vhdx,vma,vmdk,vpc" {
 		t.Errorf("Names() = %s", got)
 	}
 	for head, want := range map[string]string{"QFI\xfb\x00\x00\x00\x03": "qcow2", "VMA\x00\x00\x00\x00\x01": "vma", "KDMV\x01\x00\x00\x00": "vmdk", "vhdxfile": "vhdx",
@@ -31,7 +31,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("Detect(%q): %v", head, err)
 		}
 	}
-	if _, err := r.Lookup("qed"); !errors.Is(err, format.ErrUnknownFormat) || !strings.Contains(err.Error(), "known: ova, qcow2, raw, vdi, vhdx, vma, vmdk") {
+	if _, err := r.Lookup("qed"); !errors.Is(err, format.ErrUnknownFormat) || !strings.Contains(err.Error(), "known: ova, qcow2, raw, vdi, vhdx, vma, vmdk, vpc") {
 		t.Errorf("Lookup(qed): %v", err)
 	}
 	for _, f := range []format.Format{{}, {Name: "raw"},
@@ -100,5 +100,30 @@ func TestMaxConfig(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "b,a,c" {
 		t.Errorf("Formats() = %v", names)
+	}
+}
+
+// TestDetectTail: a format recognised by its footer is found by the last
+// 512 bytes of a file and its size, and only by a whole footer.
+func TestDetectTail(t *testing.T) {
+	r := &format.Registry{}
+	r.Register(format.Format{Name: "head", Probe: func(h []byte) bool { return bytes.HasPrefix(h, []byte("HEAD")) }})
+	r.Register(format.Format{Name: "foot", ProbeTail: func(tail []byte, size int64) bool {
+		return bytes.HasPrefix(tail, []byte("FOOT")) && size >= 1024
+	}})
+	tail := append([]byte("FOOT"), make([]byte, 508)...)
+	if f, err := r.DetectTail(tail, 1024); err != nil || f.Name != "foot" {
+		t.Errorf("DetectTail = %s, %v", f.Name, err)
+	}
+	for _, c := range []struct {
+		tail []byte
+		size int64
+	}{{tail, 512}, {tail[:511], 1024}, {make([]byte, 512), 1024}} {
+		if _, err := r.DetectTail(c.tail, c.size); !errors.Is(err, format.ErrUnknownFormat) {
+			t.Errorf("DetectTail(%q…, %d): %v", c.tail[:4], c.size, err)
+		}
+	}
+	if _, err := r.Detect(tail); !errors.Is(err, format.ErrUnknownFormat) {
+		t.Errorf("Detect of a footer: %v", err)
 	}
 }

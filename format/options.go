@@ -44,6 +44,64 @@ type Option struct {
 	Check func(v any) error
 }
 
+// Target is a platform a format writes for, as --target NAME asks (a
+// fixed VHD of whole MiB for Azure): the options of the format it stands
+// for.
+type Target struct {
+	Name string // lower case: "azure"
+	Help string
+	// Options are the format's options the target stands for, in -o's
+	// syntax ("azure=on"); they must be valid options of the format.
+	Options string
+}
+
+// TargetSettings returns the settings --target name stands for in f, to
+// be checked with the rest (CheckOptions): an option also given with -o
+// is refused as given twice. Its error, for a target f does not have,
+// matches ErrUnsupportedOption.
+func TargetSettings(f Format, name string) ([]Setting, error) {
+	i := slices.IndexFunc(f.Targets, func(t Target) bool { return t.Name == name })
+	if i < 0 {
+		var ns []string
+		for _, t := range f.Targets {
+			ns = append(ns, t.Name)
+		}
+		has := "it has none"
+		if len(ns) > 0 {
+			has = "it has: " + strings.Join(ns, ", ")
+		}
+		return nil, Unsupported("--target %s: %s has no target %s (%s)", name, f.Name, name, has)
+	}
+	ss, err := ParseOptionList(f.Targets[i].Options)
+	if err != nil {
+		return nil, err
+	}
+	for k := range ss {
+		ss[k].Target = name
+	}
+	return ss, nil
+}
+
+// checkTargets refuses targets declared amiss: without a name, twice, or
+// standing for options f does not take.
+func checkTargets(f Format) error {
+	seen := map[string]bool{}
+	for _, t := range f.Targets {
+		if t.Name == "" || seen[t.Name] || strings.ContainsAny(t.Name, "=, ") {
+			return fmt.Errorf("target %q: no name, or one given twice", t.Name)
+		}
+		seen[t.Name] = true
+		ss, err := TargetSettings(f, t.Name)
+		if err == nil {
+			_, err = CheckOptions(f, ss)
+		}
+		if err != nil {
+			return fmt.Errorf("target %s: %v", t.Name, err)
+		}
+	}
+	return nil
+}
+
 // checkDeclarations refuses options declared amiss.
 func checkDeclarations(opts []Option) error {
 	seen := map[string]bool{}
@@ -73,11 +131,16 @@ type Setting struct {
 	// Flag is the flag the setting comes from ("--level"), for messages;
 	// "" for -o.
 	Flag string
+	// Target is the target the setting comes from (--target azure: see
+	// TargetSettings), for messages; "" for -o and flags.
+	Target string
 }
 
 // String says how the setting was given: "-o level=5", "--level 5".
 func (s Setting) String() string {
 	switch {
+	case s.Target != "":
+		return "--target " + s.Target
 	case s.Flag != "" && s.Bare:
 		return s.Flag
 	case s.Flag != "":
@@ -219,6 +282,9 @@ func CheckOptions(f Format, given []Setting) (Values, error) {
 		}
 		v.m[s.Name] = val
 		v.from[s.Name] = cmp.Or(s.Flag, "-o "+s.Name)
+		if s.Target != "" {
+			v.from[s.Name] = s.String()
+		}
 	}
 	return v, nil
 }
@@ -338,6 +404,16 @@ func OptionsHelp(f Format) string {
 			line += " (default: " + o.Default + ")"
 		}
 		b.WriteString(line + "\n")
+	}
+	if len(f.Targets) > 0 {
+		fmt.Fprintf(&b, "Targets (--target NAME):\n")
+		for _, t := range f.Targets {
+			line := "  " + t.Name
+			if len(line) < 24 {
+				line += strings.Repeat(" ", 24-len(line))
+			}
+			fmt.Fprintf(&b, "%s - %s (-o %s)\n", line, t.Help, t.Options)
+		}
 	}
 	return b.String()
 }

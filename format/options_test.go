@@ -152,3 +152,45 @@ func TestGivenAs(t *testing.T) {
 		}
 	}
 }
+
+// TestTargets: a target stands for options of its format, checked with
+// the rest (one given again by -o is given twice) and named in messages
+// and -o help; a target a format lacks, or one declared amiss, is refused.
+func TestTargets(t *testing.T) {
+	f := format.Format{Name: "disk",
+		Options: []format.Option{{Name: "fixed", Type: format.OptBool}, {Name: "mode", Type: format.OptEnum, Values: []string{"a", "b"}}},
+		Targets: []format.Target{{Name: "cloud", Help: "what the cloud takes", Options: "fixed,mode=b"}}}
+	ss, err := format.TargetSettings(f, "cloud")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := format.CheckOptions(f, ss)
+	if err != nil || !v.Bool("fixed") || v.String("mode") != "b" || v.GivenAs("mode") != "--target cloud" {
+		t.Errorf("--target cloud: %v, %v", v.Names(), err)
+	}
+	if _, err := format.CheckOptions(f, append(ss, format.Setting{Name: "mode", Value: "a"})); err == nil || err.Error() != "option mode given twice (--target cloud, -o mode=a)" {
+		t.Errorf("a target's option given again: %v", err)
+	}
+	if _, err := format.TargetSettings(f, "nope"); !errors.Is(err, format.ErrUnsupportedOption) || err.Error() != "--target nope: disk has no target nope (it has: cloud)" {
+		t.Errorf("--target nope: %v", err)
+	}
+	if _, err := format.TargetSettings(format.Format{Name: "raw"}, "cloud"); err == nil || err.Error() != "--target cloud: raw has no target cloud (it has none)" {
+		t.Errorf("a format without targets: %v", err)
+	}
+	if h := format.OptionsHelp(f); !strings.Contains(h, "Targets (--target NAME):\n  cloud                  - what the cloud takes (-o fixed,mode=b)\n") {
+		t.Errorf("-o help:\n%s", h)
+	}
+	for _, bad := range [][]format.Target{{{Name: "x", Options: "size=1"}}, {{Name: "x", Options: "mode=c"}}, {{Name: "", Options: "fixed"}}, {{Name: "x", Options: "fixed"}, {Name: "x", Options: "fixed"}}} {
+		g := f
+		g.Targets = bad
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Register with targets %+v did not panic", bad)
+				}
+			}()
+			(&format.Registry{}).Register(g)
+		}()
+	}
+	(&format.Registry{}).Register(f)
+}

@@ -24,7 +24,8 @@ func (e *ForeignError) Error() string {
 }
 
 // Probe finds the format of the open file f as Open does, without opening
-// it: the format whose Probe claims its first bytes; for a compressed file
+// it: the format whose Probe claims its first bytes, else, for a regular
+// file, the one whose ProbeTail claims its last 512; for a compressed file
 // (vzdump compresses archives only), the format read as a stream; for an
 // image of a format vmaconv does not read, a *ForeignError; otherwise raw,
 // with fallback set. comp is the compression found, or "".
@@ -56,6 +57,13 @@ func detect(reg *format.Registry, path string, f *os.File, fi os.FileInfo, head 
 		tail = make([]byte, 512)
 		if _, err := f.ReadAt(tail, fi.Size()-512); err != nil {
 			tail = nil
+		}
+	}
+	// A format whose signature is a footer (a fixed VHD), only ever of a
+	// file: a stream has no end to look at.
+	if tail != nil {
+		if fm, err := reg.DetectTail(tail, fi.Size()); err == nil {
+			return fm, false, nil
 		}
 	}
 	if ff, ok := format.DetectForeign(head, tail); ok {

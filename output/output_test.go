@@ -30,7 +30,7 @@ func TestChoose(t *testing.T) {
 		noted bool
 	}{
 		{"x.qcow2", output.Options{Forced: "raw"}, "raw", false},
-		{"x", output.Options{Forced: "nope"}, `error: unknown format "nope" (known: ova, qcow2, raw, readonly, vdi, vhdx, vma, vmdk)`, false},
+		{"x", output.Options{Forced: "nope"}, `error: unknown format "nope" (known: ova, qcow2, raw, readonly, vdi, vhdx, vma, vmdk, vpc)`, false},
 		{"x", output.Options{Forced: "readonly"}, "error: readonly cannot be written", false},
 		{"-", output.Options{FromArchive: true}, "raw", false},
 		{"-", output.Options{}, "vma", false},
@@ -40,6 +40,7 @@ func TestChoose(t *testing.T) {
 		{at("a.img"), output.Options{}, "raw", false},
 		{at("a.vmdk"), output.Options{}, "vmdk", false},
 		{at("a.qed"), output.Options{}, "error: " + at("a.qed") + ": vmaconv does not write QED images: write qcow2 or raw and convert that (qemu-img convert -O qed disk.qcow2 " + at("a.qed") + "), or pass -O raw to write raw bytes under this name", false},
+		{at("a.VHD"), output.Options{}, "vpc", false},
 		{at("a.vma.xz"), output.Options{}, "error: " + at("a.vma.xz") + ": vmaconv does not write xz; it compresses archives as .vma.zst (zstd) or .vma.gz (gzip), which Proxmox restores", false},
 		{at("a.vma.zst.bz2"), output.Options{}, "error: " + at("a.vma.zst.bz2") + ": vmaconv does not write bzip2-compressed images; it compresses archives (.vma.zst, .vma.gz) and qcow2 clusters (--compress): write " + at("a.vma.zst") + " and compress that, or pass -O raw to write raw bytes under this name", false},
 		{at("a.raw.gz"), output.Options{}, "error: " + at("a.raw.gz") + ": vmaconv does not write gzip-compressed images; it compresses archives (.vma.zst, .vma.gz) and qcow2 clusters (--compress): write " + at("a.raw") + " and compress that, or pass -O raw to write raw bytes under this name", false},

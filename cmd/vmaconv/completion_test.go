@@ -27,7 +27,7 @@ type completionCase struct {
 }
 
 var completionCases = []completionCase{
-	{"vmaconv convert -O ", regexp.MustCompile(`ova\s+qcow2\s+raw\s+vdi\s+vhdx\s+vma\s+vmdk`), nil},
+	{"vmaconv convert -O ", regexp.MustCompile(`ova\s+qcow2\s+raw\s+vdi\s+vhdx\s+vma\s+vmdk\s+vpc`), nil},
 	{"vmaconv -t ", regexp.MustCompile(`unsafe\s+writeback`), nil},
 	{"vmaconv extract --compress z", regexp.MustCompile(`zlib\s+zstd`), nil},
 	{"vmaconv compare -f q", regexp.MustCompile(`(^|-f |\n)qcow2\s`), nil},

@@ -82,6 +82,7 @@ type convertCmd struct {
 	NoCreate    bool      `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
 	Name        string    `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
 	ClusterSize *byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
+	Target      string    `placeholder:"NAME" help:"Write for a platform: the options of the output's format that it takes (azure: a fixed VHD of whole MiB). -o help lists a format's targets."`
 	readFlags
 	writeFlags
 	archiveFlags
@@ -154,6 +155,7 @@ func (c *convertCmd) Run(e *env, kctx *kong.Context) error {
 	if err != nil {
 		return err
 	}
+	copts.target = c.Target
 	// The destination's format is known before the source is opened,
 	// except for stdout, whose default depends on the source.
 	var ofm format.Format

@@ -87,6 +87,7 @@ type sinkOptions struct {
 	Configs  []format.Config
 	From     *format.Origin // for an archive: see format.Origin
 	settings []format.Setting
+	target   string // --target: the format's options for a platform
 }
 
 // flagSetting is the setting a flag stands for: the option of its name
@@ -120,7 +121,15 @@ func (o *sinkOptions) check(fm format.Format) error {
 // createOptions returns what fm's Create is told: the configs, where the
 // disks come from, and the options.
 func (o sinkOptions) createOptions(fm format.Format) (format.CreateOptions, error) {
-	v, err := format.CheckOptions(fm, o.settings)
+	settings := o.settings
+	if o.target != "" {
+		ts, err := format.TargetSettings(fm, o.target)
+		if err != nil {
+			return format.CreateOptions{}, usageError{err}
+		}
+		settings = append(ts, settings...)
+	}
+	v, err := format.CheckOptions(fm, settings)
 	if err != nil {
 		return format.CreateOptions{}, usageError{err}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/vmaconv/vmaconv/format/vhdx"
 	"github.com/vmaconv/vmaconv/format/vma"
 	"github.com/vmaconv/vmaconv/format/vmdk"
+	"github.com/vmaconv/vmaconv/format/vpc"
 )
 
 // Registry returns a new registry holding the built-in formats. Probing
@@ -23,6 +24,7 @@ func Registry() *format.Registry {
 	r.Register(vmdk.Format)
 	r.Register(ova.Format) // after vma: a directory DST is vma's (output.Choose)
 	r.Register(vhdx.Format)
+	r.Register(vpc.Format)
 	r.Register(raw.Format)
 	return r
 }
