@@ -2,6 +2,7 @@ package vpc_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -58,66 +59,97 @@ func fuzzSeeds(t testing.TB) [][]byte {
 // FuzzOpen: no input makes the reader panic, hang or allocate by what it
 // claims; an image it opens reads whole (its zero map walked, every data
 // region read, its map walked) without an error, in a number of steps
-// bounded by its size.
+// bounded by its size. Each input is tried as it is and with its
+// checksums repaired, so that mutations get past them.
 func FuzzOpen(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) >= 512 {
-			vpc.ProbeTail(b[len(b)-512:], int64(len(b)))
+		readAll(t, b)
+		// The same bytes with their checksums made to add up, so that
+		// mutations reach past them, into the BAT, blocks and locators.
+		readAll(t, fixChecksums(b))
+	})
+}
+
+// fixChecksums returns b with the checksums of its footers and of the
+// header the first points to made to add up.
+func fixChecksums(b []byte) []byte {
+	b = bytes.Clone(b)
+	if len(b) < 512 {
+		return b
+	}
+	for _, off := range []int{0, len(b) - 512} {
+		if string(b[off:off+8]) == "conectix" {
+			fixSum(b[off:off+512], 64)
 		}
-		vpc.Probe(b)
-		src, err := vpc.OpenAt(bytes.NewReader(b), int64(len(b)), format.OpenOptions{AllowBacking: true})
-		if err != nil {
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error of several lines: %q", err)
-			}
-			return
+	}
+	if string(b[:8]) == "conectix" {
+		if h := binary.BigEndian.Uint64(b[16:]); h <= uint64(len(b)) && uint64(len(b))-h >= 1024 && string(b[h:h+8]) == "cxsparse" {
+			fixSum(b[h:h+1024], 36)
 		}
-		defer src.Close()
-		size := src.Size()
-		if size < 0 || size > vpc.MaxSize || size%512 != 0 {
-			t.Fatalf("size %d", size)
+	}
+	return b
+}
+
+// readAll opens b and, if it opens, reads it whole: its zero map walked,
+// every data region read, its map walked, each in a bounded number of
+// steps, none failing.
+func readAll(t *testing.T, b []byte) {
+	if len(b) >= 512 {
+		vpc.ProbeTail(b[len(b)-512:], int64(len(b)))
+	}
+	vpc.Probe(b)
+	src, err := vpc.OpenAt(bytes.NewReader(b), int64(len(b)), format.OpenOptions{AllowBacking: true})
+	if err != nil {
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("error of several lines: %q", err)
 		}
-		// Every step covers a block of the file at least, or a run of
-		// blocks not in it: far fewer than this.
-		limit := 4*int64(len(b)) + 16
-		buf := make([]byte, 64<<10)
-		steps := int64(0)
-		for pos := int64(0); pos < size; steps++ {
-			if steps > limit {
-				t.Fatalf("no end to the zero map after %d steps at %d of %d", steps, pos, size)
-			}
-			r, err := src.Region(pos, size-pos)
-			if err != nil || r.Start != pos || r.Length <= 0 {
-				t.Fatalf("Region(%d) = %+v, %v", pos, r, err)
-			}
-			if !r.Zero {
-				for off := r.Start; off < r.Start+r.Length; off += int64(len(buf)) {
-					n := min(int64(len(buf)), r.Start+r.Length-off)
-					if k, err := src.ReadAt(buf[:n], off); int64(k) != n || err != nil && err != io.EOF {
-						t.Fatalf("ReadAt(%d at %d) = %d, %v", n, off, k, err)
-					}
+		return
+	}
+	defer src.Close()
+	size := src.Size()
+	if size < 0 || size > vpc.MaxSize || size%512 != 0 {
+		t.Fatalf("size %d", size)
+	}
+	// Every step covers a block of the file at least, or a run of
+	// blocks not in it: far fewer than this.
+	limit := 4*int64(len(b)) + 16
+	buf := make([]byte, 64<<10)
+	steps := int64(0)
+	for pos := int64(0); pos < size; steps++ {
+		if steps > limit {
+			t.Fatalf("no end to the zero map after %d steps at %d of %d", steps, pos, size)
+		}
+		r, err := src.Region(pos, size-pos)
+		if err != nil || r.Start != pos || r.Length <= 0 {
+			t.Fatalf("Region(%d) = %+v, %v", pos, r, err)
+		}
+		if !r.Zero {
+			for off := r.Start; off < r.Start+r.Length; off += int64(len(buf)) {
+				n := min(int64(len(buf)), r.Start+r.Length-off)
+				if k, err := src.ReadAt(buf[:n], off); int64(k) != n || err != nil && err != io.EOF {
+					t.Fatalf("ReadAt(%d at %d) = %d, %v", n, off, k, err)
 				}
 			}
-			pos += r.Length
 		}
-		steps = 0
-		for pos := int64(0); pos < size; steps++ {
-			if steps > limit {
-				t.Fatalf("no end to the map after %d steps", steps)
-			}
-			m, err := src.Mapping(pos, size-pos)
-			if err != nil || m.Length <= 0 {
-				t.Fatalf("Mapping(%d) = %+v, %v", pos, m, err)
-			}
-			pos += m.Length
+		pos += r.Length
+	}
+	steps = 0
+	for pos := int64(0); pos < size; steps++ {
+		if steps > limit {
+			t.Fatalf("no end to the map after %d steps", steps)
 		}
-		if n, err := src.ReadAt(buf[:1], size); n != 0 || err != io.EOF {
-			t.Errorf("ReadAt at the end = %d, %v", n, err)
+		m, err := src.Mapping(pos, size-pos)
+		if err != nil || m.Length <= 0 {
+			t.Fatalf("Mapping(%d) = %+v, %v", pos, m, err)
 		}
-	})
+		pos += m.Length
+	}
+	if n, err := src.ReadAt(buf[:1], size); n != 0 || err != io.EOF {
+		t.Errorf("ReadAt at the end = %d, %v", n, err)
+	}
 }
 
 // TestFuzzSeeds: the seeds open (the differencing disk up to its parent,
