@@ -151,8 +151,9 @@ func TestWorkersIdentical(t *testing.T) {
 func TestRestoreWorkers(t *testing.T) {
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
-	data := testutil.GenDisk(12, 24<<20, "mixed")
-	clear(data[4<<20 : 20<<20]) // 16 MiB of zeros
+	// 12 MiB, four VMA extents: -m 4 has them in flight at once.
+	data := testutil.GenDisk(12, 12<<20, "mixed")
+	clear(data[2<<20 : 10<<20]) // 8 MiB of zeros
 	os.WriteFile(at("d.raw"), data, 0o644)
 	arc := at("d.vma")
 	vmaconv(t, "-f", "raw", at("d.raw"), arc)
