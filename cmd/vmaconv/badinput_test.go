@@ -334,12 +334,13 @@ func TestInflatedVMState(t *testing.T) {
 // TestWorkersMemory: memory does not grow with -m: the buffers in flight
 // are bounded in all, whatever the number of workers. With -m 1024 a run
 // allocates about 60 MiB (pipeline.MaxInFlight's 48 MiB of buffers and
-// more), the zstd qcow2 output some 1.5 times the disk's 16 MiB on top;
-// buffers per worker would be a GiB.
+// more), the zstd qcow2 output some 1.5 times the disk's 8 MiB on top;
+// buffers per worker would be a GiB, made up front whatever the disk's
+// size.
 func TestWorkersMemory(t *testing.T) {
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
-	os.WriteFile(at("d.raw"), testutil.GenDisk(1, 16<<20, "mixed"), 0o644)
+	os.WriteFile(at("d.raw"), testutil.GenDisk(1, 8<<20, "mixed"), 0o644)
 	vmaconv(t, "-f", "raw", at("d.raw"), at("d.vma"))
 	for _, args := range [][]string{
 		{"-f", "raw", at("d.raw"), at("a.vma")},

@@ -59,11 +59,11 @@ func TestOracleQemuImg(t *testing.T) {
 	qimg("convert", "-f", "raw", "-O", "qcow2", "-c", mixed, at("zlib.qcow2"))
 	qimg("convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", mixed, at("zstd.qcow2"))
 	qimg("convert", "-f", "raw", "-O", "qcow2", odd, at("odd.qcow2"))
-	// Sparse: 64 MiB virtual in 4 KiB clusters, so 32 L2 tables, most
+	// Sparse: 16 MiB virtual in 4 KiB clusters, so 8 L2 tables, three
 	// never allocated; a few MiB written, one block alone in its cluster.
-	qimg("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", at("sparse.qcow2"), "64M")
-	testutil.Run(t, "qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -P 0x21 44M 64k", "-c", "write -P 0x33 52441088 4k",
-		"-c", "write -P 0x7f 63M 1M", at("sparse.qcow2"))
+	qimg("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", at("sparse.qcow2"), "16M")
+	testutil.Run(t, "qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -P 0x21 9M 64k", "-c", "write -P 0x33 12595200 4k",
+		"-c", "write -P 0x7f 15M 1M", at("sparse.qcow2"))
 	// Backing: top holds only what differs from base.
 	changed := testutil.GenDisk(1, 6<<20, "mixed")
 	copy(changed[2<<20:], testutil.GenDisk(3, 500000, "data"))
@@ -151,8 +151,9 @@ func TestWorkersIdentical(t *testing.T) {
 func TestRestoreWorkers(t *testing.T) {
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
-	data := testutil.GenDisk(12, 24<<20, "mixed")
-	clear(data[4<<20 : 20<<20]) // 16 MiB of zeros
+	// 12 MiB, four VMA extents: -m 4 has them in flight at once.
+	data := testutil.GenDisk(12, 12<<20, "mixed")
+	clear(data[2<<20 : 10<<20]) // 8 MiB of zeros
 	os.WriteFile(at("d.raw"), data, 0o644)
 	arc := at("d.vma")
 	vmaconv(t, "-f", "raw", at("d.raw"), arc)
