@@ -76,8 +76,8 @@ type writeFlags struct {
 }
 
 type convertCmd struct {
-	Src         string    `arg:"" help:"Source: a disk image (qcow2, raw) or a VMA archive, as FILE or ARCHIVE:DEVICE; - for a VMA archive on stdin."`
-	Dst         string    `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups (a repacked archive after its source: its VMID, ctime and compression); its format comes from -O or the extension (.vma, .vma.zst, .vma.gz, .qcow2; anything else is raw)."`
+	Src         string    `arg:"" help:"Source: an image or archive of a format vmaconv reads (${formats}), as FILE, ARCHIVE:DEVICE or an s3:// or https:// URL; - for an archive on stdin."`
+	Dst         string    `arg:"" help:"Destination file, or - for stdout, or a directory for an archive named as vzdump names backups (a repacked archive after its source: its VMID, ctime and compression); its format comes from -O or its extension (each format's own, such as .vma.zst or .qcow2; anything else is raw)."`
 	OFmt        string    `short:"O" name:"output-format" placeholder:"FMT" help:"Destination format (${oformats}); default: from DST's name."`
 	NoCreate    bool      `short:"n" name:"no-create" help:"Write raw output into the existing DST (a block device, or a file at least as large) in place, zeros included, like qemu-img convert -n. No temporary file: a failure leaves DST partly written."`
 	Name        string    `placeholder:"DEVICE" help:"Device name in the archive: drive-<key> or <key> (scsi0, virtio1, efidisk0, …); default drive-scsi0, or the source device's name."`
