@@ -17,6 +17,7 @@ import (
 // reads a served qcow2 image and a served raw file as the files
 // themselves. -d names it; another name is refused.
 func TestServeImages(t *testing.T) {
+	t.Parallel()
 	testutil.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }

@@ -123,7 +123,7 @@ func scattered(t *testing.T) []byte {
 	return b.Bytes()
 }
 
-func TestBadInputs(t *testing.T) {
+func TestBadInputs(t *testing.T) { // not parallel: it counts the process's allocations
 	for name, tc := range badArchives(t) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -369,6 +369,7 @@ func TestWorkersMemory(t *testing.T) {
 // once never both succeed, and never mix: one gets the destination
 // whole, the other fails saying why and leaves nothing.
 func TestConcurrentOutputs(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	arc := filepath.Join(dir, "m.vma")
 	os.WriteFile(arc, testutil.WriteArchive(t, []testutil.Disk{

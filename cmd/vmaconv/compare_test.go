@@ -28,7 +28,6 @@ func qemuFixtures(t *testing.T) (at func(string) string) {
 	testutil.RequireTool(t, "qemu-img")
 	testutil.RequireTool(t, "qemu-io")
 	dir := t.TempDir()
-	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	makeQemuImages(t, dir)
 	return func(n string) string { return filepath.Join(dir, n) }
 }
@@ -36,6 +35,7 @@ func qemuFixtures(t *testing.T) (at func(string) string) {
 // TestQemuOracle checks compare and map against qemu-img, on fixtures
 // made once.
 func TestQemuOracle(t *testing.T) {
+	t.Parallel()
 	at := qemuFixtures(t)
 	t.Run("compare", func(t *testing.T) { testCompareQemu(t, at) })
 	t.Run("map", func(t *testing.T) { testMapQemu(t, at) })

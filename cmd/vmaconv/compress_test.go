@@ -17,6 +17,7 @@ import (
 // uncompressed archive; archives the real lzop compressed (any level,
 // crc32 checksums) read back.
 func TestCompressedRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
 	os.WriteFile(at("d.raw"), testutil.GenDisk(4, 1<<20+512, "mixed"), 0o644)

@@ -42,6 +42,7 @@ func fileSHA(t *testing.T, path string) string {
 // vmaconv x.vma out.raw, and vmaconv IMG out.raw, must equal
 // qemu-img convert -O raw IMG byte for byte.
 func TestOracleQemuImg(t *testing.T) {
+	t.Parallel()
 	testutil.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
 	at := func(name string) string { return filepath.Join(dir, name) }
@@ -128,6 +129,7 @@ func TestOracleQemuImg(t *testing.T) {
 // TestWorkersIdentical: with a fixed UUID and ctime, -m 1 and -m 8 write
 // the same archive, and create of several disks is deterministic too.
 func TestWorkersIdentical(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "d.raw")
 	os.WriteFile(disk, testutil.GenDisk(9, 20<<20+4096, "mixed"), 0o644)
@@ -149,6 +151,7 @@ func TestWorkersIdentical(t *testing.T) {
 // qcow2, extract), and a sparse raw output takes on disk about what the
 // archive stores, not the disk size (st_blocks).
 func TestRestoreWorkers(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
 	// 12 MiB, four VMA extents: -m 4 has them in flight at once.

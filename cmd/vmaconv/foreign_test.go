@@ -21,6 +21,7 @@ import (
 // deliberately. Destinations with those extensions are refused likewise
 // (usage, exit 2), and -O raw writes raw under such a name.
 func TestForeignFormats(t *testing.T) {
+	t.Parallel()
 	testutil.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }

@@ -119,15 +119,6 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// commands are the command words, from the CLI's definition.
-var commands = func() []string {
-	p, err := kong.New(&cli{}, kong.Name("vmaconv"), helpVars(""))
-	if err != nil {
-		panic(err)
-	}
-	return commandWords(p.Model)
-}()
-
 // commandWords returns the command words (names and aliases) of the CLI's
 // model, for telling an unknown command from a source file.
 func commandWords(app *kong.Application) []string {
@@ -209,7 +200,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		parser.Parse([]string{"--help"})
 		return exitUsage
 	}
-	if msg := argsMistake(args, commands); msg != "" {
+	if msg := argsMistake(args, commandWords(parser.Model)); msg != "" {
 		fmt.Fprint(stderr, msg)
 		return exitUsage
 	}

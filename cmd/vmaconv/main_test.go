@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,11 +32,41 @@ func TestMain(m *testing.M) {
 	// vmaconv commands these tests start would pay it hundreds of times.
 	// Races are reported all the same.
 	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	testscript.Main(m, map[string]func(){"vmaconv": main})
+	if filepath.Base(os.Args[0]) != "vmaconv" { // go test's run, not a command of a script
+		// Most of these tests wait on the processes they start (vmaconv,
+		// qemu-img, shells): run twice as many at once as there are CPUs,
+		// unless -parallel says otherwise.
+		flag.Parse()
+		set := false
+		flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+		if !set {
+			flag.Set("test.parallel", strconv.Itoa(2*runtime.GOMAXPROCS(0)))
+		}
+	}
+	testscript.Main(privateCache{m}, map[string]func(){"vmaconv": main})
+}
+
+// privateCache runs the tests with a cache directory of their own
+// (XDG_CACHE_HOME), removed afterwards: what the CLI run in process
+// decompresses for reading at random never lands in the user's cache, and
+// no test needs to set the variable itself (which would keep it from
+// running in parallel).
+type privateCache struct{ m *testing.M }
+
+func (p privateCache) Run() int {
+	dir, err := os.MkdirTemp("", "vmaconv-test-cache")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Setenv("XDG_CACHE_HOME", dir)
+	return p.m.Run()
 }
 
 // TestScripts runs the CLI golden tests in testdata/script.
 func TestScripts(t *testing.T) {
+	t.Parallel()
 	golden, _ := testutil.FindGolden(t)
 	root := testutil.ModuleRoot(t)
 	testscript.Run(t, testscript.Params{
@@ -251,6 +282,7 @@ func TestExitStatus(t *testing.T) {
 // ones included, with the CLI from a file and from stdin, and checks every
 // file against its sha256.
 func TestExtractGolden(t *testing.T) {
+	t.Parallel()
 	dir, manifest := testutil.LoadManifest(t)
 	for name, want := range manifest {
 		for _, viaStdin := range []bool{false, true} {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -92,9 +93,7 @@ func (s *xorSource) ReadAt(p []byte, off int64) (int, error) {
 	}
 	want := min(int64(len(p)), s.size-off)
 	n, err := s.f.ReadAt(p[:want], xorHeader+off)
-	for i := range n {
-		p[i] ^= s.key
-	}
+	xorKey(p[:n], p[:n], s.key)
 	switch {
 	case int64(n) == want && want < int64(len(p)):
 		return n, io.EOF
@@ -143,10 +142,22 @@ func (s *xorSink) Abort() error               { return s.f.Abort() }
 
 func (s *xorSink) WriteAt(p []byte, off int64) (int, error) {
 	b := make([]byte, len(p))
-	for i, c := range p {
-		b[i] = c ^ s.key
-	}
+	xorKey(b, p, s.key)
 	return s.f.WriteAt(b, xorHeader+off)
+}
+
+// xorKey sets dst to src XOR key, a word at a time (subtle.XORBytes):
+// under -race a loop over bytes would cost more than the tests that use
+// it.
+func xorKey(dst, src []byte, key byte) {
+	var k [4096]byte
+	for i := range k {
+		k[i] = key
+	}
+	for len(src) > 0 {
+		n := subtle.XORBytes(dst, src, k[:])
+		dst, src = dst[n:], src[n:]
+	}
 }
 
 func (s *xorSink) ZeroAt(off, n int64) error {

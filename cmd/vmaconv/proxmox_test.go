@@ -375,6 +375,7 @@ func (r *pveRestore) check() (unattached, empty []string) {
 // disk lines, the stock host restores them as they are; without, once a
 // storage is given.
 func TestProxmoxRestorable(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
 	os.WriteFile(at("d.raw"), testutil.GenDisk(1, 3<<20+1000, "mixed"), 0o644)
@@ -438,6 +439,7 @@ func TestProxmoxRestorable(t *testing.T) {
 // without --storage and with one, that every device lands in a volume of
 // its own and which end up unattached, and the notes that say so.
 func TestProxmoxRestoreRules(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
 	os.WriteFile(at("d.raw"), testutil.GenDisk(3, 70000, "data"), 0o644)
@@ -598,6 +600,7 @@ scsi3: mydir:100/vm-100-disk-7.qcow2,size=70000
 // refuses to write such an archive. This also pins mountFileName to what
 // mount shows (mount.go names its files itself).
 func TestNameRules(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
 	disk := testutil.GenDisk(4, 8192, "data")
@@ -689,6 +692,7 @@ func TestNameRules(t *testing.T) {
 // a storage ID, is a usage error (status 2) for every command and
 // destination, before any file is read or written.
 func TestVMIDRange(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	at := func(n string) string { return filepath.Join(dir, n) }
 	os.WriteFile(at("d.raw"), testutil.GenDisk(5, 4096, "data"), 0o644)

@@ -119,6 +119,7 @@ func checkRepacks(t *testing.T, orig string, inputs []repackInput) {
 // bytes, read at random from the file with any -m, compressed (zstd,
 // gzip, lzop, as vzdump compresses), or on standard input.
 func TestRepackGolden(t *testing.T) {
+	t.Parallel()
 	dir, manifest := testutil.LoadManifest(t)
 	at := func(n string) string { return filepath.Join(dir, n) }
 	for _, name := range []string{"case1.vma", "case2.vma", "case6-config-only.vma"} {
@@ -143,6 +144,7 @@ func TestRepackGolden(t *testing.T) {
 // to exactly their bytes, however they are read. (pipeline's
 // TestRepackKeepsArchives tries more orders.)
 func TestRepackExact(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	disks := []testutil.Disk{
 		{Name: "drive-scsi0", Data: testutil.GenDisk(1, 2<<20+4096, "mixed")},
