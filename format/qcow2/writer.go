@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -595,7 +596,7 @@ func (w *Writer) Close() error {
 		return w.err
 	}
 	// Clusters still in pieces are complete as they are.
-	for _, c := range slices.Sorted(mapsKeys(w.partial)) {
+	for _, c := range slices.Sorted(maps.Keys(w.partial)) {
 		pc := w.partial[c]
 		delete(w.partial, c)
 		if pc.buf != nil && w.err == nil {
@@ -616,18 +617,8 @@ func (w *Writer) Close() error {
 	return nil
 }
 
-func mapsKeys[V any](m map[int64]V) func(func(int64) bool) {
-	return func(yield func(int64) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func (w *Writer) finish() error {
-	for _, i := range slices.Sorted(mapsKeys(w.l2)) {
+	for _, i := range slices.Sorted(maps.Keys(w.l2)) {
 		if err := w.writeTable(i); err != nil {
 			return err
 		}

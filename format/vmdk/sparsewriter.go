@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 
@@ -320,7 +321,7 @@ func (w *SparseWriter) Close() error {
 }
 
 func (w *SparseWriter) finish() error {
-	for _, t := range slices.Sorted(keys(w.live)) {
+	for _, t := range slices.Sorted(maps.Keys(w.live)) {
 		if err := w.writeTable(t); err != nil {
 			return err
 		}

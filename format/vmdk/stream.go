@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -450,7 +451,7 @@ func (s *StreamWriter) Close() error {
 		return s.err
 	}
 	// Grains still in pieces are complete as they are.
-	for _, g := range slices.Sorted(keys(s.partial)) {
+	for _, g := range slices.Sorted(maps.Keys(s.partial)) {
 		buf := s.partial[g]
 		delete(s.partial, g)
 		if s.err == nil {
@@ -471,18 +472,8 @@ func (s *StreamWriter) Close() error {
 	return nil
 }
 
-func keys[V any](m map[int64]V) func(func(int64) bool) {
-	return func(yield func(int64) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func (s *StreamWriter) finish() error {
-	for _, t := range slices.Sorted(keys(s.live)) {
+	for _, t := range slices.Sorted(maps.Keys(s.live)) {
 		if err := s.writeTable(t); err != nil {
 			return err
 		}
