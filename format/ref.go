@@ -25,7 +25,7 @@ type Ref struct {
 // (s3://bucket/vm.vma:drive-scsi0); input.Open takes the URL whole if
 // the object without the suffix does not exist.
 func ParseRef(s string) Ref {
-	if isURL(s) {
+	if IsURL(s) {
 		return parseURLRef(s)
 	}
 	if s == "-" || exists(s) {
@@ -56,9 +56,10 @@ func (r *Ref) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// isURL reports whether s starts with a scheme of a remote object (as
-// remote.IsURL, which format does not import).
-func isURL(s string) bool {
+// IsURL reports whether s names a remote object (package remote): it
+// starts with s3://, http:// or https:// (in any case), with something
+// after it.
+func IsURL(s string) bool {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || rest == "" {
 		return false

@@ -14,7 +14,7 @@ import (
 
 // IsRemote reports whether a ref's path names a remote object (s3://,
 // https://, http://): see package remote.
-func IsRemote(path string) bool { return remote.IsURL(path) }
+func IsRemote(path string) bool { return format.IsURL(path) }
 
 // openObject opens the remote object of the ref. A ref whose device was
 // split off a key that ends in ":WORD" (ParseRef cannot ask the server)

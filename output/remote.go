@@ -18,7 +18,7 @@ import (
 
 // IsRemote reports whether dst names a remote object (s3://, https://,
 // http://).
-func IsRemote(dst string) bool { return remote.IsURL(dst) }
+func IsRemote(dst string) bool { return format.IsURL(dst) }
 
 // RemoteOptions configure the uploads of outputs to s3:// (tests); the
 // zero value reads the process's environment.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vmaconv/vmaconv/format"
 )
 
 // httpStore is an object on an HTTP server, read with range requests.
@@ -44,7 +46,7 @@ func newStore(rawurl string, o Options) (store, string, error) {
 // and query (a presigned URL's signature shows as "?…"). Anything else is
 // returned as it is.
 func Redact(s string) string {
-	if !IsURL(s) {
+	if !format.IsURL(s) {
 		return s
 	}
 	if strings.HasPrefix(strings.ToLower(s), "s3://") {

@@ -41,7 +41,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,20 +48,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 )
-
-// IsURL reports whether s names a remote object: it starts with s3://,
-// http:// or https:// (in any case).
-func IsURL(s string) bool {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok || rest == "" {
-		return false
-	}
-	switch strings.ToLower(scheme) {
-	case "s3", "http", "https":
-		return true
-	}
-	return false
-}
 
 // ErrChanged matches (errors.Is) the error of a read of an object that was
 // replaced or changed since it was opened.
