@@ -58,10 +58,8 @@ type Mount struct {
 // without the fusermount helper; otherwise it uses fusermount3 or
 // fusermount.
 func New(dir string, files []File, name string) (*Mount, error) {
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		return nil, fmt.Errorf("%w: %v (load the fuse module; in a container pass --device /dev/fuse --cap-add SYS_ADMIN; vmaconv serve needs neither)", ErrUnavailable, err)
-	} else {
-		f.Close()
+	if err := available(); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	for _, f := range files {
@@ -70,8 +68,12 @@ func New(dir string, files []File, name string) (*Mount, error) {
 		}
 		seen[f.Name] = true
 	}
+	return mount(dir, &dirNode{files: files, open: new(atomic.Int64)}, name)
+}
+
+// mount mounts the tree under root at dir, read-only.
+func mount(dir string, root fs.InodeEmbedder, name string) (*Mount, error) {
 	forever := time.Hour // nothing ever changes
-	root := &dirNode{files: files, open: new(atomic.Int64)}
 	mo := fuse.MountOptions{FsName: name, Name: "vmaconv", MaxReadAhead: 1 << 20}
 	if os.Geteuid() == 0 {
 		// The mount system call itself; read-only is a flag there.
@@ -87,10 +89,30 @@ func New(dir string, files []File, name string) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mounting %s: %w", dir, err)
 	}
-	m := &Mount{dir: dir, srv: srv, open: root.open, gone: make(chan struct{})}
+	m := &Mount{dir: dir, srv: srv, open: opened(root), gone: make(chan struct{})}
 	m.conn, _ = connection(dir) // only Abort needs it
 	go func() { srv.Wait(); close(m.gone) }()
 	return m, nil
+}
+
+// opened returns the counter of open files of a mount's root.
+func opened(root fs.InodeEmbedder) *atomic.Int64 {
+	switch r := root.(type) {
+	case *dirNode:
+		return r.open
+	case *treeNode:
+		return r.open
+	}
+	return new(atomic.Int64)
+}
+
+// available checks that FUSE can be used.
+func available() error {
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %v (load the fuse module; in a container pass --device /dev/fuse --cap-add SYS_ADMIN; vmaconv serve needs neither)", ErrUnavailable, err)
+	}
+	return f.Close()
 }
 
 func containsSlash(s string) bool {

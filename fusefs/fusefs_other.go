@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/guest"
 )
 
 // File is one file of the mount.
@@ -46,3 +47,8 @@ func Connection(dir string) (uint64, error) { return 0, ErrUnavailable }
 
 // AbortConnection fails: vmaconv mounts on Linux only.
 func AbortConnection(id uint64) error { return ErrUnavailable }
+
+// NewTree fails: vmaconv mounts on Linux only.
+func NewTree(dir string, root guest.Node, name string) (*Mount, error) {
+	return New(dir, nil, name)
+}

@@ -1,0 +1,276 @@
+package guest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vmaconv/vmaconv/internal/text"
+	"github.com/vmaconv/vmaconv/internal/zero"
+)
+
+// CopyOptions control CopyOut.
+type CopyOptions struct {
+	// Recursive copies directories with everything in them.
+	Recursive bool
+	// Preserve keeps setuid and setgid bits, which are dropped otherwise.
+	Preserve bool
+	// Note, if set, is told of every entry not copied, and why.
+	Note func(msg string)
+}
+
+// maxHardLinks bounds the hard links CopyOut remembers to link again;
+// past it, further links are copied as separate files.
+const maxHardLinks = 1 << 16
+
+// CopyOut copies the node n, found at the guest path p, to the host path
+// dest, which must not exist unless it is a directory that n, a directory,
+// is merged into, or a regular file that n, a regular file, replaces.
+// Regular files keep their permission bits (setuid and setgid only with
+// Preserve), mtimes and holes; each is written to a temporary file beside
+// its place and renamed into it when whole, so that an interrupted copy
+// never leaves a file looking complete. Symbolic links are copied as links
+// and never followed. Hard links within the copy stay hard links. Device
+// nodes, FIFOs, sockets and unreadable volumes are not copied, nor are
+// entries whose names cannot name a host file ("", ".", "..", names with
+// "/" or NUL) or clash with an earlier entry: each is told to Note and
+// counted in skipped. Names with control characters are written escaped
+// (see Escape). Nothing is ever written outside dest.
+func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skipped int, err error) {
+	note := func(format string, args ...any) {
+		skipped++
+		if o.Note != nil {
+			o.Note(fmt.Sprintf(format, args...))
+		}
+	}
+	links := map[nodeKey]string{}
+	hosts := map[string]string{} // guest directory path → host path, for the directories on the walk's path
+	var lastDir, lastName string
+	var fsys Node
+	first := true
+	if !n.Info().Mode.IsDir() {
+		return 0, copyOne(ctx, n, p, dest, o, note, links, nil)
+	}
+	if !o.Recursive {
+		return 0, fmt.Errorf("%s: is a directory (cp -r copies directories)", Escape(p))
+	}
+	err = WalkLeave(n, p, func(gp string, c Node, werr error) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if fsRoot(c) {
+			fsys = c
+		}
+		if werr != nil {
+			note("%s: not copied: %v", Escape(gp), werr)
+			return SkipDir
+		}
+		var host string
+		if first {
+			first, host = false, dest
+		} else {
+			name := c.Info().Name
+			if !ValidName(name) {
+				note("%s: not copied: the name cannot name a file", Escape(gp))
+				return SkipDir
+			}
+			dir := gp[:len(gp)-len(name)]
+			dir = strings.TrimSuffix(dir, "/")
+			if dir == "" && strings.HasPrefix(p, "/") {
+				dir = "/"
+			}
+			parent, ok := hosts[dir]
+			if !ok {
+				// The parent was not entered (an invalid name): nothing of it is copied.
+				return SkipDir
+			}
+			if dir == lastDir && name == lastName {
+				note("%s: not copied: a second entry of that name in its directory", Escape(gp))
+				return SkipDir
+			}
+			lastDir, lastName = dir, name
+			hostName := text.EscapeControls(name)
+			if hostName != name && o.Note != nil {
+				o.Note(fmt.Sprintf("%s: written as %s", Escape(gp), hostName))
+			}
+			host = filepath.Join(parent, hostName)
+		}
+		if c.Info().Mode.IsDir() {
+			if err := makeDir(host); err != nil {
+				return err
+			}
+			hosts[gp] = host
+			return nil
+		}
+		return copyOne(ctx, c, gp, host, o, note, links, fsys)
+	}, func(gp string, c Node) error {
+		host := hosts[gp]
+		delete(hosts, gp)
+		i := c.Info()
+		if err := os.Chmod(host, perm(i.Mode, o.Preserve)); err != nil {
+			return err
+		}
+		return chtimes(host, i)
+	})
+	return skipped, err
+}
+
+// makeDir makes the directory host, or takes the one there (never a
+// link to one), writable by its owner until its mode is set.
+func makeDir(host string) error {
+	err := os.Mkdir(host, 0o700)
+	if errors.Is(err, fs.ErrExist) {
+		fi, lerr := os.Lstat(host)
+		if lerr != nil {
+			return lerr
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", host)
+		}
+		return nil
+	}
+	return err
+}
+
+// perm returns the host permission bits for a guest mode.
+func perm(m fs.FileMode, preserve bool) fs.FileMode {
+	p := m & (fs.ModePerm | fs.ModeSticky)
+	if preserve {
+		p |= m & (fs.ModeSetuid | fs.ModeSetgid)
+	}
+	return p
+}
+
+// chtimes sets a host file's times to a guest node's.
+func chtimes(host string, i Info) error {
+	if i.ModTime.IsZero() {
+		return nil
+	}
+	atime := i.ATime
+	if atime.IsZero() {
+		atime = i.ModTime
+	}
+	return os.Chtimes(host, atime, i.ModTime)
+}
+
+// copyOne copies one node that is not a directory.
+func copyOne(ctx context.Context, n Node, gp, host string, o CopyOptions, note func(string, ...any), links map[nodeKey]string, fsys Node) error {
+	i := n.Info()
+	switch {
+	case i.Mode&fs.ModeSymlink != 0:
+		target, err := n.Readlink()
+		if err != nil {
+			note("%s: not copied: %v", Escape(gp), err)
+			return nil
+		}
+		if strings.ContainsRune(target, 0) {
+			note("%s: not copied: its target holds a NUL", Escape(gp))
+			return nil
+		}
+		if fi, err := os.Lstat(host); err == nil {
+			// A link of an earlier copy is replaced; anything else stays.
+			if fi.Mode()&fs.ModeSymlink == 0 {
+				return fmt.Errorf("%s exists and is not a symbolic link", host)
+			}
+			if err := os.Remove(host); err != nil {
+				return err
+			}
+		}
+		return os.Symlink(target, host)
+	case i.Mode.IsRegular():
+	case i.Mode&fs.ModeIrregular != 0:
+		_, err := n.Open()
+		note("%s: not copied: %v", Escape(gp), err)
+		return nil
+	default:
+		note("%s: not copied: a %s", Escape(gp), kind(i.Mode))
+		return nil
+	}
+	if fi, err := os.Lstat(host); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s exists and is not a regular file", host)
+	}
+	key := nodeKey{fsys, i.Ino}
+	if i.Nlink > 1 {
+		if first, ok := links[key]; ok {
+			os.Remove(host)
+			return os.Link(first, host)
+		}
+	}
+	f, err := n.Open()
+	if err != nil {
+		note("%s: not copied: %v", Escape(gp), err)
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(host), ".vmaconv-*")
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	err = ReadData(ctx, f, func(off int64, p []byte) error {
+		// Zeros stay holes, as cp --sparse=always leaves them.
+		for len(p) > 0 {
+			k := min(len(p), 64<<10)
+			if !zero.IsZero(p[:k]) {
+				if _, err := tmp.WriteAt(p[:k], off); err != nil {
+					return err
+				}
+			}
+			p, off = p[k:], off+int64(k)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", Escape(gp), err)
+	}
+	if err := tmp.Truncate(f.Size()); err != nil {
+		return err
+	}
+	if err := tmp.Chmod(perm(i.Mode, o.Preserve)); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := chtimes(tmp.Name(), i); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), host); err != nil {
+		return err
+	}
+	ok = true
+	if i.Nlink > 1 && len(links) < maxHardLinks {
+		links[key] = host
+	}
+	return nil
+}
+
+// kind names a node's type for messages.
+func kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeIrregular != 0:
+		return "volume"
+	}
+	return "regular file"
+}
