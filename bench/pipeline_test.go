@@ -52,8 +52,11 @@ func e2eFiles(b *testing.B) (diskPath, archivePath, qcow2Path string) {
 }
 
 func TestMain(m *testing.M) {
+	if action := os.Getenv(filesChildEnv); action != "" {
+		os.Exit(filesChild(action, os.Getenv(filesArchiveEnv)))
+	}
 	code := m.Run()
-	for _, d := range []string{e2eDir, sparseDir, remoteDir} {
+	for _, d := range []string{e2eDir, sparseDir, remoteDir, filesDir} {
 		if d != "" {
 			os.RemoveAll(d)
 		}

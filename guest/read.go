@@ -27,7 +27,9 @@ func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) e
 		err  error
 		done chan struct{}
 	}
-	pool := sync.Pool{New: func() any { return make([]byte, readChunk) }}
+	// Buffers go round: made as needed, at most 2×readWorkers+1 of them.
+	free := make(chan []byte, 2*readWorkers+1)
+	made := 0
 	work := make(chan *job, readWorkers)
 	order := make(chan *job, readWorkers)
 	ctx, cancel := context.WithCancel(ctx)
@@ -72,7 +74,20 @@ func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) e
 				start, end = s, e
 			}
 			for o := start; o < end; o += readChunk {
-				buf := pool.Get().([]byte)
+				var buf []byte
+				select {
+				case buf = <-free:
+				default:
+					if made < cap(free) {
+						buf, made = make([]byte, readChunk), made+1
+					} else {
+						select {
+						case buf = <-free:
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
 				j := &job{off: o, buf: buf[:min(readChunk, end-o)], done: make(chan struct{})}
 				select {
 				case order <- j:
@@ -96,7 +111,7 @@ func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) e
 		if err == nil {
 			err = fn(j.off, j.buf)
 		}
-		pool.Put(j.buf[:cap(j.buf)])
+		free <- j.buf[:cap(j.buf)]
 		if err != nil {
 			cancel()
 		}

@@ -56,6 +56,10 @@ type cli struct {
 	Extract    extractCmd       `cmd:"" help:"Restore an archive's configs and disks into a directory."`
 	Serve      serveCmd         `cmd:"" help:"Serve an archive's disks read-only over NBD (qemu-img, qemu-nbd, nbd-client, guestfish) without restoring them."`
 	Mount      mountCmd         `cmd:"" help:"Mount an archive's disks and configs as read-only files (FUSE, Linux): DIR/drive-scsi0.raw, …, for losetup -r -P and mount -o ro."`
+	Ls         lsCmd            `cmd:"" help:"List the files inside an input's disks without restoring them (partitions, LVM2, ext2/3/4, XFS, NTFS, FAT, ISO 9660), as virt-ls: vmaconv ls -l vm.vma.zst /drive-scsi0/p2/etc."`
+	Cat        catCmd           `cmd:"" help:"Write files inside an input's disks to standard output, as virt-cat: vmaconv cat vm.vma /drive-scsi0/p1/etc/fstab."`
+	Cp         cpCmd            `cmd:"" help:"Copy files and directories out of an input's disks, as virt-copy-out: vmaconv cp -r vm.vma.zst /drive-scsi0/p2/home/ann out/."`
+	Diff       diffCmd          `cmd:"" help:"List the files added (+), removed (-) and changed (M) between two inputs' disks, as virt-diff: vmaconv diff monday.vma.zst tuesday.vma.zst."`
 	Index      indexCmd         `cmd:"" help:"Write ARCHIVE.vmaidx beside an archive (a file, or an s3:// object): the reads opening it at random takes, which opening it from object storage then makes in parallel instead of one after another. Plain .vma and seekable .vma.zst."`
 	Cache      cacheCmd         `cmd:"" help:"List or clear the cache where serve and mount keep compressed archives decompressed ($XDG_CACHE_HOME/vmaconv, else ~/.cache/vmaconv): vmaconv cache list, vmaconv cache clear [ARCHIVE…]."`
 	Help       helpCmd          `cmd:"" help:"Show the commands, or one command's options: vmaconv help convert."`
@@ -158,7 +162,7 @@ func helpVars(version string) kong.Vars {
 			out = append(out, f.Name)
 		}
 	}
-	return kong.Vars{"version": version, "formats": strings.Join(in, ", "), "oformats": strings.Join(out, ", ")}
+	return kong.Vars{"version": version, "formats": strings.Join(in, ", "), "oformats": strings.Join(out, ", "), "tree": treeHelp}
 }
 
 // kongExit carries kong's exit status (after --help or --version) out of

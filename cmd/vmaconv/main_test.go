@@ -82,8 +82,8 @@ func TestScripts(t *testing.T) {
 			switch cond {
 			case "golden":
 				return golden != "", nil
-			case "qemu", "lzop", "zsh", "fish", "script", "sh", "mkfifo": // tools CI has or installs; a test fails under CI without them
-				tool := map[string]string{"qemu": "qemu-img", "lzop": "lzop", "zsh": "zsh", "fish": "fish", "script": "script", "sh": "sh", "mkfifo": "mkfifo"}[cond]
+			case "qemu", "lzop", "zsh", "fish", "script", "sh", "mkfifo", "mkfs": // tools CI has or installs; a test fails under CI without them
+				tool := map[string]string{"qemu": "qemu-img", "lzop": "lzop", "zsh": "zsh", "fish": "fish", "script": "script", "sh": "sh", "mkfifo": "mkfifo", "mkfs": "mkfs.ext4"}[cond]
 				_, err := exec.LookPath(tool)
 				if err != nil && os.Getenv("CI") == "true" {
 					return false, fmt.Errorf("%s not found under CI (.ci/run installs it): %v", tool, err)

@@ -17,6 +17,7 @@ type mountCmd struct {
 	Archive string   `arg:"" help:"An input of any format vmaconv reads (${formats}): an image is mounted as DIR/disk.raw; an archive (.vma; .vma.zst, .vma.gz and .vma.lzo are decompressed once into a cache), its disks as DIR/NAME.raw and its configs."`
 	Dir     string   `arg:"" help:"An existing directory to mount on."`
 	Device  []string `short:"d" placeholder:"NAME" help:"Show only this disk (repeatable; default: every disk)."`
+	Files   bool     `help:"Mount the files inside the disks instead, read-only, as vmaconv ls shows them: DIR/drive-scsi0/p2/etc/fstab (partitions, LVM2, ext2/3/4, XFS, NTFS, FAT, ISO 9660)."`
 	cacheOpts
 }
 
@@ -33,6 +34,26 @@ func (c *mountCmd) Run(e *env) error {
 	}
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", c.Dir)
+	}
+	if c.Files {
+		if len(c.Device) > 0 {
+			return usageError{errors.New("mount --files shows every disk: -d does not go with it")}
+		}
+		in, t, err := openTree(e, c.Archive, c.cacheOpts)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		root, err := t.Root()
+		if err != nil {
+			return err
+		}
+		m, err := fusefs.NewTree(c.Dir, root, "vmaconv:"+filepath.Base(c.Archive))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "mounted the files of %s read-only on %s; stop with Ctrl-C or umount %s\n", printable(c.Archive), c.Dir, c.Dir)
+		return c.serve(e, m)
 	}
 	in, exports, err := openExports(e, c.Archive, c.Device, c.cacheOpts)
 	if err != nil {
@@ -71,6 +92,16 @@ func (c *mountCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(e.stdout, "mounted %s read-only on %s; stop with Ctrl-C or umount %s\n", printable(c.Archive), c.Dir, c.Dir)
+	for _, f := range files {
+		fmt.Fprintf(e.stdout, "  %-*s  %10s\n", 20, printable(f.Name), humanSize(f.Source.Size()))
+	}
+	return c.serve(e, m)
+}
+
+// serve serves a mount until it is unmounted from outside (status 0), or
+// until SIGINT or SIGTERM (status 130, 143); see Run.
+func (c *mountCmd) serve(e *env, m *fusefs.Mount) error {
 	// A second signal aborts the mount; what it found is said here once
 	// forced is closed.
 	forced := make(chan struct{})
@@ -83,10 +114,6 @@ func (c *mountCmd) Run(e *env) error {
 			close(forced)
 		})
 	})()
-	fmt.Fprintf(e.stdout, "mounted %s read-only on %s; stop with Ctrl-C or umount %s\n", printable(c.Archive), c.Dir, c.Dir)
-	for _, f := range files {
-		fmt.Fprintf(e.stdout, "  %-*s  %10s\n", 20, printable(f.Name), humanSize(f.Source.Size()))
-	}
 	e.flushNotes()
 	gone := make(chan struct{})
 	go func() { m.Wait(); close(gone) }()

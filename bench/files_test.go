@@ -1,0 +1,342 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/all"
+	"github.com/vmaconv/vmaconv/format/raw"
+	"github.com/vmaconv/vmaconv/guest"
+	_ "github.com/vmaconv/vmaconv/guest/all"
+	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/pipeline"
+)
+
+// The files benchmarks' archive (issue 22's targets): a seekable .vma.zst
+// of a 16 GiB disk whose GPT partition p1 holds an ext4 file system with
+// 10,000 files in 100 directories and one file "big" of 1 GiB.
+const (
+	filesDisk  = 16 << 30
+	filesBig   = 1 << 30
+	filesCount = 10000
+)
+
+var (
+	filesOnce sync.Once
+	filesArc  string
+	filesErr  error
+	filesDir  string // removed by TestMain
+)
+
+func filesArchive(b *testing.B) string {
+	for _, tool := range []string{"mkfs.ext4", "sfdisk"} {
+		testutil.RequireTool(b, tool)
+	}
+	filesOnce.Do(func() { filesArc, filesErr = buildFilesArchive() })
+	if filesErr != nil {
+		b.Fatal(filesErr)
+	}
+	return filesArc
+}
+
+func buildFilesArchive() (string, error) {
+	var err error
+	if filesDir, err = os.MkdirTemp("", "vmaconv-bench-files-"); err != nil {
+		return "", err
+	}
+	tree := filepath.Join(filesDir, "tree")
+	for i := range filesCount {
+		d := filepath.Join(tree, fmt.Sprintf("d%03d", i/100))
+		if i%100 == 0 {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return "", err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("file-%05d.conf", i)), []byte(fmt.Sprintf("setting%d = %d\n", i, i*i)), 0o644); err != nil {
+			return "", err
+		}
+	}
+	f, err := os.Create(filepath.Join(tree, "big"))
+	if err != nil {
+		return "", err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	for i := int64(0); i < filesBig; i += 16 << 20 {
+		w.Write(testutil.GenDisk(uint64(i), 16<<20, "text"))
+	}
+	if err := w.Flush(); err != nil {
+		return "", err
+	}
+	f.Close()
+	disk := filepath.Join(filesDir, "disk.raw")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Truncate(disk, filesDisk); err != nil {
+		return "", err
+	}
+	cmd := exec.Command("sfdisk", "-q", disk)
+	cmd.Stdin = strings.NewReader("label: gpt\nstart=2048, type=L\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("sfdisk: %v\n%s", err, out)
+	}
+	blocks := (filesDisk - 2<<20) / 4096
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "offset=1048576", "-d", tree, disk, strconv.Itoa(blocks)).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mkfs.ext4: %v\n%s", err, out)
+	}
+	os.RemoveAll(tree)
+	// The seekable .vma.zst, written as vmaconv does.
+	in, err := input.Open(context.Background(), all.Registry(), format.Ref{Path: disk}, input.Options{Format: "raw"})
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	vmaFormat, _ := all.Registry().Lookup("vma")
+	v, err := format.ParseOptions(vmaFormat, "compress=zstd,seekable=on")
+	if err != nil {
+		return "", err
+	}
+	arc := filepath.Join(filesDir, "vzdump-qemu-100-2024_06_10-06_13_20.vma.zst")
+	sink, err := vmaFormat.Create(format.Dest{Path: arc}, []format.Device{{Name: "drive-scsi0", Size: filesDisk}},
+		format.CreateOptions{Options: v, Configs: []format.Config{{Name: "qemu-server.conf", Data: []byte("scsi0: local-lvm:vm-100-disk-0,size=16G\n")}}})
+	if err != nil {
+		return "", err
+	}
+	if err := pipeline.Convert(context.Background(), sink, []pipeline.Selection{{Input: in, Disks: []int{0}}}, pipeline.ConvertOptions{}); err != nil {
+		sink.Abort()
+		return "", err
+	}
+	if err := sink.Commit(); err != nil {
+		return "", err
+	}
+	os.Remove(disk)
+	return arc, nil
+}
+
+// openFiles opens the archive's file tree, as vmaconv ls does.
+func openFiles(b *testing.B, arc string) (*input.Input, *guest.Tree) {
+	in, err := input.Open(context.Background(), all.Registry(), format.Ref{Path: arc}, input.Options{RandomAccess: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	disks, err := in.Exported(nil, "disk", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return in, guest.New([]guest.Disk{{Name: disks[0].Name, R: disks[0].Source, Size: disks[0].Source.Size()}})
+}
+
+// readBytes returns the bytes this process has read from files so far
+// (rchar of /proc/self/io), or -1 where that is not known.
+func readBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(l, []byte("rchar: ")); ok {
+			n, _ := strconv.ParseInt(string(v), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// The environment that makes the test binary a child that lists or cats
+// the files archive, alone in its process, so that its peak RSS is the
+// command's (see childRSS).
+const (
+	filesChildEnv   = "VMACONV_BENCH_FILES_CHILD"
+	filesArchiveEnv = "VMACONV_BENCH_FILES_ARCHIVE"
+)
+
+// childRSS runs action ("ls": ls -R of the file system; "cat": cat of the
+// big file to /dev/null) in a child process and returns its peak RSS in
+// MiB: what vmaconv ls -R and vmaconv cat take, without the benchmark's
+// own building of the archive.
+func childRSS(b *testing.B, action, arc string) float64 {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), filesChildEnv+"="+action, filesArchiveEnv+"="+arc)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("%s child: %v\n%s", action, err, out)
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return -1
+	}
+	return float64(ru.Maxrss) / 1024
+}
+
+// filesChild is the child of childRSS.
+func filesChild(action, arc string) int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	in, err := input.Open(context.Background(), all.Registry(), format.Ref{Path: arc}, input.Options{RandomAccess: true})
+	if err != nil {
+		return fail(err)
+	}
+	defer in.Close()
+	disks, err := in.Exported(nil, "disk", nil)
+	if err != nil {
+		return fail(err)
+	}
+	t := guest.New([]guest.Disk{{Name: disks[0].Name, R: disks[0].Source, Size: disks[0].Source.Size()}})
+	switch action {
+	case "ls":
+		n, _, err := t.Lookup("/drive-scsi0/p1", false)
+		if err != nil {
+			return fail(err)
+		}
+		w := bufio.NewWriter(io.Discard)
+		err = guest.Walk(n, "/drive-scsi0/p1", func(p string, n guest.Node, err error) error {
+			fmt.Fprintln(w, p, n.Info().Size)
+			return err
+		})
+		if err != nil {
+			return fail(err)
+		}
+	case "cat":
+		n, _, err := t.Lookup("/drive-scsi0/p1/big", true)
+		if err != nil {
+			return fail(err)
+		}
+		f, err := n.Open()
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := guest.WriteTo(context.Background(), f, io.Discard); err != nil {
+			return fail(err)
+		}
+	}
+	return 0
+}
+
+// BenchmarkFilesLsR lists every entry of the ext4 file system inside a
+// seekable .vma.zst of a 16 GiB disk, opening the archive each time, as
+// vmaconv ls -R does (target: under 1 s). It reports the archive's bytes
+// read as a percentage of its size, and the process's peak RSS.
+func BenchmarkFilesLsR(b *testing.B) {
+	arc := filesArchive(b)
+	fi, _ := os.Stat(arc)
+	var read int64
+	b.ResetTimer()
+	for b.Loop() {
+		r0 := readBytes()
+		in, t := openFiles(b, arc)
+		n, _, err := t.Lookup("/drive-scsi0/p1", false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries := 0
+		err = guest.Walk(n, "/drive-scsi0/p1", func(p string, n guest.Node, err error) error {
+			if err != nil {
+				return err
+			}
+			entries++
+			return nil
+		})
+		if err != nil || entries < filesCount {
+			b.Fatalf("%d entries, %v", entries, err)
+		}
+		in.Close()
+		read += readBytes() - r0
+	}
+	b.ReportMetric(float64(read)/float64(b.N)/float64(fi.Size())*100, "%archive-read")
+	b.ReportMetric(childRSS(b, "ls", arc), "ls-peak-RSS-MiB")
+}
+
+// BenchmarkFilesCat writes the 1 GiB file inside the archive to a file,
+// as vmaconv cat > out does, and restores the disk's 1 GiB-plus of
+// stored data to a raw file, as vmaconv ARCHIVE:drive-scsi0 out.raw does;
+// it reports both speeds and cat's as a fraction of the restore's
+// (target: at least 0.8), and the archive bytes cat read for each byte of
+// the file (target: under 2).
+func BenchmarkFilesCat(b *testing.B) {
+	arc := filesArchive(b)
+	out := filepath.Join(filesDir, "out")
+	b.SetBytes(filesBig)
+	var catTime, restoreTime time.Duration
+	var catRead, stored int64
+	b.ResetTimer()
+	for b.Loop() {
+		os.Remove(out)
+		start, r0 := time.Now(), readBytes()
+		in, t := openFiles(b, arc)
+		n, _, err := t.Lookup("/drive-scsi0/p1/big", true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := n.Open()
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, err := os.Create(out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if k, err := guest.WriteTo(context.Background(), f, w); err != nil || k != filesBig {
+			b.Fatalf("cat: %d bytes, %v", k, err)
+		}
+		w.Close()
+		in.Close()
+		catTime += time.Since(start)
+		catRead += readBytes() - r0
+
+		b.StopTimer()
+		os.Remove(out)
+		start = time.Now()
+		stored = restoreDisk(b, arc, out)
+		restoreTime += time.Since(start)
+		b.StartTimer()
+	}
+	catSpeed := float64(filesBig) * float64(b.N) / catTime.Seconds() / 1e6
+	restoreSpeed := float64(stored) * float64(b.N) / restoreTime.Seconds() / 1e6
+	b.ReportMetric(catSpeed, "cat-MB/s")
+	b.ReportMetric(restoreSpeed, "restore-MB/s")
+	b.ReportMetric(catSpeed/restoreSpeed, "cat/restore")
+	b.ReportMetric(float64(catRead)/float64(b.N)/float64(filesBig), "read/file-bytes")
+	b.ReportMetric(childRSS(b, "cat", arc), "cat-peak-RSS-MiB")
+	os.Remove(out)
+}
+
+// restoreDisk restores the archive's disk to a raw file and returns the
+// bytes the disk stores.
+func restoreDisk(b *testing.B, arc, out string) int64 {
+	in, err := input.Open(context.Background(), all.Registry(), format.Ref{Path: arc}, input.Options{RandomAccess: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	stored := in.Devices()[0].Size
+	if st, ok := in.Image().Disks()[0].Source.(format.Stored); ok {
+		stored = st.Stored()
+	}
+	sink, err := raw.Create(format.Dest{Path: out}, []format.Device{{Size: in.Devices()[0].Size}}, format.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Abort()
+	if err := pipeline.Convert(context.Background(), sink, []pipeline.Selection{{Input: in, Disks: []int{0}}}, pipeline.ConvertOptions{Workers: benchWorkers}); err != nil {
+		b.Fatal(err)
+	}
+	if err := sink.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	return stored
+}

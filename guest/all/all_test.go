@@ -1,0 +1,642 @@
+package all_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmaconv/vmaconv/format"
+	formats "github.com/vmaconv/vmaconv/format/all"
+	"github.com/vmaconv/vmaconv/guest"
+	_ "github.com/vmaconv/vmaconv/guest/all"
+	"github.com/vmaconv/vmaconv/guest/guesttest"
+	"github.com/vmaconv/vmaconv/input"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/pipeline"
+)
+
+const mib = 1 << 20
+
+// lvmConfig creates LVM2 metadata without device-mapper (see
+// ../shared/docs/test-images.md).
+const lvmConfig = "global { activation=0 } activation { udev_sync=0 udev_rules=0 } backup { backup=0 archive=0 }"
+
+// fixture is the test disks, built once: drive-scsi0 with a GPT (p1 a
+// FAT16 EFI system partition, p2 ext4 holding the standard tree, p3 an
+// LVM2 physical volume of volume group vg0 with an ext4 logical volume
+// "root", where loop devices work), drive-scsi1 with an MBR (p1 ext4,
+// p2 an extended partition holding logical partitions p5, ext4, and p6,
+// swap).
+type fixture struct {
+	dir     string
+	tree    string // the standard tree on the host
+	entries []guesttest.Entry
+	disks   []string // raw disk files
+	lvm     bool     // p3 holds LVM
+}
+
+var (
+	fixOnce sync.Once
+	fix     *fixture
+	fixErr  string
+)
+
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// getFixture builds the fixture once, in a directory removed by TestMain.
+func getFixture(t *testing.T) *fixture {
+	t.Helper()
+	for _, tool := range []string{"mkfs.ext4", "sfdisk", "mkfs.vfat", "mcopy", "mkswap"} {
+		testutil.RequireTool(t, tool)
+	}
+	fixOnce.Do(func() {
+		f, err := build(fixtureDir)
+		if err != nil {
+			fixErr = err.Error()
+			return
+		}
+		fix = f
+	})
+	if fix == nil {
+		t.Fatal(fixErr)
+	}
+	return fix
+}
+
+var fixtureDir string
+
+func TestMain(m *testing.M) {
+	d, err := os.MkdirTemp("", "guest-all-")
+	if err != nil {
+		panic(err)
+	}
+	fixtureDir = d
+	code := m.Run()
+	os.RemoveAll(d)
+	os.Exit(code)
+}
+
+// build makes the disks.
+func build(dir string) (*fixture, error) {
+	f := &fixture{dir: dir, tree: filepath.Join(dir, "tree"), entries: guesttest.Standard()}
+	if err := os.Mkdir(f.tree, 0o755); err != nil {
+		return nil, err
+	}
+	var werr error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				werr = fmt.Errorf("%v", r)
+			}
+		}()
+		guesttest.Write(&fatalTB{}, f.tree, f.entries)
+	}()
+	if werr != nil {
+		return nil, werr
+	}
+	small := filepath.Join(dir, "small")
+	os.MkdirAll(filepath.Join(small, "etc"), 0o755)
+	os.WriteFile(filepath.Join(small, "etc", "fstab"), []byte("/dev/vg0/root / ext4 defaults 0 1\n"), 0o644)
+	os.MkdirAll(filepath.Join(small, "EFI", "BOOT"), 0o755)
+	os.WriteFile(filepath.Join(small, "EFI", "BOOT", "BOOTX64.EFI"), bytes.Repeat([]byte("MZ"), 3000), 0o644)
+
+	steps := []func() error{
+		func() error {
+			return run("mkfs.ext4", "-q", "-F", "-N", "16384", "-E", "root_owner=0:0", "-d", f.tree, filepath.Join(dir, "std.ext4"), "48M")
+		},
+		func() error {
+			return run("mkfs.ext4", "-q", "-F", "-d", small, filepath.Join(dir, "small.ext4"), "4M")
+		},
+		func() error { return run("mkfs.vfat", "-F", "16", "-C", filepath.Join(dir, "esp.fat"), "16384") },
+		func() error {
+			cmd := exec.Command("mcopy", "-s", "-i", filepath.Join(dir, "esp.fat"), filepath.Join(small, "EFI"), "::")
+			cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("mcopy: %v\n%s", err, out)
+			}
+			return nil
+		},
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return nil, err
+		}
+	}
+	// drive-scsi0: GPT. p1 at 1 MiB (16 MiB), p2 at 17 MiB (48 MiB), p3 at
+	// 65 MiB (20 MiB).
+	d0 := filepath.Join(dir, "d0.raw")
+	if err := os.WriteFile(d0, nil, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Truncate(d0, 90*mib); err != nil {
+		return nil, err
+	}
+	if err := sfdisk(d0, "label: gpt\nstart=2048, size=32768, type=U, name=\"EFI system\"\nstart=34816, size=98304, type=L, name=root\nstart=133120, size=40960, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n"); err != nil {
+		return nil, err
+	}
+	if err := place(d0, filepath.Join(dir, "esp.fat"), 1*mib); err != nil {
+		return nil, err
+	}
+	if err := place(d0, filepath.Join(dir, "std.ext4"), 17*mib); err != nil {
+		return nil, err
+	}
+	if err := makeLVM(d0, 65*mib, 20*mib, filepath.Join(dir, "small.ext4")); err == nil {
+		f.lvm = true
+	} else if os.Getenv("CI") == "true" && canLoop() {
+		return nil, fmt.Errorf("LVM: %v", err)
+	} else {
+		fmt.Fprintf(os.Stderr, "guest/all: no LVM volume in the test disks: %v\n", err)
+	}
+	// drive-scsi1: MBR with logical partitions.
+	d1 := filepath.Join(dir, "d1.raw")
+	os.WriteFile(d1, nil, 0o644)
+	os.Truncate(d1, 32*mib)
+	if err := sfdisk(d1, "label: dos\nstart=2048, size=8192, type=83\nstart=10240, size=40960, type=5\nstart=12288, size=8192, type=83\nstart=22528, size=8192, type=82\n"); err != nil {
+		return nil, err
+	}
+	if err := place(d1, filepath.Join(dir, "small.ext4"), 1*mib); err != nil {
+		return nil, err
+	}
+	if err := place(d1, filepath.Join(dir, "small.ext4"), 6*mib); err != nil {
+		return nil, err
+	}
+	swap := filepath.Join(dir, "swap")
+	if err := os.WriteFile(swap, make([]byte, 4*mib), 0o644); err != nil {
+		return nil, err
+	}
+	if err := run("mkswap", "-q", swap); err != nil {
+		return nil, err
+	}
+	if err := place(d1, swap, 11*mib); err != nil {
+		return nil, err
+	}
+	f.disks = []string{d0, d1}
+	return f, nil
+}
+
+// fatalTB turns guesttest.Write's failures into a panic that build
+// recovers.
+type fatalTB struct{ testing.TB }
+
+func (fatalTB) Helper()                   {}
+func (fatalTB) Fatal(args ...any)         { panic(fmt.Sprint(args...)) }
+func (fatalTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+
+func sfdisk(disk, script string) error {
+	cmd := exec.Command("sfdisk", "-q", disk)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("sfdisk: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// place copies the file src into disk at off, holes left holes.
+func place(disk, src string, off int64) error {
+	return run("dd", "if="+src, "of="+disk, "bs=64K", fmt.Sprintf("seek=%d", off/(64<<10)), "conv=notrunc,sparse", "status=none")
+}
+
+// canLoop reports whether loop devices and LVM's tools work here.
+func canLoop() bool {
+	_, e1 := exec.LookPath("losetup")
+	_, e2 := exec.LookPath("pvcreate")
+	if e1 != nil || e2 != nil {
+		return false
+	}
+	_, err := os.Stat("/dev/loop-control")
+	return err == nil
+}
+
+// makeLVM makes the partition at off an LVM2 physical volume of volume
+// group vg0 with a logical volume root of 8 MiB holding fsImage.
+func makeLVM(disk string, off, size int64, fsImage string) error {
+	if !canLoop() {
+		return fmt.Errorf("no loop devices or LVM tools")
+	}
+	out, err := exec.Command("losetup", "-f", "--show", "-o", fmt.Sprint(off), "--sizelimit", fmt.Sprint(size), disk).Output()
+	if err != nil {
+		return fmt.Errorf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	detached := false
+	detach := func() {
+		if !detached {
+			exec.Command("losetup", "-d", loop).Run()
+			detached = true
+		}
+	}
+	defer detach()
+	c := "--config=" + lvmConfig
+	for _, args := range [][]string{
+		{"pvcreate", "-q", c, loop},
+		{"vgcreate", "-q", c, "-s", "1M", "vg0", loop},
+		{"lvcreate", "-q", c, "-an", "-Zn", "-L", "4M", "-n", "root", "vg0"},
+	} {
+		if err := run(args[0], args[1:]...); err != nil {
+			return err
+		}
+	}
+	outs, err := exec.Command("lvs", c, "--segments", "--reportformat", "json", "--units", "b", "-o", "lv_name,seg_start_pe,seg_pe_ranges", "vg0").Output()
+	if err != nil {
+		return fmt.Errorf("lvs: %v", err)
+	}
+	pvs, err := exec.Command("pvs", c, "--reportformat", "json", "--units", "b", "-o", "pe_start", loop).Output()
+	if err != nil {
+		return fmt.Errorf("pvs: %v", err)
+	}
+	detach()
+	var lv struct {
+		Report []struct {
+			LV []struct {
+				Ranges string `json:"seg_pe_ranges"`
+			} `json:"seg"`
+		} `json:"report"`
+	}
+	var pv struct {
+		Report []struct {
+			PV []struct {
+				PEStart string `json:"pe_start"`
+			} `json:"pv"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal(outs, &lv); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(pvs, &pv); err != nil {
+		return err
+	}
+	if len(lv.Report) == 0 || len(lv.Report[0].LV) != 1 || len(pv.Report) == 0 || len(pv.Report[0].PV) != 1 {
+		return fmt.Errorf("lvs/pvs: unexpected %s %s", outs, pvs)
+	}
+	var first, last int64
+	if _, err := fmt.Sscanf(lv.Report[0].LV[0].Ranges[strings.LastIndex(lv.Report[0].LV[0].Ranges, ":")+1:], "%d-%d", &first, &last); err != nil {
+		return fmt.Errorf("seg_pe_ranges %q: %v", lv.Report[0].LV[0].Ranges, err)
+	}
+	var peStart int64
+	fmt.Sscanf(strings.TrimSuffix(pv.Report[0].PV[0].PEStart, "B"), "%d", &peStart)
+	return place(disk, fsImage, off+peStart+first*mib)
+}
+
+// packing is one way of storing the fixture.
+type packing struct {
+	name  string
+	file  string
+	multi bool // an archive: disks at the root
+}
+
+var (
+	packOnce sync.Once
+	packs    []packing
+	packErr  error
+)
+
+// pack writes the fixture as raw and qcow2 (drive-scsi0 only), and as a
+// .vma, a .vma.zst and a seekable .vma.zst of both disks.
+func pack(t *testing.T, f *fixture) []packing {
+	t.Helper()
+	packOnce.Do(func() {
+		reg := formats.Registry()
+		write := func(fmName, file, opts string, disks []string) error {
+			fm, err := reg.Lookup(fmName)
+			if err != nil {
+				return err
+			}
+			v, err := format.ParseOptions(fm, opts)
+			if err != nil {
+				return err
+			}
+			var devs []format.Device
+			var srcs []*os.File
+			for i, d := range disks {
+				fi, err := os.Stat(d)
+				if err != nil {
+					return err
+				}
+				dev := format.Device{Size: fi.Size()}
+				if fm.Multi {
+					dev.Name = fmt.Sprintf("drive-scsi%d", i)
+				}
+				devs = append(devs, dev)
+				s, err := os.Open(d)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				srcs = append(srcs, s)
+			}
+			var cfgs []format.Config
+			if fm.Multi {
+				cfgs = []format.Config{{Name: "qemu-server.conf", Data: []byte("scsi0: local-lvm:vm-100-disk-0,size=90M\nscsi1: local-lvm:vm-100-disk-1,size=32M\n")}}
+			}
+			sink, err := fm.Create(format.Dest{Path: filepath.Join(f.dir, file)}, devs, format.CreateOptions{Options: v, Configs: cfgs})
+			if err != nil {
+				return err
+			}
+			for i, s := range srcs {
+				if err := pipeline.Copy(context.Background(), sink.Disk(i), fileSource{s}, pipeline.Options{}); err != nil {
+					return err
+				}
+			}
+			return sink.Commit()
+		}
+		all := []struct {
+			p        packing
+			fm, opts string
+			disks    []string
+		}{
+			{packing{"raw", "d0.raw", false}, "", "", nil},
+			{packing{"qcow2", "d0.qcow2", false}, "qcow2", "", f.disks[:1]},
+			{packing{"vma", "vzdump-qemu-100-2024_06_10-06_13_20.vma", true}, "vma", "", f.disks},
+			{packing{"vma.zst", "vzdump-qemu-100-2024_06_10-06_13_20.vma.zst", true}, "vma", "compress=zstd", f.disks},
+			{packing{"seekable vma.zst", "seekable.vma.zst", true}, "vma", "compress=zstd,seekable=on", f.disks},
+		}
+		for _, a := range all {
+			if a.fm != "" {
+				if err := write(a.fm, a.p.file, a.opts, a.disks); err != nil {
+					packErr = fmt.Errorf("%s: %v", a.p.name, err)
+					return
+				}
+			}
+			packs = append(packs, a.p)
+		}
+	})
+	if packErr != nil {
+		t.Fatal(packErr)
+	}
+	return packs
+}
+
+// fileSource is a format.Source of a file.
+type fileSource struct{ *os.File }
+
+func (f fileSource) Size() int64 {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// openTree opens a packing's file tree.
+func openTree(t *testing.T, f *fixture, p packing) *guest.Tree {
+	t.Helper()
+	in, err := input.Open(context.Background(), formats.Registry(), format.Ref{Path: filepath.Join(f.dir, p.file)},
+		input.Options{RandomAccess: true, Cache: input.CacheOptions{Dir: filepath.Join(f.dir, "cache")}, Note: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	disks, err := in.Exported(nil, "disk", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gd []guest.Disk
+	for _, d := range disks {
+		name := d.Name
+		if !in.Archive() {
+			name = ""
+		}
+		gd = append(gd, guest.Disk{Name: name, R: d.Source, Size: d.Source.Size()})
+	}
+	return guest.New(gd)
+}
+
+// nodeFS is an FS whose root is a node.
+type nodeFS struct{ n guest.Node }
+
+func (f nodeFS) Root() (guest.Node, error) { return f.n, nil }
+
+func lookup(t *testing.T, tr *guest.Tree, p string) guest.Node {
+	t.Helper()
+	n, _, err := tr.Lookup(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestPackings reads the fixture's file trees from every packing: the
+// volumes each level shows, the standard tree inside ext4 (guesttest.Check),
+// a file inside LVM, and one behind a symbolic link.
+func TestPackings(t *testing.T) {
+	f := getFixture(t)
+	for _, p := range pack(t, f) {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			tr := openTree(t, f, p)
+			d0 := ""
+			if p.multi {
+				d0 = "/drive-scsi0"
+				want := map[string]string{"drive-scsi0": "gpt", "drive-scsi1": "dos"}
+				checkVolumes(t, tr, "/", want)
+				checkVolumes(t, tr, "/drive-scsi1", map[string]string{"p1": "ext4", "p5": "ext4", "p6": "swap"})
+				n, _, err := tr.Lookup("/drive-scsi1/p5/etc/fstab", true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkFile(t, n, "/dev/vg0/root / ext4 defaults 0 1\n")
+			}
+			want := map[string]string{"p1": "fat16", "p2": "ext4", "p3": "lvm2"}
+			if !f.lvm {
+				want["p3"] = "empty"
+			}
+			checkVolumes(t, tr, d0+"/", want)
+			guesttest.Check(t, nodeFS{lookup(t, tr, d0+"/p2")}, f.entries, guesttest.Caps{
+				Perm: true, Symlinks: true, HardLinks: true, MTime: time.Second, Sparse: true, Ignore: []string{"lost+found"},
+			})
+			n, resolved, err := tr.Lookup(d0+"/p2/link-rel", true)
+			if err != nil || resolved != d0+"/p2/dir/file" {
+				t.Fatalf("link-rel resolves to %q, %v", resolved, err)
+			}
+			if n.Info().Size != 5000 {
+				t.Errorf("link-rel: size %d", n.Info().Size)
+			}
+			n, _, err = tr.Lookup(d0+"/p1/EFI/BOOT/BOOTX64.EFI", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFile(t, n, strings.Repeat("MZ", 3000))
+			if f.lvm {
+				checkVolumes(t, tr, d0+"/p3", map[string]string{"vg0": "lvm2"})
+				checkVolumes(t, tr, d0+"/p3/vg0", map[string]string{"root": "ext4"})
+				n, _, err := tr.Lookup(d0+"/p3/vg0/root/etc/fstab", true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkFile(t, n, "/dev/vg0/root / ext4 defaults 0 1\n")
+			}
+			// The link to /etc/passwd stays inside p2's file system.
+			if _, _, err := tr.Lookup(d0+"/p2/link-abs", true); err == nil || !strings.Contains(err.Error(), d0+"/p2: etc: file does not exist") {
+				t.Errorf("link-abs: %v, want it resolved inside p2 (where there is no etc)", err)
+			}
+		})
+	}
+}
+
+func checkVolumes(t *testing.T, tr *guest.Tree, p string, want map[string]string) {
+	t.Helper()
+	nodes, err := lookup(t, tr, p).ReadDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, n := range nodes {
+		v, ok := n.(guest.Volumer)
+		if !ok {
+			t.Fatalf("%s/%s is not a volume", p, n.Info().Name)
+		}
+		got[n.Info().Name] = v.Volume().Content
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s: volumes %v, want %v", p, got, want)
+	}
+}
+
+func checkFile(t *testing.T, n guest.Node, want string) {
+	t.Helper()
+	f, err := n.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if _, err := guest.WriteTo(context.Background(), f, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != want {
+		t.Errorf("content %q, want %q", b.String(), want)
+	}
+}
+
+// TestCopyOut copies the ext4 file system out of a seekable .vma.zst and
+// compares the copy with the source tree: diff -r (contents, link
+// targets), modes (setuid dropped), mtimes, hard links and holes.
+func TestCopyOut(t *testing.T) {
+	f := getFixture(t)
+	testutil.RequireTool(t, "diff")
+	var p packing
+	for _, q := range pack(t, f) {
+		if q.name == "seekable vma.zst" {
+			p = q
+		}
+	}
+	tr := openTree(t, f, p)
+	n, q, err := tr.Lookup("/drive-scsi0/p2", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	var notes []string
+	skipped, err := guest.CopyOut(context.Background(), n, q, dest, guest.CopyOptions{Recursive: true, Note: func(m string) { notes = append(notes, m) }})
+	if err != nil || skipped != 0 {
+		t.Fatalf("CopyOut: %d skipped (%v), %v", skipped, notes, err)
+	}
+	if out, err := exec.Command("diff", "-r", "--no-dereference", "-x", "lost+found", f.tree, dest).CombinedOutput(); err != nil {
+		t.Fatalf("diff -r: %v\n%s", err, out)
+	}
+	for _, e := range f.entries {
+		fi, err := os.Lstat(filepath.Join(dest, e.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := e.Mode &^ fs.ModeSetuid
+		if fi.Mode() != want && e.Mode&fs.ModeSymlink == 0 {
+			t.Errorf("%s: mode %v, want %v", e.Path, fi.Mode(), want)
+		}
+		// mkfs.ext4 -d keeps whole seconds.
+		if e.Mode&fs.ModeSymlink == 0 && !fi.ModTime().Equal(e.ModTime.Truncate(time.Second)) {
+			t.Errorf("%s: mtime %v, want %v", e.Path, fi.ModTime(), e.ModTime)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if e.Link != "" && st.Nlink != 2 {
+			t.Errorf("%s: %d links, want 2", e.Path, st.Nlink)
+		}
+		if e.Path == "sparse" && st.Blocks*512 > 256<<10 {
+			t.Errorf("sparse: %d bytes allocated, want the 128 KiB of data", st.Blocks*512)
+		}
+	}
+	// Again into the same place: files are replaced, nothing doubles.
+	if _, err := guest.CopyOut(context.Background(), n, q, dest, guest.CopyOptions{Recursive: true}); err != nil {
+		t.Fatal(err)
+	}
+	// --preserve keeps setuid.
+	s := lookup(t, tr, "/drive-scsi0/p2/setuid")
+	sp := filepath.Join(t.TempDir(), "setuid")
+	if _, err := guest.CopyOut(context.Background(), s, "/drive-scsi0/p2/setuid", sp, guest.CopyOptions{Preserve: true}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(sp); fi == nil || fi.Mode()&fs.ModeSetuid == 0 {
+		t.Errorf("--preserve: setuid dropped")
+	}
+}
+
+// TestDiff compares two archives of the standard tree, one changed: a
+// file's content (same size), a file added, one removed, a mode.
+func TestDiff(t *testing.T) {
+	f := getFixture(t)
+	var p packing
+	for _, q := range pack(t, f) {
+		if q.name == "vma" {
+			p = q
+		}
+	}
+	a := openTree(t, f, p)
+	// B: the raw disk with p2 rebuilt from a changed tree.
+	changed := filepath.Join(t.TempDir(), "tree")
+	if err := run("cp", "-a", f.tree, changed); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(changed, "small"), bytes.Repeat([]byte("x"), 100), 0o644)
+	os.WriteFile(filepath.Join(changed, "dir", "new"), []byte("new\n"), 0o644)
+	os.Remove(filepath.Join(changed, "secret"))
+	os.Chmod(filepath.Join(changed, "exec"), 0o700)
+	img := filepath.Join(t.TempDir(), "b.ext4")
+	if err := run("mkfs.ext4", "-q", "-F", "-N", "16384", "-E", "root_owner=0:0", "-d", changed, img, "48M"); err != nil {
+		t.Fatal(err)
+	}
+	fb, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	b := guest.New([]guest.Disk{{R: fb, Size: 48 * mib}})
+	rb, _ := b.Root()
+	var got []string
+	err = guest.Diff(context.Background(), lookup(t, a, "/drive-scsi0/p2"), rb, "/", guest.DiffOptions{}, func(c guest.Change) error {
+		if c.Err != nil {
+			return c.Err
+		}
+		got = append(got, fmt.Sprintf("%c %s %v", c.Op, c.Path, c.What))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"+ /dir/new []", "M /exec [mode]", "- /secret []", "M /small [content]"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Diff:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The same tree against itself: nothing.
+	err = guest.Diff(context.Background(), lookup(t, a, "/drive-scsi0/p2"), lookup(t, a, "/drive-scsi0/p2"), "/", guest.DiffOptions{Times: true}, func(c guest.Change) error {
+		return fmt.Errorf("a change against itself: %c %s %v %v", c.Op, c.Path, c.What, c.Err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
