@@ -7,6 +7,14 @@ import (
 	"sync"
 )
 
+// MemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit)
+// that vmaconv's commands reading a tree set, unless GOMEMLIMIT does: what
+// a tree holds is bounded (its chunk cache, ReadData's chunks in flight,
+// the decoded frames of a seekable .vma.zst below it) but short-lived, so
+// that without a limit the collector lets a cat of a large file grow past
+// 128 MiB of RSS.
+const MemoryLimit = 96 << 20
+
 // readChunk is the unit of ReadData: the size of each read, and of each
 // buffer in flight.
 const readChunk = 1 << 20

@@ -117,6 +117,7 @@ type volume struct {
 	once     sync.Once
 	content  string
 	why      string
+	err      error // what made it unreadable, if an error did (a corrupt table or superblock)
 	fs       FS
 	root     Node                   // the file system's root
 	children func() ([]Node, error) // partitions, or volume groups
@@ -138,7 +139,8 @@ func (v *volume) probe() {
 			tab, err := part.Read(v.r, v.size)
 			switch {
 			case err != nil:
-				v.content, v.why = "partition table", corrupt(err).Error()
+				v.err = corrupt(err)
+				v.content, v.why = "partition table", v.err.Error()
 				return
 			case tab != nil && len(tab.Partitions) > 0:
 				v.content = tab.Kind
@@ -173,6 +175,7 @@ func (v *volume) probe() {
 					return
 				}
 			}
+			v.err = err
 			v.why = err.Error()
 			return
 		}
@@ -241,14 +244,27 @@ func (v *volume) ReadDir() ([]Node, error) {
 }
 
 // unreadable returns the error for a volume without a readable file
-// system: what it holds and why it cannot be read.
-func (v *volume) unreadable(err error) error {
+// system: what it holds and why it cannot be read ("partition p2: btrfs:
+// Btrfs is not readable"), matching kind (ErrNotDir, ErrNotRegular) and
+// what made it unreadable.
+func (v *volume) unreadable(kind error) error {
 	what := v.content
 	if what == "" {
 		what = "unknown content"
 	}
-	return fmt.Errorf("%s %s (%s): %s: %w", v.kind, v.name, what, v.why, err)
+	return &volumeError{msg: fmt.Sprintf("%s %s: %s: %s", v.kind, v.name, what, v.why), kind: kind, err: v.err}
 }
+
+// volumeError says why a volume cannot be listed or read.
+type volumeError struct {
+	msg  string
+	kind error // ErrNotDir or ErrNotRegular
+	err  error // the cause, if any
+}
+
+func (e *volumeError) Error() string        { return e.msg }
+func (e *volumeError) Is(target error) bool { return target == e.kind }
+func (e *volumeError) Unwrap() error        { return e.err }
 
 // Open implements Node.
 func (v *volume) Open() (File, error) {
@@ -439,6 +455,9 @@ func (t *Tree) Lookup(p string, follow bool) (Node, string, error) {
 			continue
 		}
 		if !top.n.Info().Mode.IsDir() {
+			if v, ok := top.n.(*volume); ok {
+				return nil, "", fmt.Errorf("%s: %w", where(), v.unreadable(ErrNotDir))
+			}
 			return nil, "", fmt.Errorf("%s: %w", where(), ErrNotDir)
 		}
 		nodes, err := top.n.ReadDir()

@@ -25,17 +25,10 @@ import (
 // VG/LV, file systems as directories; an image is its one disk.
 const treeHelp = "PATH is a path in the input's file tree: an archive's disks at its root (/drive-scsi0), partitions as p1, p2, …, LVM2 logical volumes as VG/LV, file systems as directories (/drive-scsi0/p2/etc/fstab); an image has no disk level (/p1/etc/fstab)."
 
-// treeMemory is the soft memory limit of the commands that read files
-// inside disks (unless GOMEMLIMIT sets one): what they hold is bounded
-// (the decoded frames of a seekable .vma.zst, the tree's cache, the reads
-// in flight) but short-lived, so that without a limit the collector lets
-// a cat of a large file grow past 128 MiB of RSS.
-const treeMemory = 96 << 20
-
 // openTree opens an input read at random and its file tree.
 func openTree(e *env, src string, co cacheOpts) (*input.Input, *guest.Tree, error) {
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(treeMemory)
+		debug.SetMemoryLimit(guest.MemoryLimit) // see its doc
 	}
 	in, exports, err := openExports(e, src, nil, co)
 	if err != nil {

@@ -63,7 +63,7 @@ func run(name string, args ...string) error {
 // getFixture builds the fixture once, in a directory removed by TestMain.
 func getFixture(t *testing.T) *fixture {
 	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "sfdisk", "mkfs.vfat", "mcopy", "mkswap"} {
+	for _, tool := range []string{"mkfs.ext4", "sfdisk", "mkfs.vfat", "mcopy", "mkswap", "mkntfs", "ntfscp", "xorriso", "mkfs.xfs"} {
 		testutil.RequireTool(t, tool)
 	}
 	fixOnce.Do(func() {
@@ -164,28 +164,53 @@ func build(dir string) (*fixture, error) {
 	} else {
 		fmt.Fprintf(os.Stderr, "guest/all: no LVM volume in the test disks: %v\n", err)
 	}
-	// drive-scsi1: MBR with logical partitions.
+	// drive-scsi1: MBR with logical partitions: p1 ext4 at 1 MiB, p2 the
+	// extended partition from 5 MiB, p5 ext4 at 6 MiB, p6 swap at 11 MiB,
+	// p7 NTFS at 16 MiB, p8 ISO 9660 at 25 MiB, p9 XFS at 28 MiB (300 MiB,
+	// the least mkfs.xfs makes).
 	d1 := filepath.Join(dir, "d1.raw")
 	os.WriteFile(d1, nil, 0o644)
-	os.Truncate(d1, 32*mib)
-	if err := sfdisk(d1, "label: dos\nstart=2048, size=8192, type=83\nstart=10240, size=40960, type=5\nstart=12288, size=8192, type=83\nstart=22528, size=8192, type=82\n"); err != nil {
-		return nil, err
-	}
-	if err := place(d1, filepath.Join(dir, "small.ext4"), 1*mib); err != nil {
-		return nil, err
-	}
-	if err := place(d1, filepath.Join(dir, "small.ext4"), 6*mib); err != nil {
+	os.Truncate(d1, 330*mib)
+	if err := sfdisk(d1, "label: dos\nstart=2048, size=8192, type=83\nstart=10240, size=665600, type=5\n"+
+		"start=12288, size=8192, type=83\nstart=22528, size=8192, type=82\nstart=32768, size=16384, type=7\n"+
+		"start=51200, size=4096, type=83\nstart=57344, size=614400, type=83\n"); err != nil {
 		return nil, err
 	}
 	swap := filepath.Join(dir, "swap")
-	if err := os.WriteFile(swap, make([]byte, 4*mib), 0o644); err != nil {
-		return nil, err
+	ntfs := filepath.Join(dir, "ntfs")
+	iso := filepath.Join(dir, "small.iso")
+	xfs := filepath.Join(dir, "xfs")
+	proto := filepath.Join(dir, "proto")
+	fstab := filepath.Join(small, "etc", "fstab")
+	steps = []func() error{
+		func() error { return os.WriteFile(swap, make([]byte, 4*mib), 0o644) },
+		func() error { return run("mkswap", "-q", swap) },
+		func() error { return os.WriteFile(ntfs, nil, 0o644) },
+		func() error { return os.Truncate(ntfs, 8*mib) },
+		func() error { return run("mkntfs", "-q", "-F", "-f", "-s", "512", ntfs) },
+		func() error { return run("ntfscp", "-q", ntfs, fstab, "/fstab") },
+		func() error {
+			return run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-J", "-o", iso, filepath.Join(small, "etc"))
+		},
+		func() error { return os.WriteFile(xfs, nil, 0o644) },
+		func() error { return os.Truncate(xfs, 300*mib) },
+		func() error {
+			return os.WriteFile(proto, []byte("/dev/null\n0 0\nd--755 0 0\netc d--755 0 0\nfstab ---644 0 0 "+fstab+"\n$\n$\n"), 0o644)
+		},
+		func() error { return run("mkfs.xfs", "-q", "-f", "-p", proto, xfs) },
 	}
-	if err := run("mkswap", "-q", swap); err != nil {
-		return nil, err
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return nil, err
+		}
 	}
-	if err := place(d1, swap, 11*mib); err != nil {
-		return nil, err
+	for _, p := range []struct {
+		img string
+		off int64
+	}{{filepath.Join(dir, "small.ext4"), 1 * mib}, {filepath.Join(dir, "small.ext4"), 6 * mib}, {swap, 11 * mib}, {ntfs, 16 * mib}, {iso, 25 * mib}, {xfs, 28 * mib}} {
+		if err := place(d1, p.img, p.off); err != nil {
+			return nil, err
+		}
 	}
 	f.disks = []string{d0, d1}
 	return f, nil
@@ -446,12 +471,14 @@ func TestPackings(t *testing.T) {
 				d0 = "/drive-scsi0"
 				want := map[string]string{"drive-scsi0": "gpt", "drive-scsi1": "dos"}
 				checkVolumes(t, tr, "/", want)
-				checkVolumes(t, tr, "/drive-scsi1", map[string]string{"p1": "ext4", "p5": "ext4", "p6": "swap"})
-				n, _, err := tr.Lookup("/drive-scsi1/p5/etc/fstab", true)
-				if err != nil {
-					t.Fatal(err)
+				checkVolumes(t, tr, "/drive-scsi1", map[string]string{"p1": "ext4", "p5": "ext4", "p6": "swap", "p7": "ntfs", "p8": "iso9660", "p9": "xfs"})
+				for _, p := range []string{"p5/etc/fstab", "p7/fstab", "p8/fstab", "p9/etc/fstab"} {
+					n, _, err := tr.Lookup("/drive-scsi1/"+p, true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					checkFile(t, n, "/dev/vg0/root / ext4 defaults 0 1\n")
 				}
-				checkFile(t, n, "/dev/vg0/root / ext4 defaults 0 1\n")
 			}
 			want := map[string]string{"p1": "fat16", "p2": "ext4", "p3": "lvm2"}
 			if !f.lvm {
