@@ -3,7 +3,9 @@
 // chooses, named by the archive format's rules (format.ArchiveRules). The
 // files appear whole or not at all: they are written into a temporary
 // directory inside the target, then moved into place without replacing
-// anything.
+// anything. The target may also be an s3:// prefix: the files are then
+// objects under it, each uploaded as it is written and completed once all
+// are.
 //
 // Like every library package of vmaconv it never prints: what the user
 // should know goes to Options.Note.
@@ -24,7 +26,9 @@ import (
 	"github.com/vmaconv/vmaconv/input"
 	"github.com/vmaconv/vmaconv/internal/outfile"
 	"github.com/vmaconv/vmaconv/internal/text"
+	"github.com/vmaconv/vmaconv/output"
 	"github.com/vmaconv/vmaconv/pipeline"
+	"github.com/vmaconv/vmaconv/remote"
 )
 
 // Options say what Extract writes, and how. The zero value writes every
@@ -63,6 +67,10 @@ type Options struct {
 	Track func(discard func()) (untrack func())
 	// TrackTemp is given to the disk images' sinks (format.Dest).
 	TrackTemp func(path string) (untrack func())
+	// Overwrite lets the files of an s3:// target replace objects of
+	// their names (a target directory must be new or empty, whatever it
+	// says).
+	Overwrite bool
 }
 
 // File is a file Extract writes.
@@ -141,6 +149,9 @@ func Extract(ctx context.Context, in *input.Input, dir string, o Options) (res *
 	}
 	if err := in.Check(disks); err != nil {
 		return nil, err
+	}
+	if format.IsURL(dir) {
+		return extractRemote(ctx, in, dir, files, disks, o)
 	}
 
 	created := false
@@ -232,6 +243,109 @@ func Extract(ctx context.Context, in *input.Input, dir string, o Options) (res *
 		moved = append(moved, dst)
 	}
 	res = &Result{Files: files, Report: report(in)}
+	if salvager != nil {
+		sr := salvager.Salvaged()
+		res.Salvaged = &sr
+	}
+	return res, nil
+}
+
+// extractRemote writes the files as objects under the s3:// prefix dir:
+// each disk uploaded as it is written (output.Create: a raw disk as a
+// stream, holes included; a qcow2 image staged in the temporary
+// directory), each config in one part, and every object completed only
+// once every disk has been read whole, disks first. Until then nothing
+// appears under the prefix; a failure or an interruption aborts every
+// upload. An object already under a file's name is refused before
+// anything is read, unless o.Overwrite. If completing an object fails, the objects completed
+// before it stay, and the error names them.
+func extractRemote(ctx context.Context, in *input.Input, dir string, files []File, disks []int, o Options) (*Result, error) {
+	prefix := dir
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	var sinks multiSink
+	var configs []*remote.Upload
+	abort := func() {
+		sinks.Abort()
+		for _, u := range configs {
+			u.Abort()
+		}
+	}
+	if o.Track != nil {
+		defer o.Track(abort)()
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			abort()
+		}
+	}()
+	for _, f := range files {
+		name := prefix + f.Name
+		if f.config != nil {
+			u, err := remote.Create(ctx, name, o.Overwrite, output.RemoteOptions)
+			if err != nil {
+				return nil, err
+			}
+			configs = append(configs, u)
+			if _, err := u.Write(f.config.Data); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		co := format.CreateOptions{Options: o.Options}
+		if f.format.Name != o.Format.Name {
+			co = format.CreateOptions{}
+		}
+		s, err := output.Create(f.format, format.Dest{Path: name, Name: name, NoSync: o.NoSync, TrackTemp: o.TrackTemp, Overwrite: o.Overwrite},
+			[]format.Device{{Size: in.Devices()[f.disk].Size}}, co, false)
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, s)
+	}
+	var salvager format.Salvager
+	if o.Salvage {
+		var isSalvager bool
+		if salvager, isSalvager = in.Stream().(format.Salvager); !isSalvager {
+			return nil, fmt.Errorf("%s: a %s input cannot be salvaged", in.Name(), in.Format().Name)
+		}
+		salvager.Salvage()
+	}
+	if err := pipeline.Convert(ctx, sinks, []pipeline.Selection{{Input: in, Disks: disks}}, pipeline.ConvertOptions{Workers: o.Workers, Progress: o.Progress}); err != nil {
+		return nil, err
+	}
+	if o.Written != nil {
+		o.Written()
+	}
+	var done []string
+	commit := func(name string, c func() error) error {
+		if err := c(); err != nil {
+			if len(done) > 0 {
+				return fmt.Errorf("%w (completed before the failure, and left: %s)", err, strings.Join(done, ", "))
+			}
+			return err
+		}
+		done = append(done, name)
+		return nil
+	}
+	i := 0
+	for _, f := range files {
+		if f.config == nil {
+			if err := commit(prefix+f.Name, sinks[i].Commit); err != nil {
+				return nil, err
+			}
+			i++
+		}
+	}
+	for _, u := range configs {
+		if err := commit(u.Name(), u.Commit); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	res := &Result{Files: files, Report: report(in)}
 	if salvager != nil {
 		sr := salvager.Salvaged()
 		res.Salvaged = &sr

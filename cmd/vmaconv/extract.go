@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/vmaconv/vmaconv/extract"
 	"github.com/vmaconv/vmaconv/format"
@@ -12,17 +13,18 @@ import (
 
 type extractCmd struct {
 	archiveArg
-	Dir         string    `arg:"" help:"Target directory: created if missing; if it exists it must be empty."`
+	Dir         string    `arg:"" help:"Target directory: created if missing; if it exists it must be empty. Or an s3:// prefix (s3://BUCKET/PREFIX/): each file an object under it, uploaded as it is written, all completed once every disk is read; none may exist yet."`
 	Device      []string  `short:"d" placeholder:"NAME" help:"Restore only this device (repeatable). Configs are always written."`
 	OFmt        string    `short:"O" name:"output-format" placeholder:"FMT" help:"Format of the disk files: raw (disk-NAME.raw, the default) or qcow2 (disk-NAME.qcow2)."`
 	Compress    string    `placeholder:"zlib|zstd" help:"Compress qcow2 disk files' clusters."`
 	Level       *int      `placeholder:"N" help:"zstd compression level for qcow2 clusters."`
 	ClusterSize *byteSize `name:"cluster-size" placeholder:"SIZE" help:"qcow2 cluster size, in bytes or with a suffix as qemu-img takes it (64K, 2M; default 64K)."`
 	optionsFlag
-	Workers  *int `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
-	Progress bool `short:"p" help:"Show progress on stderr."`
-	Verbose  bool `short:"v" help:"List the files written and per-device statistics."`
-	Salvage  bool `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
+	Workers   *int `short:"m" placeholder:"N" help:"Parallel readers, 1 to 1024 (default: the number of CPUs)."`
+	Progress  bool `short:"p" help:"Show progress on stderr."`
+	Verbose   bool `short:"v" help:"List the files written and per-device statistics."`
+	Overwrite bool `help:"Replace the objects of an s3:// target (a target directory must be new or empty whatever this says)."`
+	Salvage   bool `help:"Restore what is intact of a damaged archive: skip damaged extents, resynchronise on the next valid one, fill what is lost with zeros, and report it (exit status 3)."`
 	cacheFlags
 }
 
@@ -50,8 +52,10 @@ func (c *extractCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	if err := extract.CheckDir(c.Dir); err != nil {
-		return err
+	if !format.IsURL(c.Dir) {
+		if err := extract.CheckDir(c.Dir); err != nil {
+			return err
+		}
 	}
 	in, err := openInput(e, format.Ref{Path: c.Archive}, input.Options{Format: archiveFormat().Name, Stream: c.Salvage})
 	if err != nil {
@@ -61,7 +65,7 @@ func (c *extractCmd) Run(e *env) error {
 	p := newProgress(e, c.Progress, "extracting", -1)
 	res, err := extract.Extract(e.ctx, in, c.Dir, extract.Options{Disks: c.Device, Format: dfm, Options: copts.Options, Salvage: c.Salvage,
 		Workers: po.Workers, NoSync: e.noSync, Progress: p.report, Written: p.finish,
-		Note: func(msg string) { e.note("%s", msg) }, Track: atInterrupt, TrackTemp: trackTemp})
+		Note: func(msg string) { e.note("%s", msg) }, Track: atInterrupt, TrackTemp: trackTemp, Overwrite: c.Overwrite})
 	if errors.Is(err, format.ErrUnsupportedOption) {
 		return usageError{err}
 	}
@@ -70,7 +74,11 @@ func (c *extractCmd) Run(e *env) error {
 	}
 	if c.Verbose {
 		for _, f := range res.Files {
-			fmt.Fprintf(e.stdout, "%s <- %s\n", filepath.Join(c.Dir, f.Name), f.Origin)
+			name := filepath.Join(c.Dir, f.Name)
+			if format.IsURL(c.Dir) {
+				name = strings.TrimSuffix(c.Dir, "/") + "/" + f.Name
+			}
+			fmt.Fprintf(e.stdout, "%s <- %s\n", name, f.Origin)
 		}
 		if res.Report != nil {
 			printStats(e.stdout, res.Report.Disks, false)
