@@ -24,6 +24,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/vmaconv/vmaconv/internal/testutil"
+	"github.com/vmaconv/vmaconv/remote/remotetest"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while a command writes it.
@@ -549,4 +550,32 @@ func TestServeShutdown(t *testing.T) {
 			t.Error("served after replacing the stale socket: not the disk")
 		}
 	})
+}
+
+// TestServeRemote: an archive on an HTTP server is served at random as a
+// local one is (ranged reads, no cache), and qemu-img reads the same disk.
+func TestServeRemote(t *testing.T) {
+	t.Parallel()
+	testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	ex, err := os.ReadFile(filepath.Join(testutil.ModuleRoot(t), "examples", "vzdump-qemu-100-2024_06_10-06_13_20.vma"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := remotetest.NewHTTP(t)
+	h.Put("/dump/vm.vma", ex)
+	cache := filepath.Join(dir, "cache")
+	uris := serving(t, h.URL+"/dump/vm.vma", "--socket", filepath.Join(dir, "s"), "--cache-dir", cache)
+	out := filepath.Join(dir, "nbd.raw")
+	qemuImg(t, "convert", "-O", "raw", uris["drive-scsi0"], out)
+	local := filepath.Join(dir, "vm.vma")
+	os.WriteFile(local, ex, 0o644)
+	vmaconv(t, local+":scsi0", filepath.Join(dir, "local.raw"))
+	qemuImg(t, "compare", "-f", "raw", "-F", "raw", out, filepath.Join(dir, "local.raw"))
+	if es, _ := os.ReadDir(cache); len(es) > 0 {
+		t.Errorf("a remote plain archive was cached: %v", es)
+	}
+	if h.Counts.Sent.Load() == 0 {
+		t.Error("nothing was read from the server")
+	}
 }
