@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/vmaconv/vmaconv/internal/text"
 	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
@@ -38,8 +37,11 @@ const maxHardLinks = 1 << 16
 // nodes, FIFOs, sockets and unreadable volumes are not copied, nor are
 // entries whose names cannot name a host file ("", ".", "..", names with
 // "/" or NUL) or clash with an earlier entry: each is told to Note and
-// counted in skipped. Names with control characters are written escaped
-// (see Escape). Nothing is ever written outside dest.
+// counted in skipped, and so is an entry whose place on the host holds
+// something else (a directory where a file goes); the copy goes on. Names
+// with control characters, bytes that are not UTF-8 or backslashes are
+// written escaped (HostName). DEST itself, if it was there, keeps its
+// mode and times. Nothing is ever written outside dest.
 func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skipped int, err error) {
 	note := func(format string, args ...any) {
 		skipped++
@@ -49,11 +51,15 @@ func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skippe
 	}
 	links := map[nodeKey]string{}
 	hosts := map[string]string{} // guest directory path → host path, for the directories on the walk's path
-	var lastDir, lastName string
+	last := map[string]string{}  // guest directory path → the name of the entry visited last in it
 	var fsys Node
-	first := true
+	first, topExisted := true, false
 	if !n.Info().Mode.IsDir() {
-		return 0, copyOne(ctx, n, p, dest, o, note, links, nil)
+		err := copyOne(ctx, n, p, dest, o, note, links, nil)
+		if errors.Is(err, errConflict) {
+			return 0, fmt.Errorf("%s: %w", Escape(p), err)
+		}
+		return 0, err
 	}
 	if !o.Recursive {
 		return 0, fmt.Errorf("%s: is a directory (cp -r copies directories)", Escape(p))
@@ -67,6 +73,10 @@ func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skippe
 		}
 		if werr != nil {
 			note("%s: not copied: %v", Escape(gp), werr)
+			if host, ok := hosts[gp]; ok && gp != p {
+				os.Remove(host) // made for it just now: empty
+				delete(hosts, gp)
+			}
 			return SkipDir
 		}
 		var host string
@@ -78,8 +88,7 @@ func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skippe
 				note("%s: not copied: the name cannot name a file", Escape(gp))
 				return SkipDir
 			}
-			dir := gp[:len(gp)-len(name)]
-			dir = strings.TrimSuffix(dir, "/")
+			dir := strings.TrimSuffix(gp[:len(gp)-len(name)], "/")
 			if dir == "" && strings.HasPrefix(p, "/") {
 				dir = "/"
 			}
@@ -88,28 +97,39 @@ func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skippe
 				// The parent was not entered (an invalid name): nothing of it is copied.
 				return SkipDir
 			}
-			if dir == lastDir && name == lastName {
+			if prev, ok := last[dir]; ok && prev == name {
 				note("%s: not copied: a second entry of that name in its directory", Escape(gp))
 				return SkipDir
 			}
-			lastDir, lastName = dir, name
-			hostName := text.EscapeControls(name)
+			last[dir] = name
+			hostName := HostName(name)
 			if hostName != name && o.Note != nil {
 				o.Note(fmt.Sprintf("%s: written as %s", Escape(gp), hostName))
 			}
 			host = filepath.Join(parent, hostName)
 		}
+		var err error
 		if c.Info().Mode.IsDir() {
-			if err := makeDir(host); err != nil {
-				return err
+			var existed bool
+			if existed, err = makeDir(host, gp != p); err == nil {
+				hosts[gp] = host
+				topExisted = topExisted || gp == p && existed
 			}
-			hosts[gp] = host
-			return nil
+		} else {
+			err = copyOne(ctx, c, gp, host, o, note, links, fsys)
 		}
-		return copyOne(ctx, c, gp, host, o, note, links, fsys)
+		if errors.Is(err, errConflict) {
+			note("%s: not copied: %v", Escape(gp), err)
+			return SkipDir
+		}
+		return err
 	}, func(gp string, c Node) error {
 		host := hosts[gp]
 		delete(hosts, gp)
+		delete(last, gp)
+		if gp == p && topExisted {
+			return nil // DEST was there: its mode and times are the user's
+		}
 		i := c.Info()
 		if err := os.Chmod(host, perm(i.Mode, o.Preserve)); err != nil {
 			return err
@@ -119,21 +139,38 @@ func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skippe
 	return skipped, err
 }
 
+// HostName returns the name a file named name in a guest gets on the
+// host: name itself, or, if it holds anything Escape changes (control
+// characters, bytes that are not UTF-8, backslashes), its escaped form.
+// Two guest names never get one host name: an escaped name holds a
+// backslash, a name kept as it is holds none.
+func HostName(name string) string { return Escape(name) }
+
+// errConflict is wrapped by the errors of entries that cannot be written
+// because the host already has something else at their place: the entry
+// is not copied, the copy goes on.
+var errConflict = errors.New("the destination has something else there")
+
 // makeDir makes the directory host, or takes the one there (never a
-// link to one), writable by its owner until its mode is set.
-func makeDir(host string) error {
-	err := os.Mkdir(host, 0o700)
+// link to one); a directory it takes is made writable by its owner until
+// its mode is set, if own (not DEST itself). It reports whether the
+// directory was there.
+func makeDir(host string, own bool) (existed bool, err error) {
+	err = os.Mkdir(host, 0o700)
 	if errors.Is(err, fs.ErrExist) {
 		fi, lerr := os.Lstat(host)
 		if lerr != nil {
-			return lerr
+			return true, lerr
 		}
 		if !fi.IsDir() {
-			return fmt.Errorf("%s exists and is not a directory", host)
+			return true, fmt.Errorf("%s exists and is not a directory: %w", host, errConflict)
 		}
-		return nil
+		if own && fi.Mode().Perm()&0o700 != 0o700 {
+			return true, os.Chmod(host, fi.Mode().Perm()|0o700)
+		}
+		return true, nil
 	}
-	return err
+	return false, err
 }
 
 // perm returns the host permission bits for a guest mode.
@@ -174,7 +211,7 @@ func copyOne(ctx context.Context, n Node, gp, host string, o CopyOptions, note f
 		if fi, err := os.Lstat(host); err == nil {
 			// A link of an earlier copy is replaced; anything else stays.
 			if fi.Mode()&fs.ModeSymlink == 0 {
-				return fmt.Errorf("%s exists and is not a symbolic link", host)
+				return fmt.Errorf("%s exists and is not a symbolic link: %w", host, errConflict)
 			}
 			if err := os.Remove(host); err != nil {
 				return err
@@ -191,7 +228,7 @@ func copyOne(ctx context.Context, n Node, gp, host string, o CopyOptions, note f
 		return nil
 	}
 	if fi, err := os.Lstat(host); err == nil && !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s exists and is not a regular file", host)
+		return fmt.Errorf("%s exists and is not a regular file: %w", host, errConflict)
 	}
 	key := nodeKey{fsys, i.Ino}
 	if i.Nlink > 1 {

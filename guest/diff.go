@@ -42,7 +42,7 @@ type DiffOptions struct {
 // target or content (compared byte for byte where the sizes agree)
 // differ. Directories are compared by their entries, not their sizes.
 func Diff(ctx context.Context, a, b Node, start string, o DiffOptions, fn func(Change) error) error {
-	onPath := map[[2]nodeKey]bool{}
+	seen := map[[2]nodeKey]bool{} // pairs of directories entered
 	var diff func(p string, a, b Node, fa, fb Node, depth int) error
 	diff = func(p string, a, b Node, fa, fb Node, depth int) error {
 		if err := ctx.Err(); err != nil {
@@ -67,7 +67,7 @@ func Diff(ctx context.Context, a, b Node, start string, o DiffOptions, fn func(C
 			}
 			c.What = append(c.What, "type")
 		} else {
-			if !ia.Mode.IsDir() && ia.Size != ib.Size {
+			if ia.Mode.IsRegular() && ia.Size != ib.Size {
 				c.What = append(c.What, "size")
 			}
 			if ia.Mode.Perm()|ia.Mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != ib.Mode.Perm()|ib.Mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) {
@@ -112,8 +112,11 @@ func Diff(ctx context.Context, a, b Node, start string, o DiffOptions, fn func(C
 			return nil
 		}
 		k := [2]nodeKey{{fa, ia.Ino}, {fb, ib.Ino}}
-		if onPath[k] {
-			return fn(Change{Path: p, Op: 'M', What: []string{"unreadable"}, A: ia, B: ib, Err: fmt.Errorf("%s: a directory that holds itself: %w", Escape(p), ErrCorrupt)})
+		if seen[k] {
+			return fn(Change{Path: p, Op: 'M', What: []string{"unreadable"}, A: ia, B: ib, Err: fmt.Errorf("%s: a directory met a second time: %w", Escape(p), ErrCorrupt)})
+		}
+		if len(seen) >= MaxDirs {
+			return fn(Change{Path: p, Op: 'M', What: []string{"unreadable"}, A: ia, B: ib, Err: fmt.Errorf("%s: more than %d directories", Escape(p), MaxDirs)})
 		}
 		if depth > MaxDepth {
 			return fn(Change{Path: p, Op: 'M', What: []string{"unreadable"}, A: ia, B: ib, Err: fmt.Errorf("%s: more than %d directories deep", Escape(p), MaxDepth)})
@@ -123,8 +126,7 @@ func Diff(ctx context.Context, a, b Node, start string, o DiffOptions, fn func(C
 		if err := errors.Join(erra, errb); err != nil {
 			return fn(Change{Path: p, Op: 'M', What: []string{"unreadable"}, A: ia, B: ib, Err: err})
 		}
-		onPath[k] = true
-		defer delete(onPath, k)
+		seen[k] = true
 		for i, j := 0, 0; i < len(na) || j < len(nb); {
 			var cmp int
 			switch {

@@ -151,6 +151,42 @@ func TestCopyOutHostile(t *testing.T) {
 	}
 }
 
+// TestCopyOutClashes: guest names that could land on one host name do
+// not (an invalid byte and its escaped spelling), a repeated directory
+// is refused even after its first copy's entries, and a conflict with the
+// host skips the entry, not the copy.
+func TestCopyOutClashes(t *testing.T) {
+	root := dir("",
+		file("x\\xff", "literal", 0o644),
+		file("x\xff", "invalid byte", 0o644),
+		dir("sub", link("evil", "/etc")),
+		dir("sub", dir("evil", file("planted", "x", 0o644))),
+		file("z", "last", 0o644),
+	)
+	dest := filepath.Join(t.TempDir(), "out")
+	skipped, err := guest.CopyOut(context.Background(), root, "/", dest, guest.CopyOptions{Recursive: true})
+	if err != nil || skipped != 1 {
+		t.Fatalf("CopyOut: %d skipped, %v", skipped, err)
+	}
+	for name, want := range map[string]string{`x\\xff`: "literal", `x\xff`: "invalid byte", "z": "last"} {
+		if b, err := os.ReadFile(filepath.Join(dest, name)); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", name, b, err, want)
+		}
+	}
+	// A directory in DEST where the guest has a file: that entry is
+	// skipped, the rest copied; DEST's own mode is left alone.
+	dest2 := t.TempDir()
+	os.Chmod(dest2, 0o751)
+	os.Mkdir(filepath.Join(dest2, "z"), 0o755)
+	skipped, err = guest.CopyOut(context.Background(), root, "/", dest2, guest.CopyOptions{Recursive: true})
+	if err != nil || skipped != 2 {
+		t.Errorf("CopyOut over a directory: %d skipped, %v", skipped, err)
+	}
+	if fi, _ := os.Stat(dest2); fi.Mode().Perm() != 0o751 {
+		t.Errorf("DEST's mode changed to %v", fi.Mode())
+	}
+}
+
 // TestWalkLoop walks a directory that holds its own parent (as a
 // hostile file system's hard-linked directory does): the loop is
 // reported, once, and the walk ends.
@@ -176,7 +212,7 @@ func TestWalkLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loops != 1 || strings.Join(visited, " ") != "/ /a /a/f" {
+	if loops != 1 || strings.Join(visited, " ") != "/ /a /a/f /a/up" {
 		t.Errorf("visited %q with %d loops", visited, loops)
 	}
 	// Diff of the looping tree against itself ends too.
@@ -184,6 +220,37 @@ func TestWalkLoop(t *testing.T) {
 	err = guest.Diff(context.Background(), root, root, "/", guest.DiffOptions{}, func(c guest.Change) error { n++; return nil })
 	if err != nil || n != 1 {
 		t.Errorf("Diff: %d changes (want the loop), %v", n, err)
+	}
+}
+
+// TestWalkDAG: 40 directories, each holding the next twice (hard links):
+// 2^40 paths, walked once each directory, every second meeting reported.
+func TestWalkDAG(t *testing.T) {
+	next := dir("d40", file("f", "x", 0o644))
+	for i := 39; i >= 0; i-- {
+		d := dir(fmt.Sprintf("d%d", i))
+		a := &memNode{info: next.info, children: next.children}
+		b := &memNode{info: next.info, children: next.children}
+		a.info.Name, b.info.Name = "a", "b"
+		d.children = []guest.Node{a, b}
+		next = d
+	}
+	visits, errs := 0, 0
+	err := guest.Walk(next, "/", func(p string, n guest.Node, err error) error {
+		if err != nil {
+			errs++
+		} else {
+			visits++
+		}
+		return nil
+	})
+	if err != nil || visits > 200 || errs != 40 {
+		t.Errorf("Walk: %d visits, %d errors, %v", visits, errs, err)
+	}
+	n := 0
+	err = guest.Diff(context.Background(), next, next, "/", guest.DiffOptions{}, func(c guest.Change) error { n++; return nil })
+	if err != nil || n != 40 {
+		t.Errorf("Diff: %d changes (want the 40 second meetings), %v", n, err)
 	}
 }
 

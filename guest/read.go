@@ -128,6 +128,10 @@ func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) e
 	if err == nil {
 		err = prodErr
 	}
+	if err == nil {
+		// Cancelled while nothing was queued: the producer stopped early.
+		err = ctx.Err()
+	}
 	return err
 }
 

@@ -135,7 +135,12 @@ func (v *volume) probe() {
 			return
 		}
 		var empty *part.Table // a table without partitions, if nothing else is found
-		if v.kind != "logical volume" {
+		// Only a disk has a partition table (as Linux reads them: the
+		// logical partitions of an extended one are the table's own), and
+		// only disks and partitions hold LVM2 physical volumes: a table or
+		// a physical volume found again inside one of its own volumes
+		// would nest without end.
+		if v.kind == "disk" {
 			tab, err := part.Read(v.r, v.size)
 			switch {
 			case err != nil:
@@ -156,7 +161,7 @@ func (v *volume) probe() {
 				v.children = func() ([]Node, error) { return nil, nil }
 			}
 		}()
-		if lvm.Probe(v.r, v.size) {
+		if v.kind != "logical volume" && lvm.Probe(v.r, v.size) {
 			v.content = "lvm2"
 			v.children = v.volumeGroups
 			return
@@ -432,7 +437,7 @@ func (t *Tree) Lookup(p string, follow bool) (Node, string, error) {
 	where := func() string {
 		var b strings.Builder
 		for _, f := range stack[1:] {
-			b.WriteString("/" + f.name)
+			b.WriteString("/" + Escape(f.name))
 		}
 		if b.Len() == 0 {
 			return "/"
@@ -542,35 +547,26 @@ type WalkFunc func(p string, n Node, err error) error
 var SkipDir = fs.SkipDir
 
 // Walk visits n and everything below it, entries of a directory in byte
-// order of their names. A directory that holds one of its ancestors (a
-// loop, which a hostile file system can make with a hard-linked
-// directory) is reported to fn with an error instead of being entered,
-// and so is one deeper than MaxDepth. Names that cannot name a file
-// (ValidName) are visited but never entered.
+// order of their names, each directory before its entries. A directory
+// met a second time (a hard-linked directory of a hostile file system: a
+// loop, or many paths to one directory) is visited, then reported to fn
+// with an error instead of being entered again; so is one deeper than
+// MaxDepth, or past MaxDirs. Names that cannot name a file (ValidName)
+// are visited but never entered.
 func Walk(n Node, start string, fn WalkFunc) error { return WalkLeave(n, start, fn, nil) }
 
 // WalkLeave is Walk that also calls leave, if not nil, after a
 // directory's entries were visited (not for a directory skipped or not
 // entered).
 func WalkLeave(n Node, start string, fn WalkFunc, leave func(p string, n Node) error) error {
-	onPath := map[nodeKey]bool{}
+	seen := map[nodeKey]bool{} // directories entered
 	var walk func(p string, n Node, fsys Node, depth int) error
 	walk = func(p string, n Node, fsys Node, depth int) error {
 		if fsRoot(n) {
 			fsys = n
 		}
 		info := n.Info()
-		if !info.Mode.IsDir() {
-			return fn(p, n, nil)
-		}
-		k := nodeKey{fsys, info.Ino}
-		switch {
-		case onPath[k]:
-			return fn(p, n, fmt.Errorf("%s: a directory that holds itself (inode %d): %w", Escape(p), info.Ino, ErrCorrupt))
-		case depth > MaxDepth:
-			return fn(p, n, fmt.Errorf("%s: more than %d directories deep", Escape(p), MaxDepth))
-		}
-		if err := fn(p, n, nil); err != nil {
+		if err := fn(p, n, nil); err != nil || !info.Mode.IsDir() {
 			if errors.Is(err, SkipDir) {
 				return nil
 			}
@@ -579,14 +575,25 @@ func WalkLeave(n Node, start string, fn WalkFunc, leave func(p string, n Node) e
 		if depth > 0 && !ValidName(info.Name) {
 			return nil
 		}
+		k := nodeKey{fsys, info.Ino}
+		switch {
+		case seen[k]:
+			// A directory has one parent: one met again is hard-linked
+			// (a hostile file system's loop, or a DAG that would be
+			// walked exponentially often).
+			return fn(p, n, fmt.Errorf("%s: a directory met a second time (inode %d): %w", Escape(p), info.Ino, ErrCorrupt))
+		case len(seen) >= MaxDirs:
+			return fn(p, n, fmt.Errorf("%s: more than %d directories", Escape(p), MaxDirs))
+		case depth > MaxDepth:
+			return fn(p, n, fmt.Errorf("%s: more than %d directories deep", Escape(p), MaxDepth))
+		}
+		seen[k] = true
 		nodes, err := n.ReadDir()
 		if err != nil {
 			return fn(p, n, err)
 		}
 		nodes = slices.Clone(nodes)
 		slices.SortStableFunc(nodes, func(a, b Node) int { return strings.Compare(a.Info().Name, b.Info().Name) })
-		onPath[k] = true
-		defer delete(onPath, k)
 		for _, c := range nodes {
 			if err := walk(Join(p, c.Info().Name), c, fsys, depth+1); err != nil && !errors.Is(err, SkipDir) {
 				return err
@@ -602,6 +609,11 @@ func WalkLeave(n Node, start string, fn WalkFunc, leave func(p string, n Node) e
 	}
 	return nil
 }
+
+// MaxDirs bounds the directories one Walk or Diff enters, and so the
+// memory it takes to know each directory is entered once (about 30 bytes
+// a directory).
+const MaxDirs = 1 << 21
 
 // nodeKey identifies a node within a tree: its file system (the volume
 // that holds it) and its Ino there.

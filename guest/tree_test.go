@@ -100,3 +100,26 @@ func TestPartitionPastEnd(t *testing.T) {
 		t.Errorf("ReadDir: %v, want ErrCorrupt and ErrNotDir", err)
 	}
 }
+
+// TestNestedTables: partitions that start at their disk's own partition
+// table (4 of them, each holding the table again) are not read for a
+// table of their own: the tree ends at one level, as Linux's.
+func TestNestedTables(t *testing.T) {
+	d := make([]byte, 4096)
+	for i := range 4 {
+		e := d[446+16*i:]
+		e[4] = 0x83
+		binary.LittleEndian.PutUint32(e[8:], 0)
+		binary.LittleEndian.PutUint32(e[12:], 8)
+	}
+	d[510], d[511] = 0x55, 0xaa
+	tr := guest.New([]guest.Disk{{R: bytes.NewReader(d), Size: int64(len(d))}})
+	root, _ := tr.Root()
+	visits := 0
+	if err := guest.Walk(root, "/", func(p string, n guest.Node, err error) error { visits++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if visits > 5 {
+		t.Errorf("%d nodes visited in a disk of 4 partitions", visits)
+	}
+}

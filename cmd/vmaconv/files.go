@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -45,9 +44,12 @@ func openTree(e *env, src string, co cacheOpts) (*input.Input, *guest.Tree, erro
 	return in, guest.New(disks), nil
 }
 
-// guestPath returns a PATH argument as a path from the tree's root.
-func guestPath(p string) string {
-	return path.Clean("/" + p)
+// guestPath returns a PATH argument as a path from the tree's root, and
+// whether its last name is to be followed if it is a link: a trailing
+// slash says so, as for ls(1). Its "." and ".." are resolved by
+// guest.Tree.Lookup as the guest would, after the links before them.
+func guestPath(p string) (string, bool) {
+	return "/" + p, strings.HasSuffix(p, "/") && strings.Trim(p, "/") != ""
 }
 
 type lsCmd struct {
@@ -66,7 +68,7 @@ func (c *lsCmd) Run(e *env) error {
 		return err
 	}
 	defer in.Close()
-	n, p, err := t.Lookup(guestPath(c.Path), false)
+	n, p, err := t.Lookup(guestPath(c.Path))
 	if err != nil {
 		return fmt.Errorf("%s: %w", printable(c.Input), err)
 	}
@@ -310,7 +312,8 @@ func (c *catCmd) Run(e *env) error {
 	}
 	defer in.Close()
 	for _, p := range c.Paths {
-		n, q, err := t.Lookup(guestPath(p), true)
+		gp, _ := guestPath(p)
+		n, q, err := t.Lookup(gp, true)
 		if err != nil {
 			return fmt.Errorf("%s: %w", printable(c.Input), err)
 		}
@@ -327,7 +330,7 @@ func (c *catCmd) Run(e *env) error {
 
 type cpCmd struct {
 	Input     string   `arg:"" help:"An input of any format vmaconv reads (${formats}), read at random."`
-	Args      []string `arg:"" name:"path" help:"PATH… DEST: what to copy, then where to. ${tree} DEST is an existing directory (each PATH is copied into it under its own name), or, for one PATH, a new name."`
+	Args      []string `arg:"" name:"path" help:"PATH… DEST: what to copy, then where to. ${tree} DEST is an existing directory (each PATH is copied into it under its own name), or, for one PATH, a new name. Entries not copied (names that cannot name a file, a name repeated in a directory, devices, something else at their place) are named in notes, and the exit status is 3."`
 	Recursive bool     `short:"r" help:"Copy directories and everything in them."`
 	Preserve  bool     `help:"Keep setuid and setgid bits (dropped otherwise)."`
 	cacheOpts
@@ -358,11 +361,11 @@ func (c *cpCmd) Run(e *env) error {
 		if noted++; noted <= maxNotes {
 			e.note("%s", msg)
 		} else if noted == maxNotes+1 {
-			e.note("… further entries not copied are only counted")
+			e.note("… further notes left out (the entries not copied are counted)")
 		}
 	}}
 	for _, p := range paths {
-		n, q, err := t.Lookup(guestPath(p), false)
+		n, q, err := t.Lookup(guestPath(p))
 		if err != nil {
 			return fmt.Errorf("%s: %w", printable(c.Input), err)
 		}
@@ -372,7 +375,7 @@ func (c *cpCmd) Run(e *env) error {
 				if !guest.ValidName(name) {
 					return fmt.Errorf("%s: %s: the name cannot name a file", printable(c.Input), guest.Escape(q))
 				}
-				host = filepath.Join(dest, escapeControls(name))
+				host = filepath.Join(dest, guest.HostName(name))
 			}
 		}
 		s, err := guest.CopyOut(e.ctx, n, q, host, o)
@@ -382,7 +385,8 @@ func (c *cpCmd) Run(e *env) error {
 		}
 	}
 	if skipped > 0 {
-		return fmt.Errorf("%s not copied (said above)", plural(skipped, "entry"))
+		// Exit status 3, with the notes saying which and why.
+		return incompleteError{fmt.Errorf("%s not copied (said above)", plural(skipped, "entry"))}
 	}
 	return nil
 }
@@ -416,12 +420,12 @@ func (c *diffCmd) Run(e *env) error {
 		return statusError{err, diffTrouble}
 	}
 	defer inB.Close()
-	p := guestPath(c.Path)
-	na, qa, err := ta.Lookup(p, false)
+	p, follow := guestPath(c.Path)
+	na, qa, err := ta.Lookup(p, follow)
 	if err != nil {
 		return statusError{fmt.Errorf("%s: %w", printable(c.InputA), err), diffTrouble}
 	}
-	nb, _, err := tb.Lookup(p, false)
+	nb, _, err := tb.Lookup(p, follow)
 	if err != nil {
 		return statusError{fmt.Errorf("%s: %w", printable(c.InputB), err), diffTrouble}
 	}
