@@ -380,3 +380,30 @@ func (s sparseFile) Data(off int64) (int64, int64, error) {
 type stuckFile struct{ memFile }
 
 func (s stuckFile) Data(off int64) (int64, int64, error) { return 0, 1 << 20, nil }
+
+// slowSparse reports its data 64 KiB at a time, slowly.
+type slowSparse struct{ memFile }
+
+func (s slowSparse) Data(off int64) (int64, int64, error) {
+	time.Sleep(200 * time.Microsecond)
+	if off >= s.Size() {
+		return 0, 0, io.EOF
+	}
+	return off, min(off+64<<10, s.Size()), nil
+}
+
+// TestReadDataCancel: a read cancelled at any point fails, never ends as
+// if the file ended there (cp would keep a zero-padded file).
+func TestReadDataCancel(t *testing.T) {
+	f := slowSparse{memFile(make([]byte, 16<<20))}
+	for i := range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Duration(i%10)*time.Millisecond, cancel)
+		var read int64
+		err := guest.ReadData(ctx, f, func(off int64, p []byte) error { read += int64(len(p)); return nil })
+		cancel()
+		if err == nil && read < f.Size() {
+			t.Fatalf("ReadData cancelled after %d of %d bytes returned nil", read, f.Size())
+		}
+	}
+}
