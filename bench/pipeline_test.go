@@ -55,6 +55,9 @@ func TestMain(m *testing.M) {
 	if action := os.Getenv(filesChildEnv); action != "" {
 		os.Exit(filesChild(action, os.Getenv(filesArchiveEnv)))
 	}
+	if path := os.Getenv(apartServerEnv); path != "" {
+		os.Exit(httpServerChild(path))
+	}
 	code := m.Run()
 	for _, d := range []string{e2eDir, sparseDir, remoteDir, filesDir} {
 		if d != "" {
