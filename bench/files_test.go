@@ -142,11 +142,11 @@ func openFiles(b *testing.B, arc string) (*input.Input, *guest.Tree) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	disks, err := in.Exported(nil, "disk", nil)
+	t, err := guest.OpenInput(in)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return in, guest.New([]guest.Disk{{Name: disks[0].Name, R: disks[0].Source, Size: disks[0].Source.Size()}})
+	return in, t
 }
 
 // readBytes returns the bytes this process has read from files so far
@@ -206,11 +206,10 @@ func filesChild(action, arc string) int {
 		return fail(err)
 	}
 	defer in.Close()
-	disks, err := in.Exported(nil, "disk", nil)
+	t, err := guest.OpenInput(in)
 	if err != nil {
 		return fail(err)
 	}
-	t := guest.New([]guest.Disk{{Name: disks[0].Name, R: disks[0].Source, Size: disks[0].Source.Size()}})
 	switch action {
 	case "ls":
 		n, _, err := t.Lookup("/drive-scsi0/p1", false)
@@ -398,11 +397,10 @@ func BenchmarkRemoteFilesLsR(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				disks, err := in.Exported(nil, "disk", nil)
+				t, err := guest.OpenInput(in)
 				if err != nil {
 					b.Fatal(err)
 				}
-				t := guest.New([]guest.Disk{{Name: disks[0].Name, R: disks[0].Source, Size: disks[0].Source.Size()}})
 				n, _, err := t.Lookup("/drive-scsi0/p1", false)
 				if err != nil {
 					b.Fatal(err)

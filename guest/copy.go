@@ -224,7 +224,7 @@ func copyOne(ctx context.Context, n Node, gp, host string, o CopyOptions, note f
 		note("%s: not copied: %v", Escape(gp), err)
 		return nil
 	default:
-		note("%s: not copied: a %s", Escape(gp), kind(i.Mode))
+		note("%s: not copied: a %s", Escape(gp), TypeName(i.Mode))
 		return nil
 	}
 	if fi, err := os.Lstat(host); err == nil && !fi.Mode().IsRegular() {
@@ -291,23 +291,25 @@ func copyOne(ctx context.Context, n Node, gp, host string, o CopyOptions, note f
 	return nil
 }
 
-// kind names a node's type for messages.
-func kind(m fs.FileMode) string {
+// TypeName names a node's type: "directory", "symlink", "char-device",
+// "block-device", "fifo", "socket", "volume" (an irregular node: a volume
+// that holds nothing vmaconv reads), or "file".
+func TypeName(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "directory"
 	case m&fs.ModeSymlink != 0:
-		return "symbolic link"
+		return "symlink"
 	case m&fs.ModeCharDevice != 0:
-		return "character device"
+		return "char-device"
 	case m&fs.ModeDevice != 0:
-		return "block device"
+		return "block-device"
 	case m&fs.ModeNamedPipe != 0:
-		return "FIFO"
+		return "fifo"
 	case m&fs.ModeSocket != 0:
 		return "socket"
 	case m&fs.ModeIrregular != 0:
 		return "volume"
 	}
-	return "regular file"
+	return "file"
 }

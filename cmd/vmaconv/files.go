@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/guest"
 	_ "github.com/vmaconv/vmaconv/guest/all" // the file systems guest reads
 	"github.com/vmaconv/vmaconv/input"
@@ -29,19 +30,21 @@ func openTree(e *env, src string, co cacheOpts) (*input.Input, *guest.Tree, erro
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(guest.MemoryLimit) // see its doc
 	}
-	in, exports, err := openExports(e, src, nil, co)
+	if src == "-" {
+		return nil, nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
+	}
+	cache, done := co.inputOptions(e, src)
+	in, err := openInput(e, format.Ref{Path: src}, input.Options{RandomAccess: true, Cache: cache})
+	done(err)
 	if err != nil {
 		return nil, nil, err
 	}
-	var disks []guest.Disk
-	for _, x := range exports {
-		name := x.Name
-		if !in.Archive() {
-			name = ""
-		}
-		disks = append(disks, guest.Disk{Name: name, R: x.Source, Size: x.Source.Size()})
+	t, err := guest.OpenInput(in)
+	if err != nil {
+		in.Close()
+		return nil, nil, err
 	}
-	return in, guest.New(disks), nil
+	return in, t, nil
 }
 
 // guestPath returns a PATH argument as a path from the tree's root, and
@@ -170,7 +173,7 @@ func (l *lister) entry(p string, n guest.Node) {
 	}
 	l.count++
 	if l.json {
-		e := jsonEntry{Path: p, Name: i.Name, Type: typeName(i.Mode), Mode: fmt.Sprintf("%04o", unixMode(i.Mode)&0o7777),
+		e := jsonEntry{Path: p, Name: i.Name, Type: guest.TypeName(i.Mode), Mode: fmt.Sprintf("%04o", unixMode(i.Mode)&0o7777),
 			Size: i.Size, UID: i.UID, GID: i.GID, Nlink: i.Nlink, Ino: i.Ino, Target: target, Volume: vol}
 		if !i.ModTime.IsZero() {
 			e.MTime = i.ModTime.UTC().Format(time.RFC3339Nano)
@@ -216,27 +219,6 @@ func volumeString(v guest.Volume) string {
 		content += ": " + v.Why
 	}
 	return strings.Join(append(parts, content), ", ")
-}
-
-// typeName names a node's type for JSON.
-func typeName(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeSymlink != 0:
-		return "symlink"
-	case m&fs.ModeCharDevice != 0:
-		return "char-device"
-	case m&fs.ModeDevice != 0:
-		return "block-device"
-	case m&fs.ModeNamedPipe != 0:
-		return "fifo"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeIrregular != 0:
-		return "volume"
-	}
-	return "file"
 }
 
 // unixMode returns the permission, setuid, setgid and sticky bits as

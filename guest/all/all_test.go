@@ -428,19 +428,11 @@ func openTree(t *testing.T, f *fixture, p packing) *guest.Tree {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { in.Close() })
-	disks, err := in.Exported(nil, "disk", nil)
+	tr, err := guest.OpenInput(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gd []guest.Disk
-	for _, d := range disks {
-		name := d.Name
-		if !in.Archive() {
-			name = ""
-		}
-		gd = append(gd, guest.Disk{Name: name, R: d.Source, Size: d.Source.Size()})
-	}
-	return guest.New(gd)
+	return tr
 }
 
 // nodeFS is an FS whose root is a node.
