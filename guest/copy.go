@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/vmaconv/vmaconv/internal/zero"
@@ -16,7 +17,9 @@ import (
 type CopyOptions struct {
 	// Recursive copies directories with everything in them.
 	Recursive bool
-	// Preserve keeps setuid and setgid bits, which are dropped otherwise.
+	// Preserve keeps setuid and setgid bits, which are dropped otherwise,
+	// and, run as root, the owners (without, files belong to the user
+	// copying them).
 	Preserve bool
 	// Note, if set, is told of every entry not copied, and why.
 	Note func(msg string)
@@ -32,7 +35,8 @@ const maxHardLinks = 1 << 16
 // Regular files keep their permission bits (setuid and setgid only with
 // Preserve), mtimes and holes; each is written to a temporary file beside
 // its place and renamed into it when whole, so that an interrupted copy
-// never leaves a file looking complete. Symbolic links are copied as links
+// never leaves a file looking complete. Links and directories keep their
+// mtimes too; with Preserve, run as root, everything keeps its owner. Symbolic links are copied as links
 // and never followed. Hard links within the copy stay hard links. Device
 // nodes, FIFOs, sockets and unreadable volumes are not copied, nor are
 // entries whose names cannot name a host file ("", ".", "..", names with
@@ -131,6 +135,9 @@ func CopyOut(ctx context.Context, n Node, p, dest string, o CopyOptions) (skippe
 			return nil // DEST was there: its mode and times are the user's
 		}
 		i := c.Info()
+		if err := chown(host, i, o); err != nil {
+			return err
+		}
 		if err := os.Chmod(host, perm(i.Mode, o.Preserve)); err != nil {
 			return err
 		}
@@ -182,6 +189,16 @@ func perm(m fs.FileMode, preserve bool) fs.FileMode {
 	return p
 }
 
+// chown gives a host file (a link itself, not its target) the guest
+// node's owner and group, with Preserve when run as root (as cp -p does);
+// nothing otherwise.
+func chown(host string, i Info, o CopyOptions) error {
+	if !o.Preserve || runtime.GOOS == "windows" || os.Geteuid() != 0 {
+		return nil
+	}
+	return os.Lchown(host, int(i.UID), int(i.GID))
+}
+
 // chtimes sets a host file's times to a guest node's.
 func chtimes(host string, i Info) error {
 	if i.ModTime.IsZero() {
@@ -217,7 +234,20 @@ func copyOne(ctx context.Context, n Node, gp, host string, o CopyOptions, note f
 				return err
 			}
 		}
-		return os.Symlink(target, host)
+		if err := os.Symlink(target, host); err != nil {
+			return err
+		}
+		if err := chown(host, i, o); err != nil {
+			return err
+		}
+		if i.ModTime.IsZero() {
+			return nil
+		}
+		atime := i.ATime
+		if atime.IsZero() {
+			atime = i.ModTime
+		}
+		return lchtimes(host, atime, i.ModTime)
 	case i.Mode.IsRegular():
 	case i.Mode&fs.ModeIrregular != 0:
 		_, err := n.Open()
@@ -270,6 +300,9 @@ func copyOne(ctx context.Context, n Node, gp, host string, o CopyOptions, note f
 		return fmt.Errorf("%s: %w", Escape(gp), err)
 	}
 	if err := tmp.Truncate(f.Size()); err != nil {
+		return err
+	}
+	if err := chown(tmp.Name(), i, o); err != nil { // before the mode: chown clears setuid
 		return err
 	}
 	if err := tmp.Chmod(perm(i.Mode, o.Preserve)); err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,7 +98,7 @@ func TestCopyOutHostile(t *testing.T) {
 		file("", "x", 0o644),
 		file("nul\x00name", "x", 0o644),
 		file("ctl\x1b[31mred", "red", 0o644),
-		file("suid", "s", 0o4755),
+		file("suid", "s", 0o755|fs.ModeSetuid),
 		// A link to outside, then a directory of the same name: the
 		// directory must not be written through the link.
 		link("evil", outside),
@@ -404,6 +405,41 @@ func TestReadDataCancel(t *testing.T) {
 		cancel()
 		if err == nil && read < f.Size() {
 			t.Fatalf("ReadData cancelled after %d of %d bytes returned nil", read, f.Size())
+		}
+	}
+}
+
+// TestCopyOutPreserve: with Preserve, run as root, files, directories and
+// links keep their owners, setuid survives the chown, and links keep their
+// own mtimes.
+func TestCopyOutPreserve(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("owners are set only by root")
+	}
+	f := file("suid", "s", 0o755|fs.ModeSetuid)
+	f.info.UID, f.info.GID = 1234, 5678
+	l := link("l", "suid")
+	l.info.UID, l.info.GID, l.info.ModTime = 4321, 8765, mtime
+	d := dir("", f, l)
+	d.info.UID, d.info.GID = 11, 22
+	dest := filepath.Join(t.TempDir(), "out")
+	if _, err := guest.CopyOut(context.Background(), d, "/", dest, guest.CopyOptions{Recursive: true, Preserve: true}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][2]uint32{"": {11, 22}, "suid": {1234, 5678}, "l": {4321, 8765}} {
+		fi, err := os.Lstat(filepath.Join(dest, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != want[0] || st.Gid != want[1] {
+			t.Errorf("%q: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, want[0], want[1])
+		}
+		if name == "suid" && fi.Mode()&fs.ModeSetuid == 0 {
+			t.Error("setuid lost to the chown")
+		}
+		if name == "l" && !fi.ModTime().Equal(mtime) {
+			t.Errorf("link mtime %v, want %v", fi.ModTime(), mtime)
 		}
 	}
 }

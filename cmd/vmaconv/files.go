@@ -314,7 +314,7 @@ type cpCmd struct {
 	Input     string   `arg:"" help:"An input of any format vmaconv reads (${formats}), read at random."`
 	Args      []string `arg:"" name:"path" help:"PATH… DEST: what to copy, then where to. ${tree} DEST is an existing directory (each PATH is copied into it under its own name), or, for one PATH, a new name. Entries not copied (names that cannot name a file, a name repeated in a directory, devices, something else at their place) are named in notes, and the exit status is 3."`
 	Recursive bool     `short:"r" help:"Copy directories and everything in them."`
-	Preserve  bool     `help:"Keep setuid and setgid bits (dropped otherwise)."`
+	Preserve  bool     `help:"Keep setuid and setgid bits (dropped otherwise) and, run as root, owners and groups (as cp -p)."`
 	cacheOpts
 }
 
