@@ -83,19 +83,19 @@ func (t *Tree) newIno() uint64 { return 1<<62 | t.ino.Add(1) }
 // group or a logical volume, and what it holds.
 type Volume struct {
 	// Kind is "disk", "partition", "volume group" or "logical volume".
-	Kind string
+	Kind string `json:"kind"`
 	// Detail is a partition's type name, a logical volume's VG/LV.
-	Detail string
+	Detail string `json:"detail,omitempty"`
 	// Content is what it holds: a partition table ("gpt", "dos"), "lvm2",
 	// a file system ("ext4", "xfs", "ntfs", "fat32", "iso9660", …), a
 	// type vmaconv does not read ("btrfs", "zfs", "luks", "swap", …),
 	// "empty" (zeros), or "" when unknown.
-	Content string
+	Content string `json:"content"`
 	// Readable is false for contents vmaconv does not read; Why says why.
-	Readable bool
-	Why      string
+	Readable bool   `json:"readable"`
+	Why      string `json:"why,omitempty"`
 	// Size is the volume's size in bytes.
-	Size int64
+	Size int64 `json:"size"`
 }
 
 // Volumer is implemented by the nodes of a Tree that stand for volumes.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,7 +61,7 @@ type lsCmd struct {
 	Path      string `arg:"" optional:"" default:"/" help:"What to list (default: the root). ${tree}"`
 	Long      bool   `short:"l" help:"Long listing: type and mode, links, owner and group ids, size, mtime (UTC), name, a link's target, a volume's contents."`
 	Recursive bool   `short:"R" help:"List everything below PATH, each entry by its full path."`
-	Output    string `enum:"human,json" default:"human" help:"human or json (an array of entries: path, name, type, mode, size, mtime, uid, gid, nlink, ino, target, volume)."`
+	Output    string `enum:"human,json" default:"human" help:"human or json (an array of entries: path, name, type, mode, size, mtime, uid, gid, nlink, ino, target, major and minor, volume)."`
 	cacheOpts
 }
 
@@ -134,6 +135,8 @@ type jsonEntry struct {
 	Nlink  uint32        `json:"nlink"`
 	Ino    uint64        `json:"ino"`
 	Target *string       `json:"target,omitempty"`
+	Major  *uint32       `json:"major,omitempty"` // device nodes
+	Minor  *uint32       `json:"minor,omitempty"`
 	Volume *guest.Volume `json:"volume,omitempty"`
 }
 
@@ -178,6 +181,10 @@ func (l *lister) entry(p string, n guest.Node) {
 		if !i.ModTime.IsZero() {
 			e.MTime = i.ModTime.UTC().Format(time.RFC3339Nano)
 		}
+		if i.Mode&fs.ModeDevice != 0 {
+			major, minor := devNumbers(i.Rdev)
+			e.Major, e.Minor = &major, &minor
+		}
 		b, _ := json.Marshal(e)
 		if l.count > 1 {
 			l.w.WriteString(",")
@@ -194,7 +201,12 @@ func (l *lister) entry(p string, n guest.Node) {
 	if !i.ModTime.IsZero() {
 		mtime = i.ModTime.UTC().Format("2006-01-02 15:04:05")
 	}
-	line := fmt.Sprintf("%s %3d %5d %5d %12d %s %s", modeString(i.Mode), i.Nlink, i.UID, i.GID, i.Size, mtime, guest.Escape(name))
+	size := strconv.FormatInt(i.Size, 10)
+	if i.Mode&fs.ModeDevice != 0 {
+		major, minor := devNumbers(i.Rdev)
+		size = fmt.Sprintf("%d, %d", major, minor) // as ls -l shows a device
+	}
+	line := fmt.Sprintf("%s %3d %5d %5d %12s %s %s", modeString(i.Mode), i.Nlink, i.UID, i.GID, size, mtime, guest.Escape(name))
 	if target != nil {
 		line += " -> " + guest.Escape(*target)
 	}
@@ -202,6 +214,14 @@ func (l *lister) entry(p string, n guest.Node) {
 		line += "  [" + volumeString(*vol) + "]"
 	}
 	l.w.WriteString(line + "\n")
+}
+
+// devNumbers splits a device number in Linux's encoding (guest.Info.Rdev)
+// into its major and minor numbers, as glibc's major(3) and minor(3) do.
+func devNumbers(rdev uint64) (major, minor uint32) {
+	major = uint32(rdev>>8&0xfff | rdev>>32&^0xfff)
+	minor = uint32(rdev&0xff | rdev>>12&^0xff)
+	return major, minor
 }
 
 // volumeString describes a volume for ls -l: "partition, EFI System,
