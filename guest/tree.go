@@ -96,6 +96,9 @@ type Volume struct {
 	Why      string `json:"why,omitempty"`
 	// Size is the volume's size in bytes.
 	Size int64 `json:"size"`
+	// Warnings are what a user should know of its partition table (a
+	// backup GPT header used, a partition clipped at the disk's end).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Volumer is implemented by the nodes of a Tree that stand for volumes.
@@ -117,7 +120,8 @@ type volume struct {
 	once     sync.Once
 	content  string
 	why      string
-	err      error // what made it unreadable, if an error did (a corrupt table or superblock)
+	err      error    // what made it unreadable, if an error did (a corrupt table or superblock)
+	warnings []string // of its partition table
 	fs       FS
 	root     Node                   // the file system's root
 	children func() ([]Node, error) // partitions, or volume groups
@@ -148,7 +152,7 @@ func (v *volume) probe() {
 				v.content, v.why = "partition table", v.err.Error()
 				return
 			case tab != nil && len(tab.Partitions) > 0:
-				v.content = tab.Kind
+				v.content, v.warnings = tab.Kind, tab.Warnings
 				v.children = v.partitions(tab)
 				return
 			case tab != nil:
@@ -218,7 +222,7 @@ func (v *volume) partitions(tab *part.Table) func() ([]Node, error) {
 // Volume implements Volumer.
 func (v *volume) Volume() Volume {
 	v.probe()
-	return Volume{Kind: v.kind, Detail: v.detail, Content: v.content, Readable: v.why == "", Why: v.why, Size: v.size}
+	return Volume{Kind: v.kind, Detail: v.detail, Content: v.content, Readable: v.why == "", Why: v.why, Size: v.size, Warnings: v.warnings}
 }
 
 // Info implements Node: a file system's root's, a directory's for a

@@ -89,6 +89,11 @@ func (c *lsCmd) Run(e *env) error {
 			failed++
 			return guest.SkipDir
 		}
+		if v, ok := n.(guest.Volumer); ok {
+			for _, w := range v.Volume().Warnings {
+				e.note("%s: %s", guest.Escape(q), w) // a partition table's
+			}
+		}
 		if q == p && n.Info().Mode.IsDir() && !c.Recursive {
 			return nil // list its entries, not itself
 		}
