@@ -3,7 +3,9 @@ package all_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"io/fs"
@@ -665,5 +667,83 @@ func TestDiff(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHugeDirectory: an ext4 directory of 273,141 entries (801 blocks of
+// dirents written by hand into a directory debugfs expanded) is refused
+// for itself with one error matching guest.ErrTooManyEntries; the rest of
+// the tree is listed.
+func TestHugeDirectory(t *testing.T) {
+	t.Parallel()
+	testutil.RequireTool(t, "mkfs.ext4")
+	debugfs := testutil.RequireTool(t, "debugfs")
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "t")
+	os.MkdirAll(filepath.Join(tree, "d"), 0o755)
+	os.WriteFile(filepath.Join(tree, "f"), []byte("x\n"), 0o644)
+	img := filepath.Join(dir, "img")
+	if err := run("mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "^metadata_csum,^dir_index", "-d", tree, img, "32M"); err != nil {
+		t.Fatal(err)
+	}
+	cmds := filepath.Join(dir, "cmds")
+	os.WriteFile(cmds, []byte(strings.Repeat("expand_dir /d\n", 800)), 0o644)
+	if err := run(debugfs, "-w", "-f", cmds, img); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(debugfs, "-R", "blocks /d", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Fields(string(out))
+	if len(blocks) < 770 {
+		t.Fatalf("/d has %d blocks", len(blocks))
+	}
+	// 341 entries a block, each naming the inode of /f (13).
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for _, b := range blocks {
+		var blk int64
+		fmt.Sscan(b, &blk)
+		for i := range 341 {
+			e := buf[12*i:]
+			rec := 12
+			if i == 340 {
+				rec = 4096 - 12*340
+			}
+			binary.LittleEndian.PutUint32(e, 13)
+			binary.LittleEndian.PutUint16(e[4:], uint16(rec))
+			e[6], e[7] = 4, 1
+			copy(e[8:12], fmt.Sprintf("%04x", i))
+		}
+		if _, err := f.WriteAt(buf, blk*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	r, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	root, _ := guest.New([]guest.Disk{{R: r, Size: 32 << 20}}).Root()
+	var errs []error
+	var seen []string
+	err = guest.Walk(root, "/", func(p string, n guest.Node, err error) error {
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			seen = append(seen, p)
+		}
+		return nil
+	})
+	if err != nil || len(errs) != 1 || !errors.Is(errs[0], guest.ErrTooManyEntries) {
+		t.Fatalf("Walk: %v, errors %v", err, errs)
+	}
+	if strings.Join(seen, " ") != "/ /d /f /lost+found" {
+		t.Errorf("listed %q", seen)
 	}
 }
