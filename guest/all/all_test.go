@@ -746,3 +746,38 @@ func TestHugeDirectory(t *testing.T) {
 		t.Errorf("listed %q", seen)
 	}
 }
+
+// TestHugeDirectoryXFS: the same for XFS, a node-format directory of
+// 262,200 files made by mkfs.xfs from a protofile.
+func TestHugeDirectoryXFS(t *testing.T) {
+	t.Parallel()
+	testutil.RequireTool(t, "mkfs.xfs")
+	dir := t.TempDir()
+	var proto strings.Builder
+	proto.WriteString("/dev/null\n0 0\nd--755 0 0\n d d--755 0 0\n")
+	for i := range guest.MaxDirEntries + 56 {
+		fmt.Fprintf(&proto, "  f%06d ---644 0 0 /dev/null\n", i)
+	}
+	proto.WriteString(" $\n$\n")
+	pf := filepath.Join(dir, "proto")
+	os.WriteFile(pf, []byte(proto.String()), 0o644)
+	img := filepath.Join(dir, "img")
+	os.WriteFile(img, nil, 0o644)
+	os.Truncate(img, 2<<30)
+	if err := run("mkfs.xfs", "-q", "-f", "-p", pf, img); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tr := guest.New([]guest.Disk{{R: r, Size: 2 << 30}})
+	n, _, err := tr.Lookup("/d", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.ReadDir(); !errors.Is(err, guest.ErrTooManyEntries) {
+		t.Errorf("ReadDir of %d entries: %v", guest.MaxDirEntries+56, err)
+	}
+}
