@@ -201,7 +201,7 @@ func sameContent(ctx context.Context, a, b Node) (bool, error) {
 	if fa.Size() != fb.Size() {
 		return false, nil
 	}
-	buf := make([]byte, readChunk)
+	buf := make([]byte, min(readChunk, fa.Size())) // a file's size at most: most are small
 	var last int64
 	err = ReadData(ctx, fa, func(off int64, p []byte) error {
 		// A's holes must read as zeros in B.

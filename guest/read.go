@@ -29,6 +29,10 @@ const readWorkers = 4
 // bounded: at most 2×readWorkers chunks are in flight.
 func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) error {
 	size := f.Size()
+	if _, sparse := f.(Sparse); !sparse && size <= readChunk {
+		// One read, without the goroutines: most files are small.
+		return readSmall(ctx, f, size, fn)
+	}
 	type job struct {
 		off  int64
 		buf  []byte
@@ -133,6 +137,24 @@ func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) e
 		err = ctx.Err()
 	}
 	return err
+}
+
+// readSmall is ReadData of a file of at most one chunk without a map.
+func readSmall(ctx context.Context, f File, size int64, fn func(off int64, p []byte) error) error {
+	if err := ctx.Err(); err != nil || size == 0 {
+		return err
+	}
+	p := make([]byte, size)
+	n, err := f.ReadAt(p, 0)
+	if n == len(p) {
+		err = nil
+	} else if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return err
+	}
+	return fn(0, p)
 }
 
 // WriteTo writes f's whole content to w, holes as zeros, reading it with

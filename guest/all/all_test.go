@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -614,6 +615,33 @@ func TestCopyOut(t *testing.T) {
 	}
 }
 
+var (
+	changedOnce sync.Once
+	changedImg  string
+	changedErr  error
+)
+
+// changedImage returns an ext4 image of the standard tree changed: a
+// file's content (same size), a file added, one removed, a mode.
+func changedImage(t *testing.T, f *fixture) string {
+	changedOnce.Do(func() {
+		changed := filepath.Join(f.dir, "changed")
+		if changedErr = run("cp", "-a", f.tree, changed); changedErr != nil {
+			return
+		}
+		os.WriteFile(filepath.Join(changed, "small"), bytes.Repeat([]byte("x"), 100), 0o644)
+		os.WriteFile(filepath.Join(changed, "dir", "new"), []byte("new\n"), 0o644)
+		os.Remove(filepath.Join(changed, "secret"))
+		os.Chmod(filepath.Join(changed, "exec"), 0o700)
+		changedImg = filepath.Join(f.dir, "changed.ext4")
+		changedErr = run("mkfs.ext4", "-q", "-F", "-N", "16384", "-E", "root_owner=0:0", "-d", changed, changedImg, "48M")
+	})
+	if changedErr != nil {
+		t.Fatal(changedErr)
+	}
+	return changedImg
+}
+
 // TestDiff compares two archives of the standard tree, one changed: a
 // file's content (same size), a file added, one removed, a mode.
 func TestDiff(t *testing.T) {
@@ -625,19 +653,9 @@ func TestDiff(t *testing.T) {
 		}
 	}
 	a := openTree(t, f, p)
-	// B: the raw disk with p2 rebuilt from a changed tree.
-	changed := filepath.Join(t.TempDir(), "tree")
-	if err := run("cp", "-a", f.tree, changed); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(changed, "small"), bytes.Repeat([]byte("x"), 100), 0o644)
-	os.WriteFile(filepath.Join(changed, "dir", "new"), []byte("new\n"), 0o644)
-	os.Remove(filepath.Join(changed, "secret"))
-	os.Chmod(filepath.Join(changed, "exec"), 0o700)
-	img := filepath.Join(t.TempDir(), "b.ext4")
-	if err := run("mkfs.ext4", "-q", "-F", "-N", "16384", "-E", "root_owner=0:0", "-d", changed, img, "48M"); err != nil {
-		t.Fatal(err)
-	}
+	// B: p2's file system rebuilt from a changed tree, once for every
+	// -cpu pass.
+	img := changedImage(t, f)
 	fb, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -677,52 +695,11 @@ func TestHugeDirectory(t *testing.T) {
 	t.Parallel()
 	testutil.RequireTool(t, "mkfs.ext4")
 	debugfs := testutil.RequireTool(t, "debugfs")
-	dir := t.TempDir()
-	tree := filepath.Join(dir, "t")
-	os.MkdirAll(filepath.Join(tree, "d"), 0o755)
-	os.WriteFile(filepath.Join(tree, "f"), []byte("x\n"), 0o644)
-	img := filepath.Join(dir, "img")
-	if err := run("mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "^metadata_csum,^dir_index", "-d", tree, img, "32M"); err != nil {
-		t.Fatal(err)
+	img := filepath.Join(fixtureDir, "huge.ext4")
+	hugeExt4Once.Do(func() { hugeExt4Err = makeHugeExt4(t, debugfs, img) })
+	if hugeExt4Err != nil {
+		t.Fatal(hugeExt4Err)
 	}
-	cmds := filepath.Join(dir, "cmds")
-	os.WriteFile(cmds, []byte(strings.Repeat("expand_dir /d\n", 800)), 0o644)
-	if err := run(debugfs, "-w", "-f", cmds, img); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(debugfs, "-R", "blocks /d", img).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := strings.Fields(string(out))
-	if len(blocks) < 770 {
-		t.Fatalf("/d has %d blocks", len(blocks))
-	}
-	// 341 entries a block, each naming the inode of /f (13).
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	for _, b := range blocks {
-		var blk int64
-		fmt.Sscan(b, &blk)
-		for i := range 341 {
-			e := buf[12*i:]
-			rec := 12
-			if i == 340 {
-				rec = 4096 - 12*340
-			}
-			binary.LittleEndian.PutUint32(e, 13)
-			binary.LittleEndian.PutUint16(e[4:], uint16(rec))
-			e[6], e[7] = 4, 1
-			copy(e[8:12], fmt.Sprintf("%04x", i))
-		}
-		if _, err := f.WriteAt(buf, blk*4096); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.Close()
 	r, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -747,25 +724,71 @@ func TestHugeDirectory(t *testing.T) {
 	}
 }
 
+// The huge directories' images, built once for every -cpu pass.
+var (
+	hugeExt4Once, hugeXFSOnce sync.Once
+	hugeExt4Err, hugeXFSErr   error
+)
+
+// makeHugeExt4 makes TestHugeDirectory's image at img.
+func makeHugeExt4(t *testing.T, debugfs, img string) error {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "t")
+	os.MkdirAll(filepath.Join(tree, "d"), 0o755)
+	os.WriteFile(filepath.Join(tree, "f"), []byte("x\n"), 0o644)
+	if err := run("mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "^metadata_csum,^dir_index", "-d", tree, img, "32M"); err != nil {
+		return err
+	}
+	cmds := filepath.Join(dir, "cmds")
+	os.WriteFile(cmds, []byte(strings.Repeat("expand_dir /d\n", 800)), 0o644)
+	if err := run(debugfs, "-w", "-f", cmds, img); err != nil {
+		return err
+	}
+	out, err := exec.Command(debugfs, "-R", "blocks /d", img).Output()
+	if err != nil {
+		return err
+	}
+	blocks := strings.Fields(string(out))
+	if len(blocks) < 770 {
+		return fmt.Errorf("/d has %d blocks", len(blocks))
+	}
+	// 341 entries a block, each naming the inode of /f (13).
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for _, b := range blocks {
+		var blk int64
+		fmt.Sscan(b, &blk)
+		for i := range 341 {
+			e := buf[12*i:]
+			rec := 12
+			if i == 340 {
+				rec = 4096 - 12*340
+			}
+			binary.LittleEndian.PutUint32(e, 13)
+			binary.LittleEndian.PutUint16(e[4:], uint16(rec))
+			e[6], e[7] = 4, 1
+			copy(e[8:12], fmt.Sprintf("%04x", i))
+		}
+		if _, err := f.WriteAt(buf, blk*4096); err != nil {
+			return err
+		}
+	}
+	return f.Close()
+}
+
 // TestHugeDirectoryXFS: the same for XFS, a node-format directory of
 // 262,200 files made by mkfs.xfs from a protofile.
 func TestHugeDirectoryXFS(t *testing.T) {
 	t.Parallel()
 	testutil.RequireTool(t, "mkfs.xfs")
-	dir := t.TempDir()
-	var proto strings.Builder
-	proto.WriteString("/dev/null\n0 0\nd--755 0 0\n d d--755 0 0\n")
-	for i := range guest.MaxDirEntries + 56 {
-		fmt.Fprintf(&proto, "  f%06d ---644 0 0 /dev/null\n", i)
-	}
-	proto.WriteString(" $\n$\n")
-	pf := filepath.Join(dir, "proto")
-	os.WriteFile(pf, []byte(proto.String()), 0o644)
-	img := filepath.Join(dir, "img")
-	os.WriteFile(img, nil, 0o644)
-	os.Truncate(img, 2<<30)
-	if err := run("mkfs.xfs", "-q", "-f", "-p", pf, img); err != nil {
-		t.Fatal(err)
+	img := filepath.Join(fixtureDir, "huge.xfs")
+	hugeXFSOnce.Do(func() { hugeXFSErr = makeHugeXFS(img) })
+	if hugeXFSErr != nil {
+		t.Fatal(hugeXFSErr)
 	}
 	r, err := os.Open(img)
 	if err != nil {
@@ -780,4 +803,25 @@ func TestHugeDirectoryXFS(t *testing.T) {
 	if _, err := n.ReadDir(); !errors.Is(err, guest.ErrTooManyEntries) {
 		t.Errorf("ReadDir of %d entries: %v", guest.MaxDirEntries+56, err)
 	}
+}
+
+// makeHugeXFS makes TestHugeDirectoryXFS's image at img.
+func makeHugeXFS(img string) error {
+	var proto strings.Builder
+	proto.WriteString("/dev/null\n0 0\nd--755 0 0\n d d--755 0 0\n")
+	for i := range guest.MaxDirEntries + 56 {
+		proto.WriteString("  f" + strconv.Itoa(1000000 + i)[1:] + " ---644 0 0 /dev/null\n")
+	}
+	proto.WriteString(" $\n$\n")
+	pf := img + ".proto"
+	if err := os.WriteFile(pf, []byte(proto.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		return err
+	}
+	if err := os.Truncate(img, 2<<30); err != nil {
+		return err
+	}
+	return run("mkfs.xfs", "-q", "-f", "-p", pf, img)
 }
