@@ -20,6 +20,7 @@ import (
 
 	"github.com/vmaconv/vmaconv/format"
 	formats "github.com/vmaconv/vmaconv/format/all"
+	"github.com/vmaconv/vmaconv/format/raw"
 	"github.com/vmaconv/vmaconv/guest"
 	_ "github.com/vmaconv/vmaconv/guest/all"
 	"github.com/vmaconv/vmaconv/guest/guesttest"
@@ -350,7 +351,7 @@ func pack(t *testing.T, f *fixture) []packing {
 				return err
 			}
 			var devs []format.Device
-			var srcs []*os.File
+			var srcs []*raw.Source
 			for i, d := range disks {
 				fi, err := os.Stat(d)
 				if err != nil {
@@ -361,8 +362,13 @@ func pack(t *testing.T, f *fixture) []packing {
 					dev.Name = fmt.Sprintf("drive-scsi%d", i)
 				}
 				devs = append(devs, dev)
-				s, err := os.Open(d)
+				f, err := os.Open(d)
 				if err != nil {
+					return err
+				}
+				s, err := raw.Open(f) // its holes are not read
+				if err != nil {
+					f.Close()
 					return err
 				}
 				defer s.Close()
@@ -370,14 +376,14 @@ func pack(t *testing.T, f *fixture) []packing {
 			}
 			var cfgs []format.Config
 			if fm.Multi {
-				cfgs = []format.Config{{Name: "qemu-server.conf", Data: []byte("scsi0: local-lvm:vm-100-disk-0,size=90M\nscsi1: local-lvm:vm-100-disk-1,size=32M\n")}}
+				cfgs = []format.Config{{Name: "qemu-server.conf", Data: []byte("scsi0: local-lvm:vm-100-disk-0,size=90M\nscsi1: local-lvm:vm-100-disk-1,size=330M\n")}}
 			}
 			sink, err := fm.Create(format.Dest{Path: filepath.Join(f.dir, file)}, devs, format.CreateOptions{Options: v, Configs: cfgs})
 			if err != nil {
 				return err
 			}
 			for i, s := range srcs {
-				if err := pipeline.Copy(context.Background(), sink.Disk(i), fileSource{s}, pipeline.Options{}); err != nil {
+				if err := pipeline.Copy(context.Background(), sink.Disk(i), s, pipeline.Options{}); err != nil {
 					return err
 				}
 			}
@@ -408,17 +414,6 @@ func pack(t *testing.T, f *fixture) []packing {
 		t.Fatal(packErr)
 	}
 	return packs
-}
-
-// fileSource is a format.Source of a file.
-type fileSource struct{ *os.File }
-
-func (f fileSource) Size() int64 {
-	fi, err := f.Stat()
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
 }
 
 // openTree opens a packing's file tree.
