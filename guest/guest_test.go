@@ -165,9 +165,10 @@ func TestCopyOutClashes(t *testing.T) {
 		file("z", "last", 0o644),
 	)
 	dest := filepath.Join(t.TempDir(), "out")
-	skipped, err := guest.CopyOut(context.Background(), root, "/", dest, guest.CopyOptions{Recursive: true})
-	if err != nil || skipped != 1 {
-		t.Fatalf("CopyOut: %d skipped, %v", skipped, err)
+	var notes []string
+	skipped, err := guest.CopyOut(context.Background(), root, "/", dest, guest.CopyOptions{Recursive: true, Note: func(m string) { notes = append(notes, m) }})
+	if err != nil || skipped != 1 || !slices.Contains(notes, "/sub: not copied: a second entry of that name in its directory") {
+		t.Fatalf("CopyOut: %d skipped, %v, notes %q", skipped, err, notes)
 	}
 	for name, want := range map[string]string{`x\\xff`: "literal", `x\xff`: "invalid byte", "z": "last"} {
 		if b, err := os.ReadFile(filepath.Join(dest, name)); err != nil || string(b) != want {
@@ -237,11 +238,15 @@ func TestWalkDAG(t *testing.T) {
 		next = d
 	}
 	visits, errs := 0, 0
+	runaway := errors.New("more than 1000 visits: the walk runs away")
 	err := guest.Walk(next, "/", func(p string, n guest.Node, err error) error {
 		if err != nil {
 			errs++
 		} else {
 			visits++
+		}
+		if visits > 1000 {
+			return runaway
 		}
 		return nil
 	})
@@ -249,7 +254,15 @@ func TestWalkDAG(t *testing.T) {
 		t.Errorf("Walk: %d visits, %d errors, %v", visits, errs, err)
 	}
 	n := 0
-	err = guest.Diff(context.Background(), next, next, "/", guest.DiffOptions{}, func(c guest.Change) error { n++; return nil })
+	// A Diff that walks every path reports nothing more: a deadline ends it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = guest.Diff(ctx, next, next, "/", guest.DiffOptions{}, func(c guest.Change) error {
+		if n++; n > 1000 {
+			return runaway
+		}
+		return nil
+	})
 	if err != nil || n != 40 {
 		t.Errorf("Diff: %d changes (want the 40 second meetings), %v", n, err)
 	}
@@ -441,5 +454,25 @@ func TestCopyOutPreserve(t *testing.T) {
 		if name == "l" && !fi.ModTime().Equal(mtime) {
 			t.Errorf("link mtime %v, want %v", fi.ModTime(), mtime)
 		}
+	}
+}
+
+// TestCopyOutLinkedDir: a directory met a second time (hard-linked under
+// another name) is copied once; no empty directory is left for the second
+// name, and the second meeting is noted.
+func TestCopyOutLinkedDir(t *testing.T) {
+	d := dir("a", file("f", "x", 0o644))
+	b := &memNode{info: d.info, children: d.children}
+	b.info.Name = "b"
+	dest := filepath.Join(t.TempDir(), "out")
+	skipped, err := guest.CopyOut(context.Background(), dir("", d, b), "/", dest, guest.CopyOptions{Recursive: true})
+	if err != nil || skipped != 1 {
+		t.Fatalf("CopyOut: %d skipped, %v", skipped, err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "a", "f")); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, "b")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("b: %v, want it not made", err)
 	}
 }

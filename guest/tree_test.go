@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 
@@ -116,10 +117,31 @@ func TestNestedTables(t *testing.T) {
 	tr := guest.New([]guest.Disk{{R: bytes.NewReader(d), Size: int64(len(d))}})
 	root, _ := tr.Root()
 	visits := 0
-	if err := guest.Walk(root, "/", func(p string, n guest.Node, err error) error { visits++; return nil }); err != nil {
+	err := guest.Walk(root, "/", func(p string, n guest.Node, err error) error {
+		if visits++; visits > 100 {
+			return errors.New("more than 100 nodes: the tables nest")
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if visits > 5 {
 		t.Errorf("%d nodes visited in a disk of 4 partitions", visits)
+	}
+}
+
+// TestVolumeWarnings: what a partition table warns of reaches its
+// volume (ls notes it).
+func TestVolumeWarnings(t *testing.T) {
+	d := mbrDisk(5*mib, [4]byte{0x83, 0x83, 0, 0})
+	binary.LittleEndian.PutUint32(d[446+16+12:], 4*mib/512) // p2 from 2 MiB to 6 MiB, past the end
+	tr := guest.New([]guest.Disk{{R: bytes.NewReader(d), Size: int64(len(d))}})
+	root, _ := tr.Root()
+	v := root.(guest.Volumer).Volume()
+	if !v.Readable || !slices.ContainsFunc(v.Warnings, func(w string) bool {
+		return strings.Contains(w, "partition 2 runs 1048576 bytes past the disk's end")
+	}) {
+		t.Errorf("volume %+v", v)
 	}
 }
