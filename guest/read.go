@@ -2,9 +2,11 @@ package guest
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
-	"sync"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/pipeline"
 )
 
 // MemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit)
@@ -24,119 +26,58 @@ const readChunk = 1 << 20
 const readWorkers = 4
 
 // ReadData reads f's stored data, in order, in parallel chunks of at most
-// 1 MiB, and calls fn with each chunk and its offset. Ranges that f
-// reports as holes (Sparse) are not read, nor passed to fn. Memory is
-// bounded: at most 2×readWorkers chunks are in flight.
+// 1 MiB (pipeline.Scan's readers), and calls fn with each chunk and its
+// offset. Ranges that f reports as holes (Sparse) are not read, nor passed
+// to fn. Memory is bounded: at most 2×readWorkers+1 chunks are in flight.
 func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) error {
 	size := f.Size()
-	if _, sparse := f.(Sparse); !sparse && size <= readChunk {
-		// One read, without the goroutines: most files are small.
+	sparse, isSparse := f.(Sparse)
+	if !isSparse && size <= readChunk {
+		// One read, without the readers: most files are small.
 		return readSmall(ctx, f, size, fn)
 	}
-	type job struct {
-		off  int64
-		buf  []byte
-		err  error
-		done chan struct{}
+	var src format.Source = fileSource{f}
+	if isSparse {
+		src = sparseSource{fileSource{f}, sparse}
 	}
-	// Buffers go round: made as needed, at most 2×readWorkers+1 of them.
-	free := make(chan []byte, 2*readWorkers+1)
-	made := 0
-	work := make(chan *job, readWorkers)
-	order := make(chan *job, readWorkers)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	for range readWorkers {
-		wg.Go(func() {
-			for j := range work {
-				n, err := f.ReadAt(j.buf, j.off)
-				if err == io.EOF && n == len(j.buf) {
-					err = nil
-				}
-				if err == nil && n < len(j.buf) {
-					err = io.ErrUnexpectedEOF
-				}
-				j.err = err
-				close(j.done)
-			}
-		})
-	}
-	// The producer walks the stored ranges and queues chunks.
-	var prodErr error
-	go func() {
-		defer close(order)
-		defer close(work)
-		sparse, _ := f.(Sparse)
-		for off := int64(0); off < size; {
-			start, end := off, size
-			if sparse != nil {
-				s, e, err := sparse.Data(off)
-				if err == io.EOF {
-					return
-				}
-				if err != nil {
-					prodErr = err
-					return
-				}
-				if s < off || e <= s || e > size {
-					prodErr = errors.New("file's data map is out of order: " + ErrCorrupt.Error())
-					return
-				}
-				start, end = s, e
-			}
-			for o := start; o < end; o += readChunk {
-				var buf []byte
-				select {
-				case buf = <-free:
-				default:
-					if made < cap(free) {
-						buf, made = make([]byte, readChunk), made+1
-					} else {
-						select {
-						case buf = <-free:
-						case <-ctx.Done():
-							return
-						}
-					}
-				}
-				j := &job{off: o, buf: buf[:min(readChunk, end-o)], done: make(chan struct{})}
-				select {
-				case order <- j:
-				case <-ctx.Done():
-					return
-				}
-				work <- j
-			}
-			off = end
+	err := pipeline.Scan(ctx, src, pipeline.Options{Workers: readWorkers, ChunkSize: readChunk}, func(off, n int64, data []byte) error {
+		if data == nil {
+			return nil // a hole
 		}
-	}()
-	var err error
-	for j := range order {
-		<-j.done
-		if err == nil {
-			err = j.err
-		}
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err == nil {
-			err = fn(j.off, j.buf)
-		}
-		free <- j.buf[:cap(j.buf)]
-		if err != nil {
-			cancel()
-		}
-	}
-	wg.Wait()
+		return fn(off, data[:n])
+	})
 	if err == nil {
-		err = prodErr
-	}
-	if err == nil {
-		// Cancelled while nothing was queued: the producer stopped early.
 		err = ctx.Err()
 	}
 	return err
+}
+
+// fileSource is a File as a format.Source, for pipeline.Scan.
+type fileSource struct{ File }
+
+func (fileSource) Close() error { return nil }
+
+// sparseSource is a Sparse file as a format.ZeroMapper: its holes are
+// zero regions, not read.
+type sparseSource struct {
+	fileSource
+	s Sparse
+}
+
+// Region implements format.ZeroMapper from Sparse.Data.
+func (s sparseSource) Region(start, length int64) (format.Region, error) {
+	ds, de, err := s.s.Data(start)
+	switch {
+	case err == io.EOF:
+		return format.Region{Start: start, Length: length, Zero: true}, nil
+	case err != nil:
+		return format.Region{}, err
+	case ds < start || de <= ds:
+		return format.Region{}, fmt.Errorf("a file's data map answers [%d, %d) for offset %d: %w", ds, de, start, ErrCorrupt)
+	case ds > start:
+		return format.Region{Start: start, Length: min(ds-start, length), Zero: true}, nil
+	}
+	return format.Region{Start: start, Length: min(de-start, length)}, nil
 }
 
 // readSmall is ReadData of a file of at most one chunk without a map.
