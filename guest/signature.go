@@ -1,9 +1,10 @@
 package guest
 
 import (
-	"bytes"
 	"encoding/binary"
 	"io"
+
+	"github.com/vmaconv/vmaconv/internal/zero"
 )
 
 // A signature names contents vmaconv recognises but does not read: it
@@ -99,5 +100,5 @@ var partitionSignatures = map[string][2]string{
 func allZero(r io.ReaderAt, size int64) bool {
 	b := make([]byte, min(size, 64<<10))
 	n, _ := r.ReadAt(b, 0)
-	return n == len(b) && bytes.Count(b, []byte{0}) == len(b)
+	return n == len(b) && zero.IsZero(b)
 }

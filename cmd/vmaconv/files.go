@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmaconv/vmaconv/format"
 	"github.com/vmaconv/vmaconv/guest"
 	_ "github.com/vmaconv/vmaconv/guest/all" // the file systems guest reads
 	"github.com/vmaconv/vmaconv/input"
@@ -31,12 +30,7 @@ func openTree(e *env, src string, co cacheOpts) (*input.Input, *guest.Tree, erro
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(guest.MemoryLimit) // see its doc
 	}
-	if src == "-" {
-		return nil, nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
-	}
-	cache, done := co.inputOptions(e, src)
-	in, err := openInput(e, format.Ref{Path: src}, input.Options{RandomAccess: true, Cache: cache})
-	done(err)
+	in, err := openRandom(e, src, co)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -117,12 +117,7 @@ const imageDisk = "disk"
 // presents it; an archive's disks by their names, its RAM-state stream
 // left out.
 func openExports(e *env, path string, names []string, co cacheOpts) (*input.Input, []nbd.Export, error) {
-	if path == "-" {
-		return nil, nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
-	}
-	cache, done := co.inputOptions(e, path)
-	in, err := openInput(e, format.Ref{Path: path}, input.Options{RandomAccess: true, Cache: cache})
-	done(err)
+	in, err := openRandom(e, path, co)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,6 +127,18 @@ func openExports(e *env, path string, names []string, co cacheOpts) (*input.Inpu
 		return nil, nil, err
 	}
 	return in, exports, nil
+}
+
+// openRandom opens the input at path to be read at random: a compressed
+// archive through the cache, standard input refused.
+func openRandom(e *env, path string, co cacheOpts) (*input.Input, error) {
+	if path == "-" {
+		return nil, usageError{errors.New("reading at random needs an archive file, not standard input")}
+	}
+	cache, done := co.inputOptions(e, path)
+	in, err := openInput(e, format.Ref{Path: path}, input.Options{RandomAccess: true, Cache: cache})
+	done(err)
+	return in, err
 }
 
 // exportsOf returns the disks of in to serve or mount (see openExports).
