@@ -28,11 +28,13 @@ const readWorkers = 4
 // ReadData reads f's stored data, in order, in parallel chunks of at most
 // 1 MiB (pipeline.Scan's readers), and calls fn with each chunk and its
 // offset. Ranges that f reports as holes (Sparse) are not read, nor passed
-// to fn. Memory is bounded: at most 2×readWorkers+1 chunks are in flight.
+// to fn, but in a file of at most 1 MiB, which is read whole in one ReadAt
+// (holes as zeros). Memory is bounded: at most 2×readWorkers+1 chunks are
+// in flight.
 func ReadData(ctx context.Context, f File, fn func(off int64, p []byte) error) error {
 	size := f.Size()
 	sparse, isSparse := f.(Sparse)
-	if !isSparse && size <= readChunk {
+	if size <= readChunk {
 		// One read, without the readers: most files are small.
 		return readSmall(ctx, f, size, fn)
 	}
