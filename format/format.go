@@ -118,10 +118,21 @@ type Format struct {
 	// qemu's create_opts: -o NAME=VALUE, listed by -o help. An option not
 	// declared here is refused by CheckOptions, never ignored.
 	Options []Option
-	// Info describes a file of the format for info, as qemu-img info
-	// does: from its header, without opening its disks or a backing file,
-	// so that an image other commands refuse can still be described. Nil:
-	// info cannot describe the format's files.
+	// InfoAt describes the size bytes of r, a file or an object of the
+	// format, for info, as qemu-img info does: from its header, without
+	// opening its disks or a backing file, so that an image other commands
+	// refuse can still be described. It reads r only: st says what else
+	// there is to know (the name, the bytes the file takes on disk, whether
+	// it is a remote object, with no files beside it). size is where r
+	// ends, a block device's size too, whether or not st.Size is known.
+	// It describes local files and remote objects (s3://, http(s)://)
+	// alike. Nil: Info describes the format's local files, and its remote
+	// objects are described by their format and size only.
+	InfoAt func(r io.ReaderAt, size int64, st FileStat) (Info, error)
+	// Info describes a local file of the format for info, as InfoAt does,
+	// for a format that needs the file itself; InfoAt, if set, is used
+	// instead. Nil with InfoAt nil: info cannot describe the format's
+	// files.
 	Info func(f *os.File, st FileStat) (Info, error)
 	// Archive, if set, holds the rules of the format's archives (Multi)
 	// for what they store beside the disks' content: the names of their

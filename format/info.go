@@ -13,7 +13,7 @@ import (
 
 // Info is what info shows of a file, as qemu-img info shows an image: its
 // fields in order, each a line of text, a member of a JSON object, or
-// both. Drivers build it (Format.Info, Informer); the caller renders it,
+// both. Drivers build it (Format.InfoAt, Informer); the caller renders it,
 // as text or as JSON (Info is a json.Marshaler), without knowing the
 // format.
 type Info []Field
@@ -60,13 +60,31 @@ type FileStat struct {
 	// standard input).
 	Size int64
 	// Allocated is the bytes the file takes on disk (qemu-img's disk
-	// size), or its size where that is not known.
+	// size), or its size where that is not known (a remote object's).
 	Allocated int64
+	// Remote is set for an object read over the network (s3://,
+	// http(s)://; Name is its URL, without secrets): it has no files
+	// beside it to read (a VMDK's extents, an OVF's manifest), and no
+	// allocation of its own to show, only its size (DiskSize).
+	Remote bool
+}
+
+// DiskSize is the field info shows of what the file takes, where
+// qemu-img info shows its disk size: a local file's Allocated, labelled
+// "disk size"; a remote object's, which is its size, labelled "object
+// size", as the bytes its server allocates are not known. Its JSON key is
+// qemu-img's actual-size either way.
+func (st FileStat) DiskSize() Field {
+	label := "disk size"
+	if st.Remote {
+		label = "object size"
+	}
+	return Field{Key: "actual-size", Label: label, Value: st.Allocated, Show: ShowDiskSize}
 }
 
 // Informer is implemented by inputs read as streams (an archive on
 // standard input, or compressed) that describe themselves for info, as
-// Format.Info describes a file read at random.
+// Format.InfoAt describes a file read at random.
 type Informer interface {
 	Info(st FileStat) Info
 }

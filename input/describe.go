@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/vmaconv/vmaconv/format"
@@ -12,12 +13,13 @@ import (
 // Describe returns what info shows of the file at path ("-": standard
 // input), of the format o.Format names or that Open would find. Opening
 // is all it does: a file read at random is described by its format
-// (format.Format.Info), from its header, without opening its disks or a
-// backing file, so that an image other commands refuse can still be
-// described; an input read as a stream (standard input, a compressed
-// file, a file of a format named that reads as a stream) by its stream
-// (format.Informer). Errors for a format that is not registered or that
-// cannot describe its files match format.ErrUnsupportedOption.
+// (format.Format.InfoAt, or Info), from its header, without opening its
+// disks or a backing file, so that an image other commands refuse can
+// still be described; an input read as a stream (standard input, a
+// compressed file, a file of a format named that reads as a stream) by
+// its stream (format.Informer). Errors for a format that is not
+// registered or that cannot describe its files match
+// format.ErrUnsupportedOption.
 func Describe(ctx context.Context, reg *format.Registry, path string, o Options) (format.Info, error) {
 	if path == "-" {
 		return describeStream(ctx, reg, path, o)
@@ -67,14 +69,25 @@ func Describe(ctx context.Context, reg *format.Registry, path string, o Options)
 			return nil, err
 		}
 	}
-	if fm.Info == nil {
+	if fm.InfoAt == nil && fm.Info == nil {
 		return nil, format.Unsupported("-f %s: info cannot describe %s files", fm.Name, fm.Name)
 	}
 	st := format.FileStat{Name: path, Size: -1, Allocated: allocated(fi)}
 	if fi.Mode().IsRegular() {
 		st.Size = fi.Size()
 	}
-	in, err := fm.Info(f, st)
+	var in format.Info
+	if fm.InfoAt != nil {
+		size := st.Size
+		if size < 0 { // a block device: its size is where it ends
+			size, err = f.Seek(0, io.SeekEnd)
+		}
+		if err == nil {
+			in, err = fm.InfoAt(f, size, st)
+		}
+	} else {
+		in, err = fm.Info(f, st)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -11,23 +11,20 @@ import (
 	"github.com/vmaconv/vmaconv/format"
 )
 
-// fileInfo describes an OVA or a bare OVF for info (Format.Info), from
-// its descriptor and manifest, without opening its disks: the VM's
-// hardware, its disks with their files and capacities, its NICs.
-func fileInfo(f *os.File, st format.FileStat) (format.Info, error) {
+// fileInfo describes the size bytes of f, an OVA or a bare OVF, for info
+// (Format.InfoAt), from its descriptor and manifest, without opening its
+// disks: the VM's hardware, its disks with their files and capacities,
+// its NICs. A bare OVF's manifest is the file beside it, which a remote
+// one has not: its manifest is said not to be read.
+func fileInfo(f io.ReaderAt, size int64, st format.FileStat) (format.Info, error) {
 	head, err := format.ReadHead(f)
 	if err != nil {
 		return nil, err
 	}
-	size := st.Size
-	if size < 0 {
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			return nil, err
-		}
-	}
 	var ovf, mf []byte
 	var ovfName, mfName string
-	if isOVF(head) {
+	bare := isOVF(head)
+	if bare {
 		if size > MaxOVFSize {
 			return nil, fmt.Errorf("%w: the OVF descriptor is %d bytes, over the %d it may have", ErrCorrupt, size, MaxOVFSize)
 		}
@@ -35,10 +32,14 @@ func fileInfo(f *os.File, st format.FileStat) (format.Info, error) {
 		if _, err := f.ReadAt(ovf, 0); err != nil {
 			return nil, err
 		}
-		ovfName = filepath.Base(f.Name())
-		mfPath := strings.TrimSuffix(f.Name(), filepath.Ext(f.Name())) + ".mf"
-		if b, err := os.ReadFile(mfPath); err == nil && len(b) <= MaxManifestSize {
-			mf, mfName = b, filepath.Base(mfPath)
+		if st.Remote {
+			ovfName, _, _ = strings.Cut(path.Base(st.Name), "?") // the URL's last element
+		} else {
+			ovfName = filepath.Base(st.Name)
+			mfPath := strings.TrimSuffix(st.Name, filepath.Ext(st.Name)) + ".mf"
+			if b, err := os.ReadFile(mfPath); err == nil && len(b) <= MaxManifestSize {
+				mf, mfName = b, filepath.Base(mfPath)
+			}
 		}
 	} else {
 		members, err := listMembers(f, size)
@@ -68,7 +69,15 @@ func fileInfo(f *os.File, st format.FileStat) (format.Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.info(st, ovfName), nil
+	in := p.info(st, ovfName)
+	if bare && st.Remote {
+		for i := range in {
+			if in[i].Key == "manifest" {
+				in[i].Value = "not read (a remote descriptor has no files beside it)"
+			}
+		}
+	}
+	return in, nil
 }
 
 // info describes the package: qemu-img info's keys where it has them

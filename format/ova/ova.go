@@ -31,7 +31,7 @@ var Format = format.Format{
 	MaxConfig:  vma.MaxBlobSize,
 	Create:     Create,
 	Options:    options,
-	Info:       fileInfo,
+	InfoAt:     fileInfo,
 }
 
 // Sentinel errors. Errors for a damaged package wrap ErrCorrupt or

@@ -348,7 +348,7 @@ func TestInfo(t *testing.T) {
 	}
 	defer f.Close()
 	fi, _ := f.Stat()
-	in, err := fileInfo(f, format.FileStat{Name: "layout.ova", Size: fi.Size()})
+	in, err := fileInfo(f, fi.Size(), format.FileStat{Name: "layout.ova", Size: fi.Size()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ var Format = format.Format{
 	Extensions: []string{".qcow2"},
 	Create:     Create,
 	Options:    options,
-	Info:       info,
+	InfoAt:     info,
 }
 
 // Errors.
@@ -631,18 +631,10 @@ func ReadInfo(ra io.ReaderAt, fileSize int64) (*Info, error) {
 	return in, nil
 }
 
-// info describes an image as qemu-img info does, from its header
-// (ReadInfo): without opening it or its backing file. A block device's
-// size is where it ends.
-func info(f *os.File, st format.FileStat) (format.Info, error) {
-	size := st.Size
-	if size < 0 { // a block device
-		var err error
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			return nil, err
-		}
-	}
-	in, err := ReadInfo(f, size)
+// info describes the size bytes of r, an image, as qemu-img info does,
+// from its header (ReadInfo): without opening it or its backing file.
+func info(r io.ReaderAt, size int64, st format.FileStat) (format.Info, error) {
+	in, err := ReadInfo(r, size)
 	if err != nil {
 		return nil, err
 	}
@@ -650,7 +642,7 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 		{Key: "filename", Label: "image", Value: st.Name, Show: format.ShowName},
 		{Key: "format", Label: "file format", Value: Name},
 		{Key: "virtual-size", Label: "virtual size", Value: in.Size, Show: format.ShowSize},
-		{Key: "actual-size", Label: "disk size", Value: st.Allocated, Show: format.ShowDiskSize},
+		st.DiskSize(),
 		{Key: "cluster-size", Label: "cluster_size", Value: in.ClusterSize},
 	}
 	if in.Backing != "" {

@@ -28,7 +28,7 @@ var Format = format.Format{
 	},
 	Extensions: []string{".raw", ".img"},
 	Create:     Create,
-	Info:       info,
+	InfoAt:     info,
 }
 
 // At returns the size bytes of r as a raw image, for a view that is not a
@@ -43,16 +43,12 @@ func (v *view) Close() error { return nil }
 // info describes a raw image as qemu-img info does: its size, rounded up
 // to whole 512-byte sectors as QEMU sizes it, and what the file takes on
 // disk.
-func info(f *os.File, st format.FileStat) (format.Info, error) {
-	size, err := f.Seek(0, io.SeekEnd) // a block device's size too
-	if err != nil {
-		return nil, err
-	}
+func info(_ io.ReaderAt, size int64, st format.FileStat) (format.Info, error) {
 	return format.Info{
 		{Key: "filename", Label: "image", Value: st.Name, Show: format.ShowName},
 		{Key: "format", Label: "file format", Value: Name},
 		{Key: "virtual-size", Label: "virtual size", Value: (size + 511) &^ 511, Show: format.ShowSize},
-		{Key: "actual-size", Label: "disk size", Value: st.Allocated, Show: format.ShowDiskSize},
+		st.DiskSize(),
 		{Key: "dirty-flag", Value: false, Show: format.ShowHidden},
 	}, nil
 }

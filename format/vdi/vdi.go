@@ -32,7 +32,7 @@ var Format = format.Format{
 	Extensions: []string{".vdi"},
 	Create:     Create,
 	Options:    options,
-	Info:       info,
+	InfoAt:     info,
 }
 
 // probe reports whether head is a VDI header, as QEMU's vdi_probe

@@ -354,7 +354,7 @@ func TestInfo(t *testing.T) {
 			t.Fatal(err)
 		}
 		fi, _ := f.Stat()
-		in, err := vdi.Format.Info(f, format.FileStat{Name: path, Size: fi.Size(), Allocated: int64(want["actual-size"].(float64))})
+		in, err := vdi.Format.InfoAt(f, fi.Size(), format.FileStat{Name: path, Size: fi.Size(), Allocated: int64(want["actual-size"].(float64))})
 		f.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -512,7 +512,7 @@ func TestHostile(t *testing.T) {
 			// info checks the header as Open does.
 			f, _ := os.Open(p)
 			fi, _ := f.Stat()
-			_, ierr := vdi.Format.Info(f, format.FileStat{Name: p, Size: fi.Size()})
+			_, ierr := vdi.Format.InfoAt(f, fi.Size(), format.FileStat{Name: p, Size: fi.Size()})
 			f.Close()
 			if ierr == nil && !strings.HasPrefix(tc.name, "index") && !strings.HasPrefix(tc.name, "data-") {
 				t.Errorf("info described it")

@@ -306,7 +306,7 @@ func TestDifferencing(t *testing.T) {
 	// Info names the parent, as qemu-img names a backing file.
 	f, _ := os.Open(child)
 	fi, _ := f.Stat()
-	in, err := info(f, format.FileStat{Name: child, Size: fi.Size()})
+	in, err := info(f, fi.Size(), format.FileStat{Name: child, Size: fi.Size()})
 	f.Close()
 	if js, _ := in.MarshalJSON(); err != nil || !strings.Contains(string(js), `"backing-filename":".\\parent.vhdx"`) {
 		t.Errorf("info: %s, %v", js, err)

@@ -2,7 +2,6 @@ package vhdx
 
 import (
 	"io"
-	"os"
 
 	"github.com/vmaconv/vmaconv/format"
 )
@@ -39,17 +38,11 @@ func ReadInfo(r io.ReaderAt, size int64) (*Info, error) {
 	return in, nil
 }
 
-// info describes an image as qemu-img info does (which has no
-// format-specific data for VHDX), from its headers and metadata.
-func info(f *os.File, st format.FileStat) (format.Info, error) {
-	size := st.Size
-	if size < 0 { // a block device
-		var err error
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			return nil, err
-		}
-	}
-	in, err := ReadInfo(f, size)
+// info describes the size bytes of r, an image, as qemu-img info does
+// (which has no format-specific data for VHDX), from its headers and
+// metadata.
+func info(r io.ReaderAt, size int64, st format.FileStat) (format.Info, error) {
+	in, err := ReadInfo(r, size)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +50,7 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 		{Key: "filename", Label: "image", Value: st.Name, Show: format.ShowName},
 		{Key: "format", Label: "file format", Value: Name},
 		{Key: "virtual-size", Label: "virtual size", Value: in.Size, Show: format.ShowSize},
-		{Key: "actual-size", Label: "disk size", Value: st.Allocated, Show: format.ShowDiskSize},
+		st.DiskSize(),
 		{Key: "cluster-size", Label: "cluster_size", Value: in.BlockSize},
 	}
 	if in.Differencing {

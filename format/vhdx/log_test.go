@@ -154,7 +154,7 @@ func TestLogReplay(t *testing.T) {
 		t.Error("opening the image changed its file")
 	}
 	f, _ := os.Open(dirtyPath)
-	in, err := info(f, format.FileStat{Name: dirtyPath, Size: int64(len(m))})
+	in, err := info(f, int64(len(m)), format.FileStat{Name: dirtyPath, Size: int64(len(m))})
 	f.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -104,7 +104,7 @@ func TestInfo(t *testing.T) {
 			t.Fatal(err)
 		}
 		fi, _ := f.Stat()
-		in, err := info(f, format.FileStat{Name: path, Size: fi.Size(), Allocated: int64(want["actual-size"].(float64))})
+		in, err := info(f, fi.Size(), format.FileStat{Name: path, Size: fi.Size(), Allocated: int64(want["actual-size"].(float64))})
 		f.Close()
 		if err != nil {
 			t.Fatal(err)

@@ -34,7 +34,7 @@ var Format = format.Format{
 	Extensions: []string{".vhdx"},
 	Create:     Create,
 	Options:    options,
-	Info:       info,
+	InfoAt:     info,
 }
 
 // Errors.

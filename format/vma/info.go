@@ -2,16 +2,16 @@ package vma
 
 import (
 	"fmt"
-	"os"
+	"io"
 	"time"
 
 	"github.com/vmaconv/vmaconv/format"
 )
 
-// fileInfo describes an uncompressed archive file from its header (for
-// Format.Info); its extents are not read.
-func fileInfo(f *os.File, st format.FileStat) (format.Info, error) {
-	r, err := NewReader(f)
+// fileInfo describes the size bytes of ra, an uncompressed archive, from
+// its header (for Format.InfoAt); its extents are not read.
+func fileInfo(ra io.ReaderAt, size int64, st format.FileStat) (format.Info, error) {
+	r, err := NewReader(io.NewSectionReader(ra, 0, size))
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,7 @@ var Format = format.Format{
 	Create:     Create,
 	MaxConfig:  MaxBlobSize,
 	Options:    options,
-	Info:       fileInfo,
+	InfoAt:     fileInfo,
 	Archive:    archiveRules{},
 }
 

@@ -18,32 +18,25 @@ type extentInfo struct {
 	compressed bool
 }
 
-// info describes an image as qemu-img info does (vmdk_get_specific_info,
-// vmdk_co_get_info): its header and descriptor, and the headers of the
-// extent files its descriptor names, those of its directory only, without
-// following a parent. An extent file outside the directory is described
-// from the descriptor's line.
-func info(f *os.File, st format.FileStat) (format.Info, error) {
-	size := st.Size
-	if size < 0 { // a block device
-		var err error
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			return nil, err
-		}
-	}
+// info describes the size bytes of r, an image, as qemu-img info does
+// (vmdk_get_specific_info, vmdk_co_get_info): its header and descriptor,
+// and the headers of the extent files its descriptor names, those of its
+// directory only, without following a parent. An extent file outside the
+// directory, or beside a remote object (which has no directory to read),
+// is described from the descriptor's line.
+func info(r io.ReaderAt, size int64, st format.FileStat) (format.Info, error) {
 	var ab about
 	var exts []extentInfo
-	allocated := st.Allocated
 	var magic [4]byte
-	f.ReadAt(magic[:], 0)
-	h, err := readHeader(f, size)
+	r.ReadAt(magic[:], 0)
+	h, err := readHeader(r, size)
 	switch {
 	case magic != Magic && magic != MagicCOWD, err == nil && h.capacity == 0 && h.descOffset != 0:
 		off := int64(0)
 		if h != nil {
 			off = h.descAt()
 		}
-		text, err := readText(f, size, off, maxDescriptor)
+		text, err := readText(r, size, off, maxDescriptor)
 		if err != nil {
 			return nil, err
 		}
@@ -59,13 +52,13 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 			ab.parentCID = 0xffffffff
 		}
 		for _, l := range d.extents {
-			x, alloc := describeExtent(st.Name, l)
-			exts, allocated = append(exts, x), allocated+alloc
+			x, alloc := describeExtent(st, l)
+			exts, st.Allocated = append(exts, x), st.Allocated+alloc // the extents' files too
 		}
 	case err != nil:
 		return nil, err
 	default:
-		if ab, err = sparseAbout(f, size, h); err != nil {
+		if ab, err = sparseAbout(r, size, h); err != nil {
 			return nil, err
 		}
 		exts = []extentInfo{{file: st.Name, size: int64(h.capacity) * sector, grain: int64(h.granularity) * sector, compressed: h.compressed()}}
@@ -78,7 +71,7 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 		{Key: "filename", Label: "image", Value: st.Name, Show: format.ShowName},
 		{Key: "format", Label: "file format", Value: Name},
 		{Key: "virtual-size", Label: "virtual size", Value: total, Show: format.ShowSize},
-		{Key: "actual-size", Label: "disk size", Value: allocated, Show: format.ShowDiskSize},
+		st.DiskSize(),
 	}
 	// QEMU has block driver info (a cluster size, the dirty flag) only for
 	// extents all of a kind (vmdk_co_get_info).
@@ -139,13 +132,18 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 	), nil
 }
 
-// describeExtent describes an extent a descriptor names, and returns the
-// bytes its file takes: from its header where its file is in the
-// descriptor's directory, from the line alone otherwise.
-func describeExtent(desc string, l extentLine) (extentInfo, int64) {
+// describeExtent describes an extent the descriptor st names, and
+// returns the bytes its file takes: from its header where its file is in
+// the descriptor's directory, from the line alone otherwise (a remote
+// descriptor's extents included: they are not read).
+func describeExtent(st format.FileStat, l extentLine) (extentInfo, int64) {
+	desc := st.Name
 	x := extentInfo{file: displayName(desc, l.file), typ: l.typ, size: l.sectors * sector}
 	if l.typ == "ZERO" {
 		x.file = ""
+		return x, 0
+	}
+	if st.Remote {
 		return x, 0
 	}
 	op := &opener{} // no consent: files outside the directory are not opened

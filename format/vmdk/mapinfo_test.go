@@ -97,7 +97,7 @@ func TestInfoQemuImg(t *testing.T) {
 				}
 				defer f.Close()
 				fi, _ := f.Stat()
-				in, err := vmdk.Format.Info(f, format.FileStat{Name: path, Size: fi.Size(), Allocated: allocated(fi)})
+				in, err := vmdk.Format.InfoAt(f, fi.Size(), format.FileStat{Name: path, Size: fi.Size(), Allocated: allocated(fi)})
 				if err != nil {
 					t.Fatal(err)
 				}

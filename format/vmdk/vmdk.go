@@ -36,7 +36,7 @@ var Format = format.Format{
 	Extensions: []string{".vmdk"},
 	Create:     Create,
 	Options:    options,
-	Info:       info,
+	InfoAt:     info,
 }
 
 // Probe reports whether head starts a VMDK file, as QEMU's vmdk_probe

@@ -3,7 +3,6 @@ package vpc
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/vmaconv/vmaconv/format"
 )
@@ -13,16 +12,9 @@ import (
 // and the block size of a dynamic or differencing disk as its cluster
 // size (qemu-img has no format-specific data for vpc). A differencing
 // disk's parent, which qemu-img does not read, is shown as its backing
-// file, as the child names it. A block device's size is where it ends.
-func info(f *os.File, st format.FileStat) (format.Info, error) {
-	size := st.Size
-	if size < 0 {
-		var err error
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			return nil, err
-		}
-	}
-	foot, err := readFooter(f, size)
+// file, as the child names it. r is the image, size bytes long.
+func info(r io.ReaderAt, size int64, st format.FileStat) (format.Info, error) {
+	foot, err := readFooter(r, size)
 	if err != nil {
 		return nil, err
 	}
@@ -34,16 +26,16 @@ func info(f *os.File, st format.FileStat) (format.Info, error) {
 		{Key: "filename", Label: "image", Value: st.Name, Show: format.ShowName},
 		{Key: "format", Label: "file format", Value: Name},
 		{Key: "virtual-size", Label: "virtual size", Value: vsize, Show: format.ShowSize},
-		{Key: "actual-size", Label: "disk size", Value: st.Allocated, Show: format.ShowDiskSize},
+		st.DiskSize(),
 	}
 	if foot.diskType != TypeFixed {
-		h, err := readHeader(f, size, foot)
+		h, err := readHeader(r, size, foot)
 		if err != nil {
 			return nil, err
 		}
 		fs = append(fs, format.Field{Key: "cluster-size", Label: "cluster_size", Value: int64(h.blockSize)})
 		if foot.diskType == TypeDifferencing {
-			names, err := parentNames(&image{r: f, fileSize: size, foot: foot, head: h})
+			names, err := parentNames(&image{r: r, fileSize: size, foot: foot, head: h})
 			if err != nil {
 				return nil, err
 			}

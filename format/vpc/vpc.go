@@ -36,7 +36,7 @@ var Format = format.Format{
 	Options:    options,
 	Targets:    targets,
 	DiskSize:   diskSize,
-	Info:       info,
+	InfoAt:     info,
 }
 
 // Errors.
