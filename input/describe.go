@@ -15,10 +15,11 @@ import (
 // is all it does: a file read at random is described by its format
 // (format.Format.InfoAt, or Info), from its header, without opening its
 // disks or a backing file, so that an image other commands refuse can
-// still be described; an input read as a stream (standard input, a
-// compressed file, a file of a format named that reads as a stream) by
-// its stream (format.Informer). Errors for a format that is not
-// registered or that cannot describe its files match
+// still be described; a remote object (s3://, http(s)://) read at random
+// likewise, with ranged GETs (describeRemote); an input read as a stream
+// (standard input, a compressed file, a file of a format named that reads
+// as a stream) by its stream (format.Informer). Errors for a format that
+// is not registered or that cannot describe its files match
 // format.ErrUnsupportedOption.
 func Describe(ctx context.Context, reg *format.Registry, path string, o Options) (format.Info, error) {
 	if path == "-" {
@@ -92,6 +93,61 @@ func Describe(ctx context.Context, reg *format.Registry, path string, o Options)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return in, nil
+}
+
+// describeRemote describes a remote object for info: an archive (or a
+// format read as a stream) by its stream, from its header; an image as a
+// local file is described, by its format's InfoAt, reading what it needs
+// with ranged GETs. What only a local file has is not shown: the bytes it
+// takes on disk (the object's size is shown instead, as its "object
+// size": format.FileStat.DiskSize), and files beside it (a VMDK
+// descriptor's extents are described from its lines, a bare OVF's
+// manifest is not read). An image of a format without InfoAt, or on a
+// server that takes no range requests, is described by what opening it
+// gives (its format and virtual size), or why it cannot be opened.
+func describeRemote(ctx context.Context, reg *format.Registry, path string, o Options) (format.Info, error) {
+	op := &opener{ctx: ctx, reg: reg, ref: format.Ref{Path: path}, o: o}
+	ob, err := op.openObject()
+	if err != nil {
+		return nil, err
+	}
+	defer ob.Close()
+	fm, err := op.formatOf(ob)
+	if err != nil {
+		var fe *ForeignError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", ob.Name(), fe.Foreign.Name, fe.Foreign.QEMU)
+		}
+		return nil, err
+	}
+	if fm.OpenStream != nil {
+		o.Format = fm.Name
+		return describeStream(ctx, reg, path, o)
+	}
+	st := format.FileStat{Name: ob.Name(), Size: ob.Size(), Allocated: ob.Size(), Remote: true}
+	if fm.InfoAt != nil && ob.RandomAccess() {
+		in, err := fm.InfoAt(ob, ob.Size(), st)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ob.Name(), err)
+		}
+		return in, nil
+	}
+	o.RandomAccess, o.Format = true, fm.Name
+	in, err := Open(ctx, reg, format.Ref{Path: path}, o)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	vsize := int64(0)
+	if len(in.Devices()) > 0 {
+		vsize = (in.Devices()[0].Size + 511) &^ 511
+	}
+	return format.Info{
+		{Key: "filename", Label: "image", Value: in.Name(), Show: format.ShowName},
+		{Key: "format", Label: "file format", Value: fm.Name},
+		{Key: "virtual-size", Label: "virtual size", Value: vsize, Show: format.ShowSize},
+		st.DiskSize(),
+	}, nil
 }
 
 // describeStream describes the input at path read as a stream, of the

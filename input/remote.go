@@ -181,47 +181,6 @@ func (op *opener) detectRemote(ob *remote.Object) (format.Format, error) {
 	return op.reg.Lookup(fallback)
 }
 
-// describeRemote describes a remote object for info: an archive (or a
-// format read as a stream) by its stream, from its header; an image by
-// what opening it gives (its format and virtual size), as format.Info
-// needs a file.
-func describeRemote(ctx context.Context, reg *format.Registry, path string, o Options) (format.Info, error) {
-	op := &opener{ctx: ctx, reg: reg, ref: format.Ref{Path: path}, o: o}
-	ob, err := op.openObject()
-	if err != nil {
-		return nil, err
-	}
-	defer ob.Close()
-	fm, err := op.formatOf(ob)
-	if err != nil {
-		var fe *ForeignError
-		if errors.As(err, &fe) {
-			return nil, fmt.Errorf("%s: a %s image, which vmaconv does not read (qemu-img info -f %s reads it)", ob.Name(), fe.Foreign.Name, fe.Foreign.QEMU)
-		}
-		return nil, err
-	}
-	if fm.OpenStream != nil {
-		o.Format = fm.Name
-		return describeStream(ctx, reg, path, o)
-	}
-	o.RandomAccess, o.Format = true, fm.Name
-	in, err := Open(ctx, reg, format.Ref{Path: path}, o)
-	if err != nil {
-		return nil, err
-	}
-	defer in.Close()
-	vsize := int64(0)
-	if len(in.Devices()) > 0 {
-		vsize = (in.Devices()[0].Size + 511) &^ 511
-	}
-	return format.Info{
-		{Key: "filename", Label: "image", Value: in.Name(), Show: format.ShowName},
-		{Key: "format", Label: "file format", Value: fm.Name},
-		{Key: "virtual-size", Label: "virtual size", Value: vsize, Show: format.ShowSize},
-		{Key: "actual-size", Label: "object size", Value: ob.Size(), Show: format.ShowDiskSize},
-	}, nil
-}
-
 // formatOf returns the format o names, or the one the object's head shows.
 func (op *opener) formatOf(ob *remote.Object) (format.Format, error) {
 	if op.o.Format != "" {
