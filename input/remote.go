@@ -174,6 +174,12 @@ func (op *opener) detectRemote(ob *remote.Object) (format.Format, error) {
 			tail = nil
 		}
 	}
+	// A format whose signature is a footer (a fixed VHD), as of a file.
+	if tail != nil {
+		if fm, err := op.reg.DetectTail(tail, ob.Size()); err == nil {
+			return fm, nil
+		}
+	}
 	if ff, ok := format.DetectForeign(head, tail); ok {
 		return format.Format{}, &ForeignError{Path: ob.Name(), Foreign: ff}
 	}
