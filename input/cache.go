@@ -67,6 +67,19 @@ func (op *opener) openDecompressed(fm format.Format, f *os.File, comp string, si
 			f.Close()
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		// Without a seek table: through the restart points of its
+		// sidecar index, if it has one.
+		if x, closeIx := op.localSidecar(f, path, size); x != nil && x.Restarts != nil {
+			in, err := op.openRestarts(fm, f, size, x, closeIx, func() { f.Close() })
+			if err != nil {
+				closeIx()
+				f.Close()
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			return in, nil
+		} else {
+			closeIx()
+		}
 	}
 	defer f.Close()
 	return op.openCached(fm, f, comp, size)

@@ -188,7 +188,7 @@ func FuzzParseIndex(f *testing.F) {
 		Reads: []input.ReadSpan{{Off: 0, Len: 512}, {Off: 70000, Len: 512}}}
 	b, _ := x.MarshalBinary()
 	f.Add(b)
-	f.Add([]byte("vmaconv index 1\n{}\n"))
+	f.Add([]byte("vmaconv index 2\n{}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		x, err := input.ParseIndex(b)
 		if err != nil {

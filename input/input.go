@@ -58,8 +58,12 @@ type Options struct {
 	// Remote configures the reading of remote objects (s3://, https://,
 	// http://).
 	Remote remote.Options
-	// NoIndex ignores a remote archive's sidecar index (IndexSuffix).
+	// NoIndex ignores an archive's sidecar index (IndexSuffix).
 	NoIndex bool
+	// IndexEvery is the distance in decompressed bytes between the restart
+	// points BuildIndex finds in a zstd archive without a seek table (0
+	// for compress.DefaultRestartEvery).
+	IndexEvery int64
 	// Note, if set, is told of what the user should know: a raw fallback,
 	// each backing file followed, a cache entry built. Notes come only
 	// from an Open that succeeds, except the cache's own.

@@ -121,7 +121,23 @@ func (op *opener) openRemoteCompressed(fm format.Format, ob *remote.Object, comp
 		return nil, fmt.Errorf("%s: a compressed %s cannot be read at random", name, fm.Name)
 	}
 	if comp == compress.Zstd {
-		ra, opened := op.sidecar(ob)
+		x, closeIx := op.sidecarIndex(ob)
+		if x != nil && x.Restarts != nil {
+			// Without a seek table: through the restart points.
+			in, err := op.openRestarts(fm, ob, ob.Size(), x, closeIx)
+			if err != nil {
+				closeIx()
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			return in, nil
+		}
+		var ra io.ReaderAt = ob
+		opened := func() {}
+		if x != nil {
+			p := newPrefetcher(ob, x.Reads)
+			ra, opened = p, p.done
+		}
+		closeIx()
 		defer opened()
 		sk, err := compress.OpenSeekable(ra, ob.Size())
 		switch {
@@ -137,7 +153,16 @@ func (op *opener) openRemoteCompressed(fm format.Format, ob *remote.Object, comp
 		}
 	}
 	return nil, &sequential{fmt.Sprintf("%s: a %s-compressed archive%s can only be read front to back from where it lies; "+
-		"to read it at random, write it seekable (vmaconv convert %s %s --seekable) or download it", name, comp, notSeekable(comp), name, seekableName(name))}
+		"to read it at random, %swrite it seekable (vmaconv convert %s %s --seekable) or download it", name, comp, notSeekable(comp), indexHint(comp, name), name, seekableName(name))}
+}
+
+// indexHint suggests vmaconv index where it makes an archive readable at
+// random.
+func indexHint(comp, name string) string {
+	if comp == compress.Zstd {
+		return "index it (vmaconv index " + name + "), "
+	}
+	return ""
 }
 
 func notSeekable(comp string) string {

@@ -60,7 +60,7 @@ type cli struct {
 	Cat        catCmd           `cmd:"" help:"Write files inside an input's disks to standard output, as virt-cat: vmaconv cat vm.vma /drive-scsi0/p1/etc/fstab."`
 	Cp         cpCmd            `cmd:"" help:"Copy files and directories out of an input's disks, as virt-copy-out: vmaconv cp -r vm.vma.zst /drive-scsi0/p2/home/ann out/."`
 	Diff       diffCmd          `cmd:"" help:"List the files added (+), removed (-) and changed (M) between two inputs' disks, as virt-diff: vmaconv diff monday.vma.zst tuesday.vma.zst."`
-	Index      indexCmd         `cmd:"" help:"Write ARCHIVE.vmaidx beside an archive (a file, or an s3:// object): the reads opening it at random takes, which opening it from object storage then makes in parallel instead of one after another. Plain .vma and seekable .vma.zst."`
+	Index      indexCmd         `cmd:"" help:"Write ARCHIVE.vmaidx beside an archive (a file, or an s3:// object). For a plain .vma or a seekable .vma.zst: the reads opening it at random takes, which opening it from object storage then makes in parallel instead of one after another. For a .vma.zst without a seek table (what vzdump writes): the zstd stream's restart points and the archive's headers, with which it is read at random where it lies, locally or remote."`
 	Cache      cacheCmd         `cmd:"" help:"List or clear the cache where serve and mount keep compressed archives decompressed ($XDG_CACHE_HOME/vmaconv, else ~/.cache/vmaconv): vmaconv cache list, vmaconv cache clear [ARCHIVE…]."`
 	Help       helpCmd          `cmd:"" help:"Show the commands, or one command's options: vmaconv help convert."`
 	Completion completionCmd    `cmd:"" help:"Print shell code for tab completion: source <(vmaconv completion bash) (or zsh, fish)."`

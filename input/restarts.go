@@ -1,0 +1,296 @@
+package input
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/compress"
+	"github.com/vmaconv/vmaconv/remote"
+)
+
+// dict returns restart point i's history, read from the blobs.
+func (x *Index) dict(i int) ([]byte, error) { return x.blob(x.dicts[i]) }
+
+// sidecarIndex returns the object's sidecar index if it has one that
+// fits, nil if it has none; one that cannot be used is said in a note.
+// The index reads its blobs from the sidecar until close is called.
+func (op *opener) sidecarIndex(ob *remote.Object) (x *Index, close func()) {
+	none := func() {}
+	if op.o.NoIndex || strings.ContainsAny(op.ref.Path, "?#") {
+		return nil, none
+	}
+	name := ob.Name() + IndexSuffix
+	ix, closeIx, err := op.readSidecar(op.ref.Path + IndexSuffix)
+	if errors.Is(err, remote.ErrNotFound) {
+		return nil, none
+	}
+	if err == nil {
+		if err = ix.fits(ob, ob.Size(), ob.ETag()); err != nil {
+			closeIx()
+		}
+	}
+	if err != nil {
+		op.note("%s: %v: ignored (vmaconv index %s makes a new one)", name, err, ob.Name())
+		return nil, none
+	}
+	return ix, closeIx
+}
+
+// readSidecar opens and reads the index at url, whose blobs are read from
+// it until close is called.
+func (op *opener) readSidecar(url string) (x *Index, close func(), err error) {
+	ob, err := remote.Open(op.ctx, url, op.o.Remote)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ob.Size() < 0 {
+		ob.Close()
+		return nil, nil, errors.New("an index of unknown size")
+	}
+	if x, err = ReadIndex(ob, ob.Size()); err != nil {
+		ob.Close()
+		return nil, nil, err
+	}
+	return x, func() { ob.Close() }, nil
+}
+
+// localSidecar returns the sidecar index beside the archive file f (of
+// size bytes) at path, if it has one that fits, nil if none.
+func (op *opener) localSidecar(f *os.File, path string, size int64) (x *Index, close func()) {
+	none := func() {}
+	if op.o.NoIndex {
+		return nil, none
+	}
+	ixf, err := os.Open(path + IndexSuffix)
+	if err != nil {
+		return nil, none
+	}
+	fi, err := ixf.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err == nil {
+		x, err = ReadIndex(ixf, fi.Size())
+	}
+	if err == nil {
+		err = x.fits(f, size, "")
+	}
+	if err != nil {
+		ixf.Close()
+		op.note("%s: %v: ignored (vmaconv index %s makes a new one)", path+IndexSuffix, err, path)
+		return nil, none
+	}
+	return x, func() { ixf.Close() }
+}
+
+// openRestarts opens the zstd archive ra (of fm, size compressed bytes) at
+// random through its index's restart points, the archive's opening reads
+// served from the index's prereads. closers run when the Input closes.
+func (op *opener) openRestarts(fm format.Format, ra io.ReaderAt, size int64, x *Index, closers ...func()) (*Input, error) {
+	rr := compress.NewRestartReader(ra, x.Restarts, x.dict)
+	pre := newPreread(rr, x)
+	img, err := fm.OpenAt(pre, rr.Size(), op.openOptions())
+	pre.done()
+	if err != nil {
+		rr.Close()
+		return nil, err
+	}
+	return op.newInput(fm, img, compress.Zstd, size, append([]func(){func() { img.Close() }, func() { rr.Close() }}, closers...)...), nil
+}
+
+// preread serves the reads an index stored (Index.Preread) from its blobs,
+// any other from r.
+type preread struct {
+	r     io.ReaderAt
+	x     *Index
+	order []int   // Preread's indices by offset
+	at    []int64 // each preread's offset in its group's blob
+	group []int   // each preread's group
+	mu    sync.Mutex
+	blobs map[int][]byte // groups read, the last few
+	keys  []int
+	off   bool
+}
+
+func newPreread(r io.ReaderAt, x *Index) *preread {
+	p := &preread{r: r, x: x, blobs: map[int][]byte{}, at: make([]int64, len(x.Preread)), group: make([]int, len(x.Preread))}
+	for gi, g := range x.groups {
+		at := int64(0)
+		for i := g.first; i < g.first+g.n; i++ {
+			p.at[i], p.group[i] = at, gi
+			at += x.Preread[i].Len
+		}
+	}
+	p.order = make([]int, len(x.Preread))
+	for i := range p.order {
+		p.order[i] = i
+	}
+	sort.SliceStable(p.order, func(a, b int) bool { return x.Preread[p.order[a]].Off < x.Preread[p.order[b]].Off })
+	return p
+}
+
+func (p *preread) ReadAt(b []byte, off int64) (int, error) {
+	p.mu.Lock()
+	if !p.off {
+		pr := p.x.Preread
+		k := sort.Search(len(p.order), func(k int) bool { return pr[p.order[k]].Off > off }) - 1
+		if k >= 0 {
+			i := p.order[k]
+			if r := pr[i]; off+int64(len(b)) <= r.Off+r.Len {
+				data, err := p.groupBytes(p.group[i])
+				if err == nil {
+					n := copy(b, data[p.at[i]+off-r.Off:])
+					p.mu.Unlock()
+					return n, nil
+				}
+				p.mu.Unlock()
+				return 0, err
+			}
+		}
+	}
+	p.mu.Unlock()
+	return p.r.ReadAt(b, off)
+}
+
+// groupBytes returns group g's reads' bytes. Called with mu held.
+func (p *preread) groupBytes(g int) ([]byte, error) {
+	if b, ok := p.blobs[g]; ok {
+		return b, nil
+	}
+	b, err := p.x.blob(p.x.groups[g].blob)
+	if err != nil {
+		return nil, err
+	}
+	p.blobs[g] = b
+	p.keys = append(p.keys, g)
+	if len(p.keys) > 4 {
+		delete(p.blobs, p.keys[0])
+		p.keys = p.keys[1:]
+	}
+	return b, nil
+}
+
+// done stops serving prereads once the archive is open.
+func (p *preread) done() {
+	p.mu.Lock()
+	p.off, p.blobs = true, nil
+	p.mu.Unlock()
+}
+
+// blobWriter stores blobs, zstd-compressed, in a temporary file.
+type blobWriter struct {
+	f   *os.File
+	enc *zstd.Encoder
+	end int64
+}
+
+func (w *blobWriter) put(raw []byte) (blobRef, error) {
+	c := w.enc.EncodeAll(raw, nil)
+	b := blobRef{off: w.end, length: int64(len(c)), raw: int64(len(raw)), sum: sha256.Sum256(c)}
+	if len(raw) == 0 {
+		return blobRef{off: w.end, sum: sha256.Sum256(nil)}, nil
+	}
+	if _, err := w.f.WriteAt(c, w.end); err != nil {
+		return b, fmt.Errorf("writing the index's blobs: %w", err)
+	}
+	w.end += b.length
+	return b, nil
+}
+
+// prereadRecorder records the reads opening an archive makes, with their
+// bytes, into the index's preread groups.
+type prereadRecorder struct {
+	r   io.ReaderAt
+	x   *Index
+	w   *blobWriter
+	mu  sync.Mutex
+	buf []byte // the current group's bytes
+	err error
+}
+
+func (t *prereadRecorder) ReadAt(p []byte, off int64) (int, error) {
+	n, err := t.r.ReadAt(p, off)
+	if n == len(p) && n > 0 && n <= prereadGroup {
+		t.mu.Lock()
+		if len(t.x.Preread) < maxIndexReads && t.err == nil {
+			if len(t.buf)+n > prereadGroup {
+				t.flush()
+			}
+			t.buf = append(t.buf, p...)
+			t.x.Preread = append(t.x.Preread, ReadSpan{off, int64(n)})
+		}
+		t.mu.Unlock()
+	}
+	return n, err
+}
+
+// flush stores the current group. Called with mu held.
+func (t *prereadRecorder) flush() {
+	first := 0
+	if k := len(t.x.groups); k > 0 {
+		first = t.x.groups[k-1].first + t.x.groups[k-1].n
+	}
+	if n := len(t.x.Preread) - first; n > 0 && t.err == nil {
+		b, err := t.w.put(t.buf)
+		t.err = err
+		t.x.groups = append(t.x.groups, group{first: first, n: n, blob: b})
+	}
+	t.buf = t.buf[:0]
+}
+
+// buildRestarts makes the index of a zstd archive without a seek table:
+// its restart points, then the reads opening it as fm makes, with their
+// bytes. The blobs go to a temporary file until the index is written.
+func (op *opener) buildRestarts(ctx context.Context, fm format.Format, ra io.ReaderAt, size int64, etag string, every int64) (*Index, error) {
+	id, err := identify(ra, size, etag)
+	if err != nil {
+		return nil, err
+	}
+	x := &id
+	tmp, err := os.CreateTemp("", "vmaconv-index-*")
+	if err != nil {
+		return nil, err
+	}
+	x.tmp, x.blobs = tmp, tmp
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		x.Close()
+		return nil, err
+	}
+	defer enc.Close()
+	w := &blobWriter{f: tmp, enc: enc}
+	rs, err := compress.BuildRestarts(ctx, ra, size, compress.RestartOptions{Every: every}, func(p compress.Restart, dict []byte) error {
+		b, err := w.put(dict)
+		x.dicts = append(x.dicts, b)
+		return err
+	})
+	if err != nil {
+		x.Close()
+		return nil, err
+	}
+	x.Restarts = rs
+	rr := compress.NewRestartReader(ra, rs, x.dict)
+	defer rr.Close()
+	rec := &prereadRecorder{r: rr, x: x, w: w}
+	img, err := fm.OpenAt(rec, rs.Size, op.openOptions())
+	if err != nil {
+		x.Close()
+		return nil, err
+	}
+	img.Close()
+	rec.flush()
+	if rec.err != nil {
+		x.Close()
+		return nil, rec.err
+	}
+	return x, nil
+}
