@@ -172,6 +172,40 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom writes the part of an object http.ServeContent sends (an
+// io.LimitedReader of a memContent) with one Write of its bytes, as a
+// server that sends files with sendfile copies them once: through the
+// plain io.Copy the server would copy every byte twice, 32 KiB a write,
+// which on loopback takes CPU from the client a benchmark measures (or
+// from the server's own core). Any other reader is copied through Write.
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if m, ok := lr.R.(*memContent); ok {
+			pos, _ := m.Seek(0, io.SeekCurrent)
+			end := min(pos+max(lr.N, 0), int64(len(m.data)))
+			n, err := c.Write(m.data[pos:end])
+			m.Seek(int64(n), io.SeekCurrent)
+			lr.N -= int64(n)
+			return int64(n), err
+		}
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{c}, r, *bp)
+}
+
+// copyBufs are ReadFrom's buffers for other readers (gofakes3's bodies):
+// larger than io.Copy's 32 KiB, so that a ranged GET's answer is one or a
+// few writes rather than one for every 32 KiB.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// memContent is a file's bytes as http.ServeContent reads them, which
+// countingWriter.ReadFrom writes at once.
+type memContent struct {
+	*bytes.Reader
+	data []byte
+}
+
 func (c *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c.ResponseWriter.(http.Hijacker).Hijack()
 }
@@ -422,7 +456,7 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 	if !h.NoETag.Load() {
 		w.Header().Set("ETag", f.etag)
 	}
-	http.ServeContent(w, r, "", f.modtime, bytes.NewReader(f.data))
+	http.ServeContent(w, r, "", f.modtime, &memContent{bytes.NewReader(f.data), f.data})
 }
 
 func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
