@@ -292,10 +292,15 @@ func filesChild(action, arc string) int {
 
 // BenchmarkFilesLsR lists every entry of the ext4 file system inside a
 // seekable .vma.zst of a 16 GiB disk, opening the archive each time, as
-// vmaconv ls -R does (target: under 1 s). It reports the archive's bytes
+// vmaconv ls -R does (target: under 1 s); and inside the same archive as
+// vzdump writes it, read through its index's restart points. It reports the archive's bytes
 // read as a percentage of its size, and the process's peak RSS.
 func BenchmarkFilesLsR(b *testing.B) {
-	arc := filesArchive(b)
+	b.Run("seekable", func(b *testing.B) { benchLsR(b, filesArchive(b)) })
+	b.Run("vzdump-indexed", func(b *testing.B) { benchLsR(b, filesVzdump(b)) })
+}
+
+func benchLsR(b *testing.B, arc string) {
 	fi, _ := os.Stat(arc)
 	var read int64
 	b.ResetTimer()
@@ -331,7 +336,11 @@ func BenchmarkFilesLsR(b *testing.B) {
 // (target: at least 0.8), and the archive bytes cat read for each byte of
 // the file (target: under 2).
 func BenchmarkFilesCat(b *testing.B) {
-	arc := filesArchive(b)
+	b.Run("seekable", func(b *testing.B) { benchCat(b, filesArchive(b)) })
+	b.Run("vzdump-indexed", func(b *testing.B) { benchCat(b, filesVzdump(b)) })
+}
+
+func benchCat(b *testing.B, arc string) {
 	out := filepath.Join(filesDir, "out")
 	b.SetBytes(filesBig)
 	var catTime, restoreTime time.Duration
