@@ -578,6 +578,12 @@ func (p *prefetcher) done() {
 func (op *opener) sidecar(ob *remote.Object) (io.ReaderAt, func()) {
 	x, closeIx := op.sidecarIndex(ob)
 	closeIx() // the reads are held in memory
+	return prefetch(ob, x)
+}
+
+// prefetch returns the prefetcher of x's reads over ob, or ob if x is nil
+// or has none (an index of restart points).
+func prefetch(ob *remote.Object, x *Index) (io.ReaderAt, func()) {
 	if x == nil || x.Restarts != nil {
 		return ob, func() {}
 	}

@@ -131,13 +131,8 @@ func (op *opener) openRemoteCompressed(fm format.Format, ob *remote.Object, comp
 			}
 			return in, nil
 		}
-		var ra io.ReaderAt = ob
-		opened := func() {}
-		if x != nil {
-			p := newPrefetcher(ob, x.Reads)
-			ra, opened = p, p.done
-		}
 		closeIx()
+		ra, opened := prefetch(ob, x)
 		defer opened()
 		sk, err := compress.OpenSeekable(ra, ob.Size())
 		switch {

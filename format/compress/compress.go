@@ -179,9 +179,7 @@ func zstdWindow(head []byte) int64 {
 	}
 	fhd := head[4]
 	if fhd&0x20 == 0 { // a window descriptor follows
-		wd := head[5]
-		base := int64(1) << (10 + wd>>3)
-		return base + base/8*int64(wd&7)
+		return windowOf(head[5])
 	}
 	// Single segment: the window is the content size.
 	pos := 5 + []int{0, 1, 2, 4}[fhd&3]
