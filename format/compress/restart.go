@@ -57,7 +57,8 @@ const (
 	restartTestBlock = 4         // blocks decoded past those needed
 	restartTest      = 1 << 20   // bytes a candidate's test decodes
 	restartSearch    = 8 << 20   // bytes searched for a point with a small history (a job at level 3)
-	restartMaxSearch = 64 << 20  // bytes searched past the target before giving up
+	restartMaxSearch = 32 << 20  // bytes searched past the target before giving up
+	buildCache       = 64        // chunks of restartChunk BuildRestarts keeps of the stream
 
 	// DefaultRestartEvery is BuildRestarts' distance between restart points.
 	DefaultRestartEvery = 32 << 20
@@ -490,8 +491,9 @@ type builder struct {
 // where the stream has one, each proven by decoding its span as
 // RestartReader will and comparing it with the stream decoded as it is.
 // It calls emit with each point and its history (valid only during the
-// call), in order. Memory is bounded by o.Every and the window (some 48
-// MiB with the defaults), not by the stream.
+// call), in order. Memory is bounded by o.Every, the window, the search
+// and a cache of the stream's last 64 MiB (some 150 MiB with the
+// defaults), not by the stream.
 func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOptions, emit func(Restart, []byte) error) (*Restarts, error) {
 	every := o.Every
 	if every == 0 {
@@ -504,6 +506,11 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 	if conc <= 0 {
 		conc = 2
 	}
+	// The stream is read by the scanner, the decoder of it as it is and
+	// the decoders of spans, all within the same stretch: a cache of its
+	// last chunks lets them read it once (a remote object, once over the
+	// network).
+	r = &chunkCache{r: r, size: size, chunks: map[int64][]byte{}}
 	truth, err := zstd.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<20), zstd.WithDecoderConcurrency(conc),
 		zstd.WithDecoderMaxWindow(MaxRestartWindow), zstd.WithDecoderMaxMemory(1<<62))
 	if err != nil {
@@ -565,6 +572,43 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 	}
 	x.Size = u
 	return x, nil
+}
+
+// chunkCache reads r through a cache of its last buildCache chunks.
+type chunkCache struct {
+	r      io.ReaderAt
+	size   int64
+	chunks map[int64][]byte
+	order  []int64
+}
+
+func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		if at >= c.size {
+			return n, io.EOF
+		}
+		k := at / restartChunk
+		b, ok := c.chunks[k]
+		if !ok {
+			b = make([]byte, min(restartChunk, c.size-k*restartChunk))
+			if m, err := c.r.ReadAt(b, k*restartChunk); m < len(b) {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return n, err
+			}
+			c.chunks[k] = b
+			c.order = append(c.order, k)
+			if len(c.order) > buildCache {
+				delete(c.chunks, c.order[0])
+				c.order = c.order[1:]
+			}
+		}
+		n += copy(p[n:], b[at-k*restartChunk:])
+	}
+	return n, nil
 }
 
 // restartSmallDict is the history tried first: a job's overlap in zstd's
