@@ -86,6 +86,7 @@ type Index struct {
 	groups []group   // of prereads
 	blobs  io.ReaderAt
 	base   int64    // where blob offsets start in blobs
+	area   int64    // the blob area's size
 	tmp    *os.File // the blobs of an index being built
 }
 
@@ -154,22 +155,14 @@ func (x *Index) table() []byte {
 }
 
 func (r blobRef) append(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(r.off))
 	b = binary.AppendUvarint(b, uint64(r.length))
 	b = binary.AppendUvarint(b, uint64(r.raw))
 	return append(b, r.sum[:]...)
 }
 
 // blobBytes returns the size of the blob area.
-func (x *Index) blobBytes() int64 {
-	n := int64(0)
-	for _, d := range x.dicts {
-		n += d.length
-	}
-	for _, g := range x.groups {
-		n += g.blob.length
-	}
-	return n
-}
+func (x *Index) blobBytes() int64 { return x.area }
 
 // head encodes everything before the blobs.
 func (x *Index) head() ([]byte, error) {
@@ -289,14 +282,12 @@ func ReadIndex(r io.ReaderAt, size int64) (*Index, error) {
 		x.Reads = append(x.Reads, r)
 		end = r.Off + r.Len
 	}
-	blobEnd := int64(0)
 	blob := func() blobRef {
-		b := blobRef{off: blobEnd, length: int64(t.uvarint()), raw: int64(t.uvarint())}
+		b := blobRef{off: int64(t.uvarint()), length: int64(t.uvarint()), raw: int64(t.uvarint())}
 		copy(b.sum[:], t.take(sha256.Size))
-		if b.length < 0 || b.length > hdr.Blobs-blobEnd || b.raw < 0 || b.raw > compress.MaxRestartWindow {
-			t.fail(fmt.Errorf("a blob of %d bytes (%d decompressed) at %d of %d", b.length, b.raw, blobEnd, hdr.Blobs))
+		if b.off > hdr.Blobs || b.length > hdr.Blobs-b.off || b.raw > compress.MaxRestartWindow || b.length == 0 && b.raw != 0 {
+			t.fail(fmt.Errorf("a blob of %d bytes (%d decompressed) at %d of %d", b.length, b.raw, b.off, hdr.Blobs))
 		}
-		blobEnd += b.length
 		return b
 	}
 	if hdr.Restarts > 0 {
@@ -364,10 +355,7 @@ func ReadIndex(r io.ReaderAt, size int64) (*Index, error) {
 	if t.err == nil && len(t.b) != 0 {
 		return nil, fmt.Errorf("index: %d bytes after the table", len(t.b))
 	}
-	if blobEnd != hdr.Blobs {
-		return nil, fmt.Errorf("index: blobs of %d bytes, the header says %d", blobEnd, hdr.Blobs)
-	}
-	x.blobs, x.base = r, headLen+hdr.Table+sha256.Size
+	x.blobs, x.base, x.area = r, headLen+hdr.Table+sha256.Size, hdr.Blobs
 	return x, nil
 }
 

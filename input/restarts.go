@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -188,12 +189,16 @@ func (p *preread) done() {
 
 // blobWriter stores blobs, zstd-compressed, in a temporary file.
 type blobWriter struct {
+	mu  sync.Mutex
+	x   *Index // whose area grows
 	f   *os.File
 	enc *zstd.Encoder
 	end int64
 }
 
 func (w *blobWriter) put(raw []byte) (blobRef, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	c := w.enc.EncodeAll(raw, nil)
 	b := blobRef{off: w.end, length: int64(len(c)), raw: int64(len(raw)), sum: sha256.Sum256(c)}
 	if len(raw) == 0 {
@@ -203,6 +208,7 @@ func (w *blobWriter) put(raw []byte) (blobRef, error) {
 		return b, fmt.Errorf("writing the index's blobs: %w", err)
 	}
 	w.end += b.length
+	w.x.area = w.end
 	return b, nil
 }
 
@@ -219,13 +225,15 @@ type prereadRecorder struct {
 
 func (t *prereadRecorder) ReadAt(p []byte, off int64) (int, error) {
 	n, err := t.r.ReadAt(p, off)
-	if n == len(p) && n > 0 && n <= prereadGroup {
+	// A read cut short by the end is kept as far as it got: opened with
+	// its size, the archive's reader asks for that much.
+	if n > 0 && (n == len(p) || err == io.EOF) && n <= prereadGroup {
 		t.mu.Lock()
 		if len(t.x.Preread) < maxIndexReads && t.err == nil {
 			if len(t.buf)+n > prereadGroup {
 				t.flush()
 			}
-			t.buf = append(t.buf, p...)
+			t.buf = append(t.buf, p[:n]...)
 			t.x.Preread = append(t.x.Preread, ReadSpan{off, int64(n)})
 		}
 		t.mu.Unlock()
@@ -248,8 +256,11 @@ func (t *prereadRecorder) flush() {
 }
 
 // buildRestarts makes the index of a zstd archive without a seek table:
-// its restart points, then the reads opening it as fm makes, with their
-// bytes. The blobs go to a temporary file until the index is written.
+// its restart points, and the reads opening it as fm makes, with their
+// bytes. The archive is read once: fm opens it from the decompressed
+// stream as BuildRestarts reads it (streamAt), if its reads go forward;
+// if not, it is opened again afterwards through the restart points. The
+// blobs go to a temporary file until the index is written.
 func (op *opener) buildRestarts(ctx context.Context, fm format.Format, ra io.ReaderAt, size int64, etag string, every int64) (*Index, error) {
 	id, err := identify(ra, size, etag)
 	if err != nil {
@@ -267,30 +278,155 @@ func (op *opener) buildRestarts(ctx context.Context, fm format.Format, ra io.Rea
 		return nil, err
 	}
 	defer enc.Close()
-	w := &blobWriter{f: tmp, enc: enc}
-	rs, err := compress.BuildRestarts(ctx, ra, size, compress.RestartOptions{Every: every}, func(p compress.Restart, dict []byte) error {
+	w := &blobWriter{x: x, f: tmp, enc: enc}
+
+	st := newStreamAt()
+	rec := &prereadRecorder{r: st, x: x, w: w}
+	opened := make(chan error, 1)
+	go func() {
+		img, err := fm.OpenAt(rec, math.MaxInt64, op.openOptions())
+		if err == nil {
+			img.Close()
+		}
+		st.stop()
+		opened <- err
+	}()
+	rs, err := compress.BuildRestarts(ctx, ra, size, compress.RestartOptions{Every: every, Stream: st}, func(p compress.Restart, dict []byte) error {
 		b, err := w.put(dict)
 		x.dicts = append(x.dicts, b)
 		return err
 	})
+	st.end(err)
+	openErr := <-opened
 	if err != nil {
 		x.Close()
 		return nil, err
 	}
 	x.Restarts = rs
-	rr := compress.NewRestartReader(ra, rs, x.dict)
-	defer rr.Close()
-	rec := &prereadRecorder{r: rr, x: x, w: w}
-	img, err := fm.OpenAt(rec, rs.Size, op.openOptions())
-	if err != nil {
-		x.Close()
-		return nil, err
+	if openErr == nil {
+		rec.flush()
+	} else {
+		// Opened otherwise than front to back (or the size it was given
+		// mattered): again, through the restart points.
+		x.Preread, x.groups = nil, nil
+		rr := compress.NewRestartReader(ra, rs, x.dict)
+		defer rr.Close()
+		rec = &prereadRecorder{r: rr, x: x, w: w}
+		img, err := fm.OpenAt(rec, rs.Size, op.openOptions())
+		if err != nil {
+			x.Close()
+			return nil, err
+		}
+		img.Close()
+		rec.flush()
 	}
-	img.Close()
-	rec.flush()
 	if rec.err != nil {
 		x.Close()
 		return nil, rec.err
 	}
 	return x, nil
+}
+
+// errBackwards is streamAt's answer to a read behind one before it.
+var errBackwards = errors.New("a read behind the one before it")
+
+// streamAt serves reads going forward from a stream written to it: a
+// read waits for the bytes it needs; the bytes before the last read are
+// dropped, a read before them fails (errBackwards). Memory is bounded by
+// streamWindow: the writer waits while the reader has not caught up.
+type streamAt struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	buf     []byte // the stream from lo on
+	lo      int64
+	want    int64 // the last read's offset: what is before is dropped
+	ended   bool
+	err     error
+	stopped bool // the reader is done: writes are dropped
+}
+
+const streamWindow = 8 << 20
+
+func newStreamAt() *streamAt {
+	s := &streamAt{}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// drop drops the bytes before want. Called with mu held.
+func (s *streamAt) drop() {
+	if k := min(s.want-s.lo, int64(len(s.buf))); k > 0 {
+		s.buf = append(s.buf[:0], s.buf[k:]...)
+		s.lo += k
+	}
+}
+
+func (s *streamAt) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 && !s.stopped {
+		s.drop()
+		if end := s.lo + int64(len(s.buf)); end < s.want { // before what the reader waits for
+			k := min(int64(len(p)), s.want-end)
+			s.lo += k
+			p = p[k:]
+			continue
+		}
+		if len(s.buf)+len(p) <= streamWindow || len(s.buf) == 0 {
+			s.buf = append(s.buf, p...)
+			s.cond.Broadcast()
+			break
+		}
+		s.cond.Wait()
+	}
+	return n, nil
+}
+
+func (s *streamAt) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off < s.lo || off < s.want {
+		return 0, errBackwards
+	}
+	if int64(len(p)) > streamWindow {
+		return 0, errors.New("a read larger than the window")
+	}
+	s.want = off
+	s.cond.Broadcast()
+	for s.lo+int64(len(s.buf)) < off+int64(len(p)) && !s.ended {
+		s.drop()
+		s.cond.Wait()
+	}
+	s.drop()
+	n := 0
+	if off-s.lo < int64(len(s.buf)) {
+		n = copy(p, s.buf[off-s.lo:])
+	}
+	if n < len(p) {
+		if s.err != nil {
+			return n, s.err
+		}
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// end says the stream is over (err, if it failed).
+func (s *streamAt) end(err error) {
+	s.mu.Lock()
+	s.ended, s.err = true, err
+	if err == nil {
+		s.err = nil
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// stop says the reader is done: the rest of the stream is dropped.
+func (s *streamAt) stop() {
+	s.mu.Lock()
+	s.stopped, s.buf = true, nil
+	s.cond.Broadcast()
+	s.mu.Unlock()
 }

@@ -95,6 +95,10 @@ type RestartOptions struct {
 	Every int64
 	// Concurrency of the decoder that reads the stream as it is (0 for 2).
 	Concurrency int
+	// Stream, if set, is given the decompressed stream in order as it is
+	// read (the whole of it, once BuildRestarts succeeds); an error it
+	// returns stops BuildRestarts.
+	Stream io.Writer
 }
 
 // windowOf returns the window size a window descriptor declares.
@@ -484,6 +488,7 @@ type builder struct {
 	perBlock int64    // decompressed bytes per block, as seen
 	done     bool     // the scanner is at the end
 	dec      *zstd.Decoder
+	stream   io.Writer // RestartOptions.Stream
 }
 
 // BuildRestarts reads the zstd stream r of size bytes front to back and
@@ -517,7 +522,7 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 		return nil, err
 	}
 	defer truth.Close()
-	b := &builder{ctx: ctx, r: r, truth: truth,
+	b := &builder{ctx: ctx, r: r, truth: truth, stream: o.Stream,
 		sc: &zscanner{br: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<20)}}
 	defer func() {
 		if b.dec != nil {
@@ -574,8 +579,11 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 	return x, nil
 }
 
-// chunkCache reads r through a cache of its last buildCache chunks.
+// chunkCache reads r through a cache of its last buildCache chunks. Its
+// readers run in parallel (the stream's decoder reads in goroutines of its
+// own).
 type chunkCache struct {
+	mu     sync.Mutex
 	r      io.ReaderAt
 	size   int64
 	chunks map[int64][]byte
@@ -583,6 +591,8 @@ type chunkCache struct {
 }
 
 func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	n := 0
 	for n < len(p) {
 		at := off + int64(n)
@@ -640,6 +650,11 @@ func (b *builder) ensure(n int64) error {
 			b.tb = append(b.tb, make([]byte, max(1<<20, len(b.tb)))...)[:len(b.tb)]
 		}
 		k, err := b.truth.Read(b.tb[len(b.tb):cap(b.tb)])
+		if b.stream != nil && k > 0 {
+			if _, err := b.stream.Write(b.tb[len(b.tb) : len(b.tb)+k]); err != nil {
+				return err
+			}
+		}
 		b.tb = b.tb[:len(b.tb)+k]
 		if err == io.EOF {
 			b.eof = true

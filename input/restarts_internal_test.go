@@ -1,0 +1,112 @@
+package input
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/internal/testutil"
+)
+
+// TestStreamAt: reads going forward are served from the stream as it is
+// written, in bounded memory; a read behind the last fails; the writer
+// waits for the reader, and writes after the reader stops are dropped.
+func TestStreamAt(t *testing.T) {
+	data := testutil.GenDisk(3, 40<<20, "data")
+	s := newStreamAt()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for p := data; len(p) > 0; {
+			n := min(len(p), 1+rand.IntN(3<<20))
+			if k, err := s.Write(p[:n]); err != nil || k != n {
+				t.Errorf("write: %d, %v", k, err)
+				return
+			}
+			s.mu.Lock()
+			held := len(s.buf)
+			s.mu.Unlock()
+			if held > 2*streamWindow {
+				t.Errorf("%d bytes held", held)
+			}
+			p = p[n:]
+		}
+		s.end(nil)
+	})
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < 30<<20; off += 3 << 20 {
+		if n, err := s.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
+			t.Fatalf("read at %d: %d, %v", off, n, err)
+		}
+	}
+	if _, err := s.ReadAt(buf[:10], 1<<20); !errors.Is(err, errBackwards) {
+		t.Fatalf("a read behind: %v", err)
+	}
+	n, err := s.ReadAt(buf, int64(len(data))-100)
+	if n != 100 || err != io.EOF || !bytes.Equal(buf[:n], data[len(data)-100:]) {
+		t.Fatalf("the last bytes: %d, %v", n, err)
+	}
+	wg.Wait()
+
+	s = newStreamAt()
+	s.stop()
+	if n, err := s.Write(data); n != len(data) || err != nil {
+		t.Fatalf("a write after stop: %d, %v", n, err)
+	}
+	s = newStreamAt()
+	s.end(errors.New("broken"))
+	if _, err := s.ReadAt(buf, 0); err == nil || err.Error() != "broken" {
+		t.Fatalf("a read of a failed stream: %v", err)
+	}
+}
+
+// backwardsImage is a format whose OpenAt reads its first bytes twice, as
+// an archive reader that went back would.
+type backwardsImage struct{}
+
+func (backwardsImage) Close() error             { return nil }
+func (backwardsImage) Disks() []format.Disk     { return nil }
+func (backwardsImage) Configs() []format.Config { return nil }
+
+// TestBuildRestartsBackwards: a format that does not open front to back
+// is opened again through the restart points, and its reads are kept.
+func TestBuildRestartsBackwards(t *testing.T) {
+	zstd := testutil.RequireTool(t, "zstd")
+	data := testutil.GenDisk(4, 5<<20, "text")
+	path := filepath.Join(t.TempDir(), "x")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	z, err := exec.Command(zstd, "-q", "-c", "-T2", "-B1MiB", path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm := format.Format{Name: "backwards", Multi: true, OpenAt: func(r io.ReaderAt, size int64, o format.OpenOptions) (format.Image, error) {
+		for _, off := range []int64{4 << 20, 100, 3 << 20} {
+			b := make([]byte, 4096)
+			if _, err := r.ReadAt(b, off); err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(b, data[off:off+4096]) {
+				return nil, errors.New("wrong bytes")
+			}
+		}
+		return backwardsImage{}, nil
+	}}
+	op := &opener{ctx: context.Background()}
+	x, err := op.buildRestarts(context.Background(), fm, bytes.NewReader(z), int64(len(z)), "", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	if len(x.Preread) != 3 || x.Preread[1].Off != 100 || len(x.Restarts.Points) < 2 {
+		t.Fatalf("prereads %+v, %d points", x.Preread, len(x.Restarts.Points))
+	}
+}
