@@ -169,6 +169,8 @@ type zblock struct {
 	off, end int64 // header offset; just past its content
 	last     bool  // its frame's last block
 	cand     bool  // it may start a span: it uses no tables from before it
+	defines  uint8 // the tables it defines (tableHuffman, …)
+	repeats  uint8 // the tables it takes from blocks before it
 	frame    *zframe
 }
 
@@ -320,7 +322,8 @@ func (s *zscanner) next() (zblock, error) {
 		if err != nil {
 			return zblock{}, err
 		}
-		b.cand, err = fresh(body)
+		b.defines, b.repeats, err = tables(body)
+		b.cand = b.repeats == 0
 		if err != nil {
 			return zblock{}, s.errorf(b.off, "compressed block: %v", err)
 		}
@@ -339,10 +342,19 @@ func (s *zscanner) next() (zblock, error) {
 	return b, nil
 }
 
-// fresh reports whether a compressed block's body uses no entropy table
-// of an earlier block: its literals are not "treeless" and no sequence
-// table is "repeat" (RFC 8878 3.1.1.3).
-func fresh(body []byte) (bool, error) {
+// Entropy tables a block defines or takes from before it ("repeat").
+const (
+	tableHuffman = 1 << iota // literals
+	tableLL
+	tableOF
+	tableML
+	allTables = tableHuffman | tableLL | tableOF | tableML
+)
+
+// tables returns the entropy tables a compressed block's body defines and
+// those it takes from an earlier block (its literals "treeless", a
+// sequence table "repeat"; RFC 8878 3.1.1.3).
+func tables(body []byte) (defines, repeats uint8, err error) {
 	short := errors.New("its sections run past its end")
 	lt, sf := body[0]&3, (body[0]>>2)&3
 	var hl, cl int // header and content length of the literals section
@@ -353,12 +365,12 @@ func fresh(body []byte) (bool, error) {
 			hl, regen = 1, int(body[0]>>3)
 		case 1:
 			if len(body) < 2 {
-				return false, short
+				return 0, 0, short
 			}
 			hl, regen = 2, int(body[0]>>4)|int(body[1])<<4
 		case 3:
 			if len(body) < 3 {
-				return false, short
+				return 0, 0, short
 			}
 			hl, regen = 3, int(body[0]>>4)|int(body[1])<<4|int(body[2])<<12
 		}
@@ -369,7 +381,7 @@ func fresh(body []byte) (bool, error) {
 	} else {
 		hl = []int{3, 3, 4, 5}[sf]
 		if len(body) < hl {
-			return false, short
+			return 0, 0, short
 		}
 		var v uint64
 		for i := hl - 1; i >= 0; i-- {
@@ -379,31 +391,41 @@ func fresh(body []byte) (bool, error) {
 		cl = int(v>>(4+bits)) & (1<<bits - 1)
 	}
 	if hl+cl > len(body) {
-		return false, short
+		return 0, 0, short
 	}
-	if lt == 3 {
-		return false, nil
+	switch lt {
+	case 2:
+		defines |= tableHuffman
+	case 3:
+		repeats |= tableHuffman
 	}
 	seq := body[hl+cl:]
 	if len(seq) == 0 {
-		return false, short
+		return 0, 0, short
 	}
-	var n, at int
+	var at int
 	switch b := seq[0]; {
 	case b == 0:
-		return true, nil
+		return defines, repeats, nil // no sequences, no tables
 	case b < 128:
-		n, at = int(b), 1
+		at = 1
 	case b < 255:
-		n, at = 2, 2
+		at = 2
 	default:
-		n, at = 3, 3
+		at = 3
 	}
-	if len(seq) <= at || n == 0 {
-		return false, short
+	if len(seq) <= at {
+		return 0, 0, short
 	}
 	m := seq[at]
-	return m>>6 != 3 && (m>>4)&3 != 3 && (m>>2)&3 != 3, nil
+	for i, t := range []uint8{tableLL, tableOF, tableML} {
+		if (m>>(6-2*i))&3 == 3 {
+			repeats |= t
+		} else {
+			defines |= t
+		}
+	}
+	return defines, repeats, nil
 }
 
 // spanSource is a span's frame: the header, the history as raw blocks,
@@ -532,6 +554,25 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 	b.perBlock = maxBlockBytes
 	x := &Restarts{}
 	u := int64(0)
+	// A point is emitted once the next one is proven: if the next one's
+	// span does not decode as the stream, it is no point, and the span
+	// before it goes on through its blocks (prev, and its blocks, kept).
+	var (
+		prev       *Restart
+		prevDict   []byte
+		prevBlocks []zblock
+	)
+	flush := func() error {
+		if prev == nil {
+			return nil
+		}
+		if err := emit(*prev, prevDict); err != nil {
+			return err
+		}
+		x.Points = append(x.Points, *prev)
+		prev = nil
+		return nil
+	}
 	for {
 		if err := b.fill(1); err != nil {
 			return nil, err
@@ -541,32 +582,50 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 		}
 		// A frame starts: its first block is a point with no history.
 		f := b.bl[0].frame
+		window := windowOf(f.wd)
 		p := Restart{C: b.bl[0].off, U: u, WD: f.wd}
+		after := 0 // p's span ends past this block
 		for {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			next, dict, err := b.search(&p, every)
+			next, dict, err := b.search(&p, every, after)
+			if errors.Is(err, errNotPoint) && prev != nil {
+				after = len(prevBlocks)
+				b.bl = append(prevBlocks, b.bl...)
+				p, prev, prevBlocks = *prev, nil, nil
+				continue
+			}
 			if err != nil {
+				return nil, err
+			}
+			if err := flush(); err != nil {
 				return nil, err
 			}
 			p.Last, p.End = b.bl[next-1].off, b.bl[next-1].end
 			nu := b.us[next]
 			if nu > p.U { // a span of no bytes (an empty frame) is no point
-				if err := emit(p, b.tb[p.U-p.Dict-b.base:p.U-b.base]); err != nil {
-					return nil, err
-				}
-				x.Points = append(x.Points, p)
+				q := p
+				prev, prevDict = &q, append(prevDict[:0], b.tb[p.U-p.Dict-b.base:p.U-b.base]...)
+				prevBlocks = append([]zblock(nil), b.bl[:next]...)
 			}
 			u = nu
 			last := b.bl[next-1].last
-			b.bl = append(b.bl[:0], b.bl[next:]...)
+			b.bl = append([]zblock(nil), b.bl[next:]...)
 			if last {
 				break
 			}
-			p = Restart{C: b.bl[0].off, U: nu, WD: f.wd, Dict: dict}
-			b.trim(p.U - windowOf(f.wd))
+			from := nu
+			if prev != nil {
+				from = prev.U
+			}
+			b.trim(from - window)
+			p, after = Restart{C: b.bl[0].off, U: nu, WD: f.wd, Dict: dict}, 0
 		}
+		if err := flush(); err != nil {
+			return nil, err
+		}
+		prevBlocks = nil
 	}
 	// The stream as it is must end where the spans do.
 	if err := b.ensure(u + 1); err != nil {
@@ -675,6 +734,10 @@ func (b *builder) trim(from int64) {
 	b.base = from
 }
 
+// errNotPoint is BuildRestarts' inner error for a point whose span does
+// not decode as the stream.
+var errNotPoint = errors.New("not a restart point")
+
 // errDiffers stops a decode at the first byte that differs from the
 // stream's.
 var errDiffers = errors.New("differs")
@@ -757,12 +820,12 @@ func (b *builder) decode(p Restart, j int, marks bool) (bool, error) {
 // index in bl where the span ends (us holding the offsets up to there)
 // and the history the next point needs. p.Dict grows to the whole window
 // if its span needs it.
-func (b *builder) search(p *Restart, every int64) (int, int64, error) {
+func (b *builder) search(p *Restart, every int64, after int) (int, int64, error) {
 	window := windowOf(p.WD)
 	small := min(window, restartSmallDict)
 	target := p.U + every
-	n := int((every+restartSearch)/b.perBlock) + restartTestBlock
-	tested := -1 // candidates up to here failed with the whole window
+	n := max(int((every+restartSearch)/b.perBlock), 2*after) + restartTestBlock
+	tested := after // candidates up to here failed, or are not to be taken
 	for {
 		if err := b.ctx.Err(); err != nil {
 			return 0, 0, err
@@ -782,23 +845,26 @@ func (b *builder) search(p *Restart, every int64) (int, int64, error) {
 		}
 		if !ok {
 			return 0, 0, &Error{Format: Zstd, Offset: p.C, Err: fmt.Errorf(
-				"the blocks from compressed offset %d decode otherwise than the stream: not a restart point (write it seekable instead)", p.C)}
+				"the blocks from compressed offset %d decode otherwise than the stream: %w (write it seekable instead)", p.C, errNotPoint)}
 		}
 		whole := complete && n == len(b.bl) // the frame ends at bl[n-1]
 		reached := b.us[n]
+		if after > 0 && after < n {
+			target = max(target, b.us[after])
+		}
 		if reached > p.U {
 			b.perBlock = max(1<<10, (reached-p.U)/int64(n))
 		}
-		if whole && reached <= target {
+		if whole && (reached <= target || n <= after+1) {
 			return n, 0, nil // the frame ends within the span
 		}
 		if reached >= target+restartSearch || whole {
-			if tested < 0 {
-				for c := 1; c < n && b.us[c] < target+restartSearch; c++ {
+			if tested == after {
+				for c := after + 1; c < n && b.us[c] < target+restartSearch; c++ {
 					if b.us[c] < target || !b.bl[c].cand || b.us[c] < small {
 						continue
 					}
-					if ok, err := b.test(c, n, small); err != nil || ok {
+					if ok, err := candidateTest(b, c, n, small); err != nil || ok {
 						return c, small, err
 					}
 				}
@@ -809,7 +875,7 @@ func (b *builder) search(p *Restart, every int64) (int, int64, error) {
 					continue
 				}
 				d := min(window, b.us[c])
-				if ok, err := b.test(c, n, d); err != nil || ok {
+				if ok, err := candidateTest(b, c, n, d); err != nil || ok {
 					return c, d, err
 				}
 			}
@@ -825,13 +891,27 @@ func (b *builder) search(p *Restart, every int64) (int, int64, error) {
 	}
 }
 
-// test decodes the blocks of bl from c on, up to restartTest bytes of
-// output (and before n), as a point with dict bytes of history, and
-// reports whether they give the stream's bytes.
+// candidateTest is builder.test; the internal tests replace it with one
+// that takes every candidate, to see BuildRestarts through points that
+// fail.
+var candidateTest = (*builder).test
+
+// test decodes the blocks of bl from c on (before n) as a point with
+// dict bytes of history, and reports whether they give the stream's bytes.
+// It decodes restartTest bytes and on until every entropy table has been
+// defined since c (up to 8 times that), and fails at once a block that
+// takes a table defined before c: a stretch of raw blocks (incompressible
+// data, zeros) passes any test, and what follows it may still use the
+// state from before.
 func (b *builder) test(c, n int, dict int64) (bool, error) {
 	u := b.us[c]
-	t := c + 1
-	for t < n && b.us[t] < u+restartTest {
+	defined := uint8(0)
+	t := c
+	for t < n && (b.us[t] < u+restartTest || defined != allTables && b.us[t] < u+8*restartTest) {
+		if b.bl[t].repeats&^defined != 0 {
+			return false, nil
+		}
+		defined |= b.bl[t].defines
 		t++
 	}
 	saved, savedUs := b.bl, b.us

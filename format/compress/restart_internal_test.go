@@ -1,0 +1,79 @@
+package compress
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestRestartsUnproven: with every candidate taken untested, points whose
+// spans do not decode as the stream are found when their spans are
+// proven, and folded into the span before them: the points left read the
+// stream back exactly.
+func TestRestartsUnproven(t *testing.T) {
+	zstd, err := exec.LookPath("zstd")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	// Machine code (this test's executable: compressible), random bytes,
+	// machine code again.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.ReadFile(exe)
+	if err != nil || len(code) < 5<<20 {
+		t.Fatalf("%d bytes of executable: %v", len(code), err)
+	}
+	var data []byte
+	rng := rand.New(rand.NewPCG(1, 2))
+	for len(data) < 8<<20 {
+		n := 256<<10 + rng.IntN(1<<20)
+		at := rng.IntN(len(code) - n)
+		data = append(data, code[at:at+n]...)
+		if rng.IntN(4) == 0 {
+			random := make([]byte, rng.IntN(512<<10))
+			rand.NewChaCha8([32]byte{byte(len(data))}).Read(random)
+			data = append(data, random...)
+		}
+	}
+	in := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	z, err := exec.Command(zstd, "-q", "-c", "--single-thread", in).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(f func(*builder, int, int, int64) (bool, error)) { candidateTest = f }(candidateTest)
+	taken := 0
+	candidateTest = func(*builder, int, int, int64) (bool, error) { taken++; return true, nil }
+	var dicts [][]byte
+	x, err := BuildRestarts(t.Context(), bytes.NewReader(z), int64(len(z)), RestartOptions{Every: 1 << 20}, func(p Restart, d []byte) error {
+		dicts = append(dicts, bytes.Clone(d))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Validate(int64(len(z))); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.Points) >= taken+1 {
+		t.Fatalf("%d points from %d candidates taken: none was folded", len(x.Points), taken)
+	}
+	r := NewRestartReader(bytes.NewReader(z), x, func(i int) ([]byte, error) { return dicts[i], nil })
+	defer r.Close()
+	got, err := io.ReadAll(io.NewSectionReader(r, 0, x.Size))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read through %d points: %v, equal %v", len(x.Points), err, bytes.Equal(got, data))
+	}
+	t.Logf("%d candidates taken untested, %d points left", taken, len(x.Points))
+}
