@@ -42,9 +42,11 @@ import (
 // point cannot be read off its header (repeat offsets are inside the
 // sequences), so BuildRestarts proves each: it decodes the stream once as
 // it is, decodes every span as a reader will, and keeps a point only if
-// the two agree byte for byte. It prefers points where Window_Size/8 bytes
-// of history suffice (where a job started) and falls back to the whole
-// window. vzdump's archives (zstd 1.5, level 3: a 2 MiB window, jobs of
+// the two agree byte for byte. (A candidate is tried on its first MiB, and
+// on until it has defined every table; one whose whole span then decodes
+// otherwise is folded into the span before it.) It prefers points where
+// Window_Size/8 bytes of history suffice (where a job started) and falls
+// back to the whole window. vzdump's archives (zstd 1.5, level 3: a 2 MiB window, jobs of
 // 8 MiB) get a point every Every bytes with 256 KiB of history each: an
 // index of under 1 % of the archive with the default 32 MiB.
 const (
@@ -142,7 +144,7 @@ func (x *Restarts) Validate(size int64) error {
 		switch {
 		case i == 0 && p.U != 0:
 			return fmt.Errorf("restart point 0: at decompressed offset %d, not 0", p.U)
-		case p.C < prevEnd || p.C+3 > p.Last+3 || p.Last+3 > p.End || p.End > size:
+		case p.C < prevEnd || p.C > p.Last || p.Last+3 > p.End || p.End > size:
 			return fmt.Errorf("restart point %d: blocks %d..%d (last at %d) out of order or outside the %d-byte stream", i, p.C, p.End, p.Last, size)
 		case end <= p.U || end-p.U > MaxRestartSpan:
 			return fmt.Errorf("restart point %d: a span of %d bytes", i, end-p.U)
