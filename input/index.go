@@ -82,12 +82,13 @@ type Index struct {
 	// Restarts only).
 	Preread []ReadSpan `json:"-"`
 
-	dicts  []blobRef // per restart point
-	groups []group   // of prereads
-	blobs  io.ReaderAt
-	base   int64    // where blob offsets start in blobs
-	area   int64    // the blob area's size
-	tmp    *os.File // the blobs of an index being built
+	dicts   []blobRef // per restart point
+	groups  []group   // of prereads
+	blobs   io.ReaderAt
+	base    int64    // where blob offsets start in blobs
+	area    int64    // the blob area's size
+	tmp     *os.File // the blobs of an index being built
+	tmpGone bool     // tmp was unnamed when made
 }
 
 // blobRef is a stored blob: length bytes at off in the blob area, whose
@@ -202,7 +203,9 @@ func (x *Index) MarshalBinary() ([]byte, error) {
 func (x *Index) Close() error {
 	if x.tmp != nil {
 		x.tmp.Close()
-		os.Remove(x.tmp.Name())
+		if !x.tmpGone {
+			os.Remove(x.tmp.Name())
+		}
 		x.tmp = nil
 	}
 	return nil

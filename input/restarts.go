@@ -272,6 +272,9 @@ func (op *opener) buildRestarts(ctx context.Context, fm format.Format, ra io.Rea
 		return nil, err
 	}
 	x.tmp, x.blobs = tmp, tmp
+	// Unnamed at once where the system allows it: a run killed leaves
+	// nothing behind.
+	x.tmpGone = os.Remove(tmp.Name()) == nil
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		x.Close()

@@ -61,6 +61,7 @@ const (
 	restartSearch    = 8 << 20   // bytes searched for a point with a small history (a job at level 3)
 	restartMaxSearch = 32 << 20  // bytes searched past the target before giving up
 	buildCache       = 64        // chunks of restartChunk BuildRestarts keeps of the stream
+	maxSearchBlocks  = 1 << 20   // blocks BuildRestarts holds at most (empty blocks take 3 bytes)
 
 	// DefaultRestartEvery is BuildRestarts' distance between restart points.
 	DefaultRestartEvery = 32 << 20
@@ -144,7 +145,7 @@ func (x *Restarts) Validate(size int64) error {
 		switch {
 		case i == 0 && p.U != 0:
 			return fmt.Errorf("restart point 0: at decompressed offset %d, not 0", p.U)
-		case p.C < prevEnd || p.C > p.Last || p.Last+3 > p.End || p.End > size:
+		case p.C < prevEnd || p.C > p.Last || p.End > size || p.End < 3 || p.Last > p.End-3:
 			return fmt.Errorf("restart point %d: blocks %d..%d (last at %d) out of order or outside the %d-byte stream", i, p.C, p.End, p.Last, size)
 		case end <= p.U || end-p.U > MaxRestartSpan:
 			return fmt.Errorf("restart point %d: a span of %d bytes", i, end-p.U)
@@ -652,6 +653,9 @@ type chunkCache struct {
 }
 
 func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("zstd: negative offset")
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
@@ -862,10 +866,15 @@ func (b *builder) search(p *Restart, every int64, after int) (int, int64, error)
 		}
 		if reached >= target+restartSearch || whole {
 			if tested == after {
+				lastU := int64(-1) // a candidate where the last one was (empty blocks) is the same
 				for c := after + 1; c < n && b.us[c] < target+restartSearch; c++ {
-					if b.us[c] < target || !b.bl[c].cand || b.us[c] < small {
+					if b.us[c] < target || !b.bl[c].cand || b.us[c] < small || b.us[c] == lastU {
 						continue
 					}
+					if err := b.ctx.Err(); err != nil {
+						return 0, 0, err
+					}
+					lastU = b.us[c]
 					if ok, err := candidateTest(b, c, n, small); err != nil || ok {
 						return c, small, err
 					}
@@ -873,8 +882,11 @@ func (b *builder) search(p *Restart, every int64, after int) (int, int64, error)
 			}
 			for c := max(1, tested+1); c < n; c++ {
 				tested = c
-				if b.us[c] < target || !b.bl[c].cand {
+				if b.us[c] < target || !b.bl[c].cand || b.us[c] == b.us[c-1] && b.bl[c-1].cand {
 					continue
+				}
+				if err := b.ctx.Err(); err != nil {
+					return 0, 0, err
 				}
 				d := min(window, b.us[c])
 				if ok, err := candidateTest(b, c, n, d); err != nil || ok {
@@ -890,6 +902,10 @@ func (b *builder) search(p *Restart, every int64, after int) (int, int64, error)
 			}
 		}
 		n = n*2 + restartTestBlock
+		if n > maxSearchBlocks {
+			return 0, 0, &Error{Format: Zstd, Offset: p.C, Err: fmt.Errorf(
+				"no restart point found in the %d blocks after compressed offset %d (write it seekable instead)", len(b.bl), p.C)}
+		}
 	}
 }
 
@@ -937,7 +953,8 @@ type RestartReader struct {
 	order   [][2]int
 	bytes   int
 	cursors []*cursor
-	keep    int // cursors kept
+	keep    int  // cursors kept
+	closed  bool // decoders parked after Close are closed
 }
 
 // cursor is a decoder of one span, at chunk next.
@@ -968,7 +985,7 @@ func (s *RestartReader) Close() error {
 	for _, c := range s.cursors {
 		c.dec.Close()
 	}
-	s.cursors = nil
+	s.cursors, s.closed = nil, true
 	return nil
 }
 
@@ -1103,6 +1120,10 @@ func (s *RestartReader) cursor(i, k int) *cursor {
 func (s *RestartReader) park(c *cursor) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		c.dec.Close()
+		return
+	}
 	s.cursors = append(s.cursors, c)
 	if len(s.cursors) > s.keep {
 		s.cursors[0].dec.Close()

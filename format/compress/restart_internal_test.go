@@ -1,6 +1,7 @@
 package compress
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"math/rand/v2"
@@ -76,4 +77,74 @@ func TestRestartsUnproven(t *testing.T) {
 		t.Fatalf("read through %d points: %v, equal %v", len(x.Points), err, bytes.Equal(got, data))
 	}
 	t.Logf("%d candidates taken untested, %d points left", taken, len(x.Points))
+}
+
+// TestRestartsEmptyBlocks: thousands of empty raw blocks (3 bytes each)
+// in the middle of a stream are candidates at one offset: tried once, not
+// once each (each try decodes a MiB).
+func TestRestartsEmptyBlocks(t *testing.T) {
+	zstd, err := exec.LookPath("zstd")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.ReadFile(exe)
+	if err != nil || len(code) < 4<<20 {
+		t.Fatalf("%d bytes of executable: %v", len(code), err)
+	}
+	data := code[:4<<20]
+	in := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	z, err := exec.Command(zstd, "-q", "-c", "--no-check", "--single-thread", in).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The blocks, and 20,000 empty ones put after the first half of them.
+	sc := &zscanner{br: bufio.NewReader(bytes.NewReader(z))}
+	var blocks []zblock
+	for {
+		b, err := sc.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks = append(blocks, b)
+	}
+	mid := blocks[len(blocks)/2].off
+	var out []byte
+	out = append(out, z[:mid]...)
+	for range 20000 {
+		out = append(out, 0, 0, 0) // a raw block of no bytes, not the last
+	}
+	out = append(out, z[mid:]...)
+	defer func(f func(*builder, int, int, int64) (bool, error)) { candidateTest = f }(candidateTest)
+	tries := 0
+	candidateTest = func(b *builder, c, n int, d int64) (bool, error) { tries++; return (*builder).test(b, c, n, d) }
+	var dicts [][]byte
+	x, err := BuildRestarts(t.Context(), bytes.NewReader(out), int64(len(out)), RestartOptions{Every: 1 << 20}, func(p Restart, d []byte) error {
+		dicts = append(dicts, bytes.Clone(d))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tries > 500 {
+		t.Fatalf("%d candidates tried", tries)
+	}
+	r := NewRestartReader(bytes.NewReader(out), x, func(i int) ([]byte, error) { return dicts[i], nil })
+	defer r.Close()
+	got, err := io.ReadAll(io.NewSectionReader(r, 0, x.Size))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read through %d points: %v, equal %v", len(x.Points), err, bytes.Equal(got, data))
+	}
 }

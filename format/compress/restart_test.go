@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -252,6 +253,11 @@ func TestRestartsDamaged(t *testing.T) {
 		"huge window":    func(x *compress.Restarts) { x.Points[1].WD = 0xff },
 		"history > U":    func(x *compress.Restarts) { x.Points[0].Dict = 1 },
 		"no size":        func(x *compress.Restarts) { x.Size = x.Points[len(x.Points)-1].U },
+		"overflow": func(x *compress.Restarts) { // End-C wraps to 2, Last+3 to End
+			x.Points = x.Points[:2]
+			x.Size = x.Points[1].U + 1000
+			x.Points[1].C, x.Points[1].Last, x.Points[1].End = math.MaxInt64-1, math.MaxInt64-1, math.MinInt64+1
+		},
 	} {
 		y := &compress.Restarts{Size: x.Size, Points: append([]compress.Restart(nil), x.Points...)}
 		mod(y)
