@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -72,6 +73,21 @@ func fuzzZstdCLI(tb testing.TB, data []byte, args ...string) []byte {
 // command's (if it is there), each of a few MiB so that they have several
 // points 1 MiB apart.
 func fuzzRestartSeeds(tb testing.TB) [][]byte {
+	// Under go test, not fuzzing, the seeds are only run: fewer and
+	// smaller (TestRestarts reads the same kinds of streams).
+	if f := flag.Lookup("test.fuzz"); f == nil || f.Value.String() == "" {
+		data := fuzzRestartData(2<<20, 1)
+		seeds := [][]byte{fuzzZstdCLI(tb, data, "-T2", "-B1MiB"), fuzzZstdCLI(tb, data[:3000], "--content-size", "--single-thread")}
+		if seeds[0] == nil {
+			enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			defer enc.Close()
+			seeds = [][]byte{enc.EncodeAll(data, nil)}
+		}
+		return seeds
+	}
 	data := fuzzRestartData(3<<20, 1)
 	var seeds [][]byte
 	for _, o := range [][]zstd.EOption{
