@@ -53,7 +53,8 @@ import (
 // The file: the magic line, a JSON header line, the table (the reads; per
 // restart point its offsets, window, history length and blob; per group
 // of prereads its blob and reads), the sha256 of all that, then the blobs
-// in that order (the histories, then the prereads, each zstd-compressed).
+// (the histories and the prereads, each zstd-compressed, each at the
+// offset its table entry gives).
 const (
 	IndexSuffix    = ".vmaidx"
 	indexMagic     = "vmaconv index 2\n"
@@ -288,7 +289,10 @@ func ReadIndex(r io.ReaderAt, size int64) (*Index, error) {
 	blob := func() blobRef {
 		b := blobRef{off: int64(t.uvarint()), length: int64(t.uvarint()), raw: int64(t.uvarint())}
 		copy(b.sum[:], t.take(sha256.Size))
-		if b.off > hdr.Blobs || b.length > hdr.Blobs-b.off || b.raw > compress.MaxRestartWindow || b.length == 0 && b.raw != 0 {
+		// A zstd frame of raw bytes is never much larger than raw: a
+		// blob's length bounds what reading it allocates.
+		if b.off > hdr.Blobs || b.length > hdr.Blobs-b.off || b.raw > compress.MaxRestartWindow || b.length == 0 && b.raw != 0 ||
+			b.length > b.raw+b.raw>>7+1<<10 {
 			t.fail(fmt.Errorf("a blob of %d bytes (%d decompressed) at %d of %d", b.length, b.raw, b.off, hdr.Blobs))
 		}
 		return b

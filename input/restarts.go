@@ -376,10 +376,11 @@ func (s *streamAt) Write(p []byte) (int, error) {
 			p = p[k:]
 			continue
 		}
-		if len(s.buf)+len(p) <= streamWindow || len(s.buf) == 0 {
-			s.buf = append(s.buf, p...)
+		if k := min(len(p), streamWindow-len(s.buf)); k > 0 { // what fits
+			s.buf = append(s.buf, p[:k]...)
+			p = p[k:]
 			s.cond.Broadcast()
-			break
+			continue
 		}
 		s.cond.Wait()
 	}

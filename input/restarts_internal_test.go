@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmaconv/vmaconv/format"
+	"github.com/vmaconv/vmaconv/format/compress"
 	"github.com/vmaconv/vmaconv/internal/testutil"
 )
 
@@ -109,4 +112,65 @@ func TestBuildRestartsBackwards(t *testing.T) {
 	if len(x.Preread) != 3 || x.Preread[1].Off != 100 || len(x.Restarts.Points) < 2 {
 		t.Fatalf("prereads %+v, %d points", x.Preread, len(x.Restarts.Points))
 	}
+}
+
+// TestStreamAtLargeWrite: a write larger than the room left, while the
+// reader waits at the first byte kept for more than is held, goes in as
+// far as it fits: neither waits for the other.
+func TestStreamAtLargeWrite(t *testing.T) {
+	data := testutil.GenDisk(5, 9<<20, "data")
+	s := newStreamAt()
+	if _, err := s.Write(data[:512<<10]); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write(data[512<<10 : 512<<10+streamWindow-400<<10]) // more than the room left
+		done <- err
+	}()
+	got := make(chan error, 1)
+	buf := make([]byte, 1<<20)
+	go func() {
+		_, err := s.ReadAt(buf, 0)
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil || !bytes.Equal(buf, data[:1<<20]) {
+			t.Fatalf("read: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the read and the write wait for each other")
+	}
+	s.stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReadIndexBlobBound: a blob whose length is out of proportion to the
+// bytes it holds is refused before anything is allocated for it.
+func TestReadIndexBlobBound(t *testing.T) {
+	x := &Index{Size: 1000, Head: strings.Repeat("a", 64), Tail: strings.Repeat("b", 64),
+		Restarts: &compress.Restarts{Size: 100, Points: []compress.Restart{{C: 10, U: 0, Last: 10, End: 20, WD: 0x58}}},
+		dicts:    []blobRef{{off: 0, length: 1 << 30, raw: 0}}, area: 1 << 30}
+	head, err := x.head()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ReadIndex(sparseAt(head), int64(len(head))+1<<30)
+	if err == nil || !strings.Contains(err.Error(), "a blob of 1073741824 bytes") {
+		t.Fatalf("a blob of 1 GiB holding nothing: %v", err)
+	}
+}
+
+// sparseAt reads as b followed by zeros.
+type sparseAt []byte
+
+func (s sparseAt) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	if off < int64(len(s)) {
+		copy(p, s[off:])
+	}
+	return len(p), nil
 }

@@ -170,6 +170,7 @@ type zframe struct {
 // zblock is a block as the scanner found it.
 type zblock struct {
 	off, end int64 // header offset; just past its content
+	most     int64 // its decompressed bytes at most
 	last     bool  // its frame's last block
 	cand     bool  // it may start a span: it uses no tables from before it
 	defines  uint8 // the tables it defines (tableHuffman, …)
@@ -305,6 +306,7 @@ func (s *zscanner) next() (zblock, error) {
 		if size > maxSize {
 			return zblock{}, s.errorf(b.off, "raw block of %d bytes", size)
 		}
+		b.most = int64(size)
 		if _, err := s.read(size); err != nil {
 			return zblock{}, err
 		}
@@ -313,6 +315,7 @@ func (s *zscanner) next() (zblock, error) {
 		if size > maxBlockBytes {
 			return zblock{}, s.errorf(b.off, "RLE block of %d bytes", size)
 		}
+		b.most = int64(size)
 		if _, err := s.read(1); err != nil {
 			return zblock{}, err
 		}
@@ -325,6 +328,7 @@ func (s *zscanner) next() (zblock, error) {
 		if err != nil {
 			return zblock{}, err
 		}
+		b.most = int64(min(s.frame.window, maxBlockBytes))
 		b.defines, b.repeats, err = tables(body)
 		b.cand = b.repeats == 0
 		if err != nil {
@@ -501,19 +505,18 @@ func newSpanDecoder(src io.Reader) (*zstd.Decoder, error) {
 
 // builder holds BuildRestarts' state.
 type builder struct {
-	ctx      context.Context
-	r        io.ReaderAt
-	truth    io.Reader
-	tb       []byte // the stream's decompressed bytes from base on
-	base     int64
-	eof      bool
-	sc       *zscanner
-	bl       []zblock // blocks from the current point's on
-	us       []int64  // their decompressed offsets, as far as decoded
-	perBlock int64    // decompressed bytes per block, as seen
-	done     bool     // the scanner is at the end
-	dec      *zstd.Decoder
-	stream   io.Writer // RestartOptions.Stream
+	ctx    context.Context
+	r      io.ReaderAt
+	truth  io.Reader
+	tb     []byte // the stream's decompressed bytes from base on
+	base   int64
+	eof    bool
+	sc     *zscanner
+	bl     []zblock // blocks from the current point's on
+	us     []int64  // their decompressed offsets, as far as decoded
+	done   bool     // the scanner is at the end
+	dec    *zstd.Decoder
+	stream io.Writer // RestartOptions.Stream
 }
 
 // BuildRestarts reads the zstd stream r of size bytes front to back and
@@ -554,7 +557,6 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 			b.dec.Close()
 		}
 	}()
-	b.perBlock = maxBlockBytes
 	x := &Restarts{}
 	u := int64(0)
 	// A point is emitted once the next one is proven: if the next one's
@@ -638,6 +640,9 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 		return nil, &Error{Format: Zstd, Offset: size, Err: fmt.Errorf("restart points: the spans hold %d bytes, the stream more", u)}
 	}
 	x.Size = u
+	if err := x.Validate(size); err != nil { // a span folded past MaxRestartSpan
+		return nil, &Error{Format: Zstd, Offset: -1, Err: err}
+	}
 	return x, nil
 }
 
@@ -691,6 +696,36 @@ func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
 // window).
 const restartSmallDict = 256 << 10
 
+// blocksFor reads blocks and returns how many of bl, past after, can hold
+// goal decompressed bytes at most (all to its frame's end if fewer), plus
+// restartTestBlock.
+func (b *builder) blocksFor(goal int64, after int) (int, error) {
+	n, sum := 0, int64(0)
+	for {
+		if n == len(b.bl) {
+			if err := b.fill(n + 1); err != nil {
+				return 0, err
+			}
+			if n == len(b.bl) {
+				return n, nil // the frame's end
+			}
+		}
+		if n > after {
+			sum += b.bl[n].most
+		}
+		n++
+		if sum >= goal && n > after+1 {
+			if err := b.fill(n + restartTestBlock); err != nil {
+				return 0, err
+			}
+			return min(n+restartTestBlock, len(b.bl)), nil
+		}
+		if n > maxSearchBlocks {
+			return n, nil
+		}
+	}
+}
+
 // fill reads blocks until bl holds n or its frame's last.
 func (b *builder) fill(n int) error {
 	for len(b.bl) < n && !b.done && (len(b.bl) == 0 || !b.bl[len(b.bl)-1].last) {
@@ -717,7 +752,7 @@ func (b *builder) ensure(n int64) error {
 		k, err := b.truth.Read(b.tb[len(b.tb):cap(b.tb)])
 		if b.stream != nil && k > 0 {
 			if _, err := b.stream.Write(b.tb[len(b.tb) : len(b.tb)+k]); err != nil {
-				return err
+				return &Error{Format: Zstd, Offset: -1, Err: fmt.Errorf("the decompressed stream's reader: %w", err)}
 			}
 		}
 		b.tb = b.tb[:len(b.tb)+k]
@@ -830,17 +865,20 @@ func (b *builder) search(p *Restart, every int64, after int) (int, int64, error)
 	window := windowOf(p.WD)
 	small := min(window, restartSmallDict)
 	target := p.U + every
-	n := max(int((every+restartSearch)/b.perBlock), 2*after) + restartTestBlock
+	// The blocks decoded: as many as can hold every + restartSearch bytes
+	// (past after), by each block's most, so that the stream held in tb
+	// is bounded whatever the blocks hold.
+	goal := every + restartSearch + restartTest
 	tested := after // candidates up to here failed, or are not to be taken
 	for {
 		if err := b.ctx.Err(); err != nil {
 			return 0, 0, err
 		}
-		if err := b.fill(n + 1); err != nil {
+		n, err := b.blocksFor(goal, after)
+		if err != nil {
 			return 0, 0, err
 		}
 		complete := b.bl[len(b.bl)-1].last
-		n = min(n, len(b.bl))
 		ok, err := b.decode(*p, n, true)
 		if err == nil && !ok && p.Dict < min(window, p.U) {
 			p.Dict = min(window, p.U)
@@ -857,9 +895,6 @@ func (b *builder) search(p *Restart, every int64, after int) (int, int64, error)
 		reached := b.us[n]
 		if after > 0 && after < n {
 			target = max(target, b.us[after])
-		}
-		if reached > p.U {
-			b.perBlock = max(1<<10, (reached-p.U)/int64(n))
 		}
 		if whole && (reached <= target || n <= after+1) {
 			return n, 0, nil // the frame ends within the span
@@ -901,7 +936,7 @@ func (b *builder) search(p *Restart, every int64, after int) (int, int64, error)
 					"no restart point found in the %d MiB after compressed offset %d (write it seekable instead)", (reached-p.U)>>20, p.C)}
 			}
 		}
-		n = n*2 + restartTestBlock
+		goal *= 2
 		if n > maxSearchBlocks {
 			return 0, 0, &Error{Format: Zstd, Offset: p.C, Err: fmt.Errorf(
 				"no restart point found in the %d blocks after compressed offset %d (write it seekable instead)", len(b.bl), p.C)}

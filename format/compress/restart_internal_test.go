@@ -3,6 +3,7 @@ package compress
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -148,3 +149,66 @@ func TestRestartsEmptyBlocks(t *testing.T) {
 		t.Fatalf("read through %d points: %v, equal %v", len(x.Points), err, bytes.Equal(got, data))
 	}
 }
+
+// rleStream returns a frame of n RLE blocks of size bytes each (a 2 MiB
+// window, no checksum).
+func rleStream(n, size int, b byte) []byte {
+	z := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58}
+	for i := range n {
+		v := uint32(size)<<3 | 1<<1 // RLE
+		if i == n-1 {
+			v |= 1
+		}
+		z = append(z, byte(v), byte(v>>8), byte(v>>16), b)
+	}
+	return z
+}
+
+// TestRestartsBoundedSearch: what a search decodes ahead is sized by each
+// block's most, whatever the blocks before held: after a frame of 1 KiB
+// blocks, a search over blocks of 128 KiB takes 10 MiB of them, not 10 K
+// blocks (the average of the frame before made it 1.3 GiB).
+func TestRestartsBoundedSearch(t *testing.T) {
+	z1 := rleStream(12000, 1<<10, 'a')
+	z2 := rleStream(20000, 128<<10, 'b')
+	b := &builder{sc: &zscanner{br: bufio.NewReader(bytes.NewReader(append(z1, z2...)))}}
+	n, err := b.blocksFor(10<<20, 0)
+	if err != nil || n != 10<<10+1+restartTestBlock {
+		t.Fatalf("1 KiB blocks: %d for 10 MiB, %v", n, err)
+	}
+	b.bl = b.bl[:0]
+	for len(b.bl) == 0 || !b.bl[len(b.bl)-1].last { // to the first frame's end
+		b.bl = b.bl[:0]
+		if err := b.fill(12000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.bl = b.bl[:0]
+	n, err = b.blocksFor(10<<20, 0)
+	if err != nil || n != 80+1+restartTestBlock {
+		t.Fatalf("128 KiB blocks: %d for 10 MiB, %v", n, err)
+	}
+	var most int64
+	for _, blk := range b.bl[:n] {
+		most += blk.most
+	}
+	if most > 11<<20+restartTestBlock*maxBlockBytes {
+		t.Fatalf("%d MiB decoded ahead", most>>20)
+	}
+}
+
+// TestRestartsStreamError: an error from RestartOptions.Stream stops
+// BuildRestarts and is what it returns.
+func TestRestartsStreamError(t *testing.T) {
+	z := rleStream(200, 128<<10, 'c')
+	errSink := errors.New("sink full")
+	_, err := BuildRestarts(t.Context(), bytes.NewReader(z), int64(len(z)), RestartOptions{Every: 1 << 20, Stream: failAfter{errSink}},
+		func(Restart, []byte) error { return nil })
+	if !errors.Is(err, errSink) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+type failAfter struct{ err error }
+
+func (f failAfter) Write(p []byte) (int, error) { return 0, f.err }
