@@ -12,11 +12,11 @@ import (
 	"testing"
 )
 
-// TestRestartsUnproven: with every candidate taken untested, points whose
-// spans do not decode as the stream are found when their spans are
-// proven, and folded into the span before them: the points left read the
-// stream back exactly.
-func TestRestartsUnproven(t *testing.T) {
+// zstdCommand compresses data with the zstd command and args; without
+// the command the test is skipped (failed under CI, which installs it).
+// (testutil, which says the same, imports this package.)
+func zstdCommand(t *testing.T, data []byte, args ...string) []byte {
+	t.Helper()
 	zstd, err := exec.LookPath("zstd")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -24,16 +24,39 @@ func TestRestartsUnproven(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	// Machine code (this test's executable: compressible), random bytes,
-	// machine code again.
+	in := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	z, err := exec.Command(zstd, append(append([]string{"-q", "-c"}, args...), in)...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return z
+}
+
+// machineCode returns this test's executable: size bytes of compressible
+// data at least.
+func machineCode(t *testing.T, size int) []byte {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	code, err := os.ReadFile(exe)
-	if err != nil || len(code) < 5<<20 {
+	if err != nil || len(code) < size {
 		t.Fatalf("%d bytes of executable: %v", len(code), err)
 	}
+	return code
+}
+
+// TestRestartsUnproven: with every candidate taken untested, points whose
+// spans do not decode as the stream are found when their spans are
+// proven, and folded into the span before them: the points left read the
+// stream back exactly.
+func TestRestartsUnproven(t *testing.T) {
+	// Machine code (compressible), with stretches of random bytes.
+	code := machineCode(t, 5<<20)
 	var data []byte
 	rng := rand.New(rand.NewPCG(1, 2))
 	for len(data) < 8<<20 {
@@ -46,14 +69,7 @@ func TestRestartsUnproven(t *testing.T) {
 			data = append(data, random...)
 		}
 	}
-	in := filepath.Join(t.TempDir(), "in")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	z, err := exec.Command(zstd, "-q", "-c", "--single-thread", in).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
+	z := zstdCommand(t, data, "--single-thread")
 	defer func(f func(*builder, int, int, int64) (bool, error)) { candidateTest = f }(candidateTest)
 	taken := 0
 	candidateTest = func(*builder, int, int, int64) (bool, error) { taken++; return true, nil }
@@ -84,30 +100,8 @@ func TestRestartsUnproven(t *testing.T) {
 // in the middle of a stream are candidates at one offset: tried once, not
 // once each (each try decodes a MiB).
 func TestRestartsEmptyBlocks(t *testing.T) {
-	zstd, err := exec.LookPath("zstd")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, err := os.ReadFile(exe)
-	if err != nil || len(code) < 4<<20 {
-		t.Fatalf("%d bytes of executable: %v", len(code), err)
-	}
-	data := code[:4<<20]
-	in := filepath.Join(t.TempDir(), "in")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	z, err := exec.Command(zstd, "-q", "-c", "--no-check", "--single-thread", in).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := machineCode(t, 4<<20)[:4<<20]
+	z := zstdCommand(t, data, "--no-check", "--single-thread")
 	// The blocks, and 20,000 empty ones put after the first half of them.
 	sc := &zscanner{br: bufio.NewReader(bytes.NewReader(z))}
 	var blocks []zblock
