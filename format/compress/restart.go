@@ -543,7 +543,7 @@ func BuildRestarts(ctx context.Context, r io.ReaderAt, size int64, o RestartOpti
 	// the decoders of spans, all within the same stretch: a cache of its
 	// last chunks lets them read it once (a remote object, once over the
 	// network).
-	r = &chunkCache{r: r, size: size, chunks: map[int64][]byte{}}
+	r = &chunkCache{r: r, size: size, chunks: newBlockCache[int64](buildCache*restartChunk, 0)}
 	truth, err := zstd.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<20), zstd.WithDecoderConcurrency(conc),
 		zstd.WithDecoderMaxWindow(MaxRestartWindow), zstd.WithDecoderMaxMemory(1<<62))
 	if err != nil {
@@ -653,8 +653,7 @@ type chunkCache struct {
 	mu     sync.Mutex
 	r      io.ReaderAt
 	size   int64
-	chunks map[int64][]byte
-	order  []int64
+	chunks *blockCache[int64]
 }
 
 func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
@@ -670,7 +669,7 @@ func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
 			return n, io.EOF
 		}
 		k := at / restartChunk
-		b, ok := c.chunks[k]
+		b, ok := c.chunks.get(k)
 		if !ok {
 			b = make([]byte, min(restartChunk, c.size-k*restartChunk))
 			if m, err := c.r.ReadAt(b, k*restartChunk); m < len(b) {
@@ -679,12 +678,7 @@ func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
 				}
 				return n, err
 			}
-			c.chunks[k] = b
-			c.order = append(c.order, k)
-			if len(c.order) > buildCache {
-				delete(c.chunks, c.order[0])
-				c.order = c.order[1:]
-			}
+			c.chunks.put(k, b)
 		}
 		n += copy(p[n:], b[at-k*restartChunk:])
 	}
@@ -984,9 +978,7 @@ type RestartReader struct {
 	dict    func(i int) ([]byte, error)
 	locks   [restartStripes]sync.Mutex
 	mu      sync.Mutex
-	cache   map[[2]int][]byte // by span and chunk
-	order   [][2]int
-	bytes   int
+	cache   *blockCache[[2]int] // by span and chunk
 	cursors []*cursor
 	keep    int  // cursors kept
 	closed  bool // decoders parked after Close are closed
@@ -1007,7 +999,7 @@ func NewRestartReader(r io.ReaderAt, x *Restarts, dict func(i int) ([]byte, erro
 		window = max(window, windowOf(p.WD))
 	}
 	keep := int(max(1, min(restartCursors, (64<<20)/window)))
-	return &RestartReader{r: r, x: x, dict: dict, cache: map[[2]int][]byte{}, keep: keep}
+	return &RestartReader{r: r, x: x, dict: dict, cache: newBlockCache[[2]int](restartCache, 0), keep: keep}
 }
 
 // Size returns the decompressed size.
@@ -1058,8 +1050,7 @@ func (s *RestartReader) spanEnd(i int) int64 {
 func (s *RestartReader) cached(i, k int) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, ok := s.cache[[2]int{i, k}]
-	return b, ok
+	return s.cache.get([2]int{i, k})
 }
 
 // chunk returns chunk k of span i: cached, or decoded.
@@ -1166,22 +1157,9 @@ func (s *RestartReader) park(c *cursor) {
 	}
 }
 
-// put caches chunk k of span i, evicting the oldest chunks past the
-// cache's size.
+// put caches chunk k of span i.
 func (s *RestartReader) put(i, k int, b []byte) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	key := [2]int{i, k}
-	if _, ok := s.cache[key]; ok {
-		return
-	}
-	s.cache[key] = b
-	s.order = append(s.order, key)
-	s.bytes += len(b)
-	for s.bytes > restartCache && len(s.order) > 1 {
-		old := s.order[0]
-		s.order = s.order[1:]
-		s.bytes -= len(s.cache[old])
-		delete(s.cache, old)
-	}
+	s.cache.put([2]int{i, k}, b)
+	s.mu.Unlock()
 }

@@ -180,9 +180,7 @@ type Seekable struct {
 	budget *semaphore.Weighted
 
 	mu    sync.Mutex
-	cache map[int][]byte
-	order []int // cached frames, oldest first
-	bytes int   // what cache takes
+	cache *blockCache[int] // decoded frames
 	calls map[int]*frameCall
 }
 
@@ -285,7 +283,7 @@ func OpenSeekable(r io.ReaderAt, size int64) (*Seekable, error) {
 		return nil, bad("skippable frame header does not match the footer")
 	}
 	s := &Seekable{r: r, comp: make([]int64, frames+1), dec: make([]int64, frames+1),
-		budget: semaphore.NewWeighted(seekDecodeBytes), cache: map[int][]byte{}, calls: map[int]*frameCall{}}
+		budget: semaphore.NewWeighted(seekDecodeBytes), cache: newBlockCache[int](seekCacheBytes, seekEntryCost), calls: map[int]*frameCall{}}
 	var large error // the first frame too large to read at random
 	// The table is read in pieces: it is not held whole besides comp and dec.
 	buf := make([]byte, min(frames*entry, seekTableChunk/entry*entry))
@@ -365,7 +363,7 @@ func (s *Seekable) ReadAt(p []byte, off int64) (int, error) {
 // cache, from a decode another ReadAt has started, or from its own.
 func (s *Seekable) readFrame(i int, p []byte, from int64) (int, error) {
 	s.mu.Lock()
-	if b, ok := s.cache[i]; ok {
+	if b, ok := s.cache.get(i); ok {
 		// Copied under the lock: a frame evicted from the cache is
 		// no longer referenced once the lock is released.
 		k := copy(p, b[from:])
@@ -386,7 +384,7 @@ func (s *Seekable) readFrame(i int, p []byte, from int64) (int, error) {
 		s.mu.Lock()
 		delete(s.calls, i)
 		if c.err == nil {
-			s.keep(i, c.b)
+			s.cache.put(i, c.b)
 		}
 		close(c.done)
 	}
@@ -428,21 +426,4 @@ func (s *Seekable) decode(i int, c *frameCall) ([]byte, error) {
 		return nil, fmt.Errorf("zstd: frame %d at compressed offset %d: %w", i, s.comp[i], err)
 	}
 	return b, nil
-}
-
-// keep caches frame i's content b, evicting the oldest frames beyond
-// seekCacheBytes. Called with s.mu held.
-func (s *Seekable) keep(i int, b []byte) {
-	if _, ok := s.cache[i]; ok {
-		return
-	}
-	s.cache[i] = b
-	s.order = append(s.order, i)
-	s.bytes += len(b) + seekEntryCost
-	for s.bytes > seekCacheBytes && len(s.order) > 1 {
-		old := s.order[0]
-		s.order = s.order[1:]
-		s.bytes -= len(s.cache[old]) + seekEntryCost
-		delete(s.cache, old)
-	}
 }
