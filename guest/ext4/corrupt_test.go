@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vmaconv/vmaconv/guest"
+	"github.com/vmaconv/vmaconv/guest/guesttest"
 )
 
 // TestCorrupt damages one structure of a small image at a time and checks
@@ -25,7 +26,7 @@ func TestCorrupt(t *testing.T) {
 	}
 	// inodeOff returns the byte offset of the inode of path p in img.
 	inodeOff := func(t *testing.T, p string) int64 {
-		n := lookup(t, open(t, img), p).(*node)
+		n := guesttest.Lookup(t, open(t, img), p).(*node)
 		blk, off, err := n.fs.inodeLoc(n.in.ino)
 		if err != nil {
 			t.Fatal(err)
@@ -40,7 +41,7 @@ func TestCorrupt(t *testing.T) {
 		t.Log(err)
 	}
 	readBig := func(t *testing.T, b []byte) error {
-		f, err := lookup(t, open(t, b), "d/big").Open()
+		f, err := guesttest.Lookup(t, open(t, b), "d/big").Open()
 		if err != nil {
 			return err
 		}
@@ -72,17 +73,17 @@ func TestCorrupt(t *testing.T) {
 	t.Run("dirent rec_len", func(t *testing.T) {
 		b := bytes.Clone(img)
 		// The first block of directory "d".
-		n := lookup(t, open(t, b), "d").(*node)
+		n := guesttest.Lookup(t, open(t, b), "d").(*node)
 		r, err := newMapper(n.fs, n.in).lookup(0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		le.PutUint16(b[int64(r.pblk)*n.fs.bs+4:], 0)
-		_, err = lookup(t, open(t, img), "d").ReadDir()
+		_, err = guesttest.Lookup(t, open(t, img), "d").ReadDir()
 		if err != nil {
 			t.Fatalf("the good image: %v", err)
 		}
-		_, err = lookup(t, open(t, b), "d").ReadDir()
+		_, err = guesttest.Lookup(t, open(t, b), "d").ReadDir()
 		want(t, err, "record length 0")
 	})
 	t.Run("inode size", func(t *testing.T) {

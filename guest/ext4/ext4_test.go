@@ -198,7 +198,7 @@ func TestVariants(t *testing.T) {
 			}
 			if v.index {
 				// e2fsck -D made "many" an htree, read linearly.
-				if in := lookup(t, fsys, "many").(*node).in; in.flags&0x1000 == 0 {
+				if in := guesttest.Lookup(t, fsys, "many").(*node).in; in.flags&0x1000 == 0 {
 					t.Errorf("many: not indexed (flags %#x)", in.flags)
 				}
 			}
@@ -208,31 +208,6 @@ func TestVariants(t *testing.T) {
 			})
 		})
 	}
-}
-
-func lookup(t testing.TB, fsys guest.FS, p string) guest.Node {
-	t.Helper()
-	n, err := fsys.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range strings.Split(p, "/") {
-		nodes, err := n.ReadDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var next guest.Node
-		for _, c := range nodes {
-			if c.Info().Name == name {
-				next = c
-			}
-		}
-		if next == nil {
-			t.Fatalf("%s: %q not found", p, name)
-		}
-		n = next
-	}
-	return n
 }
 
 // TestInodeFields sets 32-bit ids, nanosecond and post-2038 times, a
@@ -267,7 +242,7 @@ func TestInodeFields(t *testing.T) {
 		os.WriteFile(cf, []byte(cmds+"\n"), 0o644)
 		runTool(t, "debugfs", "-w", "-f", cf, img)
 		fsys, _, _ := openImage(t, img)
-		a := lookup(t, fsys, "a").Info()
+		a := guesttest.Lookup(t, fsys, "a").Info()
 		if rev0 {
 			if want := time.Unix(0x65000000, 0); a.UID != 123456 || !a.ModTime.Equal(want) {
 				t.Errorf("%v: a: uid %d mtime %v", extra, a.UID, a.ModTime)
@@ -278,21 +253,21 @@ func TestInodeFields(t *testing.T) {
 		if want := time.Unix(0x65000000, 0x12345678>>2); !rev0 && !a.ModTime.Equal(want) {
 			t.Errorf("%v: a: mtime %v, want %v", extra, a.ModTime, want)
 		}
-		if got, want := lookup(t, fsys, "b").Info().ModTime, time.Unix(1<<32+16, 1); !rev0 && !got.Equal(want) {
+		if got, want := guesttest.Lookup(t, fsys, "b").Info().ModTime, time.Unix(1<<32+16, 1); !rev0 && !got.Equal(want) {
 			t.Errorf("%v: b: mtime %v, want %v", extra, got, want)
 		}
-		c := lookup(t, fsys, "cdev").Info()
+		c := guesttest.Lookup(t, fsys, "cdev").Info()
 		// glibc's makedev(4, 300).
 		if want := uint64(4<<8 | 300&0xff | (300&^0xff)<<12); c.Rdev != want || c.Mode.Type() != os.ModeDevice|os.ModeCharDevice {
 			t.Errorf("%v: cdev: rdev %#x mode %v, want %#x", extra, c.Rdev, c.Mode, want)
 		}
-		if b := lookup(t, fsys, "bdev").Info(); b.Rdev != 8<<8|1 || b.Mode.Type() != os.ModeDevice {
+		if b := guesttest.Lookup(t, fsys, "bdev").Info(); b.Rdev != 8<<8|1 || b.Mode.Type() != os.ModeDevice {
 			t.Errorf("%v: bdev: rdev %#x mode %v", extra, b.Rdev, b.Mode)
 		}
-		if got, err := lookup(t, fsys, "slow").Readlink(); err != nil || got != long {
+		if got, err := guesttest.Lookup(t, fsys, "slow").Readlink(); err != nil || got != long {
 			t.Errorf("%v: slow link: %q, %v", extra, got, err)
 		}
-		r := lookup(t, fsys, "a")
+		r := guesttest.Lookup(t, fsys, "a")
 		f, err := r.Open()
 		if err != nil {
 			t.Fatal(err)
@@ -330,7 +305,7 @@ func TestUnwritten(t *testing.T) {
 	os.WriteFile(cf, []byte("fallocate /pre 1 15\nset_inode_field /pre size 65536\n"), 0o644)
 	runTool(t, "debugfs", "-w", "-f", cf, img)
 	fsys, _, _ := openImage(t, img)
-	f, err := lookup(t, fsys, "pre").Open()
+	f, err := guesttest.Lookup(t, fsys, "pre").Open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +446,7 @@ func TestReadCoalesced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln := lookup(t, fsys, "large")
+		ln := guesttest.Lookup(t, fsys, "large")
 		file, err := ln.Open()
 		if err != nil {
 			t.Fatal(err)
@@ -519,7 +494,7 @@ func BenchmarkReadLarge(b *testing.B) {
 	img := filepath.Join(dir, "img")
 	runTool(b, "mkfs.ext4", "-q", "-F", "-d", src, img, "128M")
 	fsys, dev, _ := openImage(b, img)
-	f, err := lookup(b, fsys, "big").Open()
+	f, err := guesttest.Lookup(b, fsys, "big").Open()
 	if err != nil {
 		b.Fatal(err)
 	}

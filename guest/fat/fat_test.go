@@ -154,15 +154,11 @@ func setDirTimes(t testing.TB, img string, entries []guesttest.Entry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := fsys.Root()
 	for _, e := range entries {
 		if !e.Mode.IsDir() {
 			continue
 		}
-		n, err := lookup(root, e.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := guesttest.Lookup(t, fsys, e.Path)
 		u := e.ModTime.UTC()
 		var b [4]byte
 		binary.LittleEndian.PutUint16(b[0:], uint16(u.Hour()<<11|u.Minute()<<5|u.Second()/2))
@@ -171,26 +167,6 @@ func setDirTimes(t testing.TB, img string, entries []guesttest.Entry) {
 			t.Fatal(err)
 		}
 	}
-}
-
-func lookup(n guest.Node, p string) (guest.Node, error) {
-	for _, name := range strings.Split(p, "/") {
-		kids, err := n.ReadDir()
-		if err != nil {
-			return nil, err
-		}
-		var found guest.Node
-		for _, k := range kids {
-			if k.Info().Name == name {
-				found = k
-			}
-		}
-		if found == nil {
-			return nil, fmt.Errorf("%s: %q not found", p, name)
-		}
-		n = found
-	}
-	return n, nil
 }
 
 func openImage(t testing.TB, path string) *FS {
@@ -272,10 +248,7 @@ func TestMtools(t *testing.T) {
 			t.Errorf("the reader lists %q, mdir does not", p)
 		}
 	}
-	n, err := lookup(root, "dir/file")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := guesttest.Lookup(t, fsys, "dir/file")
 	cmd = exec.Command("mtype", "-i", img, "::/dir/file")
 	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
 	wantData, err := cmd.Output()
@@ -316,11 +289,7 @@ func TestCoalesce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := fsys.Root()
-	n, err := lookup(root, "large")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := guesttest.Lookup(t, fsys, "large")
 	f, err := n.Open()
 	if err != nil {
 		t.Fatal(err)
@@ -355,11 +324,7 @@ func TestCoalesce(t *testing.T) {
 func BenchmarkReadLarge(b *testing.B) {
 	img, _ := build(b, "fat32")
 	fsys := openImage(b, img)
-	root, _ := fsys.Root()
-	n, err := lookup(root, "large")
-	if err != nil {
-		b.Fatal(err)
-	}
+	n := guesttest.Lookup(b, fsys, "large")
 	f, err := n.Open()
 	if err != nil {
 		b.Fatal(err)
@@ -464,11 +429,7 @@ func entryOf(t *testing.T, img []byte, p string) (guest.Node, int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := fsys.Root()
-	n, err := lookup(root, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := guesttest.Lookup(t, fsys, p)
 	return n, int64(n.Info().Ino)
 }
 
@@ -477,8 +438,7 @@ func readAll(img []byte, p string) error {
 	if err != nil {
 		return err
 	}
-	root, _ := fsys.Root()
-	n, err := lookup(root, p)
+	n, err := guesttest.LookupErr(fsys, p)
 	if err != nil {
 		return err
 	}
@@ -553,7 +513,7 @@ func TestSmall(t *testing.T) {
 		got != "sub,a long name.txt,UPPER.TXT" && got != "sub,UPPER.TXT,a long name.txt" {
 		t.Errorf("root lists %q", got)
 	}
-	n, _ := lookup(root, "UPPER.TXT")
+	n, _ := guesttest.LookupErr(fsys, "UPPER.TXT")
 	if m := n.Info().Mode; m != 0o444 {
 		t.Errorf("read-only file: mode %v", m)
 	}

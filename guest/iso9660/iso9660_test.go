@@ -130,32 +130,6 @@ func openISO(t testing.TB, path string) *FS {
 
 func standard(t testing.TB) string { return writeTree(t, "standard", guesttest.Standard()) }
 
-// lookup returns the node at slash-separated path p.
-func lookup(t testing.TB, f guest.FS, p string) guest.Node {
-	t.Helper()
-	n, err := f.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range strings.Split(p, "/") {
-		nodes, err := n.ReadDir()
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		var next guest.Node
-		for _, c := range nodes {
-			if c.Info().Name == name {
-				next = c
-			}
-		}
-		if next == nil {
-			t.Fatalf("%s: %q not found", p, name)
-		}
-		n = next
-	}
-	return n
-}
-
 func TestRockRidge(t *testing.T) {
 	t.Parallel()
 	img := buildISO(t, "rr", standard(t), "-R", "-J", "--hardlinks")
@@ -198,7 +172,7 @@ func TestJoliet(t *testing.T) {
 	if m := root.Info().Mode; m != fs.ModeDir|0o555 {
 		t.Errorf("root mode %v, want dr-xr-xr-x", m)
 	}
-	if m := lookup(t, f, "dir/file").Info().Mode; m != 0o444 {
+	if m := guesttest.Lookup(t, f, "dir/file").Info().Mode; m != 0o444 {
 		t.Errorf("dir/file mode %v, want -r--r--r--", m)
 	}
 }
@@ -206,7 +180,7 @@ func TestJoliet(t *testing.T) {
 func TestNotDirNotLink(t *testing.T) {
 	t.Parallel()
 	f := openISO(t, buildISO(t, "rr", standard(t), "-R", "-J", "--hardlinks"))
-	n := lookup(t, f, "small")
+	n := guesttest.Lookup(t, f, "small")
 	if _, err := n.ReadDir(); !errors.Is(err, guest.ErrNotDir) {
 		t.Errorf("ReadDir of a file: %v", err)
 	}
@@ -261,7 +235,7 @@ func checkStandard(t *testing.T, f guest.FS, es []guesttest.Entry, c guesttest.C
 	t.Helper()
 	es = guesttest.Filter(es, func(e guesttest.Entry) bool { return e.Link == "" })
 	guesttest.Check(t, &hideFS{FS: f, dir: "dir", name: "hard"}, es, c)
-	file, hard := lookup(t, f, "dir/file"), lookup(t, f, "dir/hard")
+	file, hard := guesttest.Lookup(t, f, "dir/file"), guesttest.Lookup(t, f, "dir/hard")
 	fi, hi := file.Info(), hard.Info()
 	if c.HardLinks && (fi.Ino != hi.Ino || fi.Nlink != 2 || hi.Nlink != 2) {
 		t.Errorf("dir/file Ino %d Nlink %d, dir/hard Ino %d Nlink %d: want one Ino, Nlink 2", fi.Ino, fi.Nlink, hi.Ino, hi.Nlink)
@@ -368,7 +342,7 @@ func TestPlain(t *testing.T) {
 func BenchmarkReadLarge(b *testing.B) {
 	dir := writeTree(b, "large", guesttest.Filter(guesttest.Standard(), func(e guesttest.Entry) bool { return e.Path == "large" }))
 	f := openISO(b, buildISO(b, "large", dir, "-R"))
-	file, err := lookup(b, f, "large").Open()
+	file, err := guesttest.Lookup(b, f, "large").Open()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -118,7 +118,7 @@ func TestMultiExtent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := lookup(t, f, "DIR/FILE.TXT")
+			n := guesttest.Lookup(t, f, "DIR/FILE.TXT")
 			if s := n.Info().Size; s != 6144 {
 				t.Fatalf("size %d, want 6144", s)
 			}
@@ -147,36 +147,11 @@ func TestMultiExtent(t *testing.T) {
 		img := bytes.Clone(orig)
 		r := record(t, img, rootBlock(img), "SMALL.TXT;1")
 		img[r+25] |= 0x80
-		_, err := lookupErr(openBytes(t, img), "SMALL.TXT")
+		_, err := guesttest.LookupErr(openBytes(t, img), "SMALL.TXT")
 		if !errors.Is(err, guest.ErrCorrupt) || !strings.Contains(err.Error(), "multi-extent") {
 			t.Errorf("ReadDir with an unfinished multi-extent file: %v", err)
 		}
 	})
-}
-
-// lookupErr is lookup returning ReadDir's error.
-func lookupErr(f guest.FS, p string) (guest.Node, error) {
-	n, err := f.Root()
-	if err != nil {
-		return nil, err
-	}
-	for _, name := range strings.Split(p, "/") {
-		nodes, err := n.ReadDir()
-		if err != nil {
-			return nil, err
-		}
-		var next guest.Node
-		for _, c := range nodes {
-			if c.Info().Name == name {
-				next = c
-			}
-		}
-		if next == nil {
-			return nil, os.ErrNotExist
-		}
-		n = next
-	}
-	return n, nil
 }
 
 func TestOneReadPerExtent(t *testing.T) {
@@ -193,7 +168,7 @@ func TestOneReadPerExtent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file, err := lookup(t, f, "LARGE.BIN").Open()
+	file, err := guesttest.Lookup(t, f, "LARGE.BIN").Open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +223,7 @@ func TestHostile(t *testing.T) {
 			if v.path == "" {
 				n, err = f.Root()
 			} else {
-				n, err = lookupErr(f, v.path)
+				n, err = guesttest.LookupErr(f, v.path)
 			}
 			if err == nil {
 				_, err = n.ReadDir()
@@ -262,7 +237,7 @@ func TestHostile(t *testing.T) {
 		img := bytes.Clone(orig)
 		r := record(t, img, root, "SMALL.TXT;1")
 		put32(img[r+2:], 0x7fffffff)
-		n, err := lookupErr(openBytes(t, img), "SMALL.TXT")
+		n, err := guesttest.LookupErr(openBytes(t, img), "SMALL.TXT")
 		if err != nil {
 			t.Fatal(err)
 		}

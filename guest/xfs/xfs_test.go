@@ -297,7 +297,7 @@ func checkListing(t *testing.T, fsys guest.FS, es []guesttest.Entry, dir string)
 			want[path.Base(e.Path)] = true
 		}
 	}
-	nodes, err := lookup(t, fsys, dir).ReadDir()
+	nodes, err := guesttest.Lookup(t, fsys, dir).ReadDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func checkOwners(t *testing.T, fsys guest.FS) {
 
 // checkDevices checks the device nodes and fifo under "devs".
 func checkDevices(t *testing.T, fsys guest.FS) {
-	n := lookup(t, fsys, "devs")
+	n := guesttest.Lookup(t, fsys, "devs")
 	nodes, err := n.ReadDir()
 	if err != nil {
 		t.Fatal(err)
@@ -382,32 +382,6 @@ func checkDevices(t *testing.T, fsys guest.FS) {
 			t.Errorf("devs/%s: Readlink: %v", i.Name, err)
 		}
 	}
-}
-
-// lookup returns the node at slash-separated path p.
-func lookup(t testing.TB, fsys guest.FS, p string) guest.Node {
-	t.Helper()
-	n, err := fsys.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range strings.Split(p, "/") {
-		nodes, err := n.ReadDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var next guest.Node
-		for _, ch := range nodes {
-			if ch.Info().Name == name {
-				next = ch
-			}
-		}
-		if next == nil {
-			t.Fatalf("%s: %q not found", p, name)
-		}
-		n = next
-	}
-	return n
 }
 
 // dirFormat names the format of directory ino: "shortform", "block",
@@ -455,7 +429,7 @@ func TestDirFormats(t *testing.T) {
 	for _, v := range variants {
 		fsys := openImage(t, image(t, v.name, es, devices, v.opts...))
 		for _, p := range []string{"dir", "fmt-sf", "fmt-block", "fmt-leaf", "fmt-node", "many"} {
-			f, err := dirFormat(fsys, lookup(t, fsys, p).Info().Ino)
+			f, err := dirFormat(fsys, guesttest.Lookup(t, fsys, p).Info().Ino)
 			if err != nil {
 				t.Fatalf("%s: %s: %v", v.name, p, err)
 			}
@@ -482,7 +456,7 @@ func TestBmapXfsDB(t *testing.T) {
 		img := image(t, v.name, es, devices, v.opts...)
 		fsys := openImage(t, img)
 		for _, p := range []string{"many", "fmt-node", "large"} {
-			ino := lookup(t, fsys, p).Info().Ino
+			ino := guesttest.Lookup(t, fsys, p).Info().Ino
 			ip, err := fsys.inode(ino)
 			if err != nil {
 				t.Fatal(err)
@@ -578,7 +552,7 @@ func TestReadAtOneDeviceRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file, err := lookup(t, fsys, "large").Open()
+	file, err := guesttest.Lookup(t, fsys, "large").Open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +604,7 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 func BenchmarkReadLarge(b *testing.B) {
 	es := standard()
 	fsys := openImage(b, image(b, variants[0].name, es, devices, variants[0].opts...))
-	file, err := lookup(b, fsys, "large").Open()
+	file, err := guesttest.Lookup(b, fsys, "large").Open()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -703,7 +677,7 @@ func TestRemoteSymlinkHeader(t *testing.T) {
 	st, _ := f.Stat()
 	plain := openImage(t, f.Name())
 	for _, name := range []string{"link-600", "link-1500"} {
-		n := lookup(t, plain, name)
+		n := guesttest.Lookup(t, plain, name)
 		target, err := n.Readlink()
 		if err != nil {
 			t.Fatal(err)
@@ -737,14 +711,14 @@ func TestRemoteSymlinkHeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := lookup(t, fsys, name).Readlink()
+		got, err := guesttest.Lookup(t, fsys, name).Readlink()
 		if err != nil || got != target {
 			t.Fatalf("%s: Readlink with headers = %q, %v", name, got, err)
 		}
 		// A header that does not match is corrupt.
 		be.PutUint32(blocks[8:], 7)
 		fsys, _ = Open(&overlay{r: f, patches: map[int64][]byte{phys: blocks}}, st.Size())
-		if _, err := lookup(t, fsys, name).Readlink(); !errors.Is(err, guest.ErrCorrupt) {
+		if _, err := guesttest.Lookup(t, fsys, name).Readlink(); !errors.Is(err, guest.ErrCorrupt) {
 			t.Fatalf("%s: Readlink with a bad header: %v", name, err)
 		}
 	}
@@ -760,7 +734,7 @@ func TestTimesXfsDB(t *testing.T) {
 		img := image(t, v.name, es, devices, v.opts...)
 		fsys := openImage(t, img)
 		for _, p := range []string{"small", "dir"} {
-			i := lookup(t, fsys, p).Info()
+			i := guesttest.Lookup(t, fsys, p).Info()
 			cmd := exec.Command("xfs_db", "-r", "-c", "inode "+strconv.FormatUint(i.Ino, 10), "-c",
 				"p core.mtime.sec core.mtime.nsec core.atime.sec core.atime.nsec core.ctime.sec core.ctime.nsec", img)
 			cmd.Env = append(os.Environ(), "TZ=UTC")
@@ -817,7 +791,7 @@ func TestBtreeFile(t *testing.T) {
 			defer f.Close()
 			st, _ := f.Stat()
 			plain := openImage(t, f.Name())
-			ino := lookup(t, plain, "large").Info().Ino
+			ino := guesttest.Lookup(t, plain, "large").Info().Ino
 			ip, err := plain.inode(ino)
 			if err != nil {
 				t.Fatal(err)
@@ -899,7 +873,7 @@ func TestBtreeFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			file, err := lookup(t, fsys, "large").Open()
+			file, err := guesttest.Lookup(t, fsys, "large").Open()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -931,7 +905,7 @@ func TestBtreeFile(t *testing.T) {
 			// A loop: the node pointing at itself is a level mismatch.
 			put(leaf1, block(1, [][2]uint64{{0, leaf1}}))
 			fsys, _ = Open(&overlay{r: f, patches: patches}, st.Size())
-			file, _ = lookup(t, fsys, "large").Open()
+			file, _ = guesttest.Lookup(t, fsys, "large").Open()
 			if _, err := file.ReadAt(got[:10], 0); !errors.Is(err, guest.ErrCorrupt) {
 				t.Errorf("ReadAt through a looping tree: %v", err)
 			}
