@@ -980,8 +980,9 @@ type RestartReader struct {
 	mu      sync.Mutex
 	cache   *blockCache[[2]int] // by span and chunk
 	cursors []*cursor
-	keep    int  // cursors kept
-	closed  bool // decoders parked after Close are closed
+	idle    []*zstd.Decoder // decoders between spans, reused: a decoder's window is allocated once
+	keep    int             // cursors kept, and idle decoders
+	closed  bool            // decoders parked after Close are closed
 }
 
 // cursor is a decoder of one span, at chunk next.
@@ -1012,7 +1013,10 @@ func (s *RestartReader) Close() error {
 	for _, c := range s.cursors {
 		c.dec.Close()
 	}
-	s.cursors, s.closed = nil, true
+	for _, d := range s.idle {
+		d.Close()
+	}
+	s.cursors, s.idle, s.closed = nil, nil, true
 	return nil
 }
 
@@ -1074,7 +1078,7 @@ func (s *RestartReader) chunk(i, k int) ([]byte, error) {
 		if int64(len(dict)) != p.Dict {
 			return nil, fmt.Errorf("zstd: restart point %d: %d bytes of history, the index says %d", i, len(dict), p.Dict)
 		}
-		dec, err := newSpanDecoder(newSpanSource(s.r, p, dict))
+		dec, err := s.decoder(newSpanSource(s.r, p, dict))
 		if err != nil {
 			return nil, err
 		}
@@ -1101,7 +1105,7 @@ func (s *RestartReader) chunk(i, k int) ([]byte, error) {
 				c.dec.Close()
 				return nil, s.spanError(i, errors.New("more bytes than the index says"))
 			}
-			c.dec.Close()
+			s.release(c.dec)
 			c = nil
 		}
 		s.put(i, idx, b)
@@ -1122,6 +1126,39 @@ func (s *RestartReader) spanError(i int, err error) error {
 	}
 	p := s.x.Points[i]
 	return &Error{Format: Zstd, Offset: p.C, Err: fmt.Errorf("restart point %d (decompressed offset %d): %w", i, p.U, err)}
+}
+
+// decoder returns an idle decoder reset to src, or a new one.
+func (s *RestartReader) decoder(src io.Reader) (*zstd.Decoder, error) {
+	s.mu.Lock()
+	var d *zstd.Decoder
+	if n := len(s.idle); n > 0 {
+		d, s.idle = s.idle[n-1], s.idle[:n-1]
+	}
+	s.mu.Unlock()
+	if d == nil {
+		return newSpanDecoder(src)
+	}
+	if err := d.Reset(src); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// release keeps d for another span, or closes it.
+func (s *RestartReader) release(d *zstd.Decoder) {
+	s.mu.Lock()
+	s.releaseLocked(d)
+	s.mu.Unlock()
+}
+
+func (s *RestartReader) releaseLocked(d *zstd.Decoder) {
+	if s.closed || len(s.idle) >= s.keep {
+		d.Close()
+		return
+	}
+	s.idle = append(s.idle, d)
 }
 
 // cursor takes a parked decoder of span i at chunk k or before, if any.
@@ -1152,8 +1189,9 @@ func (s *RestartReader) park(c *cursor) {
 	}
 	s.cursors = append(s.cursors, c)
 	if len(s.cursors) > s.keep {
-		s.cursors[0].dec.Close()
+		old := s.cursors[0].dec
 		s.cursors = s.cursors[1:]
+		s.releaseLocked(old)
 	}
 }
 
