@@ -169,33 +169,17 @@ func image(t testing.TB, v variant) string {
 	return res.path
 }
 
-func openImage(t testing.TB, path string) (guest.FS, *os.File, int64) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := Open(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fsys, f, st.Size()
-}
-
 func TestVariants(t *testing.T) {
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
 			img := image(t, v)
-			fsys, f, size := openImage(t, img)
-			if got := Probe(f, size); got != v.probe {
-				t.Errorf("Probe = %q, want %q", got, v.probe)
-			}
+			fsys := guesttest.OpenFile(t, img, func(r io.ReaderAt, size int64) (guest.FS, error) {
+				if got := Probe(r, size); got != v.probe {
+					t.Errorf("Probe = %q, want %q", got, v.probe)
+				}
+				return Open(r, size)
+			})
 			if v.index {
 				// e2fsck -D made "many" an htree, read linearly.
 				if in := guesttest.Lookup(t, fsys, "many").(*node).in; in.flags&0x1000 == 0 {
@@ -241,7 +225,7 @@ func TestInodeFields(t *testing.T) {
 		cf := filepath.Join(dir, "cmds")
 		os.WriteFile(cf, []byte(cmds+"\n"), 0o644)
 		runTool(t, "debugfs", "-w", "-f", cf, img)
-		fsys, _, _ := openImage(t, img)
+		fsys := guesttest.OpenFile(t, img, Open)
 		a := guesttest.Lookup(t, fsys, "a").Info()
 		if rev0 {
 			if want := time.Unix(0x65000000, 0); a.UID != 123456 || !a.ModTime.Equal(want) {
@@ -304,7 +288,7 @@ func TestUnwritten(t *testing.T) {
 	cf := filepath.Join(dir, "cmds")
 	os.WriteFile(cf, []byte("fallocate /pre 1 15\nset_inode_field /pre size 65536\n"), 0o644)
 	runTool(t, "debugfs", "-w", "-f", cf, img)
-	fsys, _, _ := openImage(t, img)
+	fsys := guesttest.OpenFile(t, img, Open)
 	f, err := guesttest.Lookup(t, fsys, "pre").Open()
 	if err != nil {
 		t.Fatal(err)
@@ -440,12 +424,11 @@ func TestReadCoalesced(t *testing.T) {
 	t.Parallel()
 	for _, v := range []variant{variants[0], variants[1]} {
 		img := image(t, v)
-		_, f, size := openImage(t, img)
-		c := &countReader{r: f}
-		fsys, err := Open(c, size)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var c *countReader
+		fsys := guesttest.OpenFile(t, img, func(r io.ReaderAt, size int64) (guest.FS, error) {
+			c = &countReader{r: r}
+			return Open(c, size)
+		})
 		ln := guesttest.Lookup(t, fsys, "large")
 		file, err := ln.Open()
 		if err != nil {
@@ -493,7 +476,11 @@ func BenchmarkReadLarge(b *testing.B) {
 	guesttest.Write(b, src, []guesttest.Entry{{Path: "big", Mode: 0o644, Size: size, ModTime: guesttest.Epoch}})
 	img := filepath.Join(dir, "img")
 	runTool(b, "mkfs.ext4", "-q", "-F", "-d", src, img, "128M")
-	fsys, dev, _ := openImage(b, img)
+	var dev io.ReaderAt
+	fsys := guesttest.OpenFile(b, img, func(r io.ReaderAt, size int64) (guest.FS, error) {
+		dev = r
+		return Open(r, size)
+	})
 	f, err := guesttest.Lookup(b, fsys, "big").Open()
 	if err != nil {
 		b.Fatal(err)

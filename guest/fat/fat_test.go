@@ -169,36 +169,20 @@ func setDirTimes(t testing.TB, img string, entries []guesttest.Entry) {
 	}
 }
 
-func openImage(t testing.TB, path string) *FS {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, _ := f.Stat()
-	fsys, err := Open(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fsys
-}
-
 func TestStandard(t *testing.T) {
 	for _, typ := range []string{"fat12", "fat16", "fat32", "fat16-4k"} {
 		t.Run(typ, func(t *testing.T) {
 			t.Parallel()
 			img, entries := build(t, typ)
-			fsys := openImage(t, img)
 			want := strings.TrimSuffix(typ, "-4k")
+			fsys := guesttest.OpenFile(t, img, func(r io.ReaderAt, size int64) (*FS, error) {
+				if got := Probe(r, size); got != want {
+					t.Errorf("Probe = %q, want %q", got, want)
+				}
+				return Open(r, size)
+			})
 			if fsys.Type() != want {
 				t.Errorf("Type = %q, want %q", fsys.Type(), want)
-			}
-			f, _ := os.Open(img)
-			defer f.Close()
-			st, _ := f.Stat()
-			if got := Probe(f, st.Size()); got != want {
-				t.Errorf("Probe = %q, want %q", got, want)
 			}
 			guesttest.Check(t, fsys, entries, guesttest.Caps{MTime: 2 * time.Second})
 		})
@@ -210,7 +194,7 @@ func TestMtools(t *testing.T) {
 	t.Parallel()
 	need(t, "mdir", "mtools")
 	img, _ := build(t, "fat16")
-	fsys := openImage(t, img)
+	fsys := guesttest.OpenFile(t, img, Open)
 	root, _ := fsys.Root()
 	cmd := exec.Command("mdir", "-/", "-b", "-i", img, "::")
 	cmd.Env = append(os.Environ(), "TZ=UTC", "LC_ALL=C.UTF-8", "MTOOLS_SKIP_CHECK=1")
@@ -323,7 +307,7 @@ func TestCoalesce(t *testing.T) {
 
 func BenchmarkReadLarge(b *testing.B) {
 	img, _ := build(b, "fat32")
-	fsys := openImage(b, img)
+	fsys := guesttest.OpenFile(b, img, Open)
 	n := guesttest.Lookup(b, fsys, "large")
 	f, err := n.Open()
 	if err != nil {

@@ -109,23 +109,12 @@ func buildXorriso(t testing.TB, key, dir string, args ...string) string {
 // openISO opens the image at path.
 func openISO(t testing.TB, path string) *FS {
 	t.Helper()
-	fh, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fh.Close() })
-	st, err := fh.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := Probe(fh, st.Size()); got != Name {
-		t.Fatalf("Probe = %q, want %q", got, Name)
-	}
-	f, err := Open(fh, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return guesttest.OpenFile(t, path, func(r io.ReaderAt, size int64) (*FS, error) {
+		if got := Probe(r, size); got != Name {
+			return nil, fmt.Errorf("Probe = %q, want %q", got, Name)
+		}
+		return Open(r, size)
+	})
 }
 
 func standard(t testing.TB) string { return writeTree(t, "standard", guesttest.Standard()) }

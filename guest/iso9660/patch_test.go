@@ -157,17 +157,11 @@ func TestMultiExtent(t *testing.T) {
 func TestOneReadPerExtent(t *testing.T) {
 	t.Parallel()
 	img := buildISO(t, "plain3", writeTree(t, "plain", plainTree()), "--norock", "-iso-level", "3")
-	fh, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
-	cr := &countReader{r: fh}
-	f, err := Open(cr, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cr *countReader
+	f := guesttest.OpenFile(t, img, func(r io.ReaderAt, size int64) (*FS, error) {
+		cr = &countReader{r: r}
+		return Open(cr, size)
+	})
 	file, err := guesttest.Lookup(t, f, "LARGE.BIN").Open()
 	if err != nil {
 		t.Fatal(err)

@@ -108,7 +108,7 @@ func BenchmarkReadLarge(b *testing.B) {
 	if err != nil {
 		b.Skipf("building the image: %v", err)
 	}
-	fsys, _ := openImage(b, img)
+	fsys := openImage(b, img)
 	root, err := fsys.Root()
 	if err != nil {
 		b.Fatal(err)

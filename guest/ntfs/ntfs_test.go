@@ -193,22 +193,17 @@ func inode(t testing.TB, img, name string) uint64 {
 	return 0
 }
 
-func openImage(t testing.TB, img string) (guest.FS, *os.File) {
+func openImage(t testing.TB, img string) guest.FS {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
+	return guesttest.OpenFile(t, img, probeOpen)
+}
+
+// probeOpen opens r after checking that Probe sees NTFS in it.
+func probeOpen(r io.ReaderAt, size int64) (guest.FS, error) {
+	if got := Probe(r, size); got != "ntfs" {
+		return nil, fmt.Errorf("Probe = %q, want ntfs", got)
 	}
-	t.Cleanup(func() { f.Close() })
-	st, _ := f.Stat()
-	if got := Probe(f, st.Size()); got != "ntfs" {
-		t.Fatalf("Probe = %q, want ntfs", got)
-	}
-	fsys, err := Open(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fsys, f
+	return Open(r, size)
 }
 
 func testImage(t *testing.T) string {
@@ -227,14 +222,14 @@ func testImage(t *testing.T) string {
 func TestStandard(t *testing.T) {
 	t.Parallel()
 	img := testImage(t)
-	fsys, _ := openImage(t, img)
+	fsys := openImage(t, img)
 	guesttest.Check(t, fsys, entries(), guesttest.Caps{MTime: time.Second, Sparse: true})
 }
 
 func TestNodes(t *testing.T) {
 	t.Parallel()
 	img := testImage(t)
-	fsys, _ := openImage(t, img)
+	fsys := openImage(t, img)
 	root, err := fsys.Root()
 	if err != nil {
 		t.Fatal(err)
@@ -332,13 +327,14 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 func TestOneReadPerRun(t *testing.T) {
 	t.Parallel()
 	img := testImage(t)
-	_, f := openImage(t, img)
-	st, _ := f.Stat()
-	c := &countingReader{ReaderAt: f}
-	fsys, err := Open(c, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var c *countingReader
+	fsys := guesttest.OpenFile(t, img, func(r io.ReaderAt, size int64) (guest.FS, error) {
+		if _, err := probeOpen(r, size); err != nil {
+			return nil, err
+		}
+		c = &countingReader{ReaderAt: r}
+		return Open(c, size)
+	})
 	root, _ := fsys.Root()
 	nodes, err := root.ReadDir()
 	if err != nil {
@@ -369,7 +365,7 @@ func TestOneReadPerRun(t *testing.T) {
 func TestWindowsImage(t *testing.T) {
 	t.Parallel()
 	img := windowsImage(t)
-	fsys, _ := openImage(t, img)
+	fsys := openImage(t, img)
 	root, err := fsys.Root()
 	if err != nil {
 		t.Fatal(err)
@@ -494,7 +490,7 @@ func TestGeometries(t *testing.T) {
 	for k, img := range imgs {
 		t.Run(strings.Join(geometries[k], ""), func(t *testing.T) {
 			t.Parallel()
-			fsys, _ := openImage(t, img)
+			fsys := openImage(t, img)
 			guesttest.Check(t, fsys, geometryEntries(), guesttest.Caps{})
 		})
 	}

@@ -205,23 +205,12 @@ func image(t testing.TB, name string, entries []guesttest.Entry, extra string, o
 // openImage opens the image at p.
 func openImage(t testing.TB, p string) *FS {
 	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := Probe(f, st.Size()); got != "xfs" {
-		t.Fatalf("Probe = %q, want \"xfs\"", got)
-	}
-	fsys, err := Open(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fsys
+	return guesttest.OpenFile(t, p, func(r io.ReaderAt, size int64) (*FS, error) {
+		if got := Probe(r, size); got != "xfs" {
+			return nil, fmt.Errorf("Probe = %q, want \"xfs\"", got)
+		}
+		return Open(r, size)
+	})
 }
 
 // dirSizes are extra directories sized for each directory format.
@@ -541,17 +530,11 @@ func TestErrors(t *testing.T) {
 // one read of the device.
 func TestReadAtOneDeviceRead(t *testing.T) {
 	es := standard()
-	f, err := os.Open(image(t, variants[0].name, es, devices, variants[0].opts...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	cr := &countingReader{r: f}
-	fsys, err := Open(cr, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cr *countingReader
+	fsys := guesttest.OpenFile(t, image(t, variants[0].name, es, devices, variants[0].opts...), func(r io.ReaderAt, size int64) (*FS, error) {
+		cr = &countingReader{r: r}
+		return Open(cr, size)
+	})
 	file, err := guesttest.Lookup(t, fsys, "large").Open()
 	if err != nil {
 		t.Fatal(err)
