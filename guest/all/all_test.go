@@ -85,16 +85,7 @@ func getFixture(t *testing.T) *fixture {
 
 var fixtureDir string
 
-func TestMain(m *testing.M) {
-	d, err := os.MkdirTemp("", "guest-all-")
-	if err != nil {
-		panic(err)
-	}
-	fixtureDir = d
-	code := m.Run()
-	os.RemoveAll(d)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { guesttest.MainTempDir(m, &fixtureDir, "", "guest-all-") }
 
 // build makes the disks.
 func build(dir string) (*fixture, error) {

@@ -27,15 +27,7 @@ func TestMain(m *testing.M) {
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		base = "/dev/shm"
 	}
-	d, err := os.MkdirTemp(base, "ext4test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	tmpRoot = d
-	code := m.Run()
-	os.RemoveAll(d)
-	os.Exit(code)
+	guesttest.MainTempDir(m, &tmpRoot, base, "ext4test")
 }
 
 // needTools skips (or, under CI=true, fails) when e2fsprogs is missing.

@@ -23,17 +23,7 @@ import (
 
 var tmpDir string
 
-func TestMain(m *testing.M) {
-	d, err := os.MkdirTemp("", "fattest")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	tmpDir = d
-	code := m.Run()
-	os.RemoveAll(d)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { guesttest.MainTempDir(m, &tmpDir, "", "fattest") }
 
 // need skips the test when tool is missing (fails under CI=true).
 func need(t testing.TB, tool, pkg string) {

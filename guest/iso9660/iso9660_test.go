@@ -20,17 +20,7 @@ import (
 
 var tmpDir string
 
-func TestMain(m *testing.M) {
-	d, err := os.MkdirTemp("", "iso9660-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	tmpDir = d
-	code := m.Run()
-	os.RemoveAll(d)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { guesttest.MainTempDir(m, &tmpDir, "", "iso9660-test-") }
 
 // needXorriso skips the test without xorriso, or fails it under CI=true.
 func needXorriso(t testing.TB) {
