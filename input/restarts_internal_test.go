@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -44,17 +45,34 @@ func TestStreamAt(t *testing.T) {
 		s.end(nil)
 	})
 	buf := make([]byte, 1<<20)
-	for off := int64(0); off < 30<<20; off += 3 << 20 {
-		if n, err := s.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
-			t.Fatalf("read at %d: %d, %v", off, n, err)
+	reads := make(chan error, 1)
+	go func() {
+		for off := int64(0); off < 30<<20; off += 3 << 20 {
+			if n, err := s.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
+				reads <- fmt.Errorf("read at %d: %d, %v", off, n, err)
+				return
+			}
 		}
-	}
-	if _, err := s.ReadAt(buf[:10], 1<<20); !errors.Is(err, errBackwards) {
-		t.Fatalf("a read behind: %v", err)
-	}
-	n, err := s.ReadAt(buf, int64(len(data))-100)
-	if n != 100 || err != io.EOF || !bytes.Equal(buf[:n], data[len(data)-100:]) {
-		t.Fatalf("the last bytes: %d, %v", n, err)
+		if _, err := s.ReadAt(buf[:10], 1<<20); !errors.Is(err, errBackwards) {
+			reads <- fmt.Errorf("a read behind: %v", err)
+			return
+		}
+		n, err := s.ReadAt(buf, int64(len(data))-100)
+		if n != 100 || err != io.EOF || !bytes.Equal(buf[:n], data[len(data)-100:]) {
+			reads <- fmt.Errorf("the last bytes: %d, %v", n, err)
+			return
+		}
+		reads <- nil
+	}()
+	select {
+	case err := <-reads:
+		if err != nil {
+			s.stop()
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		s.stop() // lets the writer go
+		t.Fatal("the reads and the writes wait for each other")
 	}
 	wg.Wait()
 
