@@ -25,72 +25,56 @@ func (x *Index) dict(i int) ([]byte, error) { return x.blob(x.dicts[i]) }
 // fits, nil if it has none; one that cannot be used is said in a note.
 // The index reads its blobs from the sidecar until close is called.
 func (op *opener) sidecarIndex(ob *remote.Object) (x *Index, close func()) {
-	none := func() {}
 	if op.o.NoIndex || strings.ContainsAny(op.ref.Path, "?#") {
-		return nil, none
+		return nil, func() {}
 	}
-	name := ob.Name() + IndexSuffix
-	ix, closeIx, err := op.readSidecar(op.ref.Path + IndexSuffix)
+	ix, err := remote.Open(op.ctx, op.ref.Path+IndexSuffix, op.o.Remote)
 	if errors.Is(err, remote.ErrNotFound) {
-		return nil, none
+		return nil, func() {}
 	}
-	if err == nil {
-		if err = ix.fits(ob, ob.Size(), ob.ETag()); err != nil {
-			closeIx()
-		}
-	}
-	if err != nil {
-		op.note("%s: %v: ignored (vmaconv index %s makes a new one)", name, err, ob.Name())
-		return nil, none
-	}
-	return ix, closeIx
-}
-
-// readSidecar opens and reads the index at url, whose blobs are read from
-// it until close is called.
-func (op *opener) readSidecar(url string) (x *Index, close func(), err error) {
-	ob, err := remote.Open(op.ctx, url, op.o.Remote)
-	if err != nil {
-		return nil, nil, err
-	}
-	if ob.Size() < 0 {
-		ob.Close()
-		return nil, nil, errors.New("an index of unknown size")
-	}
-	if x, err = ReadIndex(ob, ob.Size()); err != nil {
-		ob.Close()
-		return nil, nil, err
-	}
-	return x, func() { ob.Close() }, nil
+	return op.fitting(ob.Name()+IndexSuffix, ob.Name(), ix, err, ix.Size, func() { ix.Close() }, ob, ob.Size(), ob.ETag())
 }
 
 // localSidecar returns the sidecar index beside the archive file f (of
 // size bytes) at path, if it has one that fits, nil if none.
 func (op *opener) localSidecar(f *os.File, path string, size int64) (x *Index, close func()) {
-	none := func() {}
 	if op.o.NoIndex {
-		return nil, none
+		return nil, func() {}
 	}
-	ixf, err := os.Open(path + IndexSuffix)
+	ix, err := os.Open(path + IndexSuffix)
 	if err != nil {
-		return nil, none
+		return nil, func() {}
 	}
-	fi, err := ixf.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = errors.New("not a regular file")
+	ixSize := func() int64 {
+		if fi, err := ix.Stat(); err == nil && fi.Mode().IsRegular() {
+			return fi.Size()
+		}
+		return -1 // not a regular file
 	}
+	return op.fitting(path+IndexSuffix, path, ix, nil, ixSize, func() { ix.Close() }, f, size, "")
+}
+
+// fitting reads the index in r (opened with err; size returns its size,
+// -1 if it has none) and returns it if it was made for the archive ar of
+// arSize bytes and ETag etag, with release to call when it is no longer
+// read; any other is released and said in a note.
+func (op *opener) fitting(name, archive string, r io.ReaderAt, err error, size func() int64, release func(), ar io.ReaderAt, arSize int64, etag string) (*Index, func()) {
+	var x *Index
 	if err == nil {
-		x, err = ReadIndex(ixf, fi.Size())
-	}
-	if err == nil {
-		err = x.fits(f, size, "")
+		if n := size(); n < 0 {
+			err = errors.New("not a regular file of known size")
+		} else if x, err = ReadIndex(r, n); err == nil {
+			err = x.fits(ar, arSize, etag)
+		}
+		if err != nil {
+			release()
+		}
 	}
 	if err != nil {
-		ixf.Close()
-		op.note("%s: %v: ignored (vmaconv index %s makes a new one)", path+IndexSuffix, err, path)
-		return nil, none
+		op.note("%s: %v: ignored (vmaconv index %s makes a new one)", name, err, archive)
+		return nil, func() {}
 	}
-	return x, func() { ixf.Close() }
+	return x, release
 }
 
 // openRestarts opens the zstd archive ra (of fm, size compressed bytes) at
