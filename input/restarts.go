@@ -343,7 +343,7 @@ func newStreamAt() *streamAt {
 // drop drops the bytes before want. Called with mu held.
 func (s *streamAt) drop() {
 	if k := min(s.want-s.lo, int64(len(s.buf))); k > 0 {
-		s.buf = append(s.buf[:0], s.buf[k:]...)
+		s.buf = s.buf[k:] // not moved: an append past its capacity moves what is left
 		s.lo += k
 	}
 }
