@@ -188,7 +188,7 @@ func (op *opener) open() (*Input, error) {
 		}
 		if op.o.RandomAccess {
 			f.Close()
-			return nil, &sequential{fmt.Sprintf("%s is not a regular file: reading at random needs one", path)}
+			return nil, &sequential{fmt.Sprintf("%s is not a regular file: reading at random needs one (save the archive to a file first)", path)}
 		}
 		return op.openStream(fm, f, path, f, -1)
 	}
@@ -231,7 +231,7 @@ func (op *opener) open() (*Input, error) {
 			return op.openStream(fm, f, path, f, size)
 		case !regular:
 			f.Close()
-			return nil, &sequential{fmt.Sprintf("%s is not a regular file: reading at random needs one", path)}
+			return nil, &sequential{fmt.Sprintf("%s is not a regular file: reading at random needs one (save the archive to a file first)", path)}
 		case comp != "":
 			return op.openDecompressed(fm, f, comp, size)
 		}

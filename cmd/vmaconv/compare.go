@@ -104,11 +104,8 @@ func openDisk(e *env, arg string, o input.Options, cmd string) (*disk, error) {
 	o.Cache, done = cacheOpts{}.inputOptions(e, ref.Path)
 	in, err := openInput(e, ref, o)
 	done(err)
-	if errors.Is(err, input.ErrSequential) {
-		if input.IsRemote(ref.Path) { // the error says the ways out
-			return nil, usageError{fmt.Errorf("%s reads its disks at random: %w", cmd, err)}
-		}
-		return nil, usageError{fmt.Errorf("%s: %s reads its disks at random, which a pipe cannot give: save the archive to a file first", ref.Path, cmd)}
+	if errors.Is(err, input.ErrSequential) { // the error says why, and the ways out
+		return nil, usageError{fmt.Errorf("%s reads its disks at random: %w", cmd, err)}
 	}
 	if err != nil {
 		return nil, err
