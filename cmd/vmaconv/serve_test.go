@@ -541,8 +541,12 @@ func TestServeShutdown(t *testing.T) {
 			t.Fatalf("no socket left by the killed serve: %v", err)
 		}
 		_, uri, stderr := serveProcess(t, arc, "--socket", sock)
-		if !strings.Contains(stderr.String(), "replaced a socket no server listened on") {
-			t.Errorf("stderr %q", stderr.String())
+		// The note is on stderr, the URI on stdout: two pipes, copied
+		// apart, so the note may come after the URI is seen.
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "replaced a socket no server listened on"); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("stderr %q", stderr.String())
+			}
 		}
 		out := filepath.Join(dir, "out.raw")
 		qemuImg(t, "convert", "-O", "raw", uri, out)
